@@ -1,0 +1,5 @@
+//! pgkeep: streaming, encrypted, verified PostgreSQL backups.
+//!
+//! Every edge (the `pgkeep` command, the Lambda functions) is a thin shell over this crate.
+
+pub mod pipeline;
