@@ -1,0 +1,251 @@
+//! The catalog: the list of backup records, their status, and the queries the edges need.
+//!
+//! Writes are compare-and-set on the status a caller last saw, so two writers (a dump and a
+//! reaper, two verifiers) cannot both win; which status changes are legal is decided by
+//! [`crate::model::BackupStatus::can_become`].
+
+use async_trait::async_trait;
+use base64::Engine;
+
+use crate::model::{BackupId, BackupRecord, BackupStatus, TransitionError};
+
+pub mod sqlite;
+
+/// Why a catalog operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No record with that id.
+    #[error("backup {0} is not in the catalog (see `pgkeep list`)")]
+    NotFound(BackupId),
+    /// Ids are unique; a second insert is a bug or a replayed event.
+    #[error("backup {0} is already in the catalog")]
+    AlreadyExists(BackupId),
+    /// Someone else changed the record first.
+    #[error("backup {id} was changed by another run: expected status {expected}, found {found}")]
+    Conflict {
+        /// The contested backup.
+        id: BackupId,
+        /// The status this writer based its change on.
+        expected: BackupStatus,
+        /// The status actually stored.
+        found: BackupStatus,
+    },
+    /// A status change the lifecycle forbids.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A pagination cursor that this catalog did not hand out.
+    #[error("invalid cursor {0:?}: pass back exactly the cursor a previous page returned")]
+    BadCursor(String),
+    /// The storage behind the catalog failed.
+    #[error("catalog {location}: {message}")]
+    Backend {
+        /// Where the catalog lives.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Which records to list; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this database.
+    pub database: Option<String>,
+    /// Only this status.
+    pub status: Option<BackupStatus>,
+    /// At most this many records (all when `None`).
+    pub limit: Option<usize>,
+    /// Continue after the page that returned this cursor.
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Records, newest first.
+    pub records: Vec<BackupRecord>,
+    /// Pass this back to get the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Where backup records live.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// The catalog's URL, for messages (`sqlite:///var/backups/pgkeep/catalog.sqlite3`).
+    fn location(&self) -> String;
+    /// Adds a new record; fails if the id exists.
+    async fn insert(&self, record: &BackupRecord) -> Result<(), CatalogError>;
+    /// The record with this id.
+    async fn get(&self, id: &BackupId) -> Result<BackupRecord, CatalogError>;
+    /// Replaces the stored record if its status is still `expected` and the change from
+    /// `expected` to `record.status` is legal.
+    async fn update(
+        &self,
+        record: &BackupRecord,
+        expected: BackupStatus,
+    ) -> Result<(), CatalogError>;
+    /// Records matching the query, newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Page, CatalogError>;
+}
+
+/// Checks an update against the lifecycle before any backend writes it.
+pub fn check_update(record: &BackupRecord, expected: BackupStatus) -> Result<(), CatalogError> {
+    if expected == record.status || expected.can_become(record.status) {
+        Ok(())
+    } else {
+        Err(TransitionError {
+            id: record.id.clone(),
+            from: expected,
+            to: record.status,
+        }
+        .into())
+    }
+}
+
+/// Cursors are opaque to callers: the id of the last record returned, base64url-encoded.
+pub fn encode_cursor(last: &BackupId) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_str())
+}
+
+/// Reverses [`encode_cursor`], refusing anything it did not produce.
+pub fn decode_cursor(cursor: &str) -> Result<BackupId, CatalogError> {
+    let bad = || CatalogError::BadCursor(cursor.to_owned());
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    String::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! One test suite every catalog implementation must pass.
+    use super::*;
+    use crate::model::{BackupKind, Compression};
+    use chrono::{Duration, TimeZone, Utc};
+
+    fn record(db: &str, minute: u32) -> BackupRecord {
+        let t = Utc.with_ymd_and_hms(2026, 11, 24, 10, minute, 0).unwrap();
+        let mut r = BackupRecord::start(
+            BackupId::generate(t),
+            db,
+            BackupKind::Scheduled,
+            Compression::Zstd,
+        );
+        r.created_at = t;
+        r
+    }
+
+    /// Runs the whole contract against a fresh, empty catalog.
+    pub async fn run(catalog: &dyn Catalog) {
+        // insert / get / duplicate
+        let mut a = record("shop", 1);
+        catalog.insert(&a).await.unwrap();
+        assert_eq!(catalog.get(&a.id).await.unwrap(), a);
+        assert!(matches!(
+            catalog.insert(&a).await,
+            Err(CatalogError::AlreadyExists(_))
+        ));
+        let missing = record("shop", 59).id;
+        assert!(matches!(
+            catalog.get(&missing).await,
+            Err(CatalogError::NotFound(_))
+        ));
+
+        // compare-and-set updates
+        a.transition(BackupStatus::Completed).unwrap();
+        a.size_bytes = Some(42);
+        catalog.update(&a, BackupStatus::InProgress).await.unwrap();
+        assert_eq!(catalog.get(&a.id).await.unwrap().size_bytes, Some(42));
+        let mut stale = a.clone();
+        stale.status = BackupStatus::Failed;
+        assert!(matches!(
+            catalog.update(&stale, BackupStatus::InProgress).await,
+            Err(CatalogError::Conflict {
+                found: BackupStatus::Completed,
+                ..
+            })
+        ));
+        let mut illegal = a.clone();
+        illegal.status = BackupStatus::InProgress;
+        assert!(matches!(
+            catalog.update(&illegal, BackupStatus::Completed).await,
+            Err(CatalogError::Transition(_))
+        ));
+        assert_eq!(
+            catalog.get(&a.id).await.unwrap().status,
+            BackupStatus::Completed
+        );
+        let ghost = record("shop", 58);
+        assert!(matches!(
+            catalog.update(&ghost, BackupStatus::InProgress).await,
+            Err(CatalogError::NotFound(_))
+        ));
+
+        // listing: newest first, filters, pagination
+        let mut ids = vec![a.id.clone()];
+        for m in 2..=7 {
+            let mut r = record(if m % 2 == 0 { "crm" } else { "shop" }, m);
+            r.created_at += Duration::seconds(1);
+            catalog.insert(&r).await.unwrap();
+            ids.push(r.id.clone());
+        }
+        let all = catalog.list(&ListQuery::default()).await.unwrap();
+        let listed: Vec<_> = all.records.iter().map(|r| r.id.clone()).collect();
+        let mut newest_first = ids.clone();
+        newest_first.reverse();
+        assert_eq!(listed, newest_first);
+        assert!(all.next_cursor.is_none());
+
+        let shop = catalog
+            .list(&ListQuery {
+                database: Some("shop".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(shop.records.len(), 4);
+        assert!(shop.records.iter().all(|r| r.database == "shop"));
+
+        let completed = catalog
+            .list(&ListQuery {
+                status: Some(BackupStatus::Completed),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(completed.records.len(), 1);
+        assert_eq!(completed.records[0].id, a.id);
+
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = catalog
+                .list(&ListQuery {
+                    limit: Some(3),
+                    cursor: cursor.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.records.len() <= 3);
+            pages.extend(page.records.into_iter().map(|r| r.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(pages, newest_first);
+        assert!(matches!(
+            catalog
+                .list(&ListQuery {
+                    cursor: Some("not-a-cursor".into()),
+                    ..Default::default()
+                })
+                .await,
+            Err(CatalogError::BadCursor(_))
+        ));
+    }
+}

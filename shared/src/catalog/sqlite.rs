@@ -1,0 +1,283 @@
+//! The embedded catalog: one SQLite file, no server to run.
+//!
+//! SQLite because it is a single durable file with transactions and real indexes, ships inside
+//! the binary (rusqlite's bundled build), and is readable with the `sqlite3` shell in an
+//! emergency. Each record is stored whole as JSON beside the columns the queries filter on.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{check_update, decode_cursor, encode_cursor, Catalog, CatalogError, ListQuery, Page};
+use crate::model::{BackupId, BackupRecord, BackupStatus};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS backups (
+    id         TEXT PRIMARY KEY,
+    database   TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    record     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backups_by_database ON backups (database, id);
+CREATE INDEX IF NOT EXISTS backups_by_status ON backups (status, id);
+PRAGMA user_version = 1;
+";
+
+/// A catalog in a SQLite database file.
+#[derive(Clone)]
+pub struct SqliteCatalog {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating when missing) the catalog file and its schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
+        let path = path.as_ref().to_owned();
+        let fail = |message: String| CatalogError::Backend {
+            location: format!("sqlite://{}", path.display()),
+            message,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| fail(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| fail(e.to_string()))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| fail(e.to_string()))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| fail(e.to_string()))?;
+        if version > 1 {
+            return Err(fail(format!(
+                "catalog schema version {version} is newer than this pgkeep understands; upgrade pgkeep"
+            )));
+        }
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(SqliteCatalog {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection off the async threads.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, CatalogError> + Send + 'static,
+    ) -> Result<T, CatalogError> {
+        let conn = self.conn.clone();
+        let location = self.location();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| CatalogError::Backend {
+            location,
+            message: format!("catalog task failed: {e}"),
+        })?
+    }
+}
+
+fn backend(location: &str) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
+    move |e| CatalogError::Backend {
+        location: location.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn to_json(record: &BackupRecord) -> String {
+    serde_json::to_string(record).expect("records always serialize")
+}
+
+fn from_json(location: &str, json: &str) -> Result<BackupRecord, CatalogError> {
+    serde_json::from_str(json).map_err(|e| CatalogError::Backend {
+        location: location.to_owned(),
+        message: format!("unreadable record: {e}"),
+    })
+}
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    fn location(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    async fn insert(&self, record: &BackupRecord) -> Result<(), CatalogError> {
+        let record = record.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let inserted = conn
+                .execute(
+                    "INSERT INTO backups (id, database, status, kind, created_at, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                    params![
+                        record.id.as_str(),
+                        record.database,
+                        record.status.as_str(),
+                        record.kind.as_str(),
+                        crate::model::format_time(record.created_at),
+                        to_json(&record),
+                    ],
+                )
+                .map_err(backend(&location))?;
+            if inserted == 0 {
+                return Err(CatalogError::AlreadyExists(record.id.clone()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, id: &BackupId) -> Result<BackupRecord, CatalogError> {
+        let id = id.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let json: Option<String> = conn
+                .query_row(
+                    "SELECT record FROM backups WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend(&location))?;
+            match json {
+                Some(json) => from_json(&location, &json),
+                None => Err(CatalogError::NotFound(id)),
+            }
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        record: &BackupRecord,
+        expected: BackupStatus,
+    ) -> Result<(), CatalogError> {
+        check_update(record, expected)?;
+        let record = record.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend(&location))?;
+            let changed = tx
+                .execute(
+                    "UPDATE backups SET status = ?1, record = ?2 WHERE id = ?3 AND status = ?4",
+                    params![
+                        record.status.as_str(),
+                        to_json(&record),
+                        record.id.as_str(),
+                        expected.as_str()
+                    ],
+                )
+                .map_err(backend(&location))?;
+            if changed == 0 {
+                let found: Option<String> = tx
+                    .query_row(
+                        "SELECT status FROM backups WHERE id = ?1",
+                        [record.id.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend(&location))?;
+                return Err(match found {
+                    None => CatalogError::NotFound(record.id.clone()),
+                    Some(found) => CatalogError::Conflict {
+                        id: record.id.clone(),
+                        expected,
+                        found: found.parse().map_err(|message| CatalogError::Backend {
+                            location: location.clone(),
+                            message,
+                        })?,
+                    },
+                });
+            }
+            tx.commit().map_err(backend(&location))
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, CatalogError> {
+        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let query = query.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let limit = query.limit.map(|l| l as i64 + 1).unwrap_or(-1);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM backups
+                     WHERE (?1 IS NULL OR database = ?1)
+                       AND (?2 IS NULL OR status = ?2)
+                       AND (?3 IS NULL OR id < ?3)
+                     ORDER BY id DESC LIMIT ?4",
+                )
+                .map_err(backend(&location))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.database,
+                        query.status.map(|s| s.as_str()),
+                        after.as_ref().map(|a| a.as_str()),
+                        limit
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(backend(&location))?;
+            let mut records = Vec::new();
+            for json in rows {
+                records.push(from_json(&location, &json.map_err(backend(&location))?)?);
+            }
+            let mut next_cursor = None;
+            if let Some(limit) = query.limit {
+                if records.len() > limit {
+                    records.truncate(limit);
+                    next_cursor = records.last().map(|r| encode_cursor(&r.id));
+                }
+            }
+            Ok(Page {
+                records,
+                next_cursor,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_catalog_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = SqliteCatalog::open(dir.path().join("c/catalog.sqlite3")).unwrap();
+        crate::catalog::contract::run(&catalog).await;
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite3");
+        let record = BackupRecord::start(
+            BackupId::generate(chrono::Utc::now()),
+            "shop",
+            crate::model::BackupKind::Manual,
+            crate::model::Compression::Gzip,
+        );
+        SqliteCatalog::open(&path)
+            .unwrap()
+            .insert(&record)
+            .await
+            .unwrap();
+        let again = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(again.get(&record.id).await.unwrap(), record);
+    }
+}

@@ -1,0 +1,514 @@
+//! The domain: what a backup is, the states it moves through, and the manifest stored beside it.
+//!
+//! Status transitions are enforced here and only here; every backend stores what this module
+//! allows, and refuses a write whose expected previous status no longer holds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Identifies one backup; sorts by creation time as a plain string, so every store lists in order.
+///
+/// Form: `YYYYMMDDTHHMMSSmmmZ-xxxxxxxx` (UTC to the millisecond, then 8 random hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BackupId(String);
+
+/// Why a string is not a backup id.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a backup id (expected the form 20261124T153512123Z-9f3a1c2b)")]
+pub struct InvalidBackupId(pub String);
+
+impl BackupId {
+    /// A fresh id for a backup that starts at `now`.
+    pub fn generate(now: DateTime<Utc>) -> Self {
+        let mut random = [0u8; 4];
+        getrandom::fill(&mut random).expect("the operating system's random source failed");
+        BackupId(format!(
+            "{}-{}",
+            now.format("%Y%m%dT%H%M%S%3fZ"),
+            hex::encode(random)
+        ))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = InvalidBackupId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        let ok = b.len() == 28
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..18].iter().all(u8::is_ascii_digit)
+            && b[18] == b'Z'
+            && b[19] == b'-'
+            && b[20..]
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+        if ok {
+            Ok(BackupId(s.to_owned()))
+        } else {
+            Err(InvalidBackupId(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for BackupId {
+    type Error = InvalidBackupId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<BackupId> for String {
+    fn from(id: BackupId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a backup was taken; retention treats the kinds differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    /// Taken by a schedule.
+    Scheduled,
+    /// Asked for by a person or a script.
+    Manual,
+    /// The safety copy taken before a restore overwrites a database.
+    PreRestore,
+}
+
+/// Where a backup is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupStatus {
+    /// pg_dump is running and the object is being written.
+    InProgress,
+    /// The object and manifest are stored; not yet proven by a restore.
+    Completed,
+    /// The dump or upload failed; `error` says why and no object remains.
+    Failed,
+    /// A restore into a scratch database matched the manifest.
+    Verified,
+    /// A verification restore did not match or could not read the object.
+    VerificationFailed,
+    /// Object and manifest were removed; the record stays as history.
+    Deleted,
+}
+
+macro_rules! names {
+    ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            /// The stable lowercase name used in storage, JSON and the command line.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),* }
+            }
+            /// Every value, for help texts and validation.
+            pub const ALL: &'static [$ty] = &[$(Self::$variant),*];
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok(Self::$variant),)*
+                    other => Err(format!(
+                        "unknown {} {other:?}; expected one of: {}",
+                        stringify!($ty),
+                        [$($name),*].join(", ")
+                    )),
+                }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(BackupKind { Scheduled => "scheduled", Manual => "manual", PreRestore => "pre_restore" });
+names!(BackupStatus {
+    InProgress => "in_progress",
+    Completed => "completed",
+    Failed => "failed",
+    Verified => "verified",
+    VerificationFailed => "verification_failed",
+    Deleted => "deleted",
+});
+
+/// A status change the lifecycle does not allow (a bug or a lost race, never user input).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("backup {id} cannot go from {from} to {to}")]
+pub struct TransitionError {
+    /// The backup concerned.
+    pub id: BackupId,
+    /// Its current status.
+    pub from: BackupStatus,
+    /// The refused target.
+    pub to: BackupStatus,
+}
+
+impl BackupStatus {
+    /// The one place that says which status changes are legal.
+    pub fn can_become(self, to: BackupStatus) -> bool {
+        use BackupStatus::*;
+        matches!(
+            (self, to),
+            (InProgress, Completed)
+                | (InProgress, Failed)
+                | (Completed, Verified | VerificationFailed | Deleted)
+                | (Verified, Verified | VerificationFailed | Deleted)
+                | (VerificationFailed, Verified | VerificationFailed | Deleted)
+                | (Failed, Deleted)
+        )
+    }
+
+    /// A stored object is expected to exist for this status.
+    pub fn has_object(self) -> bool {
+        matches!(
+            self,
+            BackupStatus::Completed | BackupStatus::Verified | BackupStatus::VerificationFailed
+        )
+    }
+}
+
+/// Compression applied to the pg_dump archive before encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// zstd: fast and compact; the default.
+    #[default]
+    Zstd,
+    /// gzip (RFC 1952) through flate2, for tools that only speak gzip.
+    Gzip,
+}
+
+names!(Compression { Zstd => "zstd", Gzip => "gzip" });
+
+/// Everything pgkeep knows about one backup; the catalog stores it and the manifest embeds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Sortable id.
+    pub id: BackupId,
+    /// Name of the source database.
+    pub database: String,
+    /// Why it was taken.
+    pub kind: BackupKind,
+    /// Where it is in its life.
+    pub status: BackupStatus,
+    /// When the backup started.
+    pub created_at: DateTime<Utc>,
+    /// When the object and manifest were stored (or the run failed).
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Key of the encrypted object in the object store.
+    pub object_key: String,
+    /// Size of the stored (compressed, encrypted) object in bytes.
+    pub size_bytes: Option<u64>,
+    /// SHA-256 of the stored object, lowercase hex.
+    pub sha256: Option<String>,
+    /// Compression inside the encryption.
+    pub compression: Compression,
+    /// Identifies the master key that wrapped this backup's data key.
+    pub key_id: Option<String>,
+    /// The server's version string (`SHOW server_version`).
+    pub server_version: Option<String>,
+    /// Exact rows per table, read from the dump itself; keys from [`qualified_name`].
+    pub row_counts: BTreeMap<String, u64>,
+    /// Wall time of the dump in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// Why the backup failed, for a person to act on.
+    pub error: Option<String>,
+}
+
+impl BackupRecord {
+    /// A new in-progress record; the object key is fixed up front so a crash can be cleaned up.
+    pub fn start(id: BackupId, database: &str, kind: BackupKind, compression: Compression) -> Self {
+        let object_key = object_key(database, &id);
+        BackupRecord {
+            id,
+            database: database.to_owned(),
+            kind,
+            status: BackupStatus::InProgress,
+            created_at: Utc::now(),
+            completed_at: None,
+            object_key,
+            size_bytes: None,
+            sha256: None,
+            compression,
+            key_id: None,
+            server_version: None,
+            row_counts: BTreeMap::new(),
+            duration_ms: None,
+            error: None,
+        }
+    }
+
+    /// Moves to `to` if the lifecycle allows it.
+    pub fn transition(&mut self, to: BackupStatus) -> Result<(), TransitionError> {
+        if !self.status.can_become(to) {
+            return Err(TransitionError {
+                id: self.id.clone(),
+                from: self.status,
+                to,
+            });
+        }
+        self.status = to;
+        Ok(())
+    }
+
+    /// Key of the manifest stored beside the object.
+    pub fn manifest_key(&self) -> String {
+        manifest_key(&self.object_key)
+    }
+}
+
+/// The manifest's format version; readers refuse versions they do not know.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// A JSON document stored next to each object that describes it completely, so a repository
+/// can be read, and its catalog rebuilt, with no database at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version of this document.
+    pub manifest_version: u32,
+    /// The pgkeep version that wrote it.
+    pub tool_version: String,
+    /// The record as it was when the backup completed.
+    pub backup: BackupRecord,
+    /// How the object is laid out.
+    pub encryption: EncryptionInfo,
+    /// What the archive contains.
+    pub archive: ArchiveInfo,
+}
+
+/// Enough to decrypt the object given access to the master key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncryptionInfo {
+    /// Object format version (see docs/FORMAT.md).
+    pub format_version: u8,
+    /// Always `AES-256-GCM` in format 1.
+    pub aead: String,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// Master key that wrapped the data key.
+    pub key_id: String,
+    /// The wrapped data key, standard base64.
+    pub wrapped_key: String,
+}
+
+/// What pg_dump wrote, as read from the archive while it streamed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    /// Always `pg_dump custom` for now.
+    pub format: String,
+    /// Custom-format archive version.
+    pub archive_version: String,
+    /// pg_dump's version.
+    pub dump_version: String,
+    /// Bytes of the uncompressed archive.
+    pub archive_bytes: u64,
+    /// Tables whose data the archive holds, with exact row counts.
+    pub tables: Vec<TableEntry>,
+    /// Number of large objects.
+    pub large_objects: u64,
+}
+
+/// One table's data in the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// Schema name, unquoted.
+    pub schema: String,
+    /// Table name, unquoted.
+    pub table: String,
+    /// Exact number of rows dumped.
+    pub rows: u64,
+}
+
+/// `schema.table`, each part double-quoted when it is not a plain lowercase identifier, so the
+/// key is unambiguous and reads like SQL.
+pub fn qualified_name(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+/// Quotes an SQL identifier when needed (always safe to paste into SQL).
+pub fn quote_ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+    if plain {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// Always-quoted identifier, for SQL we build (keywords stay safe too).
+pub fn sql_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `<database>/<yyyy>/<mm>/<id>.pgkeep`: grouped by database and month so listings stay cheap.
+pub fn object_key(database: &str, id: &BackupId) -> String {
+    let s = id.as_str();
+    format!(
+        "{}/{}/{}/{}.pgkeep",
+        path_segment(database),
+        &s[0..4],
+        &s[4..6],
+        s
+    )
+}
+
+/// The manifest's key for an object key.
+pub fn manifest_key(object_key: &str) -> String {
+    let stem = object_key.strip_suffix(".pgkeep").unwrap_or(object_key);
+    format!("{stem}.manifest.json")
+}
+
+/// Database names may hold any character; object keys and file names get a reversible,
+/// readable encoding (percent-encoding of everything but `[A-Za-z0-9_.-]`, and a leading dot).
+pub fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%00");
+    }
+    out
+}
+
+/// RFC 3339 with milliseconds, the one time format pgkeep prints and stores.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ids_sort_by_time_and_round_trip() {
+        let a = BackupId::generate(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
+        let b = BackupId::generate(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 6).unwrap());
+        assert!(a < b);
+        assert_eq!(a.as_str().parse::<BackupId>().unwrap(), a);
+        assert!(a.as_str().starts_with("20260102T030405000Z-"));
+    }
+
+    #[test]
+    fn malformed_ids_are_refused() {
+        for bad in [
+            "",
+            "x",
+            "20260102T030405000Z-9f3a1c2",
+            "20260102T030405000Z-9F3A1C2B",
+            "20260102T030405000Z_9f3a1c2b",
+            "../../etc/passwd",
+            "20260102T03040500AZ-9f3a1c2b",
+        ] {
+            assert!(bad.parse::<BackupId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn transitions_follow_the_lifecycle() {
+        use BackupStatus::*;
+        let allowed = [
+            (InProgress, Completed),
+            (InProgress, Failed),
+            (Completed, Verified),
+            (Completed, VerificationFailed),
+            (Completed, Deleted),
+            (Verified, Verified),
+            (Verified, VerificationFailed),
+            (Verified, Deleted),
+            (VerificationFailed, Verified),
+            (VerificationFailed, VerificationFailed),
+            (VerificationFailed, Deleted),
+            (Failed, Deleted),
+        ];
+        for from in BackupStatus::ALL {
+            for to in BackupStatus::ALL {
+                let expected = allowed.contains(&(*from, *to));
+                assert_eq!(from.can_become(*to), expected, "{from} -> {to}");
+            }
+        }
+        let mut r = BackupRecord::start(
+            BackupId::generate(Utc::now()),
+            "db",
+            BackupKind::Manual,
+            Compression::Zstd,
+        );
+        assert!(r.transition(Verified).is_err());
+        assert_eq!(r.status, InProgress);
+        r.transition(Completed).unwrap();
+        assert_eq!(r.status, Completed);
+        assert!(r.transition(InProgress).is_err());
+    }
+
+    #[test]
+    fn names_quote_only_when_needed() {
+        assert_eq!(qualified_name("public", "t1"), "public.t1");
+        assert_eq!(qualified_name("Sales", "a b"), "\"Sales\".\"a b\"");
+        assert_eq!(qualified_name("s", "x\";y"), "s.\"x\"\";y\"");
+        assert_eq!(qualified_name("a.b", "c"), "\"a.b\".c");
+        assert_eq!(quote_ident("1abc"), "\"1abc\"");
+    }
+
+    #[test]
+    fn object_keys_are_safe_paths() {
+        let id: BackupId = "20261124T153512123Z-9f3a1c2b".parse().unwrap();
+        assert_eq!(
+            object_key("shop", &id),
+            "shop/2026/11/20261124T153512123Z-9f3a1c2b.pgkeep"
+        );
+        let k = object_key("../a b/é", &id);
+        assert!(!k.contains(".."), "{k}");
+        assert!(k.starts_with("%2E.%2Fa%20b%2F%C3%A9/"), "{k}");
+        assert_eq!(manifest_key(&k), k.replace(".pgkeep", ".manifest.json"));
+    }
+
+    #[test]
+    fn records_serialize_with_stable_names() {
+        let r = BackupRecord::start(
+            "20261124T153512123Z-9f3a1c2b".parse().unwrap(),
+            "shop",
+            BackupKind::PreRestore,
+            Compression::Gzip,
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["kind"], "pre_restore");
+        assert_eq!(v["status"], "in_progress");
+        assert_eq!(v["compression"], "gzip");
+        let back: BackupRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}
