@@ -43,7 +43,7 @@ const K_OFFSET_POS_NOT_SET: u8 = 1;
 const K_OFFSET_NO_DATA: u8 = 3;
 /// Longest header or TOC string kept in memory (names; real ones are far shorter).
 const MAX_KEPT_STRING: i64 = 1 << 20;
-/// Largest fixed-size item: the offset state byte plus up to 16 offset bytes.
+/// Largest fixed-size item: the offset state byte plus up to 31 offset bytes.
 const FIXED_MAX: usize = 32;
 /// Bytes kept from the end of a table's data to recognise COPY's end marker.
 const TAIL: usize = 16;
