@@ -1,1 +1,427 @@
-fn main() {}
+//! `pgkeep`: the local edge. Parses arguments, builds the backends once, calls one operation
+//! of the `pgkeep` library, prints the result for people or (`--json`) for scripts.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use pgkeep::backends::{BackendConfig, CatalogUrl, KeyUrl, KeyUse, RepoUrl, Services};
+use pgkeep::catalog::ListQuery;
+use pgkeep::model::{BackupId, BackupKind, BackupStatus, Compression};
+use pgkeep::ops::backup::BackupRequest;
+use pgkeep::ops::{self, ErrorKind};
+use pgkeep::pipeline::Progress;
+use pgkeep::postgres::PgTarget;
+use tokio::io::AsyncWriteExt;
+
+mod output;
+
+/// Exit code when interrupted (128 + SIGINT), as shells report it.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgkeep",
+    version,
+    about = "Streaming, encrypted, verified PostgreSQL backups",
+    long_about = "Streaming, encrypted, verified PostgreSQL backups.\n\n\
+        pg_dump's archive is compressed (zstd or gzip), encrypted with a fresh AES-256-GCM key \
+        per backup, checksummed and stored with a manifest of exact row counts. The embedded \
+        default needs no AWS account: a repository directory with its own catalog, and a key \
+        file kept outside it.",
+    after_help = "Exit codes: 0 ok, 1 unexpected, 2 bad usage or configuration, 3 integrity failure, \
+        4 not found, 5 key problem, 6 database problem, 7 storage problem, 8 conflicting state, \
+        130 interrupted."
+)]
+struct Cli {
+    /// Backup repository: a directory or file:///path.
+    #[arg(long, env = "PGKEEP_REPO", global = true, value_name = "URL")]
+    repo: Option<String>,
+
+    /// Catalog of backup records: sqlite:///path [default: catalog.sqlite3 inside the repository].
+    #[arg(long, env = "PGKEEP_CATALOG", global = true, value_name = "URL")]
+    catalog: Option<String>,
+
+    /// Master key file (32 random bytes, mode 0600, created by the first backup); keep it outside
+    /// the repository and back it up separately.
+    #[arg(long, env = "PGKEEP_KEY_FILE", global = true, value_name = "PATH")]
+    key_file: Option<String>,
+
+    /// Database to back up: postgresql://user@host:port/dbname. Prefer the environment variable
+    /// or a ~/.pgpass file for the password: command lines are visible to other users.
+    #[arg(
+        long,
+        env = "PGKEEP_DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+
+    /// Directory holding pg_dump/pg_restore [default: /usr/lib/postgresql/<server major>/bin, then PATH].
+    #[arg(long, env = "PGKEEP_PG_BIN", global = true, value_name = "DIR")]
+    pg_bin: Option<PathBuf>,
+
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Back up the database named by --database-url.
+    Backup {
+        /// Compression inside the encryption.
+        #[arg(long, default_value = "zstd", value_parser = parse_compression)]
+        compression: Compression,
+        /// Why the backup is taken.
+        #[arg(long, default_value = "manual", value_parser = parse_kind)]
+        kind: BackupKind,
+        /// Print the final record as JSON on stdout (also when the backup fails).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups, newest first.
+    List {
+        /// Only this database.
+        #[arg(long)]
+        database: Option<String>,
+        /// Only this status.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<BackupStatus>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// JSON array of records on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup in full, with its row counts.
+    Show {
+        /// Backup id (from `pgkeep list`).
+        id: String,
+        /// The record as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarise each database: newest good backup and its age, failures.
+    Status {
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the original pg_dump archive (decrypted, decompressed, authenticated) to stdout
+    /// or a file, e.g. `pgkeep cat ID | pg_restore -d newdb`.
+    Cat {
+        /// Backup id.
+        id: String,
+        /// Write to this file instead of stdout (it appears only when complete and intact).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse()
+}
+fn parse_kind(s: &str) -> Result<BackupKind, String> {
+    s.parse()
+}
+fn parse_status(s: &str) -> Result<BackupStatus, String> {
+    s.parse()
+}
+
+/// A failure with the exit code it deserves.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl From<ops::Error> for Failure {
+    fn from(e: ops::Error) -> Self {
+        Failure {
+            code: e.kind().exit_code() as u8,
+            error: e.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure { code: 1, error }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: ErrorKind::Config.exit_code() as u8,
+        error: anyhow::anyhow!(message.into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_logging(cli.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli, &matches)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("pgkeep: error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn home_dir(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(fallback)))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn backend_config(cli: &Cli) -> Result<BackendConfig, Failure> {
+    let repo = match &cli.repo {
+        Some(url) => RepoUrl::parse(url).map_err(ops::Error::from)?,
+        None => RepoUrl::File(home_dir("XDG_DATA_HOME", ".local/share").join("pgkeep/repo")),
+    };
+    let catalog = cli
+        .catalog
+        .as_deref()
+        .map(CatalogUrl::parse)
+        .transpose()
+        .map_err(ops::Error::from)?;
+    let key = match &cli.key_file {
+        Some(url) => KeyUrl::parse(url).map_err(ops::Error::from)?,
+        None => KeyUrl::File(home_dir("XDG_CONFIG_HOME", ".config").join("pgkeep/pgkeep.key")),
+    };
+    Ok(BackendConfig { repo, catalog, key })
+}
+
+fn open(cli: &Cli, key_use: KeyUse) -> Result<Services, Failure> {
+    Ok(backend_config(cli)?
+        .open(key_use)
+        .map_err(ops::Error::from)?)
+}
+
+fn parse_id(id: &str) -> Result<BackupId, Failure> {
+    id.parse()
+        .map_err(|e: pgkeep::model::InvalidBackupId| usage(e.to_string()))
+}
+
+async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
+    match &cli.command {
+        Command::Backup {
+            compression,
+            kind,
+            json,
+        } => {
+            let url = cli.database_url.as_deref().ok_or_else(|| {
+                usage("no database to back up: set PGKEEP_DATABASE_URL or pass --database-url")
+            })?;
+            let target = PgTarget::parse(url).map_err(ops::Error::from)?;
+            if target.has_password()
+                && matches.value_source("database_url") == Some(ValueSource::CommandLine)
+            {
+                tracing::warn!("the database password is on the command line, where other users can see it; use PGKEEP_DATABASE_URL or ~/.pgpass");
+            }
+            let services = open(&cli, KeyUse::Write)?;
+            backup(&services, &cli, target, *compression, *kind, *json).await
+        }
+        Command::List {
+            database,
+            status,
+            limit,
+            json,
+        } => {
+            let services = open(&cli, KeyUse::None)?;
+            let query = ListQuery {
+                database: database.clone(),
+                status: *status,
+                limit: *limit,
+                cursor: None,
+            };
+            let records = match limit {
+                Some(_) => ops::status::list(&services, &query).await?.records,
+                None => ops::status::list_all(&services, &query).await?,
+            };
+            if *json {
+                output::print_json(&records);
+            } else {
+                output::print_list(&records);
+            }
+            Ok(0)
+        }
+        Command::Show { id, json } => {
+            let id = parse_id(id)?;
+            let services = open(&cli, KeyUse::None)?;
+            let record = services.catalog.get(&id).await.map_err(ops::Error::from)?;
+            if *json {
+                output::print_json(&record);
+            } else {
+                output::print_record(&record);
+            }
+            Ok(0)
+        }
+        Command::Status { json } => {
+            let services = open(&cli, KeyUse::None)?;
+            let summary = ops::status::status(&services, chrono::Utc::now()).await?;
+            if *json {
+                output::print_json(&summary);
+            } else {
+                output::print_status(&summary);
+            }
+            Ok(0)
+        }
+        Command::Cat { id, output } => {
+            let id = parse_id(id)?;
+            if output.is_none() && std::io::stdout().is_terminal() {
+                return Err(usage(
+                    "refusing to write a binary archive to a terminal: pipe it (pgkeep cat ID | pg_restore ...) or use -o FILE",
+                ));
+            }
+            let services = open(&cli, KeyUse::Read)?;
+            cat(&services, &id, output.as_deref()).await
+        }
+    }
+}
+
+async fn backup(
+    services: &Services,
+    cli: &Cli,
+    target: PgTarget,
+    compression: Compression,
+    kind: BackupKind,
+    json: bool,
+) -> Result<u8, Failure> {
+    let id = BackupId::generate(chrono::Utc::now());
+    let mut request = BackupRequest::new(target, kind);
+    request.compression = compression;
+    request.id = Some(id.clone());
+    request.pg_bin = cli.pg_bin.clone();
+    let progress = Arc::new(Progress::default());
+    let bar = output::ProgressBar::start(request.target.database(), progress.clone());
+
+    let result = tokio::select! {
+        r = ops::backup::backup(services, &request, progress.clone()) => r,
+        _ = tokio::signal::ctrl_c() => {
+            bar.finish();
+            // Dropping the backup future killed pg_dump and discarded the partial object.
+            if let Err(e) = ops::backup::mark_failed(services, &id, "interrupted by the user").await {
+                eprintln!("pgkeep: could not record the interruption: {e}");
+            }
+            eprintln!("pgkeep: interrupted; backup {id} recorded as failed");
+            return Ok(EXIT_INTERRUPTED);
+        }
+    };
+    bar.finish();
+    match result {
+        Ok(record) => {
+            if json {
+                output::print_json(&record);
+            } else {
+                output::print_backup_done(&record);
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if json {
+                if let Ok(record) = services.catalog.get(&id).await {
+                    output::print_json(&record);
+                }
+            }
+            Err(Failure {
+                code: e.kind().exit_code() as u8,
+                error: anyhow::Error::from(e).context(format!("backup {id} failed")),
+            })
+        }
+    }
+}
+
+async fn cat(
+    services: &Services,
+    id: &BackupId,
+    output: Option<&std::path::Path>,
+) -> Result<u8, Failure> {
+    let (_record, mut archive) = ops::read::open_archive(services, id).await?;
+    match output {
+        None => {
+            let mut stdout = tokio::io::stdout();
+            tokio::io::copy(&mut archive, &mut stdout)
+                .await
+                .map_err(|e| ops::Error::from_read("writing the archive to stdout", e))?;
+            stdout.flush().await.context("flushing stdout")?;
+        }
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let name = path
+                .file_name()
+                .ok_or_else(|| usage(format!("{} is not a file name", path.display())))?;
+            let temp = dir.join(format!(
+                ".{}.pgkeep-partial-{}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            let result = async {
+                let mut file =
+                    tokio::fs::File::create(&temp)
+                        .await
+                        .map_err(|e| ops::Error::Io {
+                            context: "creating the output file",
+                            source: e,
+                        })?;
+                tokio::io::copy(&mut archive, &mut file)
+                    .await
+                    .map_err(|e| ops::Error::from_read("writing the archive", e))?;
+                file.sync_all().await.map_err(|e| ops::Error::Io {
+                    context: "syncing the output file",
+                    source: e,
+                })?;
+                tokio::fs::rename(&temp, path)
+                    .await
+                    .map_err(|e| ops::Error::Io {
+                        context: "renaming the output file into place",
+                        source: e,
+                    })
+            }
+            .await;
+            if result.is_err() {
+                let _ = tokio::fs::remove_file(&temp).await;
+            }
+            result?;
+        }
+    }
+    Ok(0)
+}

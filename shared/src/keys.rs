@@ -10,8 +10,7 @@ use crate::model::BackupId;
 
 pub mod file;
 
-/// A per-backup AES-256 data key; zeroed on drop.
-pub type DataKey = zeroize::Zeroizing<[u8; 32]>;
+pub use crate::pipeline::crypt::DataKey;
 
 /// Why a key could not be made or unwrapped.
 #[derive(Debug, thiserror::Error)]
@@ -87,4 +86,25 @@ pub trait KeyProvider: Send + Sync {
         wrapped: &[u8],
         ctx: KeyContext<'_>,
     ) -> Result<DataKey, KeyError>;
+}
+
+/// Stands in for a key provider where an operation was opened without a key; any use is a
+/// bug in the caller and says so.
+pub struct NoKey;
+
+#[async_trait]
+impl KeyProvider for NoKey {
+    fn key_id(&self) -> String {
+        "none".into()
+    }
+    async fn generate(&self, _: KeyContext<'_>) -> Result<NewDataKey, KeyError> {
+        Err(KeyError::Backend(
+            "this operation was opened without a key".into(),
+        ))
+    }
+    async fn unwrap(&self, _: &str, _: &[u8], _: KeyContext<'_>) -> Result<DataKey, KeyError> {
+        Err(KeyError::Backend(
+            "this operation was opened without a key".into(),
+        ))
+    }
 }

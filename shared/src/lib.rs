@@ -1,10 +1,14 @@
 //! pgkeep: streaming, encrypted, verified PostgreSQL backups.
 //!
-//! Every edge (the `pgkeep` command, the Lambda functions) is a thin shell over this crate.
+//! Every edge (the `pgkeep` command, the Lambda functions) is a thin shell over this crate:
+//! [`backends`] turns configuration into an object store, a catalog and a key provider;
+//! [`ops`] holds the operations; [`pipeline`] is the streaming data path; [`model`] the domain.
 
+pub mod backends;
 pub mod catalog;
 pub mod keys;
 pub mod model;
+pub mod ops;
 pub mod pipeline;
 pub mod postgres;
 pub mod store;

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
@@ -80,20 +80,29 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for CompressWriter<W> {
     }
 }
 
-/// Decompresses a buffered reader of the given kind.
-pub enum DecompressReader<R: AsyncBufRead> {
-    /// zstd frames.
+/// Decompresses a buffered reader of the given kind, and then insists that the input ends
+/// exactly where the compressed stream does: the reader underneath is read to its end, so the
+/// layers below (decryption, checksum) get to check the end of the object too.
+pub struct DecompressReader<R: AsyncBufRead> {
+    decoder: Decoder<R>,
+    draining: bool,
+}
+
+enum Decoder<R: AsyncBufRead> {
     Zstd(ZstdDecoder<R>),
-    /// gzip member.
     Gzip(GzipDecoder<R>),
 }
 
 impl<R: AsyncBufRead + Unpin> DecompressReader<R> {
     /// A decompressor of the given kind.
     pub fn new(inner: R, compression: Compression) -> Self {
-        match compression {
-            Compression::Zstd => DecompressReader::Zstd(ZstdDecoder::new(inner)),
-            Compression::Gzip => DecompressReader::Gzip(GzipDecoder::new(inner)),
+        let decoder = match compression {
+            Compression::Zstd => Decoder::Zstd(ZstdDecoder::new(inner)),
+            Compression::Gzip => Decoder::Gzip(GzipDecoder::new(inner)),
+        };
+        DecompressReader {
+            decoder,
+            draining: false,
         }
     }
 }
@@ -104,9 +113,31 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for DecompressReader<R> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DecompressReader::Zstd(r) => Pin::new(r).poll_read(cx, buf),
-            DecompressReader::Gzip(r) => Pin::new(r).poll_read(cx, buf),
+        let this = self.get_mut();
+        if !this.draining {
+            let before = buf.filled().len();
+            let polled = match &mut this.decoder {
+                Decoder::Zstd(r) => Pin::new(r).poll_read(cx, buf),
+                Decoder::Gzip(r) => Pin::new(r).poll_read(cx, buf),
+            };
+            ready!(polled)?;
+            if buf.filled().len() > before || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            this.draining = true;
+        }
+        let inner = match &mut this.decoder {
+            Decoder::Zstd(r) => r.get_mut(),
+            Decoder::Gzip(r) => r.get_mut(),
+        };
+        let rest = ready!(Pin::new(inner).poll_fill_buf(cx))?;
+        if rest.is_empty() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected data after the end of the compressed archive",
+            )))
         }
     }
 }
@@ -163,6 +194,20 @@ mod tests {
                 "{c}: {} bytes",
                 packed.len()
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn data_after_the_compressed_stream_is_an_error() {
+        for c in [Compression::Zstd, Compression::Gzip] {
+            let mut w = CompressWriter::new(Vec::new(), c, 0);
+            w.write_all(b"archive").await.unwrap();
+            w.shutdown().await.unwrap();
+            let mut packed = w.into_inner();
+            packed.extend_from_slice(b"junk");
+            let mut r = DecompressReader::new(BufReader::new(&packed[..]), c);
+            let err = r.read_to_end(&mut Vec::new()).await.unwrap_err();
+            assert!(err.to_string().contains("after the end"), "{c}: {err}");
         }
     }
 

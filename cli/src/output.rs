@@ -1,0 +1,239 @@
+//! How the `pgkeep` command prints: tables for people, JSON for scripts, a progress bar only
+//! on a terminal.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgkeep::model::{format_time, BackupRecord};
+use pgkeep::ops::status::DatabaseStatus;
+use pgkeep::pipeline::Progress;
+use serde::Serialize;
+
+/// Pretty JSON on stdout.
+pub fn print_json<T: Serialize + ?Sized>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output values serialize")
+    );
+}
+
+/// `1.5 GiB`, `312 KiB`, `17 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `2h 03m`, `4.2s`.
+pub fn human_duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..=59 => format!("{:.1}s", ms as f64 / 1000.0),
+        60..=3599 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+fn age(seconds: i64) -> String {
+    match seconds {
+        s if s < 0 => "in the future".into(),
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86400),
+    }
+}
+
+/// The listing table.
+pub fn print_list(records: &[BackupRecord]) {
+    if records.is_empty() {
+        println!("no backups yet");
+        return;
+    }
+    let rows: Vec<[String; 7]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.database.clone(),
+                r.kind.to_string(),
+                r.status.to_string(),
+                format_time(r.created_at),
+                r.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                r.duration_ms
+                    .map(human_duration)
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID", "DATABASE", "KIND", "STATUS", "CREATED", "SIZE", "TOOK",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(header.to_vec()));
+    for row in &rows {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// One record in full.
+pub fn print_record(r: &BackupRecord) {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    println!("id:              {}", r.id);
+    println!("database:        {}", r.database);
+    println!("kind:            {}", r.kind);
+    println!("status:          {}", r.status);
+    println!("created:         {}", format_time(r.created_at));
+    println!("completed:       {}", opt(r.completed_at.map(format_time)));
+    println!(
+        "took:            {}",
+        opt(r.duration_ms.map(human_duration))
+    );
+    println!(
+        "size:            {}",
+        opt(r
+            .size_bytes
+            .map(|b| format!("{} ({b} bytes)", human_bytes(b))))
+    );
+    println!("sha256:          {}", opt(r.sha256.clone()));
+    println!("compression:     {}", r.compression);
+    println!("key:             {}", opt(r.key_id.clone()));
+    println!("server version:  {}", opt(r.server_version.clone()));
+    println!("object:          {}", r.object_key);
+    if let Some(e) = &r.error {
+        println!("error:           {e}");
+    }
+    if !r.row_counts.is_empty() {
+        println!("tables ({}):", r.row_counts.len());
+        let width = r
+            .row_counts
+            .keys()
+            .map(|k| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (table, rows) in &r.row_counts {
+            println!("  {table:<width$}  {rows:>12}");
+        }
+    }
+}
+
+/// The per-database summary.
+pub fn print_status(summary: &[DatabaseStatus]) {
+    if summary.is_empty() {
+        println!("no backups yet");
+        return;
+    }
+    for db in summary {
+        println!("{}", db.database);
+        match &db.latest_good {
+            Some(b) => println!(
+                "  newest good backup:  {} ({}, {})",
+                b.id,
+                b.status,
+                age(b.age_seconds)
+            ),
+            None => println!("  newest good backup:  none"),
+        }
+        if let Some(b) = &db.latest_verified {
+            println!("  newest verified:     {} ({})", b.id, age(b.age_seconds));
+        }
+        if let Some(b) = &db.latest_failure {
+            println!(
+                "  newest failure:      {} ({}): {}",
+                b.id,
+                age(b.age_seconds),
+                b.error.as_deref().unwrap_or("no reason recorded")
+            );
+        }
+        println!("  failures in 30 days: {}", db.failures_30d);
+        let counts: Vec<String> = db.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!("  backups:             {}", counts.join(", "));
+    }
+}
+
+/// The line a person sees after a backup.
+pub fn print_backup_done(r: &BackupRecord) {
+    let rows: u64 = r.row_counts.values().sum();
+    println!(
+        "backup {} of {} completed: {} stored in {}, {} tables, {} rows",
+        r.id,
+        r.database,
+        r.size_bytes.map(human_bytes).unwrap_or_default(),
+        r.duration_ms.map(human_duration).unwrap_or_default(),
+        r.row_counts.len(),
+        rows
+    );
+}
+
+/// A spinner with bytes dumped and the rate, drawn only when stderr is a terminal.
+pub struct ProgressBar {
+    bar: Option<indicatif::ProgressBar>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressBar {
+    /// Starts drawing (or does nothing off a terminal).
+    pub fn start(database: &str, progress: Arc<Progress>) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return ProgressBar {
+                bar: None,
+                ticker: None,
+            };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} dumping {msg}: {bytes} ({bytes_per_sec}) {elapsed}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_message(database.to_owned());
+        let ticking = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                ticking.set_position(progress.archive_bytes());
+                ticking.tick();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        ProgressBar {
+            bar: Some(bar),
+            ticker: Some(ticker),
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(t) = &self.ticker {
+            t.abort();
+        }
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The operations every edge calls: the `pgkeep` command and the Lambda functions alike.
+//!
+//! Each operation takes the [`Services`](crate::backends::Services) it needs and returns a
+//! domain value or an [`Error`] whose [`ErrorKind`] an edge maps to an exit code or HTTP status.
+
+use std::io;
+
+use crate::backends::ConfigError;
+use crate::catalog::CatalogError;
+use crate::keys::KeyError;
+use crate::model::{BackupId, BackupStatus};
+use crate::pipeline::archive_scan::ArchiveScanError;
+use crate::pipeline::crypt::{crypt_error, CryptError};
+use crate::pipeline::digest::{checksum_mismatch, ChecksumMismatch};
+use crate::pipeline::pg_dump::DumpError;
+use crate::pipeline::PipelineError;
+use crate::postgres::PgError;
+use crate::store::StoreError;
+
+pub mod backup;
+pub mod read;
+pub mod status;
+
+/// Why an operation failed; every message says what happened and, where it can, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Configuration that cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The object store failed or lacks an object.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The catalog failed or lacks a record.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The master key is missing, wrong or unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// PostgreSQL could not be reached or a client tool is unfit.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    /// pg_dump failed.
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    /// pg_dump's output could not be read as an archive.
+    #[error("reading pg_dump's archive: {0}")]
+    Archive(#[from] ArchiveScanError),
+    /// The stored object is not what was written.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    /// The backup is in a state the operation cannot use.
+    #[error("backup {id} is {status}: {why}")]
+    Unusable {
+        /// The backup.
+        id: BackupId,
+        /// Its status.
+        status: BackupStatus,
+        /// Why that stops the operation.
+        why: String,
+    },
+    /// A stream failed for a reason other than the above.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A stored object that fails its checks: corrupt, truncated, tampered with or misplaced.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    /// The SHA-256 of the object differs from the record.
+    #[error(transparent)]
+    Checksum(#[from] ChecksumMismatch),
+    /// Decryption failed (a chunk did not authenticate, the object was cut short, ...).
+    #[error("{0}")]
+    Crypt(#[from] CryptError),
+    /// The object's header names another backup.
+    #[error("the object at {key} belongs to backup {found} of database {found_database:?}, not to {expected}")]
+    WrongObject {
+        /// Object key.
+        key: String,
+        /// Backup id the record expects.
+        expected: BackupId,
+        /// Backup id in the header.
+        found: String,
+        /// Database in the header.
+        found_database: String,
+    },
+    /// The decrypted data did not decompress.
+    #[error("the decrypted archive does not decompress: {0}")]
+    Decompress(io::Error),
+}
+
+/// Coarse classes of failure, each with its own exit code and HTTP status at the edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad settings or arguments.
+    Config,
+    /// A backup, record or object does not exist.
+    NotFound,
+    /// A stored object failed its integrity checks.
+    Integrity,
+    /// The key is missing, wrong or cannot unwrap.
+    Key,
+    /// The database could not be reached or dumped.
+    Database,
+    /// Storage or catalog trouble.
+    Storage,
+    /// The state of a backup forbids the operation, or another writer won a race.
+    Conflict,
+}
+
+impl ErrorKind {
+    /// Process exit code for the `pgkeep` command (2 is clap's usage error).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Config => 2,
+            ErrorKind::Integrity => 3,
+            ErrorKind::NotFound => 4,
+            ErrorKind::Key => 5,
+            ErrorKind::Database => 6,
+            ErrorKind::Storage => 7,
+            ErrorKind::Conflict => 8,
+        }
+    }
+}
+
+impl Error {
+    /// The class of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(ConfigError::Key(_)) | Error::Key(_) => ErrorKind::Key,
+            Error::Config(ConfigError::Catalog(_)) => ErrorKind::Storage,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Store(StoreError::NotFound { .. }) => ErrorKind::NotFound,
+            Error::Store(StoreError::AlreadyExists { .. }) => ErrorKind::Conflict,
+            Error::Store(_) => ErrorKind::Storage,
+            Error::Catalog(CatalogError::NotFound(_)) => ErrorKind::NotFound,
+            Error::Catalog(CatalogError::AlreadyExists(_))
+            | Error::Catalog(CatalogError::Conflict { .. })
+            | Error::Catalog(CatalogError::Transition(_)) => ErrorKind::Conflict,
+            Error::Catalog(CatalogError::BadCursor(_)) => ErrorKind::Config,
+            Error::Catalog(CatalogError::Backend { .. }) => ErrorKind::Storage,
+            Error::Postgres(PgError::BadUrl(_)) => ErrorKind::Config,
+            Error::Postgres(_) | Error::Dump(_) | Error::Archive(_) => ErrorKind::Database,
+            Error::Integrity(_) => ErrorKind::Integrity,
+            Error::Unusable { .. } => ErrorKind::Conflict,
+            Error::Io { .. } => ErrorKind::Storage,
+        }
+    }
+
+    /// Turns an I/O error from a read chain back into the failure it carries: a checksum
+    /// mismatch, a decryption failure, or plain I/O in `context`.
+    pub fn from_read(context: &'static str, err: io::Error) -> Error {
+        if let Some(m) = checksum_mismatch(&err) {
+            return IntegrityError::Checksum(m.clone()).into();
+        }
+        if crypt_error(&err).is_some() {
+            let inner = err.into_inner().expect("checked above");
+            return match inner.downcast::<CryptError>() {
+                Ok(c) => IntegrityError::Crypt(*c).into(),
+                Err(other) => Error::Io {
+                    context,
+                    source: io::Error::other(other),
+                },
+            };
+        }
+        if err.kind() == io::ErrorKind::InvalidData {
+            return IntegrityError::Decompress(err).into();
+        }
+        Error::Io {
+            context,
+            source: err,
+        }
+    }
+}
+
+impl From<PipelineError> for Error {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Dump(e) => Error::Dump(e),
+            PipelineError::Archive(e) => Error::Archive(e),
+            PipelineError::Store(e) => Error::Store(e),
+            PipelineError::Io(source) => Error::Io {
+                context: "writing the backup",
+                source,
+            },
+        }
+    }
+}

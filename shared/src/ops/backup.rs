@@ -1,0 +1,238 @@
+//! Taking a backup: record it, stream pg_dump into the store, write the manifest, complete it.
+//!
+//! Order matters for crash safety: the record exists (`in_progress`) before any byte is
+//! written, the object is published only after pg_dump succeeded, the manifest follows the
+//! object, and only then does the record become `completed`. A failure at any step leaves no
+//! object and a `failed` record that says why.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::Error;
+use crate::backends::Services;
+use crate::keys::KeyContext;
+use crate::model::{
+    qualified_name, ArchiveInfo, BackupId, BackupKind, BackupRecord, BackupStatus, Compression,
+    EncryptionInfo, Manifest, TableEntry, MANIFEST_VERSION,
+};
+use crate::pipeline::crypt::{Header, HeaderFields, DEFAULT_CHUNK_SIZE, FORMAT_VERSION};
+use crate::pipeline::pg_dump::PgDump;
+use crate::pipeline::{store_archive, Progress, StreamOptions};
+use crate::postgres::{locate_tool, server_version, PgTarget};
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    /// The database to dump.
+    pub target: PgTarget,
+    /// Why the backup is taken.
+    pub kind: BackupKind,
+    /// Compression inside the encryption.
+    pub compression: Compression,
+    /// A pre-allocated id (so a caller can refer to the run before it ends), or a fresh one.
+    pub id: Option<BackupId>,
+    /// Directory of the PostgreSQL client binaries (`PGKEEP_PG_BIN`); searched when `None`.
+    pub pg_bin: Option<PathBuf>,
+    /// Plaintext bytes per encrypted chunk.
+    pub chunk_size: u32,
+    /// zstd worker threads.
+    pub zstd_workers: u32,
+}
+
+impl BackupRequest {
+    /// A request with the defaults: zstd, 1 MiB chunks, one zstd worker per spare core.
+    pub fn new(target: PgTarget, kind: BackupKind) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        BackupRequest {
+            target,
+            kind,
+            compression: Compression::Zstd,
+            id: None,
+            pg_bin: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            zstd_workers: cores.clamp(1, 4),
+        }
+    }
+}
+
+/// Takes one backup; on success returns the `completed` record, on failure stores a `failed`
+/// record with the reason and returns the error.
+pub async fn backup(
+    services: &Services,
+    request: &BackupRequest,
+    progress: Arc<Progress>,
+) -> Result<BackupRecord, Error> {
+    let id = request
+        .id
+        .clone()
+        .unwrap_or_else(|| BackupId::generate(Utc::now()));
+    let mut record = BackupRecord::start(
+        id,
+        request.target.database(),
+        request.kind,
+        request.compression,
+    );
+    services.catalog.insert(&record).await?;
+    tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
+    let started = Instant::now();
+    let outcome = run(services, request, &mut record, progress).await;
+    record.completed_at = Some(Utc::now());
+    record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    match outcome {
+        Ok(()) => {
+            record
+                .transition(BackupStatus::Completed)
+                .map_err(crate::catalog::CatalogError::from)?;
+            services
+                .catalog
+                .update(&record, BackupStatus::InProgress)
+                .await?;
+            tracing::info!(backup = %record.id, bytes = record.size_bytes, ms = record.duration_ms, "backup completed");
+            Ok(record)
+        }
+        Err(error) => {
+            record.status = BackupStatus::Failed;
+            record.error = Some(error.to_string());
+            if let Err(e) = services
+                .catalog
+                .update(&record, BackupStatus::InProgress)
+                .await
+            {
+                tracing::error!(backup = %record.id, error = %e, "could not record the failure");
+            }
+            tracing::info!(backup = %record.id, error = %error, "backup failed");
+            Err(error)
+        }
+    }
+}
+
+/// Marks a backup that will never finish (interrupted, abandoned) as failed.
+pub async fn mark_failed(services: &Services, id: &BackupId, why: &str) -> Result<(), Error> {
+    let mut record = services.catalog.get(id).await?;
+    if record.status != BackupStatus::InProgress {
+        return Ok(());
+    }
+    // The upload may have been committed just before the interruption.
+    services.store.delete(&record.manifest_key()).await?;
+    services.store.delete(&record.object_key).await?;
+    record.status = BackupStatus::Failed;
+    record.error = Some(why.to_owned());
+    record.completed_at = Some(Utc::now());
+    services
+        .catalog
+        .update(&record, BackupStatus::InProgress)
+        .await?;
+    Ok(())
+}
+
+async fn run(
+    services: &Services,
+    request: &BackupRequest,
+    record: &mut BackupRecord,
+    progress: Arc<Progress>,
+) -> Result<(), Error> {
+    let target = &request.target;
+    let version = {
+        let client = target.connect().await?;
+        server_version(target, &client).await?
+    };
+    record.server_version = Some(version.text.clone());
+    let pg_dump = locate_tool("pg_dump", request.pg_bin.as_deref(), version.major).await?;
+
+    let ctx = KeyContext {
+        backup_id: &record.id,
+        database: &record.database,
+    };
+    let data_key = services.keys.generate(ctx).await?;
+    record.key_id = Some(data_key.key_id.clone());
+    let header = Header::new(
+        HeaderFields {
+            backup_id: record.id.to_string(),
+            database: record.database.clone(),
+            compression: record.compression.to_string(),
+            key_id: data_key.key_id.clone(),
+            wrapped_key: data_key.wrapped.clone(),
+        },
+        request.chunk_size,
+    )
+    .map_err(|e| Error::Integrity(e.into()))?;
+
+    let upload = services.store.create(&record.object_key).await?;
+    let (dump, stdout) = match PgDump::spawn(&pg_dump, target, &[]) {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = upload.abort().await;
+            return Err(e.into());
+        }
+    };
+    let stored = store_archive(
+        dump,
+        stdout,
+        upload,
+        header,
+        &data_key.key,
+        StreamOptions {
+            compression: request.compression,
+            zstd_workers: request.zstd_workers,
+        },
+        progress,
+    )
+    .await?;
+
+    record.size_bytes = Some(stored.size);
+    record.sha256 = Some(stored.sha256.clone());
+    record.row_counts = stored
+        .archive
+        .tables
+        .iter()
+        .map(|t| (qualified_name(&t.schema, &t.table), t.rows))
+        .collect();
+
+    let mut final_record = record.clone();
+    final_record.status = BackupStatus::Completed;
+    final_record.completed_at = Some(Utc::now());
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        backup: final_record,
+        encryption: EncryptionInfo {
+            format_version: FORMAT_VERSION,
+            aead: "AES-256-GCM".into(),
+            chunk_size: request.chunk_size,
+            key_id: data_key.key_id.clone(),
+            wrapped_key: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                &data_key.wrapped,
+            ),
+        },
+        archive: ArchiveInfo {
+            format: "pg_dump custom".into(),
+            archive_version: stored.archive.archive_version.clone(),
+            dump_version: stored.archive.dump_version.clone(),
+            archive_bytes: stored.archive_bytes,
+            tables: stored
+                .archive
+                .tables
+                .iter()
+                .map(|t| TableEntry {
+                    schema: t.schema.clone(),
+                    table: t.table.clone(),
+                    rows: t.rows,
+                })
+                .collect(),
+            large_objects: stored.archive.large_objects,
+        },
+    };
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+    if let Err(e) = services.store.put(&record.manifest_key(), json).await {
+        // Without its manifest the object is not a complete backup: remove it.
+        if let Err(d) = services.store.delete(&record.object_key).await {
+            tracing::error!(error = %d, key = %record.object_key, "could not remove the object after its manifest failed");
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
