@@ -12,3 +12,5 @@ pub mod ops;
 pub mod pipeline;
 pub mod postgres;
 pub mod store;
+#[cfg(test)]
+pub mod testing;

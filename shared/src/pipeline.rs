@@ -169,3 +169,177 @@ where
         compression,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::crypt::HeaderFields;
+    use crate::store::fs::FsStore;
+    use crate::store::ObjectStore;
+    use crate::testing::{Faults, FaultyStore};
+    use tokio::io::AsyncReadExt;
+    use tokio::process::Command;
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/archive/sample-pg15.dump"
+    );
+    const KEY: &str = "db/2026/11/x.pgkeep";
+
+    fn header() -> Header {
+        Header::new(
+            HeaderFields {
+                backup_id: "b".into(),
+                database: "db".into(),
+                compression: "zstd".into(),
+                key_id: "test".into(),
+                wrapped_key: vec![1, 2, 3],
+            },
+            4096,
+        )
+        .unwrap()
+    }
+
+    /// A stand-in for pg_dump: a shell script, so exit codes and partial output are exact.
+    fn fake_dump(script: &str) -> (PgDump, ChildStdout) {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script).env("FIXTURE", FIXTURE);
+        PgDump::spawn_command(cmd).unwrap()
+    }
+
+    async fn run(store: &dyn ObjectStore, script: &str) -> Result<StoredObject, PipelineError> {
+        let (dump, stdout) = fake_dump(script);
+        let upload = store.create(KEY).await.unwrap();
+        let key = DataKey::new([7u8; 32]);
+        let options = StreamOptions {
+            compression: Compression::Zstd,
+            zstd_workers: 1,
+        };
+        store_archive(
+            dump,
+            stdout,
+            upload,
+            header(),
+            &key,
+            options,
+            Arc::default(),
+        )
+        .await
+    }
+
+    /// Every file under `dir`, temporary ones included.
+    fn files(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                out.extend(files(&e.path()));
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_real_archive_is_stored_counted_and_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path());
+        let stored = run(&store, "cat \"$FIXTURE\"").await.unwrap();
+        let original = std::fs::read(FIXTURE).unwrap();
+        assert_eq!(stored.archive_bytes, original.len() as u64);
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(FIXTURE.replace(".dump", ".counts.json")).unwrap(),
+        )
+        .unwrap();
+        let counted: Vec<(String, String, u64)> = stored
+            .archive
+            .tables
+            .iter()
+            .map(|t| (t.schema.clone(), t.table.clone(), t.rows))
+            .collect();
+        let mut wanted: Vec<(String, String, u64)> = expected["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["schema"].as_str().unwrap().into(),
+                    t["table"].as_str().unwrap().into(),
+                    t["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let mut got = counted.clone();
+        got.sort();
+        wanted.sort();
+        assert_eq!(got, wanted);
+
+        let stored_bytes = store.get(KEY).await.unwrap();
+        assert_eq!(stored_bytes.len() as u64, stored.size);
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored_bytes)),
+            stored.sha256
+        );
+
+        let mut sealed = digest::DigestReader::new(&stored_bytes[..], Some(stored.sha256.clone()));
+        let h = Header::read_from(&mut sealed).await.unwrap();
+        let mut plain = Vec::new();
+        archive_reader(sealed, h, &DataKey::new([7u8; 32]), Compression::Zstd)
+            .read_to_end(&mut plain)
+            .await
+            .unwrap();
+        assert_eq!(plain, original);
+    }
+
+    #[tokio::test]
+    async fn a_failing_dump_leaves_nothing_even_after_a_whole_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path());
+        let err = run(
+            &store,
+            "cat \"$FIXTURE\"; echo 'pg_dump: error: lost connection' >&2; exit 1",
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PipelineError::Dump(_)), "{err}");
+        assert!(err.to_string().contains("lost connection"));
+        assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn a_cut_or_foreign_archive_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path());
+        let err = run(&store, "head -c 30000 \"$FIXTURE\"").await.unwrap_err();
+        assert!(matches!(err, PipelineError::Archive(_)), "{err}");
+        let err = run(&store, "printf 'this is not an archive'")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PipelineError::Archive(_)), "{err}");
+        assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn storage_failures_mid_stream_or_at_commit_leave_nothing() {
+        for faults in [
+            Faults {
+                write_after: Some(5000),
+                ..Faults::default()
+            },
+            Faults {
+                commit: true,
+                ..Faults::default()
+            },
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FaultyStore::new(Arc::new(FsStore::new(dir.path())), faults);
+            let err = run(&store, "cat \"$FIXTURE\"").await.unwrap_err();
+            assert!(err.to_string().contains("injected"), "{faults:?}: {err}");
+            assert!(
+                files(dir.path()).is_empty(),
+                "{faults:?}: {:?}",
+                files(dir.path())
+            );
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Test doubles with failure injection: decorators over the real backends, so tests exercise
+//! our own code paths and only the failure is simulated.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use tokio::io::AsyncWrite;
+
+use crate::store::{ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, StoreError};
+
+/// Which store operation fails.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Streaming writes fail once this many bytes were accepted.
+    pub write_after: Option<u64>,
+    /// `commit` fails (after everything was written).
+    pub commit: bool,
+    /// `put` (manifests) fails.
+    pub put: bool,
+}
+
+/// Wraps a real store and injects [`Faults`].
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    faults: Faults,
+}
+
+impl FaultyStore {
+    /// Decorates `inner`.
+    pub fn new(inner: Arc<dyn ObjectStore>, faults: Faults) -> Self {
+        FaultyStore { inner, faults }
+    }
+}
+
+fn injected(key: &str) -> StoreError {
+    StoreError::Io {
+        op: "write",
+        store: "faulty://".into(),
+        key: key.into(),
+        source: io::Error::other("injected failure"),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload>, StoreError> {
+        let inner = self.inner.create(key).await?;
+        Ok(Box::new(FaultyUpload {
+            inner,
+            key: key.into(),
+            written: 0,
+            faults: self.faults,
+        }))
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        if self.faults.put {
+            return Err(injected(key));
+        }
+        self.inner.put(key, bytes).await
+    }
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        self.inner.open(key).await
+    }
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(prefix).await
+    }
+}
+
+struct FaultyUpload {
+    inner: Box<dyn ObjectUpload>,
+    key: String,
+    written: u64,
+    faults: Faults,
+}
+
+impl AsyncWrite for FaultyUpload {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(limit) = self.faults.write_after {
+            if self.written + buf.len() as u64 > limit {
+                return Poll::Ready(Err(io::Error::other("injected write failure")));
+            }
+        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written += n as u64;
+        }
+        polled
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl ObjectUpload for FaultyUpload {
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        if self.faults.commit {
+            let key = self.key.clone();
+            self.inner.abort().await?;
+            return Err(injected(&key));
+        }
+        self.inner.commit().await
+    }
+    async fn abort(self: Box<Self>) -> Result<(), StoreError> {
+        self.inner.abort().await
+    }
+}
