@@ -1,0 +1,250 @@
+# shellcheck shell=bash
+# Helpers shared by scripts/test and scripts/demo. Source it; it defines functions only.
+#
+#   log MSG...          progress line on stderr, prefixed "==> "
+#   die MSG...          error on stderr, exit 1
+#   ensure_postgres     install the PostgreSQL packages when no initdb can be found
+#   pg_bin_dir          directory of the PostgreSQL binaries (PGKEEP_PG_BIN, newest
+#                       /usr/lib/postgresql/<N>/bin, or the directory of initdb on PATH)
+#   pg_start DIR        initdb + start a throwaway cluster in DIR (new or empty): 127.0.0.1
+#                       only, free port, scram-sha-256 over TCP, server runs as postgres when
+#                       we are root; exports PGKEEP_PG_HOST, PGKEEP_PG_PORT, PGKEEP_PG_USER,
+#                       PGKEEP_PG_PASSWORD, PGKEEP_PG_BIN (the password is never printed)
+#   pg_stop DIR         stop the cluster in DIR if it is running
+#   pg_destroy DIR      pg_stop, then delete DIR (and its real location if relocated)
+#   pg_url DB           postgresql://user:password@127.0.0.1:port/DB (DB percent-encoded)
+#   pgc PROGRAM ARGS... run a PostgreSQL client (psql, createdb, pg_restore, pgbench...) against
+#                       the cluster, password via the environment only
+#   pg_table_counts DB  "schema.table<TAB>exact row count" for every ordinary table, sorted
+
+PG_SUPERUSER=pgkeep_admin
+
+log() {
+    printf '==> %s\n' "$*" >&2
+}
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Prints the bin dir, or fails quietly when there is none.
+_pg_find_bin_dir() {
+    if [[ -n ${PGKEEP_PG_BIN:-} ]]; then
+        [[ -x $PGKEEP_PG_BIN/initdb ]] || return 1
+        printf '%s\n' "$PGKEEP_PG_BIN"
+        return 0
+    fi
+    local newest
+    newest=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/initdb' 2>/dev/null |
+        sort -V | tail -n 1)
+    if [[ -n $newest ]]; then
+        dirname "$newest"
+        return 0
+    fi
+    local initdb
+    initdb=$(command -v initdb) || return 1
+    dirname "$(readlink -f "$initdb")"
+}
+
+pg_bin_dir() {
+    _pg_find_bin_dir || die "PostgreSQL server binaries (initdb) not found; set PGKEEP_PG_BIN or run ensure_postgres"
+}
+
+ensure_postgres() {
+    if [[ -n ${PGKEEP_PG_BIN:-} && ! -x ${PGKEEP_PG_BIN}/initdb ]]; then
+        die "PGKEEP_PG_BIN=$PGKEEP_PG_BIN has no initdb"
+    fi
+    if _pg_find_bin_dir >/dev/null; then
+        return 0
+    fi
+    log "PostgreSQL server binaries not found: installing postgresql postgresql-contrib"
+    local sudo=()
+    if [[ $EUID -ne 0 ]]; then
+        command -v sudo >/dev/null || die "not root and no sudo: install postgresql postgresql-contrib"
+        sudo=(sudo -n)
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql postgresql-contrib
+    _pg_find_bin_dir >/dev/null || die "installed postgresql but still no initdb"
+}
+
+# Unset inherited libpq/server variables (PG*, except PGKEEP_*) in the current (sub)shell.
+_pg_unset_env() {
+    local v
+    while read -r v; do
+        if [[ $v == PG* && $v != PGKEEP_* ]]; then
+            unset "$v"
+        fi
+    done < <(compgen -e)
+}
+
+# Run a server-side command (initdb, pg_ctl) in DIR, as the postgres user when we are root.
+_pg_server() {
+    local dir=$1
+    shift
+    (
+        _pg_unset_env
+        cd "$dir" || exit
+        if [[ $EUID -eq 0 ]]; then
+            exec runuser -u postgres -- "$@"
+        else
+            exec "$@"
+        fi
+    )
+}
+
+_pg_free_port() {
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+        return
+    fi
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        # Nothing may be listening there; pg_start retries if it gets taken anyway.
+        if ! (: <>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            printf '%s\n' "$port"
+            return
+        fi
+    done
+}
+
+pg_start() {
+    local dir=$1 bin
+    bin=$(pg_bin_dir)
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd -P)
+    [[ -z $(ls -A "$dir") ]] || die "$dir is not empty (pg_destroy it first)"
+    if [[ $EUID -eq 0 ]]; then
+        id postgres >/dev/null 2>&1 || die "running as root but there is no postgres user to run the server"
+        chown postgres: "$dir"
+    fi
+    chmod 700 "$dir"
+    # Keep the cluster in /tmp (with a symlink where it was asked for) when the postgres user
+    # cannot reach DIR (an ancestor like /root is closed) or the path would need quoting in
+    # postgresql.conf.
+    if [[ $dir == *[\'\\[:space:],]* ]] ||
+        { [[ $EUID -eq 0 ]] && ! runuser -u postgres -- test -x "$dir/."; }; then
+        local real
+        real=$(mktemp -d /tmp/pgkeep-pg.XXXXXX)
+        [[ $EUID -ne 0 ]] || chown postgres: "$real"
+        rmdir "$dir"
+        ln -s "$real" "$dir"
+        dir=$real
+    fi
+
+    PGKEEP_PG_PASSWORD=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
+    mkdir "$dir/run"
+    (
+        umask 077
+        printf '%s\n' "$PGKEEP_PG_PASSWORD" >"$dir/pwfile"
+    )
+    if [[ $EUID -eq 0 ]]; then
+        chown postgres: "$dir/run" "$dir/pwfile"
+    fi
+    if ! _pg_server "$dir" "$bin/initdb" -D "$dir/data" --no-sync -E UTF8 --locale=C \
+        -U "$PG_SUPERUSER" --pwfile="$dir/pwfile" \
+        --auth-host=scram-sha-256 --auth-local=trust >"$dir/initdb.log" 2>&1; then
+        rm -f "$dir/pwfile"
+        cat "$dir/initdb.log" >&2
+        die "initdb failed in $dir/data"
+    fi
+    rm -f "$dir/pwfile"
+    printf "\n# pgkeep scripts\ninclude 'pgkeep.conf'\n" >>"$dir/data/postgresql.conf"
+
+    local attempt port log_size
+    for attempt in 1 2 3 4 5; do
+        port=$(_pg_free_port)
+        cat >"$dir/data/pgkeep.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir/run'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 60
+max_wal_size = '1GB'
+password_encryption = 'scram-sha-256'
+EOF
+        [[ $EUID -ne 0 ]] || chown postgres: "$dir/data/pgkeep.conf"
+        log_size=$(stat -c %s "$dir/server.log" 2>/dev/null || echo 0)
+        if _pg_server "$dir" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null; then
+            export PGKEEP_PG_HOST=127.0.0.1 PGKEEP_PG_PORT=$port PGKEEP_PG_USER=$PG_SUPERUSER
+            export PGKEEP_PG_PASSWORD PGKEEP_PG_BIN=$bin
+            return 0
+        fi
+        if ((attempt < 5)) && tail -c +"$((log_size + 1))" "$dir/server.log" |
+            grep -qE 'could not bind|Address already in use|could not create any TCP/IP sockets'; then
+            log "port $port was taken; retrying"
+            continue
+        fi
+        tail -c +"$((log_size + 1))" "$dir/server.log" >&2 || true
+        die "could not start PostgreSQL in $dir/data"
+    done
+}
+
+pg_stop() {
+    local dir
+    dir=$(readlink -f "$1") || return 0
+    if [[ -f $dir/data/postmaster.pid ]]; then
+        _pg_server "$dir" "$(pg_bin_dir)/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null ||
+            log "warning: could not stop PostgreSQL in $dir/data"
+    fi
+}
+
+pg_destroy() {
+    local dir=$1 real
+    [[ -e $dir || -L $dir ]] || return 0
+    pg_stop "$dir"
+    real=$(readlink -f "$dir")
+    rm -rf "$real"
+    if [[ -L $dir ]]; then
+        rm -f "$dir"
+    fi
+}
+
+_pg_urlencode() {
+    local LC_ALL=C
+    local s=$1 out='' c i
+    for ((i = 0; i < ${#s}; i++)); do
+        c=${s:i:1}
+        case $c in
+            [a-zA-Z0-9._~-]) out+=$c ;;
+            *) printf -v c '%%%02X' "'$c" && out+=$c ;;
+        esac
+    done
+    printf '%s\n' "$out"
+}
+
+pg_url() {
+    printf 'postgresql://%s:%s@%s:%s/%s\n' "$(_pg_urlencode "$PGKEEP_PG_USER")" \
+        "$(_pg_urlencode "$PGKEEP_PG_PASSWORD")" "$PGKEEP_PG_HOST" "$PGKEEP_PG_PORT" \
+        "$(_pg_urlencode "$1")"
+}
+
+pgc() {
+    local program=$1
+    shift
+    (
+        _pg_unset_env
+        export PGHOST=$PGKEEP_PG_HOST PGPORT=$PGKEEP_PG_PORT PGUSER=$PGKEEP_PG_USER
+        export PGPASSWORD=$PGKEEP_PG_PASSWORD PGCONNECT_TIMEOUT=30
+        exec "$PGKEEP_PG_BIN/$program" "$@"
+    )
+}
+
+pg_table_counts() {
+    pgc psql -X -q -v ON_ERROR_STOP=1 -At -F $'\t' -d "$1" <<'EOF' | LC_ALL=C sort
+SELECT n.nspname || '.' || c.relname,
+       (xpath('/row/n/text()',
+              query_to_xml(format('SELECT count(*) AS n FROM ONLY %I.%I', n.nspname, c.relname),
+                           false, true, '')))[1]::text::bigint
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%'
+  AND n.nspname NOT LIKE 'pg\_temp\_%';
+EOF
+}
