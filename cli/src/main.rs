@@ -138,31 +138,35 @@ fn parse_status(s: &str) -> Result<BackupStatus, String> {
     s.parse()
 }
 
-/// A failure with the exit code it deserves.
+/// A failure: the one line to print and the exit code it deserves.
 struct Failure {
     code: u8,
-    error: anyhow::Error,
+    message: String,
 }
 
 impl From<ops::Error> for Failure {
+    /// The library's messages already carry their causes, so only the top is printed.
     fn from(e: ops::Error) -> Self {
         Failure {
             code: e.kind().exit_code() as u8,
-            error: e.into(),
+            message: e.to_string(),
         }
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Failure { code: 1, error }
+        Failure {
+            code: 1,
+            message: format!("{error:#}"),
+        }
     }
 }
 
 fn usage(message: impl Into<String>) -> Failure {
     Failure {
         code: ErrorKind::Config.exit_code() as u8,
-        error: anyhow::anyhow!(message.into()),
+        message: message.into(),
     }
 }
 
@@ -180,7 +184,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli, &matches)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("pgkeep: error: {:#}", failure.error);
+            eprintln!("pgkeep: error: {}", failure.message);
             ExitCode::from(failure.code)
         }
     }
@@ -361,7 +365,7 @@ async fn backup(
             }
             Err(Failure {
                 code: e.kind().exit_code() as u8,
-                error: anyhow::Error::from(e).context(format!("backup {id} failed")),
+                message: format!("backup {id} failed: {e}"),
             })
         }
     }
