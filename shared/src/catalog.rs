@@ -7,7 +7,9 @@
 use async_trait::async_trait;
 use base64::Engine;
 
-use crate::model::{BackupId, BackupRecord, BackupStatus, TransitionError};
+use chrono::{DateTime, Utc};
+
+use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus, Lease, TransitionError};
 
 pub mod sqlite;
 
@@ -86,6 +88,26 @@ pub trait Catalog: Send + Sync {
     ) -> Result<(), CatalogError>;
     /// Records matching the query, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Page, CatalogError>;
+
+    /// Takes the dump lease of `lease.database` unless someone else holds an unexpired one
+    /// at `now`; returns `Ok(None)` when taken, `Ok(Some(current))` when held by another.
+    async fn acquire_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, CatalogError>;
+    /// Gives the lease back if `holder` still holds it (a lapsed lease taken over by another
+    /// holder is left alone).
+    async fn release_lease(&self, database: &str, holder: &str) -> Result<(), CatalogError>;
+
+    /// Appends to the audit trail.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), CatalogError>;
+    /// The newest audit entries (of one database when given), newest first.
+    async fn list_audit(
+        &self,
+        database: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, CatalogError>;
 }
 
 /// Checks an update against the lifecycle before any backend writes it.
@@ -247,5 +269,77 @@ pub(crate) mod contract {
                 .await,
             Err(CatalogError::BadCursor(_))
         ));
+
+        leases(catalog).await;
+        audit(catalog).await;
+    }
+
+    async fn leases(catalog: &dyn Catalog) {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+        let lease = |holder: &str, minutes: i64| Lease {
+            database: "shop".into(),
+            holder: holder.into(),
+            expires_at: now + Duration::minutes(minutes),
+        };
+        assert_eq!(
+            catalog.acquire_lease(&lease("a", 15), now).await.unwrap(),
+            None
+        );
+        let held = catalog.acquire_lease(&lease("b", 15), now).await.unwrap();
+        assert_eq!(held.map(|l| l.holder), Some("a".to_owned()));
+        // Another database is independent.
+        let other = Lease {
+            database: "crm".into(),
+            ..lease("b", 15)
+        };
+        assert_eq!(catalog.acquire_lease(&other, now).await.unwrap(), None);
+        // Releasing by a non-holder does nothing; by the holder frees it.
+        catalog.release_lease("shop", "b").await.unwrap();
+        assert!(catalog
+            .acquire_lease(&lease("c", 15), now)
+            .await
+            .unwrap()
+            .is_some());
+        catalog.release_lease("shop", "a").await.unwrap();
+        assert_eq!(
+            catalog.acquire_lease(&lease("c", 15), now).await.unwrap(),
+            None
+        );
+        // An expired lease can be taken over.
+        let later = now + Duration::minutes(16);
+        assert_eq!(
+            catalog.acquire_lease(&lease("d", 30), later).await.unwrap(),
+            None
+        );
+        catalog.release_lease("shop", "c").await.unwrap();
+        let held = catalog.acquire_lease(&lease("e", 30), later).await.unwrap();
+        assert_eq!(held.map(|l| l.holder), Some("d".to_owned()));
+    }
+
+    async fn audit(catalog: &dyn Catalog) {
+        assert!(catalog.list_audit(None, 10).await.unwrap().is_empty());
+        let mut entries = Vec::new();
+        for (i, db) in ["shop", "crm", "shop"].iter().enumerate() {
+            let at = Utc.with_ymd_and_hms(2026, 11, 24, 13, i as u32, 0).unwrap();
+            let e = AuditEntry {
+                id: BackupId::generate(at),
+                at,
+                actor: "alice".into(),
+                action: "restore".into(),
+                backup_id: None,
+                database: (*db).into(),
+                outcome: "ok".into(),
+                details: serde_json::json!({ "n": i }),
+            };
+            catalog.append_audit(&e).await.unwrap();
+            entries.push(e);
+        }
+        let all = catalog.list_audit(None, 10).await.unwrap();
+        assert_eq!(
+            all,
+            vec![entries[2].clone(), entries[1].clone(), entries[0].clone()]
+        );
+        let shop = catalog.list_audit(Some("shop"), 1).await.unwrap();
+        assert_eq!(shop, vec![entries[2].clone()]);
     }
 }

@@ -340,6 +340,41 @@ pub struct TableEntry {
     pub rows: u64,
 }
 
+/// One entry of the audit trail: who did what to which backup, when, and how it ended.
+///
+/// Restores, deletions and verifications leave one each, so an operator can answer "who
+/// restored over production last night" from the catalog alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unique, time-sortable (same form as a backup id).
+    pub id: BackupId,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Who did it: a user name, an IAM principal, `schedule`.
+    pub actor: String,
+    /// What was done: `restore`, `delete`, `verify`, `prune`, ...
+    pub action: String,
+    /// The backup concerned, if any.
+    pub backup_id: Option<BackupId>,
+    /// The database concerned.
+    pub database: String,
+    /// `ok`, or why it failed.
+    pub outcome: String,
+    /// Free-form particulars (target database, options, durations).
+    pub details: serde_json::Value,
+}
+
+/// Who holds a database's dump lease, so a second concurrent dump can say whom it yields to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The database the lease is for.
+    pub database: String,
+    /// The holder (a backup id, usually).
+    pub holder: String,
+    /// When the lease lapses if not released (a crashed holder cannot block forever).
+    pub expires_at: DateTime<Utc>,
+}
+
 /// `schema.table`, each part double-quoted when it is not a plain lowercase identifier, so the
 /// key is unambiguous and reads like SQL.
 pub fn qualified_name(schema: &str, table: &str) -> String {

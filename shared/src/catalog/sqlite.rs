@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{check_update, decode_cursor, encode_cursor, Catalog, CatalogError, ListQuery, Page};
-use crate::model::{BackupId, BackupRecord, BackupStatus};
+use chrono::{DateTime, Utc};
+
+use crate::model::{format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS backups (
@@ -24,6 +26,17 @@ CREATE TABLE IF NOT EXISTS backups (
 );
 CREATE INDEX IF NOT EXISTS backups_by_database ON backups (database, id);
 CREATE INDEX IF NOT EXISTS backups_by_status ON backups (status, id);
+CREATE TABLE IF NOT EXISTS leases (
+    database   TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id       TEXT PRIMARY KEY,
+    database TEXT NOT NULL,
+    entry    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_database ON audit (database, id);
 PRAGMA user_version = 1;
 ";
 
@@ -248,6 +261,126 @@ impl Catalog for SqliteCatalog {
             })
         })
         .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, CatalogError> {
+        let lease = lease.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend(&location))?;
+            let current: Option<(String, String, String)> = tx
+                .query_row(
+                    "SELECT database, holder, expires_at FROM leases WHERE database = ?1",
+                    [&lease.database],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(backend(&location))?;
+            if let Some((database, holder, expires)) = current {
+                let current =
+                    Self::lease_from_row(database, holder, expires).map_err(|message| {
+                        CatalogError::Backend {
+                            location: location.clone(),
+                            message,
+                        }
+                    })?;
+                if current.expires_at > now {
+                    return Ok(Some(current));
+                }
+            }
+            tx.execute(
+                "INSERT INTO leases (database, holder, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (database) DO UPDATE SET holder = ?2, expires_at = ?3",
+                params![lease.database, lease.holder, format_time(lease.expires_at)],
+            )
+            .map_err(backend(&location))?;
+            tx.commit().map_err(backend(&location))?;
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, database: &str, holder: &str) -> Result<(), CatalogError> {
+        let (database, holder) = (database.to_owned(), holder.to_owned());
+        let location = self.location();
+        self.with(move |conn| {
+            conn.execute(
+                "DELETE FROM leases WHERE database = ?1 AND holder = ?2",
+                params![database, holder],
+            )
+            .map_err(backend(&location))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), CatalogError> {
+        let entry = entry.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO audit (id, database, entry) VALUES (?1, ?2, ?3)",
+                params![
+                    entry.id.as_str(),
+                    entry.database,
+                    serde_json::to_string(&entry).expect("audit entries serialize")
+                ],
+            )
+            .map_err(backend(&location))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        database: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, CatalogError> {
+        let database = database.map(str::to_owned);
+        let location = self.location();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT entry FROM audit WHERE (?1 IS NULL OR database = ?1)
+                     ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(backend(&location))?;
+            let rows = stmt
+                .query_map(params![database, limit as i64], |r| r.get::<_, String>(0))
+                .map_err(backend(&location))?;
+            let mut out = Vec::new();
+            for json in rows {
+                let json = json.map_err(backend(&location))?;
+                out.push(
+                    serde_json::from_str(&json).map_err(|e| CatalogError::Backend {
+                        location: location.clone(),
+                        message: format!("unreadable audit entry: {e}"),
+                    })?,
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl SqliteCatalog {
+    fn lease_from_row(database: String, holder: String, expires: String) -> Result<Lease, String> {
+        let expires_at = DateTime::parse_from_rfc3339(&expires)
+            .map_err(|e| format!("unreadable lease expiry {expires:?}: {e}"))?
+            .with_timezone(&Utc);
+        Ok(Lease {
+            database,
+            holder,
+            expires_at,
+        })
     }
 }
 
