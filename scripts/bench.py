@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""The measuring half of scripts/bench (which prepares the cluster and the dataset).
+
+Runs each command under GNU time, alternating the commands round by round so drift on the
+machine hits all of them alike, and reports medians and ratios. Inputs come from the
+environment scripts/bench sets: BENCH_DIR, BENCH_SCALE, BENCH_ROUNDS, BENCH_GROWTH,
+BENCH_PUBLISH, PGKEEP_BIN, PGKEEP_PG_BIN, PGKEEP_PG_HOST/PORT/USER/PASSWORD.
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(os.environ["BENCH_DIR"])
+SCALE = int(os.environ["BENCH_SCALE"])
+ROUNDS = int(os.environ["BENCH_ROUNDS"])
+GROWTH = [int(s) for s in os.environ.get("BENCH_GROWTH", "").split(",") if s]
+PUBLISH = os.environ.get("BENCH_PUBLISH") == "yes"
+PGBIN = os.environ["PGKEEP_PG_BIN"]
+PGKEEP = os.environ["PGKEEP_BIN"]
+
+# Connection for every client through libpq's environment: the password never reaches argv.
+ENV = dict(os.environ)
+ENV.update(
+    PGHOST=os.environ["PGKEEP_PG_HOST"],
+    PGPORT=os.environ["PGKEEP_PG_PORT"],
+    PGUSER=os.environ["PGKEEP_PG_USER"],
+    PGPASSWORD=os.environ["PGKEEP_PG_PASSWORD"],
+    PATH=f"{PGBIN}:{os.environ['PATH']}",
+)
+
+
+def pg_url(db):
+    return "postgresql://{}@{}:{}/{}".format(ENV["PGUSER"], ENV["PGHOST"], ENV["PGPORT"], db)
+
+
+def pgkeep_env(db, repo):
+    env = dict(ENV)
+    env.update(
+        PGKEEP_DATABASE_URL=pg_url(db),
+        PGKEEP_REPO=str(repo),
+        PGKEEP_KEY_FILE=str(BENCH / "bench.key"),
+    )
+    return env
+
+
+class Case:
+    """One benchmarked command: a shell pipeline (pipelines are what is being compared)."""
+
+    def __init__(self, name, script, output=None, env=None, prepare=None, size=None):
+        self.name, self.script, self.output = name, script, output
+        self.env, self.prepare, self.size = env or ENV, prepare, size
+        self.runs = []
+
+    def run(self):
+        if self.prepare:
+            self.prepare()
+        timing = BENCH / "time.txt"
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(timing), "bash", "-o", "pipefail", "-c", self.script],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        if proc.returncode != 0:
+            sys.exit(f"{self.name} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        wall, user, sys_, rss = timing.read_text().split()[-4:]
+        size = self.size(proc.stdout) if self.size else (Path(self.output).stat().st_size if self.output else None)
+        self.runs.append(dict(wall=float(wall), cpu=float(user) + float(sys_), rss_mib=int(rss) / 1024, size=size))
+        return self.runs[-1]
+
+    def median(self, key):
+        values = [r[key] for r in self.runs if r[key] is not None]
+        return statistics.median(values) if values else None
+
+
+def fresh_repo(path):
+    def prepare():
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    return prepare
+
+
+def stored_size(stdout):
+    return json.loads(stdout)["size_bytes"]
+
+
+def cases_for(db):
+    out = BENCH / "out"
+    out.mkdir(exist_ok=True)
+    repo = BENCH / f"repo-{db}"
+    return [
+        Case("pg_dump -Fc -Z0 > /dev/null (floor)", f"pg_dump -Fc -Z0 -d {db} > /dev/null"),
+        Case("pg_dump -Fc -f FILE", f"pg_dump -Fc -d {db} -f {out}/fc.dump", output=f"{out}/fc.dump"),
+        Case("pg_dump -Fc | gzip > FILE", f"pg_dump -Fc -d {db} | gzip > {out}/fc.dump.gz", output=f"{out}/fc.dump.gz"),
+        Case("pg_dump -Fp | gzip -9 > FILE", f"pg_dump -Fp -d {db} | gzip -9 > {out}/plain.sql.gz", output=f"{out}/plain.sql.gz"),
+        Case("pgkeep backup (zstd, local)", f"{PGKEEP} backup --json", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
+        Case("pgkeep backup (gzip, local)", f"{PGKEEP} backup --json --compression gzip", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
+    ]
+
+
+def measure(cases, rounds):
+    for r in range(rounds):
+        order = cases if r % 2 == 0 else list(reversed(cases))
+        for case in order:
+            res = case.run()
+            print(f"  round {r + 1}: {case.name:<40} {res['wall']:7.2f} s  cpu {res['cpu']:6.2f} s  rss {res['rss_mib']:6.1f} MiB", flush=True)
+
+
+def db_size(db):
+    out = subprocess.run([f"{PGBIN}/psql", "-XAtc", f"SELECT pg_database_size('{db}')", "-d", db],
+                         env=ENV, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def machine():
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    pg = subprocess.run([f"{PGBIN}/postgres", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} CPU ({model}), {mem / 1048576:.0f} GiB RAM, {pg}, {platform.system()} {platform.release()}"
+
+
+def table(cases, baseline):
+    rows = ["| command | wall (s) | CPU (s) | peak RSS (MiB) | output (MB) | wall vs `pg_dump -Fc -f` | size vs `pg_dump -Fc -f` |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for c in cases:
+        size = c.median("size")
+        rows.append("| {} | {:.2f} | {:.2f} | {:.0f} | {} | {:.2f}× | {} |".format(
+            "`" + c.name + "`", c.median("wall"), c.median("cpu"), c.median("rss_mib"),
+            f"{size / 1e6:.1f}" if size else "–",
+            c.median("wall") / baseline.median("wall"),
+            f"{size / baseline.median('size'):.2f}×" if size else "–"))
+    return "\n".join(rows)
+
+
+def targets(cases):
+    floor, fc = cases[0], cases[1]
+    gz, plain, pk = cases[2], cases[3], cases[4]
+    checks = [
+        ("pgkeep (zstd) wall ≤ 1.1× floor", pk.median("wall") / floor.median("wall"), 1.1),
+        ("pgkeep (zstd) wall ≤ 0.5× pg_dump -Fc -f", pk.median("wall") / fc.median("wall"), 0.5),
+        ("pgkeep (zstd) size ≤ 1.0× pg_dump -Fc -f", pk.median("size") / fc.median("size"), 1.0),
+        ("pgkeep ≥ 2× faster than pg_dump -Fc | gzip", gz.median("wall") / pk.median("wall"), 2.0),
+        ("pgkeep ≥ 5× faster than pg_dump -Fp | gzip -9", plain.median("wall") / pk.median("wall"), 5.0),
+        ("pgkeep peak RSS ≤ 64 MiB", pk.median("rss_mib"), 64),
+    ]
+    lines = ["| target | measured | goal | met |", "|---|---:|---:|:---:|"]
+    for name, value, goal in checks:
+        higher_is_better = "faster" in name
+        met = value >= goal if higher_is_better else value <= goal
+        name = name.replace("|", "\\|")
+        lines.append(f"| {name} | {value:.2f} | {goal} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines)
+
+
+def chart(cases, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [c.name for c in cases]
+    walls = [c.median("wall") for c in cases]
+    colors = ["#999999" if not n.startswith("pgkeep") else "#2a7ab0" for n in names]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    bars = ax.barh(names[::-1], walls[::-1], color=colors[::-1])
+    ax.bar_label(bars, fmt="%.1f s", padding=3)
+    ax.set_xlabel(f"median wall time, seconds (pgbench scale {SCALE} + docs; lower is better)")
+    ax.set_title("pgkeep backup vs pg_dump pipelines")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    size = db_size("bench")
+    print(f"dataset: {size / 1e9:.2f} GB at scale {SCALE}; {ROUNDS} rounds")
+    cases = cases_for("bench")
+    measure(cases, ROUNDS)
+    growth = []
+    for s in GROWTH:
+        db = "bench" if s == SCALE else f"bench_s{s}"
+        picked = [c for c in cases_for(db) if c.name.startswith(("pg_dump -Fc -Z0", "pgkeep backup (zstd"))]
+        print(f"growth: scale {s}")
+        measure(picked, max(1, ROUNDS // 2))
+        growth.append((s, db_size(db), picked))
+
+    report = [
+        "# Benchmarks", "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; warm cache, one throwaway cluster.",
+        f"Dataset: pgbench scale {SCALE} plus a `docs` table of {30000 * SCALE:,} rows of text and JSON "
+        f"(scripts/sql/bench_docs.sql), {size / 1e9:.2f} GB on disk. Medians of {ROUNDS} rounds, commands alternated.",
+        "", "Reproduce: `scripts/bench` (options: `--scale N`, `--rounds N`, `--growth 10,50,100`).", "",
+        table(cases, cases[1]), "", "![chart](benchmarks.png)", "", "## Targets", "", targets(cases), "",
+    ]
+    if growth:
+        report += ["## Growth with size", "", "| scale | database (GB) | floor wall (s) | pgkeep wall (s) | pgkeep peak RSS (MiB) |", "|---:|---:|---:|---:|---:|"]
+        for s, b, (floor, pk) in growth:
+            report.append(f"| {s} | {b / 1e9:.2f} | {floor.median('wall'):.2f} | {pk.median('wall'):.2f} | {pk.median('rss_mib'):.0f} |")
+        report.append("")
+    text = "\n".join(report)
+    (BENCH / "BENCHMARKS.md").write_text(text)
+    chart(cases, BENCH / "benchmarks.png")
+    if PUBLISH:
+        (ROOT / "docs" / "BENCHMARKS.md").write_text(text)
+        chart(cases, ROOT / "docs" / "benchmarks.png")
+        print("wrote docs/BENCHMARKS.md and docs/benchmarks.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
