@@ -128,7 +128,7 @@ def table(cases, baseline):
     for c in cases:
         size = c.median("size")
         rows.append("| {} | {:.2f} | {:.2f} | {:.0f} | {} | {:.2f}× | {} |".format(
-            "`" + c.name + "`", c.median("wall"), c.median("cpu"), c.median("rss_mib"),
+            "`" + c.name.replace("|", "\\|") + "`", c.median("wall"), c.median("cpu"), c.median("rss_mib"),
             f"{size / 1e6:.1f}" if size else "–",
             c.median("wall") / baseline.median("wall"),
             f"{size / baseline.median('size'):.2f}×" if size else "–"))
