@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod postgres;
+pub mod retention;
 pub mod store;
 #[cfg(test)]
 pub mod testing;
