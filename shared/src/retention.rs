@@ -80,14 +80,27 @@ impl Span {
             .then_some(Span { seconds })
     }
 
-    /// A span of whole days.
-    pub fn days(days: i64) -> Span {
-        Span::from_seconds(days * 86_400).expect("a positive number of days below 100 years")
+    /// A span of whole days (usable in constants; panics unless positive and under 100 years).
+    pub const fn days(days: i64) -> Span {
+        Span::checked(days * 86_400)
     }
 
-    /// A span of whole minutes.
-    pub fn minutes(minutes: i64) -> Span {
-        Span::from_seconds(minutes * 60).expect("a positive number of minutes below 100 years")
+    /// A span of whole hours (as [`Span::days`]).
+    pub const fn hours(hours: i64) -> Span {
+        Span::checked(hours * 3_600)
+    }
+
+    /// A span of whole minutes (as [`Span::days`]).
+    pub const fn minutes(minutes: i64) -> Span {
+        Span::checked(minutes * 60)
+    }
+
+    const fn checked(seconds: i64) -> Span {
+        assert!(
+            seconds >= 1 && seconds <= MAX_SPAN_SECONDS,
+            "a span is positive and under 100 years"
+        );
+        Span { seconds }
     }
 
     /// Length in seconds.
@@ -177,14 +190,10 @@ impl<'de> Deserialize<'de> for Span {
 }
 
 /// Default for [`RetentionPolicy::pre_restore_keep_within`]: 30 days.
-pub const DEFAULT_PRE_RESTORE_KEEP_WITHIN: Span = Span {
-    seconds: 30 * 86_400,
-};
+pub const DEFAULT_PRE_RESTORE_KEEP_WITHIN: Span = Span::days(30);
 
 /// Default for [`RetentionPolicy::verification_failed_keep_within`]: 30 days.
-pub const DEFAULT_VERIFICATION_FAILED_KEEP_WITHIN: Span = Span {
-    seconds: 30 * 86_400,
-};
+pub const DEFAULT_VERIFICATION_FAILED_KEEP_WITHIN: Span = Span::days(30);
 
 /// What to keep of each database; see the module documentation for the exact rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
