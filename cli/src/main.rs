@@ -523,7 +523,9 @@ async fn prune(
         eprintln!("pgkeep: skipped {}: {}", s.id, s.why);
     }
     if json {
-        output::print_json(&serde_json::json!({ "dry_run": false, "plan": plan, "report": report }));
+        output::print_json(
+            &serde_json::json!({ "dry_run": false, "plan": plan, "report": report }),
+        );
     } else {
         output::print_prune_report(&report);
     }

@@ -154,7 +154,11 @@ pub fn print_status(summary: &[DatabaseHealth]) {
         println!(
             "{}: {}",
             db.database,
-            if health.healthy { "healthy" } else { "UNHEALTHY" }
+            if health.healthy {
+                "healthy"
+            } else {
+                "UNHEALTHY"
+            }
         );
         for p in &health.problems {
             println!("  problem:             {p}");
