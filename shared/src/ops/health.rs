@@ -177,8 +177,8 @@ pub fn overall_problem(databases: &[DatabaseHealth]) -> Option<String> {
     (!sick.is_empty()).then(|| format!("unhealthy: {}", sick.join(", ")))
 }
 
-/// `26h 5m`, `3d 2h`, `45s`: ages in problems and alerts.
-pub fn age_text(seconds: i64) -> String {
+/// `26h 5m`, `3d 2h`, `45s`: ages in problems (and so in stale alerts).
+fn age_text(seconds: i64) -> String {
     match seconds {
         s if s < 0 => format!("{}s in the future", -s),
         s if s < 60 => format!("{s}s"),
