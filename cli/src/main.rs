@@ -7,21 +7,29 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pgkeep::backends::{BackendConfig, CatalogUrl, KeyUrl, KeyUse, RepoUrl, Services};
 use pgkeep::catalog::ListQuery;
 use pgkeep::model::{BackupId, BackupKind, BackupStatus, Compression};
 use pgkeep::ops::backup::BackupRequest;
+use pgkeep::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
+use pgkeep::ops::prune::PruneRequest;
+use pgkeep::ops::reaper::DEFAULT_ABANDON_AFTER;
 use pgkeep::ops::{self, ErrorKind};
 use pgkeep::pipeline::Progress;
 use pgkeep::postgres::PgTarget;
+use pgkeep::retention::{RetentionPolicy, Span, DEFAULT_PRE_RESTORE_KEEP_WITHIN};
 use tokio::io::AsyncWriteExt;
 
 mod output;
 
 /// Exit code when interrupted (128 + SIGINT), as shells report it.
 const EXIT_INTERRUPTED: u8 = 130;
+
+/// Exit code of `pgkeep status` when a database is unhealthy (distinct from every failure).
+const EXIT_UNHEALTHY: u8 = 9;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,7 +43,7 @@ const EXIT_INTERRUPTED: u8 = 130;
         file kept outside it.",
     after_help = "Exit codes: 0 ok, 1 unexpected, 2 bad usage or configuration, 3 integrity failure, \
         4 not found, 5 key problem, 6 database problem, 7 storage problem, 8 conflicting state, \
-        130 interrupted."
+        9 unhealthy (status), 130 interrupted."
 )]
 struct Cli {
     /// Backup repository: a directory or file:///path.
@@ -65,6 +73,12 @@ struct Cli {
     /// Directory holding pg_dump/pg_restore [default: /usr/lib/postgresql/<server major>/bin, then PATH].
     #[arg(long, env = "PGKEEP_PG_BIN", global = true, value_name = "DIR")]
     pg_bin: Option<PathBuf>,
+
+    /// Backups still in progress after this long are taken for abandoned (crashed, killed, timed
+    /// out) and marked failed by the next backup of the database or the next prune. Set it above
+    /// your longest dump.
+    #[arg(long, env = "PGKEEP_ABANDON_AFTER", global = true, value_name = "DURATION", default_value_t = DEFAULT_ABANDON_AFTER)]
+    abandon_after: Span,
 
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -111,11 +125,62 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Summarise each database: newest good backup and its age, failures.
+    /// Summarise each database's health: newest good backup and its age, verification,
+    /// failures. Exits 9 when a database is unhealthy (or the catalog is empty), for cron and
+    /// monitoring agents.
     Status {
+        /// Unhealthy when the newest good backup is older than this (e.g. 25h, 2d, 1w).
+        #[arg(long, env = "PGKEEP_MAX_AGE", value_name = "DURATION", default_value_t = DEFAULT_MAX_AGE)]
+        max_age: Span,
         /// JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Assess as of this time (RFC 3339) instead of now.
+        #[arg(long, hide = true, value_parser = parse_time)]
+        now: Option<DateTime<Utc>>,
+    },
+    /// Delete backups the retention policy does not keep (restic's forget semantics, per
+    /// database), mark abandoned runs failed, and finish deletions a crash interrupted.
+    ///
+    /// The newest verified backup of a database and backups in progress are never deleted.
+    /// Records of deleted backups stay in the catalog as history.
+    Prune {
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep the N newest backups.
+        #[arg(long, env = "PGKEEP_KEEP_LAST", value_name = "N")]
+        keep_last: Option<u32>,
+        /// Keep the newest backup of each of the N most recent hours that have one.
+        #[arg(long, env = "PGKEEP_KEEP_HOURLY", value_name = "N")]
+        keep_hourly: Option<u32>,
+        /// Keep the newest backup of each of the N most recent days (UTC) that have one.
+        #[arg(long, env = "PGKEEP_KEEP_DAILY", value_name = "N")]
+        keep_daily: Option<u32>,
+        /// Keep the newest backup of each of the N most recent ISO weeks that have one.
+        #[arg(long, env = "PGKEEP_KEEP_WEEKLY", value_name = "N")]
+        keep_weekly: Option<u32>,
+        /// Keep the newest backup of each of the N most recent months that have one.
+        #[arg(long, env = "PGKEEP_KEEP_MONTHLY", value_name = "N")]
+        keep_monthly: Option<u32>,
+        /// Keep the newest backup of each of the N most recent years that have one.
+        #[arg(long, env = "PGKEEP_KEEP_YEARLY", value_name = "N")]
+        keep_yearly: Option<u32>,
+        /// Keep every backup taken within this span before the newest one (e.g. 30d, 2w).
+        #[arg(long, env = "PGKEEP_KEEP_WITHIN", value_name = "DURATION")]
+        keep_within: Option<Span>,
+        /// Keep pre-restore safety copies this long.
+        #[arg(long, env = "PGKEEP_PRE_RESTORE_KEEP_WITHIN", value_name = "DURATION", default_value_t = DEFAULT_PRE_RESTORE_KEEP_WITHIN)]
+        pre_restore_keep_within: Span,
+        /// Only this database.
+        #[arg(long)]
+        database: Option<String>,
+        /// The plan (and what was done) as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Decide as of this time (RFC 3339); only with --dry-run.
+        #[arg(long, hide = true, value_parser = parse_time, requires = "dry_run")]
+        now: Option<DateTime<Utc>>,
     },
     /// Write the original pg_dump archive (decrypted, decompressed, authenticated) to stdout
     /// or a file, e.g. `pgkeep cat ID | pg_restore -d newdb`.
@@ -136,6 +201,11 @@ fn parse_kind(s: &str) -> Result<BackupKind, String> {
 }
 fn parse_status(s: &str) -> Result<BackupStatus, String> {
     s.parse()
+}
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
 }
 
 /// A failure: the one line to print and the exit code it deserves.
@@ -296,15 +366,58 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Status { json } => {
+        Command::Status { max_age, json, now } => {
             let services = open(&cli, KeyUse::None)?;
-            let summary = ops::status::status(&services, chrono::Utc::now()).await?;
+            let policy = HealthPolicy { max_age: *max_age };
+            let now = now.unwrap_or_else(Utc::now);
+            let health = ops::health::health(&services, now, &policy).await?;
             if *json {
-                output::print_json(&summary);
+                output::print_json(&health);
             } else {
-                output::print_status(&summary);
+                output::print_status(&health);
             }
-            Ok(0)
+            match ops::health::overall_problem(&health) {
+                None => Ok(0),
+                Some(problem) => {
+                    eprintln!("pgkeep: {problem}");
+                    Ok(EXIT_UNHEALTHY)
+                }
+            }
+        }
+        Command::Prune {
+            dry_run,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            pre_restore_keep_within,
+            database,
+            json,
+            now,
+        } => {
+            let policy = RetentionPolicy {
+                keep_last: keep_last.unwrap_or(0),
+                keep_hourly: keep_hourly.unwrap_or(0),
+                keep_daily: keep_daily.unwrap_or(0),
+                keep_weekly: keep_weekly.unwrap_or(0),
+                keep_monthly: keep_monthly.unwrap_or(0),
+                keep_yearly: keep_yearly.unwrap_or(0),
+                keep_within: *keep_within,
+                pre_restore_keep_within: *pre_restore_keep_within,
+                ..RetentionPolicy::default()
+            };
+            policy.validate().map_err(ops::Error::from)?;
+            let services = open(&cli, KeyUse::None)?;
+            let request = PruneRequest {
+                policy,
+                database: database.clone(),
+                now: now.unwrap_or_else(Utc::now),
+                abandon_after: cli.abandon_after,
+            };
+            prune(&services, &request, *dry_run, *json).await
         }
         Command::Cat { id, output } => {
             let id = parse_id(id)?;
@@ -332,6 +445,7 @@ async fn backup(
     request.compression = compression;
     request.id = Some(id.clone());
     request.pg_bin = cli.pg_bin.clone();
+    request.abandon_after = cli.abandon_after;
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(request.target.database(), progress.clone());
 
@@ -369,6 +483,53 @@ async fn backup(
             })
         }
     }
+}
+
+async fn prune(
+    services: &Services,
+    request: &PruneRequest,
+    dry_run: bool,
+    json: bool,
+) -> Result<u8, Failure> {
+    let plan = ops::prune::plan(services, request).await?;
+    for m in &plan.missing {
+        eprintln!(
+            "pgkeep: warning: backup {} of {:?} is {} but {} is missing from the repository",
+            m.id, m.database, m.status, m.key
+        );
+    }
+    if dry_run {
+        if json {
+            output::print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));
+        } else {
+            output::print_prune_plan(&plan);
+            println!("dry run: nothing was changed");
+        }
+        return Ok(0);
+    }
+    if !json {
+        output::print_prune_plan(&plan);
+    }
+    let actor = std::env::var("USER").unwrap_or_else(|_| "pgkeep".into());
+    let report = ops::prune::execute(services, &plan, &actor)
+        .await
+        .map_err(|e| Failure {
+            code: e.kind().exit_code() as u8,
+            message: format!(
+                "prune stopped: {e}; run it again to finish (half-done deletions are repaired)"
+            ),
+        })?;
+    for s in &report.skipped {
+        eprintln!("pgkeep: skipped {}: {}", s.id, s.why);
+    }
+    if json {
+        output::print_json(
+            &serde_json::json!({ "dry_run": false, "plan": plan, "report": report }),
+        );
+    } else {
+        output::print_prune_report(&report);
+    }
+    Ok(0)
 }
 
 async fn cat(

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgkeep::model::{format_time, BackupRecord};
-use pgkeep::ops::status::DatabaseStatus;
+use pgkeep::ops::health::DatabaseHealth;
+use pgkeep::ops::prune::{PrunePlan, PruneReport};
 use pgkeep::pipeline::Progress;
 use serde::Serialize;
 
@@ -142,14 +143,29 @@ pub fn print_record(r: &BackupRecord) {
     }
 }
 
-/// The per-database summary.
-pub fn print_status(summary: &[DatabaseStatus]) {
+/// The per-database summary and health.
+pub fn print_status(summary: &[DatabaseHealth]) {
     if summary.is_empty() {
         println!("no backups yet");
         return;
     }
-    for db in summary {
-        println!("{}", db.database);
+    for health in summary {
+        let db = &health.status;
+        println!(
+            "{}: {}",
+            db.database,
+            if health.healthy {
+                "healthy"
+            } else {
+                "UNHEALTHY"
+            }
+        );
+        for p in &health.problems {
+            println!("  problem:             {p}");
+        }
+        for w in &health.warnings {
+            println!("  warning:             {w}");
+        }
         match &db.latest_good {
             Some(b) => println!(
                 "  newest good backup:  {} ({}, {})",
@@ -170,10 +186,102 @@ pub fn print_status(summary: &[DatabaseStatus]) {
                 b.error.as_deref().unwrap_or("no reason recorded")
             );
         }
+        if let Some(ms) = health.last_restore_drill_ms {
+            println!("  last restore drill:  {}", human_duration(ms));
+        }
         println!("  failures in 30 days: {}", db.failures_30d);
         let counts: Vec<String> = db.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
         println!("  backups:             {}", counts.join(", "));
     }
+}
+
+/// Left-aligned columns two spaces apart.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(header.to_vec()));
+    for row in rows {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// Every decision of a prune plan, with its reasons, and the repairs it will make.
+pub fn print_prune_plan(plan: &PrunePlan) {
+    println!("policy: {}", plan.policy);
+    if plan.decisions.is_empty() {
+        println!("no backups to consider");
+    } else {
+        let rows: Vec<[String; 6]> = plan
+            .decisions
+            .iter()
+            .map(|d| {
+                let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+                [
+                    if d.keeps() { "keep" } else { "remove" }.to_owned(),
+                    d.id.to_string(),
+                    d.database.clone(),
+                    d.status.to_string(),
+                    d.kind.to_string(),
+                    reasons.join(", "),
+                ]
+            })
+            .collect();
+        print_table(["ACTION", "ID", "DATABASE", "STATUS", "KIND", "WHY"], &rows);
+    }
+    for a in &plan.abandoned {
+        println!(
+            "abandoned: {} of {:?} started {} and is still in progress: it will be marked failed",
+            a.id,
+            a.database,
+            format_time(a.created_at)
+        );
+    }
+    for r in &plan.repairs {
+        println!(
+            "leftover: {} of {} backup {} will be removed",
+            r.key, r.status, r.id
+        );
+    }
+    for k in &plan.unknown_keys {
+        println!("unknown key (no record mentions it; left alone): {k}");
+    }
+    let removals = plan.removals().count();
+    println!(
+        "{} to remove, {} kept, {} abandoned, {} leftover keys",
+        removals,
+        plan.decisions.len() - removals,
+        plan.abandoned.len(),
+        plan.repairs.len()
+    );
+}
+
+/// What a prune did.
+pub fn print_prune_report(report: &PruneReport) {
+    println!(
+        "removed {} backups, marked {} abandoned runs failed, removed {} leftover keys{}",
+        report.deleted.len(),
+        report.reaped.len(),
+        report.repaired.len(),
+        if report.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", skipped {} that changed meanwhile", report.skipped.len())
+        }
+    );
 }
 
 /// The line a person sees after a backup.

@@ -2,15 +2,19 @@
 //!
 //! Every edge (the `pgkeep` command, the Lambda functions) is a thin shell over this crate:
 //! [`backends`] turns configuration into an object store, a catalog and a key provider;
-//! [`ops`] holds the operations; [`pipeline`] is the streaming data path; [`model`] the domain.
+//! [`ops`] holds the operations; [`pipeline`] is the streaming data path; [`model`] the domain;
+//! [`retention`] decides what to keep; [`alert`] and [`metrics`] tell people and CloudWatch.
 
+pub mod alert;
 pub mod backends;
 pub mod catalog;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod postgres;
+pub mod retention;
 pub mod store;
 #[cfg(test)]
 pub mod testing;

@@ -15,10 +15,14 @@ use crate::pipeline::digest::{checksum_mismatch, ChecksumMismatch};
 use crate::pipeline::pg_dump::DumpError;
 use crate::pipeline::PipelineError;
 use crate::postgres::PgError;
+use crate::retention::PolicyError;
 use crate::store::StoreError;
 
 pub mod backup;
+pub mod health;
+pub mod prune;
 pub mod read;
+pub mod reaper;
 pub mod status;
 
 /// Why an operation failed; every message says what happened and, where it can, what to do.
@@ -48,6 +52,9 @@ pub enum Error {
     /// The stored object is not what was written.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
+    /// A retention policy that cannot be applied.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The backup is in a state the operation cannot use.
     #[error("backup {id} is {status}: {why}")]
     Unusable {
@@ -148,6 +155,7 @@ impl Error {
             Error::Postgres(PgError::BadUrl(_)) => ErrorKind::Config,
             Error::Postgres(_) | Error::Dump(_) | Error::Archive(_) => ErrorKind::Database,
             Error::Integrity(_) => ErrorKind::Integrity,
+            Error::Policy(_) => ErrorKind::Config,
             Error::Unusable { .. } => ErrorKind::Conflict,
             Error::Io { .. } => ErrorKind::Storage,
         }

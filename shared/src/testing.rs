@@ -3,12 +3,16 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::io::AsyncWrite;
 
+use crate::catalog::{Catalog, CatalogError, ListQuery, Page};
+use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
 use crate::store::{ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, StoreError};
 
 /// Which store operation fails.
@@ -20,18 +24,92 @@ pub struct Faults {
     pub commit: bool,
     /// `put` (manifests) fails.
     pub put: bool,
+    /// `delete` fails.
+    pub delete: bool,
 }
 
-/// Wraps a real store and injects [`Faults`].
+/// A crash at a chosen step: a budget of writes shared by a [`FaultyStore`] and a
+/// [`FaultyCatalog`]. Once it is spent, every further write fails, as if the process had died
+/// there; reads keep working. Counting the writes of a clean run and then crashing after 0, 1,
+/// 2, ... of them puts a crash between every pair of steps.
+#[derive(Debug, Clone)]
+pub struct CrashPoint {
+    remaining: Arc<AtomicUsize>,
+    used: Arc<AtomicUsize>,
+    crashed: Arc<AtomicBool>,
+}
+
+impl CrashPoint {
+    /// Crashes at the write after the first `writes` ones.
+    pub fn after(writes: usize) -> Self {
+        CrashPoint {
+            remaining: Arc::new(AtomicUsize::new(writes)),
+            used: Arc::new(AtomicUsize::new(0)),
+            crashed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Never crashes; counts writes.
+    pub fn never() -> Self {
+        CrashPoint::after(usize::MAX)
+    }
+
+    /// Writes done so far.
+    pub fn writes(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Whether a write was refused.
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    /// Takes one write from the budget; `false` once crashed.
+    fn write(&self) -> bool {
+        if self.crashed() {
+            return false;
+        }
+        let ok = self
+            .remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if ok {
+            self.used.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.crashed.store(true, Ordering::SeqCst);
+        }
+        ok
+    }
+}
+
+/// Wraps a real store and injects [`Faults`] and, optionally, a [`CrashPoint`].
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     faults: Faults,
+    crash: Option<CrashPoint>,
 }
 
 impl FaultyStore {
     /// Decorates `inner`.
     pub fn new(inner: Arc<dyn ObjectStore>, faults: Faults) -> Self {
-        FaultyStore { inner, faults }
+        FaultyStore {
+            inner,
+            faults,
+            crash: None,
+        }
+    }
+
+    /// Also crashes at `crash` (puts and deletes count as writes).
+    pub fn with_crash(mut self, crash: CrashPoint) -> Self {
+        self.crash = Some(crash);
+        self
+    }
+
+    fn crashed(&self, key: &str) -> Result<(), StoreError> {
+        match &self.crash {
+            Some(c) if !c.write() => Err(injected(key)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -62,6 +140,7 @@ impl ObjectStore for FaultyStore {
         if self.faults.put {
             return Err(injected(key));
         }
+        self.crashed(key)?;
         self.inner.put(key, bytes).await
     }
     async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
@@ -74,6 +153,10 @@ impl ObjectStore for FaultyStore {
         self.inner.head(key).await
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if self.faults.delete {
+            return Err(injected(key));
+        }
+        self.crashed(key)?;
         self.inner.delete(key).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -125,5 +208,98 @@ impl ObjectUpload for FaultyUpload {
     }
     async fn abort(self: Box<Self>) -> Result<(), StoreError> {
         self.inner.abort().await
+    }
+}
+
+/// Which catalog operation fails.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatalogFaults {
+    /// `update` fails.
+    pub update: bool,
+    /// `append_audit` fails.
+    pub append_audit: bool,
+}
+
+/// Wraps a real catalog and injects [`CatalogFaults`] and, optionally, a [`CrashPoint`]
+/// (inserts, updates, audit entries and leases count as writes).
+pub struct FaultyCatalog {
+    inner: Arc<dyn Catalog>,
+    faults: CatalogFaults,
+    crash: Option<CrashPoint>,
+}
+
+impl FaultyCatalog {
+    /// Decorates `inner`.
+    pub fn new(inner: Arc<dyn Catalog>, faults: CatalogFaults) -> Self {
+        FaultyCatalog {
+            inner,
+            faults,
+            crash: None,
+        }
+    }
+
+    /// Also crashes at `crash`.
+    pub fn with_crash(mut self, crash: CrashPoint) -> Self {
+        self.crash = Some(crash);
+        self
+    }
+
+    fn write(&self, fault: bool) -> Result<(), CatalogError> {
+        let crashed = self.crash.as_ref().is_some_and(|c| !c.write());
+        if fault || crashed {
+            return Err(CatalogError::Backend {
+                location: "faulty://catalog".into(),
+                message: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Catalog for FaultyCatalog {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn insert(&self, record: &BackupRecord) -> Result<(), CatalogError> {
+        self.write(false)?;
+        self.inner.insert(record).await
+    }
+    async fn get(&self, id: &BackupId) -> Result<BackupRecord, CatalogError> {
+        self.inner.get(id).await
+    }
+    async fn update(
+        &self,
+        record: &BackupRecord,
+        expected: BackupStatus,
+    ) -> Result<(), CatalogError> {
+        self.write(self.faults.update)?;
+        self.inner.update(record, expected).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Page, CatalogError> {
+        self.inner.list(query).await
+    }
+    async fn acquire_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, CatalogError> {
+        self.write(false)?;
+        self.inner.acquire_lease(lease, now).await
+    }
+    async fn release_lease(&self, database: &str, holder: &str) -> Result<(), CatalogError> {
+        self.write(false)?;
+        self.inner.release_lease(database, holder).await
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), CatalogError> {
+        self.write(self.faults.append_audit)?;
+        self.inner.append_audit(entry).await
+    }
+    async fn list_audit(
+        &self,
+        database: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, CatalogError> {
+        self.inner.list_audit(database, limit).await
     }
 }

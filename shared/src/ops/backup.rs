@@ -22,6 +22,7 @@ use crate::pipeline::crypt::{Header, HeaderFields, DEFAULT_CHUNK_SIZE, FORMAT_VE
 use crate::pipeline::pg_dump::PgDump;
 use crate::pipeline::{store_archive, Progress, StreamOptions};
 use crate::postgres::{locate_tool, server_version, PgTarget};
+use crate::retention::Span;
 
 /// What to back up and how.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct BackupRequest {
     pub chunk_size: u32,
     /// zstd worker threads.
     pub zstd_workers: u32,
+    /// Earlier runs of this database still `in_progress` after this long are reaped first.
+    pub abandon_after: Span,
 }
 
 impl BackupRequest {
@@ -54,6 +57,7 @@ impl BackupRequest {
             pg_bin: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             zstd_workers: cores.clamp(1, 4),
+            abandon_after: super::reaper::DEFAULT_ABANDON_AFTER,
         }
     }
 }
@@ -69,12 +73,14 @@ pub async fn backup(
         .id
         .clone()
         .unwrap_or_else(|| BackupId::generate(Utc::now()));
-    let mut record = BackupRecord::start(
-        id,
-        request.target.database(),
-        request.kind,
-        request.compression,
-    );
+    let database = request.target.database();
+    // A failure to clean up after earlier runs must not cost this backup; prune retries it.
+    if let Err(e) =
+        super::reaper::reap(services, Some(database), Utc::now(), request.abandon_after).await
+    {
+        tracing::error!(database = %database, error = %e, "could not reap abandoned backups");
+    }
+    let mut record = BackupRecord::start(id, database, request.kind, request.compression);
     services.catalog.insert(&record).await?;
     tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
     let started = Instant::now();
@@ -86,10 +92,22 @@ pub async fn backup(
             record
                 .transition(BackupStatus::Completed)
                 .map_err(crate::catalog::CatalogError::from)?;
-            services
+            if let Err(e) = services
                 .catalog
                 .update(&record, BackupStatus::InProgress)
-                .await?;
+                .await
+            {
+                if matches!(e, crate::catalog::CatalogError::Conflict { .. }) {
+                    // The reaper took this run for abandoned and failed it: the record will never
+                    // point at the object, so remove it rather than leave it for prune.
+                    for key in [record.manifest_key(), record.object_key.clone()] {
+                        if let Err(d) = services.store.delete(&key).await {
+                            tracing::error!(error = %d, key = %key, "could not remove the object of a reaped run; the next prune will");
+                        }
+                    }
+                }
+                return Err(e.into());
+            }
             tracing::info!(backup = %record.id, bytes = record.size_bytes, ms = record.duration_ms, "backup completed");
             Ok(record)
         }

@@ -1,0 +1,423 @@
+//! Pruning: plan what the retention policy removes, then do it, safely against crashes.
+//!
+//! [`plan`] only reads: the catalog, and one listing of each database's keys in the store. It
+//! returns every decision with its reason, the abandoned runs the reaper will fail, the
+//! half-done deletions to repair and anything odd it saw. `--dry-run` prints the plan;
+//! [`execute`] carries it out.
+//!
+//! # Crash safety
+//!
+//! One backup is deleted by [`delete_backup`], in this order:
+//!
+//! 1. compare-and-set the record to `deleted` (from the status the plan saw): from here on
+//!    nothing reads it, lists it as good or restores it;
+//! 2. delete the manifest (so a catalog rebuilt from manifests cannot resurrect the backup);
+//! 3. delete the object;
+//! 4. append an audit entry.
+//!
+//! A crash after step 1 leaves a `deleted` (or `failed`) record whose keys still exist; the
+//! next prune's listing finds them and removes them (a *repair*, audited too). At no step is
+//! there a `completed` or `verified` record whose object is missing. Store deletes of missing
+//! keys succeed, so every step can simply be repeated.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{reaper, status::list_all, Error};
+use crate::backends::Services;
+use crate::catalog::{CatalogError, ListQuery};
+use crate::model::{path_segment, AuditEntry, BackupId, BackupRecord, BackupStatus};
+use crate::retention::{self, Decision, RetentionPolicy, Span};
+
+/// What to prune.
+#[derive(Debug, Clone)]
+pub struct PruneRequest {
+    /// What to keep.
+    pub policy: RetentionPolicy,
+    /// Only this database (all databases in the catalog when `None`).
+    pub database: Option<String>,
+    /// The time the policy's windows and the reaper's limit are measured at.
+    pub now: DateTime<Utc>,
+    /// In-progress records older than this are abandoned.
+    pub abandon_after: Span,
+}
+
+/// An in-progress backup the reaper will mark failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Abandoned {
+    /// The backup.
+    pub id: BackupId,
+    /// Its database.
+    pub database: String,
+    /// When it started.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A key left behind by a half-done deletion or a failed run, to be removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repair {
+    /// The backup it belongs to.
+    pub id: BackupId,
+    /// Its database.
+    pub database: String,
+    /// The record's status (`deleted` or `failed`: it should have no keys).
+    pub status: BackupStatus,
+    /// The leftover key.
+    pub key: String,
+}
+
+/// A record that says it has an object or manifest the store does not have: damage prune
+/// cannot repair, reported so someone looks (`verify` would fail on it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Missing {
+    /// The backup.
+    pub id: BackupId,
+    /// Its database.
+    pub database: String,
+    /// Its status.
+    pub status: BackupStatus,
+    /// The key that is not there.
+    pub key: String,
+}
+
+/// Everything a prune would do, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrunePlan {
+    /// The time decisions were made at.
+    pub now: DateTime<Utc>,
+    /// The policy applied.
+    pub policy: RetentionPolicy,
+    /// The database pruned, or all.
+    pub database: Option<String>,
+    /// The reaper's limit.
+    pub abandon_after: Span,
+    /// In-progress runs to mark failed first.
+    pub abandoned: Vec<Abandoned>,
+    /// A decision for every record that is not deleted.
+    pub decisions: Vec<Decision>,
+    /// Leftover keys of deleted or failed backups, to remove.
+    pub repairs: Vec<Repair>,
+    /// Keys a record needs but the store lacks (reported only).
+    pub missing: Vec<Missing>,
+    /// Keys under a database's prefix that no record mentions (left alone: they may belong to
+    /// a run that started after the catalog was read, or to someone else).
+    pub unknown_keys: Vec<String>,
+}
+
+impl PrunePlan {
+    /// The backups this plan removes.
+    pub fn removals(&self) -> impl Iterator<Item = &Decision> {
+        self.decisions.iter().filter(|d| !d.keeps())
+    }
+
+    /// Whether executing the plan would change nothing.
+    pub fn is_noop(&self) -> bool {
+        self.abandoned.is_empty() && self.repairs.is_empty() && self.removals().next().is_none()
+    }
+}
+
+/// What [`execute`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Abandoned runs marked failed.
+    pub reaped: Vec<BackupId>,
+    /// Backups deleted.
+    pub deleted: Vec<BackupId>,
+    /// Leftover keys removed.
+    pub repaired: Vec<String>,
+    /// Planned deletions not done because the backup changed since the plan.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A planned deletion that was not carried out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The backup.
+    pub id: BackupId,
+    /// Why not.
+    pub why: String,
+}
+
+/// Reads the catalog and the store and decides; changes nothing.
+pub async fn plan(services: &Services, request: &PruneRequest) -> Result<PrunePlan, Error> {
+    request.policy.validate()?;
+    let records = list_all(
+        services,
+        &ListQuery {
+            database: request.database.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let abandoned: Vec<Abandoned> = records
+        .iter()
+        .filter(|r| reaper::is_abandoned(r, request.now, request.abandon_after))
+        .map(|r| Abandoned {
+            id: r.id.clone(),
+            database: r.database.clone(),
+            created_at: r.created_at,
+        })
+        .collect();
+    let abandoned_ids: BTreeSet<&BackupId> = abandoned.iter().map(|a| &a.id).collect();
+    // Decide on the records as they will be once the reaper has run.
+    let after_reaping: Vec<BackupRecord> = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if abandoned_ids.contains(&r.id) {
+                r.status = BackupStatus::Failed;
+            }
+            r
+        })
+        .collect();
+    let decisions = retention::apply(&request.policy, &after_reaping, request.now)?;
+
+    let mut repairs = Vec::new();
+    let mut missing = Vec::new();
+    let mut unknown_keys = Vec::new();
+    let mut by_db: BTreeMap<&str, Vec<&BackupRecord>> = BTreeMap::new();
+    for r in &records {
+        by_db.entry(&r.database).or_default().push(r);
+    }
+    for (database, rs) in by_db {
+        let prefix = format!("{}/", path_segment(database));
+        let stored: BTreeSet<String> = services
+            .store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        let mut known = BTreeSet::new();
+        for r in rs {
+            for key in [r.manifest_key(), r.object_key.clone()] {
+                let present = stored.contains(&key);
+                if present
+                    && matches!(r.status, BackupStatus::Deleted | BackupStatus::Failed)
+                    && !abandoned_ids.contains(&r.id)
+                {
+                    repairs.push(Repair {
+                        id: r.id.clone(),
+                        database: r.database.clone(),
+                        status: r.status,
+                        key: key.clone(),
+                    });
+                }
+                if !present && r.status.has_object() {
+                    missing.push(Missing {
+                        id: r.id.clone(),
+                        database: r.database.clone(),
+                        status: r.status,
+                        key: key.clone(),
+                    });
+                }
+                known.insert(key);
+            }
+        }
+        unknown_keys.extend(stored.into_iter().filter(|k| !known.contains(k)));
+    }
+
+    Ok(PrunePlan {
+        now: request.now,
+        policy: request.policy.clone(),
+        database: request.database.clone(),
+        abandon_after: request.abandon_after,
+        abandoned,
+        decisions,
+        repairs,
+        missing,
+        unknown_keys,
+    })
+}
+
+/// Carries out `plan`: reaps, repairs, then deletes. Stops at the first storage or catalog
+/// failure and returns it; whatever was half done is repaired by the next prune. Deletions
+/// refused because the backup changed since the plan are skipped and reported.
+pub async fn execute(
+    services: &Services,
+    plan: &PrunePlan,
+    actor: &str,
+) -> Result<PruneReport, Error> {
+    let mut report = PruneReport::default();
+    for a in &plan.abandoned {
+        if let Some(r) = reaper::reap_one(services, &a.id, plan.now, plan.abandon_after).await? {
+            report.reaped.push(r.id);
+        }
+    }
+
+    let mut repairs_by_id: BTreeMap<&BackupId, Vec<&Repair>> = BTreeMap::new();
+    for r in &plan.repairs {
+        repairs_by_id.entry(&r.id).or_default().push(r);
+    }
+    for (id, repairs) in repairs_by_id {
+        let record = services.catalog.get(id).await?;
+        if !matches!(record.status, BackupStatus::Deleted | BackupStatus::Failed) {
+            continue;
+        }
+        let mut keys = Vec::new();
+        for r in repairs {
+            services.store.delete(&r.key).await?;
+            keys.push(r.key.clone());
+        }
+        audit(
+            services,
+            &record,
+            actor,
+            "prune",
+            serde_json::json!({
+                "repair": format!("removed keys left behind by a {} backup", record.status),
+                "keys": keys,
+            }),
+        )
+        .await?;
+        report.repaired.extend(keys);
+    }
+
+    for d in plan.removals() {
+        let request = DeleteRequest {
+            actor: actor.to_owned(),
+            action: "prune".into(),
+            reason: d.to_string(),
+            expected_status: Some(d.status),
+        };
+        match delete_backup(services, &d.id, &request).await {
+            Ok(_) => report.deleted.push(d.id.clone()),
+            Err(Error::Unusable { why, .. }) => report.skipped.push(Skipped {
+                id: d.id.clone(),
+                why,
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(report)
+}
+
+/// Who deletes a backup, and why (for the audit trail).
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    /// A user name, an IAM principal, `schedule`.
+    pub actor: String,
+    /// The audit action: `prune`, or `delete` for a deletion asked for by hand.
+    pub action: String,
+    /// Why, in words (`removed: outside policy`).
+    pub reason: String,
+    /// Refuse unless the record still has this status (a plan's view); `None` for any.
+    pub expected_status: Option<BackupStatus>,
+}
+
+/// Deletes one backup crash-safely (see the module documentation) and audits it; returns the
+/// `deleted` record.
+///
+/// Refuses ([`Error::Unusable`]) a backup that is in progress, the newest verified backup of
+/// its database, and one whose status is not `request.expected_status`. Deleting an already
+/// deleted backup finishes removing its keys and succeeds.
+pub async fn delete_backup(
+    services: &Services,
+    id: &BackupId,
+    request: &DeleteRequest,
+) -> Result<BackupRecord, Error> {
+    let mut record = services.catalog.get(id).await?;
+    let refuse = |record: &BackupRecord, why: String| Error::Unusable {
+        id: record.id.clone(),
+        status: record.status,
+        why,
+    };
+    if let Some(expected) = request.expected_status {
+        if record.status != expected {
+            return Err(refuse(
+                &record,
+                format!("it changed since it was planned for deletion (it was {expected})"),
+            ));
+        }
+    }
+    match record.status {
+        BackupStatus::InProgress => {
+            return Err(refuse(
+                &record,
+                "it is still being written; wait for it to finish (or to be reaped as abandoned)"
+                    .into(),
+            ))
+        }
+        BackupStatus::Deleted => {
+            remove_keys(services, &record).await?;
+            return Ok(record);
+        }
+        BackupStatus::Verified => {
+            let newest = services
+                .catalog
+                .list(&ListQuery {
+                    database: Some(record.database.clone()),
+                    status: Some(BackupStatus::Verified),
+                    limit: Some(1),
+                    cursor: None,
+                })
+                .await?;
+            if newest.records.first().map(|r| &r.id) == Some(&record.id) {
+                return Err(refuse(
+                    &record,
+                    format!(
+                        "it is the newest verified backup of {:?}, which pgkeep never deletes",
+                        record.database
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    let before = record.status;
+    record
+        .transition(BackupStatus::Deleted)
+        .map_err(CatalogError::from)?;
+    services.catalog.update(&record, before).await?;
+    remove_keys(services, &record).await?;
+    audit(
+        services,
+        &record,
+        &request.actor,
+        &request.action,
+        serde_json::json!({
+            "reason": request.reason,
+            "status_before": before,
+            "object_key": record.object_key,
+        }),
+    )
+    .await?;
+    tracing::info!(backup = %record.id, database = %record.database, reason = %request.reason, "backup deleted");
+    Ok(record)
+}
+
+/// Manifest first, then the object (see the module documentation).
+async fn remove_keys(services: &Services, record: &BackupRecord) -> Result<(), Error> {
+    services.store.delete(&record.manifest_key()).await?;
+    services.store.delete(&record.object_key).await?;
+    Ok(())
+}
+
+async fn audit(
+    services: &Services,
+    record: &BackupRecord,
+    actor: &str,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<(), Error> {
+    let at = Utc::now();
+    services
+        .catalog
+        .append_audit(&AuditEntry {
+            id: BackupId::generate(at),
+            at,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            backup_id: Some(record.id.clone()),
+            database: record.database.clone(),
+            outcome: "ok".into(),
+            details,
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
