@@ -6,6 +6,7 @@
 //! [`retention`] decides what to keep; [`alert`] and [`metrics`] tell people and CloudWatch.
 
 pub mod alert;
+pub mod api;
 pub mod backends;
 pub mod catalog;
 pub mod keys;
@@ -18,3 +19,4 @@ pub mod retention;
 pub mod store;
 #[cfg(test)]
 pub mod testing;
+pub mod trigger;

@@ -1,0 +1,526 @@
+//! The status API, independent of any HTTP framework: a request in, a JSON response out.
+//!
+//! The `status` Lambda turns API Gateway (HTTP API v2) events into [`ApiRequest`]s and
+//! [`ApiResponse`]s back; everything else (routing, authorization, validation, the calls into
+//! [`crate::ops`]) lives here, where it is tested without Lambda.
+//!
+//! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
+//! `GET /status`. See docs/openapi.yaml.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::backends::Services;
+use crate::catalog::{CatalogError, ListQuery};
+use crate::model::{BackupId, BackupKind, BackupStatus};
+use crate::ops::health::{health, HealthPolicy};
+use crate::ops::{self, ErrorKind};
+use crate::trigger::DumpTrigger;
+
+/// Who is calling, as the gateway established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A JWT authorizer validated a token with these claims.
+    Jwt {
+        /// `sub` claim.
+        subject: String,
+        /// Groups from `cognito:groups` or `groups`.
+        groups: Vec<String>,
+    },
+    /// IAM authorization: the gateway verified the SigV4 signature of this principal.
+    Iam {
+        /// The caller's ARN.
+        principal: String,
+    },
+    /// No authorization context: never allowed.
+    Anonymous,
+}
+
+impl Caller {
+    /// A name for the audit trail.
+    pub fn name(&self) -> String {
+        match self {
+            Caller::Jwt { subject, .. } => subject.clone(),
+            Caller::Iam { principal } => principal.clone(),
+            Caller::Anonymous => "anonymous".into(),
+        }
+    }
+}
+
+/// One HTTP request, reduced to what the API needs.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path without the stage, e.g. `/backups/ID`.
+    pub path: String,
+    /// Query string parameters.
+    pub query: BTreeMap<String, String>,
+    /// The body, if any.
+    pub body: Option<Vec<u8>>,
+    /// Who is calling.
+    pub caller: Caller,
+}
+
+/// The response: a status code, extra headers, a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers besides `content-type: application/json`.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+impl ApiResponse {
+    fn json(status: u16, body: Value) -> Self {
+        ApiResponse {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Self {
+        Self::json(status, json!({ "error": message.into() }))
+    }
+}
+
+/// Starts a dump without waiting for it (an asynchronous Lambda invocation in AWS).
+#[async_trait]
+pub trait DumpStarter: Send + Sync {
+    /// Hands the trigger to the dump function; returns once it is queued.
+    async fn start(&self, trigger: &DumpTrigger) -> Result<(), String>;
+}
+
+/// The API's settings and backends, built once per Lambda container.
+pub struct Api {
+    /// Backends.
+    pub services: Services,
+    /// How dumps are started.
+    pub starter: Arc<dyn DumpStarter>,
+    /// What "healthy" means for `GET /status`.
+    pub health: HealthPolicy,
+    /// The JWT group that grants access.
+    pub admin_group: String,
+    /// Databases the deployment backs up; `POST /backups` accepts only these.
+    pub databases: Vec<String>,
+}
+
+/// Default and largest page size of `GET /backups`.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    database: String,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+impl Api {
+    /// Answers one request at time `now`.
+    pub async fn handle(&self, request: &ApiRequest, now: DateTime<Utc>) -> ApiResponse {
+        if let Err(response) = self.authorize(&request.caller) {
+            return response;
+        }
+        let segments: Vec<&str> = request
+            .path
+            .trim_end_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let result = match (request.method.as_str(), segments.as_slice()) {
+            ("GET", ["backups"]) => self.list(request).await,
+            ("POST", ["backups"]) => self.trigger(request, now).await,
+            ("GET", ["backups", id]) => self.show(id).await,
+            ("GET", ["status"]) => self.status(now).await,
+            (_, ["backups"]) | (_, ["backups", _]) | (_, ["status"]) => Err(ApiResponse::error(
+                405,
+                format!("{} is not allowed on {}", request.method, request.path),
+            )),
+            _ => Err(ApiResponse::error(
+                404,
+                format!("no route {}", request.path),
+            )),
+        };
+        result.unwrap_or_else(|response| response)
+    }
+
+    fn authorize(&self, caller: &Caller) -> Result<(), ApiResponse> {
+        match caller {
+            Caller::Iam { .. } => Ok(()),
+            Caller::Jwt { groups, .. } if groups.iter().any(|g| g == &self.admin_group) => Ok(()),
+            Caller::Jwt { .. } => Err(ApiResponse::error(
+                403,
+                format!(
+                    "forbidden: the token lacks the {:?} group",
+                    self.admin_group
+                ),
+            )),
+            Caller::Anonymous => Err(ApiResponse::error(403, "forbidden: no authorization")),
+        }
+    }
+
+    async fn list(&self, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+        let q = &request.query;
+        let limit = match q.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiResponse::error(
+                        400,
+                        format!("limit must be 1 to {MAX_LIMIT}, not {l:?}"),
+                    ))
+                }
+            },
+        };
+        let status = q
+            .get("status")
+            .map(|s| s.parse::<BackupStatus>())
+            .transpose()
+            .map_err(|e| ApiResponse::error(400, e))?;
+        let query = ListQuery {
+            database: q.get("database").cloned(),
+            status,
+            limit: Some(limit),
+            cursor: q.get("cursor").cloned(),
+        };
+        let page = ops::status::list(&self.services, &query)
+            .await
+            .map_err(error_response)?;
+        Ok(ApiResponse::json(
+            200,
+            json!({ "backups": page.records, "next_cursor": page.next_cursor }),
+        ))
+    }
+
+    async fn show(&self, id: &str) -> Result<ApiResponse, ApiResponse> {
+        let id: BackupId = id
+            .parse()
+            .map_err(|e: crate::model::InvalidBackupId| ApiResponse::error(400, e.to_string()))?;
+        let record = self
+            .services
+            .catalog
+            .get(&id)
+            .await
+            .map_err(|e| error_response(e.into()))?;
+        Ok(ApiResponse::json(200, json!(record)))
+    }
+
+    async fn trigger(
+        &self,
+        request: &ApiRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ApiResponse, ApiResponse> {
+        let body = request.body.as_deref().unwrap_or_default();
+        let body: TriggerBody = serde_json::from_slice(body).map_err(|e| {
+            ApiResponse::error(
+                400,
+                format!(
+                    "invalid body: {e}; expected {{\"database\": \"...\", \"kind\": \"manual\"}}"
+                ),
+            )
+        })?;
+        if !self.databases.iter().any(|d| d == &body.database) {
+            return Err(ApiResponse::error(
+                400,
+                format!(
+                    "unknown database {:?}; this deployment backs up: {}",
+                    body.database,
+                    self.databases.join(", ")
+                ),
+            ));
+        }
+        let kind = match body.kind.as_deref() {
+            None => BackupKind::Manual,
+            Some(k) => k.parse().map_err(|e: String| ApiResponse::error(400, e))?,
+        };
+        let id = BackupId::generate(now);
+        let trigger = DumpTrigger {
+            database: body.database,
+            kind,
+            backup_id: Some(id.clone()),
+            requested_by: Some(request.caller.name()),
+        };
+        self.starter
+            .start(&trigger)
+            .await
+            .map_err(|e| ApiResponse::error(502, format!("could not start the dump: {e}")))?;
+        let mut response = ApiResponse::json(
+            202,
+            json!({ "id": id, "status": "accepted", "database": trigger.database }),
+        );
+        response
+            .headers
+            .push(("location".into(), format!("/backups/{id}")));
+        Ok(response)
+    }
+
+    async fn status(&self, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
+        let databases = health(&self.services, now, &self.health)
+            .await
+            .map_err(error_response)?;
+        let healthy = databases.iter().all(|d| d.healthy);
+        Ok(ApiResponse::json(
+            if healthy { 200 } else { 503 },
+            json!({ "healthy": healthy, "databases": databases }),
+        ))
+    }
+}
+
+/// Maps an operation's failure to a status code and a JSON error.
+pub fn error_response(e: ops::Error) -> ApiResponse {
+    let status = match (&e, e.kind()) {
+        (ops::Error::Catalog(CatalogError::BadCursor(_)), _) => 400,
+        (_, ErrorKind::NotFound) => 404,
+        (_, ErrorKind::Config) => 400,
+        (_, ErrorKind::Conflict) => 409,
+        _ => 500,
+    };
+    if status == 500 {
+        tracing::error!(error = %e, "request failed");
+    }
+    ApiResponse::error(status, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
+    use crate::model::{BackupRecord, Compression};
+    use chrono::{Duration, TimeZone};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct RecordingStarter(Mutex<Vec<DumpTrigger>>);
+
+    #[async_trait]
+    impl DumpStarter for RecordingStarter {
+        async fn start(&self, trigger: &DumpTrigger) -> Result<(), String> {
+            self.0.lock().unwrap().push(trigger.clone());
+            Ok(())
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
+    }
+
+    async fn api(dir: &std::path::Path) -> (Api, Arc<RecordingStarter>) {
+        let services = BackendConfig {
+            repo: RepoUrl::File(dir.join("repo")),
+            catalog: None,
+            key: KeyUrl::File(dir.join("key")),
+        }
+        .open(KeyUse::None)
+        .unwrap();
+        let starter = Arc::new(RecordingStarter::default());
+        let api = Api {
+            services,
+            starter: starter.clone(),
+            health: HealthPolicy::default(),
+            admin_group: "admin".into(),
+            databases: vec!["shop".into()],
+        };
+        (api, starter)
+    }
+
+    async fn add(api: &Api, hours_ago: i64, status: BackupStatus) -> BackupRecord {
+        let at = now() - Duration::hours(hours_ago);
+        let mut r = BackupRecord::start(
+            BackupId::generate(at),
+            "shop",
+            BackupKind::Scheduled,
+            Compression::Zstd,
+        );
+        r.created_at = at;
+        api.services.catalog.insert(&r).await.unwrap();
+        let path: &[BackupStatus] = match status {
+            BackupStatus::Verified => &[BackupStatus::Completed, BackupStatus::Verified],
+            BackupStatus::InProgress => &[],
+            other => &[other],
+        };
+        for next in path {
+            let before = r.status;
+            r.transition(*next).unwrap();
+            api.services.catalog.update(&r, before).await.unwrap();
+        }
+        r
+    }
+
+    fn get(path: &str, caller: Caller) -> ApiRequest {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        ApiRequest {
+            method: "GET".into(),
+            path: path.into(),
+            query: query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap();
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect(),
+            body: None,
+            caller,
+        }
+    }
+
+    fn admin() -> Caller {
+        Caller::Jwt {
+            subject: "alice".into(),
+            groups: vec!["ops".into(), "admin".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn only_admins_and_iam_callers_get_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _) = api(dir.path()).await;
+        for caller in [
+            Caller::Anonymous,
+            Caller::Jwt {
+                subject: "bob".into(),
+                groups: vec!["ops".into()],
+            },
+        ] {
+            assert_eq!(
+                api.handle(&get("/backups", caller), now()).await.status,
+                403
+            );
+        }
+        assert_eq!(
+            api.handle(&get("/backups", admin()), now()).await.status,
+            200
+        );
+        let iam = Caller::Iam {
+            principal: "arn:aws:iam::1:role/ops".into(),
+        };
+        assert_eq!(api.handle(&get("/backups", iam), now()).await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn listing_paginates_and_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _) = api(dir.path()).await;
+        let mut ids = Vec::new();
+        for h in 1..=5 {
+            ids.push(add(&api, h, BackupStatus::Completed).await.id);
+        }
+        let first = api.handle(&get("/backups?limit=3", admin()), now()).await;
+        assert_eq!(first.status, 200);
+        let page: Vec<String> = first.body["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            page,
+            ids[..3].iter().map(|i| i.to_string()).collect::<Vec<_>>()
+        );
+        let cursor = first.body["next_cursor"].as_str().unwrap();
+        let second = api
+            .handle(
+                &get(&format!("/backups?limit=3&cursor={cursor}"), admin()),
+                now(),
+            )
+            .await;
+        assert_eq!(second.body["backups"].as_array().unwrap().len(), 2);
+        assert!(second.body["next_cursor"].is_null());
+        for bad in [
+            "/backups?limit=0",
+            "/backups?limit=x",
+            "/backups?status=nope",
+            "/backups?cursor=%%%",
+        ] {
+            assert_eq!(
+                api.handle(&get(bad, admin()), now()).await.status,
+                400,
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn show_answers_404_for_unknown_and_400_for_malformed_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _) = api(dir.path()).await;
+        let r = add(&api, 1, BackupStatus::Completed).await;
+        let ok = api
+            .handle(&get(&format!("/backups/{}", r.id), admin()), now())
+            .await;
+        assert_eq!(
+            (ok.status, ok.body["id"].as_str()),
+            (200, Some(r.id.as_str()))
+        );
+        let unknown = BackupId::generate(now());
+        assert_eq!(
+            api.handle(&get(&format!("/backups/{unknown}"), admin()), now())
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            api.handle(&get("/backups/not-an-id", admin()), now())
+                .await
+                .status,
+            400
+        );
+        assert_eq!(
+            api.handle(&get("/nowhere", admin()), now()).await.status,
+            404
+        );
+    }
+
+    #[tokio::test]
+    async fn posting_a_backup_starts_a_dump_and_answers_202() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, starter) = api(dir.path()).await;
+        let mut req = get("/backups", admin());
+        req.method = "POST".into();
+        req.body = Some(br#"{"database": "shop"}"#.to_vec());
+        let res = api.handle(&req, now()).await;
+        assert_eq!(res.status, 202);
+        let id = res.body["id"].as_str().unwrap();
+        assert!(res
+            .headers
+            .contains(&("location".into(), format!("/backups/{id}"))));
+        let started = starter.0.lock().unwrap().clone();
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].backup_id.as_ref().unwrap().as_str(), id);
+        assert_eq!(started[0].requested_by.as_deref(), Some("alice"));
+        for bad in [
+            &br#"{"database": "crm"}"#[..],
+            b"{",
+            br#"{"database": "shop", "kind": "hourly"}"#,
+        ] {
+            req.body = Some(bad.to_vec());
+            assert_eq!(api.handle(&req, now()).await.status, 400);
+        }
+        assert_eq!(starter.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn status_turns_503_when_the_newest_good_backup_is_too_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _) = api(dir.path()).await;
+        add(&api, 30, BackupStatus::Completed).await;
+        add(&api, 2, BackupStatus::Failed).await;
+        let res = api.handle(&get("/status", admin()), now()).await;
+        assert_eq!(res.status, 503, "{}", res.body);
+        assert_eq!(res.body["healthy"], false);
+        add(&api, 3, BackupStatus::Verified).await;
+        let res = api.handle(&get("/status", admin()), now()).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+}
