@@ -9,6 +9,7 @@ pub mod alert;
 pub mod api;
 pub mod backends;
 pub mod catalog;
+pub mod config;
 pub mod keys;
 pub mod metrics;
 pub mod model;

@@ -1,0 +1,196 @@
+//! Every sample event in events/status/ through the real handler, over embedded backends.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{Duration, TimeZone, Utc};
+use pgkeep::api::{Api, DumpStarter};
+use pgkeep::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
+use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
+use pgkeep::ops::health::HealthPolicy;
+use pgkeep::trigger::DumpTrigger;
+use serde_json::Value;
+
+use super::handle;
+
+#[derive(Default)]
+struct RecordingStarter(Mutex<Vec<DumpTrigger>>);
+
+#[async_trait]
+impl DumpStarter for RecordingStarter {
+    async fn start(&self, trigger: &DumpTrigger) -> Result<(), String> {
+        self.0.lock().unwrap().push(trigger.clone());
+        Ok(())
+    }
+}
+
+fn event(name: &str) -> String {
+    let path = format!("{}/../../events/status/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+async fn call(api: &Api, body: &str) -> (u16, Value, Option<String>) {
+    let request = lambda_http::request::from_str(body).expect("a valid API Gateway event");
+    let response = handle(api, request).await.unwrap();
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    (status, body, location)
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    api: Api,
+    starter: Arc<RecordingStarter>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let services = BackendConfig {
+        repo: RepoUrl::File(dir.path().join("repo")),
+        catalog: None,
+        key: KeyUrl::File(dir.path().join("key")),
+    }
+    .open(KeyUse::None)
+    .unwrap();
+    let starter = Arc::new(RecordingStarter::default());
+    let api = Api {
+        services,
+        starter: starter.clone(),
+        health: HealthPolicy::default(),
+        admin_group: "admin".into(),
+        databases: vec!["shop".into()],
+    };
+    Fixture { _dir: dir, api, starter }
+}
+
+async fn add(api: &Api, id: BackupId, status: BackupStatus) {
+    let mut r = BackupRecord::start(id, "shop", BackupKind::Scheduled, Compression::Zstd);
+    r.created_at = Utc::now() - Duration::minutes(5);
+    api.services.catalog.insert(&r).await.unwrap();
+    let path: &[BackupStatus] = match status {
+        BackupStatus::Verified => &[BackupStatus::Completed, BackupStatus::Verified],
+        other => &[other],
+    };
+    for next in path {
+        let before = r.status;
+        r.transition(*next).unwrap();
+        api.services.catalog.update(&r, before).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn listing_paginates_and_filters() {
+    let f = fixture();
+    for minute in 0..3 {
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 1, minute, 0).unwrap();
+        add(&f.api, BackupId::generate(at), BackupStatus::Completed).await;
+    }
+    add(&f.api, BackupId::generate(Utc::now()), BackupStatus::Failed).await;
+
+    let (status, first, _) = call(&f.api, &event("list-backups")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["backups"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().expect("a second page").to_owned();
+
+    let mut next: Value = serde_json::from_str(&event("list-backups")).unwrap();
+    next["queryStringParameters"]["cursor"] = cursor.clone().into();
+    next["rawQueryString"] = format!("limit=2&cursor={cursor}").into();
+    let (status, second, _) = call(&f.api, &next.to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["backups"].as_array().unwrap().len(), 2);
+    assert!(second["next_cursor"].is_null());
+    let ids: Vec<&Value> = first["backups"].as_array().unwrap().iter().chain(second["backups"].as_array().unwrap()).map(|r| &r["id"]).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by(|a, b| b.as_str().cmp(&a.as_str()));
+    assert_eq!(ids, sorted, "newest first across pages");
+
+    let (status, failed, _) = call(&f.api, &event("list-backups-failed")).await;
+    assert_eq!(status, 200, "IAM callers are trusted: {failed}");
+    assert_eq!(failed["backups"].as_array().unwrap().len(), 1);
+    assert_eq!(failed["backups"][0]["status"], "failed");
+
+    let (status, body, _) = call(&f.api, &event("list-backups-bad-limit")).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("limit"));
+}
+
+#[tokio::test]
+async fn showing_one_backup() {
+    let f = fixture();
+    let (status, _, _) = call(&f.api, &event("get-backup")).await;
+    assert_eq!(status, 404);
+    add(&f.api, "20261124T020000000Z-0a1b2c3d".parse().unwrap(), BackupStatus::Completed).await;
+    let (status, body, _) = call(&f.api, &event("get-backup")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], "20261124T020000000Z-0a1b2c3d");
+    let (status, body, _) = call(&f.api, &event("get-backup-malformed-id")).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("not a backup id"));
+}
+
+#[tokio::test]
+async fn creating_a_backup_starts_the_dump_function() {
+    let f = fixture();
+    let (status, body, location) = call(&f.api, &event("create-backup")).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(location.as_deref(), Some(format!("/backups/{id}").as_str()));
+    let started = f.starter.0.lock().unwrap().clone();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].database, "shop");
+    assert_eq!(started[0].backup_id.as_ref().unwrap().as_str(), id);
+
+    let (status, _, _) = call(&f.api, &event("create-backup-bad-body")).await;
+    assert_eq!(status, 400);
+    assert_eq!(f.starter.0.lock().unwrap().len(), 1, "a bad request starts nothing");
+}
+
+#[tokio::test]
+async fn status_is_503_until_a_recent_good_backup_exists() {
+    let f = fixture();
+    let old = Utc::now() - Duration::hours(30);
+    let mut r = BackupRecord::start(BackupId::generate(old), "shop", BackupKind::Scheduled, Compression::Zstd);
+    r.created_at = old;
+    f.api.services.catalog.insert(&r).await.unwrap();
+    r.transition(BackupStatus::Completed).unwrap();
+    f.api.services.catalog.update(&r, BackupStatus::InProgress).await.unwrap();
+    let (status, body, _) = call(&f.api, &event("get-status")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["healthy"], false);
+
+    add(&f.api, BackupId::generate(Utc::now()), BackupStatus::Verified).await;
+    let (status, body, _) = call(&f.api, &event("get-status")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["healthy"], true);
+}
+
+#[tokio::test]
+async fn non_admins_and_anonymous_callers_are_refused() {
+    let f = fixture();
+    for name in ["forbidden-not-admin", "forbidden-anonymous"] {
+        let (status, body, _) = call(&f.api, &event(name)).await;
+        assert_eq!(status, 403, "{name}: {body}");
+    }
+}
+
+#[test]
+fn every_sample_event_is_covered_by_a_test() {
+    let source = include_str!("tests.rs");
+    let dir = format!("{}/../../events/status", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().replace(".json", "");
+        assert!(source.contains(&format!("\"{name}\"")), "events/status/{name}.json is not exercised");
+    }
+}
+
+#[test]
+fn group_claims_parse_in_every_shape() {
+    assert_eq!(super::parse_groups("[admin ops]"), vec!["admin", "ops"]);
+    assert_eq!(super::parse_groups("admin,ops"), vec!["admin", "ops"]);
+    assert_eq!(super::parse_groups("[\"admin\",\"ops\"]"), vec!["admin", "ops"]);
+    assert!(super::parse_groups("[]").is_empty());
+}
