@@ -337,6 +337,10 @@ pub struct Verification {
     /// Large objects expected (manifest) and found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub large_objects: Option<CountCheck>,
+    /// How many objects the archive declares (tables, sequences, indexes, views, functions,
+    /// extensions, ...) were compared with the restored database.
+    #[serde(default)]
+    pub objects_checked: u64,
     /// Objects the archive declares that the restored database lacks (`index public.t_idx`).
     #[serde(default)]
     pub missing_objects: Vec<String>,
@@ -671,6 +675,7 @@ mod tests {
                 expected: Some(1),
                 actual: Some(1),
             }),
+            objects_checked: 12,
             missing_objects: vec!["index public.t_idx".into()],
             extra_objects: vec![],
         });

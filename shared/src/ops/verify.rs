@@ -188,6 +188,7 @@ struct Findings {
     scratch_database: Option<String>,
     tables: Vec<TableCheck>,
     large_objects: Option<CountCheck>,
+    objects_checked: u64,
     missing_objects: Vec<String>,
     extra_objects: Vec<String>,
 }
@@ -210,6 +211,7 @@ impl Findings {
             scratch_database: self.scratch_database,
             tables: self.tables,
             large_objects: self.large_objects,
+            objects_checked: self.objects_checked,
             missing_objects: self.missing_objects,
             extra_objects: self.extra_objects,
         }
@@ -530,6 +532,7 @@ async fn compare(
             })
         })
         .collect();
+    findings.objects_checked = declared.len() as u64;
     findings.missing_objects = declared.difference(&restored).map(describe).collect();
     findings.extra_objects = restored.difference(&declared).map(describe).collect();
     Ok(())
@@ -575,7 +578,7 @@ async fn record_outcome(
             tracing::info!(backup = %record.id, restore_ms = verification.restore_duration_ms, "verified")
         }
         _ => {
-            tracing::warn!(backup = %record.id, result = %verification.result, reason = verification.reason.as_deref().unwrap_or(""), "not verified")
+            tracing::info!(backup = %record.id, result = %verification.result, reason = verification.reason.as_deref().unwrap_or(""), "not verified")
         }
     }
     if status != seen {
