@@ -460,3 +460,38 @@ fn an_interrupted_verification_drops_its_scratch_database_and_leaves_the_status(
     );
     assert_eq!(pgkeep.show(id)["status"], "completed");
 }
+
+#[test]
+fn an_archive_that_does_not_restore_fails_verification_with_pg_restores_reason() {
+    let cluster = PgCluster::start().unwrap();
+    let db = unique_name("unrestorable");
+    cluster.create_database(&db).unwrap();
+    // pg_buffercache is not a trusted extension: only a superuser can create it.
+    cluster
+        .psql(
+            &db,
+            "CREATE EXTENSION pg_buffercache; CREATE TABLE t AS SELECT g FROM generate_series(1, 5) g;",
+        )
+        .unwrap();
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let backup = pgkeep.backup_ok(&[]);
+    let id = backup["id"].as_str().unwrap();
+    let password = cluster.create_role("scratch_owner", "CREATEDB").unwrap();
+    let scratch = cluster.url_as("scratch_owner", &password, "postgres");
+    let (out, record) = pgkeep.verify(&[id, "--scratch-url", &scratch]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(9), "{err}");
+    assert_eq!(record["status"], "verification_failed");
+    let v = &record["verification"];
+    assert_eq!(v["result"], "restore_failed");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("pg_restore failed"), "{reason}");
+    assert!(reason.contains("pg_buffercache"), "{reason}");
+    assert!(working_databases(&cluster).is_empty());
+
+    // On a scratch server where it can be created, the same backup verifies.
+    let (out, record) = pgkeep.verify(&[id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(record["status"], "verified");
+    assert!(working_databases(&cluster).is_empty());
+}

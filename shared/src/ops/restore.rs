@@ -223,7 +223,7 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
         Some(_) if !request.overwrite => {
             return Err(Error::TargetExists {
                 database: target.clone(),
-                server: admin.server(),
+                server: server_address(&admin_target),
             })
         }
         Some(info) if !info.can_drop => {
@@ -236,7 +236,10 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
         _ => {}
     }
     admin.require_createdb().await?;
-    let major = admin.version.major;
+    let major = admin
+        .version
+        .major
+        .max(super::verify::source_major(&record));
     let pg_restore = locate_tool("pg_restore", request.pg_bin.as_deref(), major).await?;
     if existing.is_some() {
         // The safety backup needs pg_dump; find out now rather than after reading the backup.
@@ -270,6 +273,18 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
         pg_restore,
         staging_dir,
     })
+}
+
+/// `postgresql://user@host:port`: the server without any database name or password.
+fn server_address(target: &PgTarget) -> String {
+    let url = target.redacted();
+    match url
+        .strip_prefix("postgresql://")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((authority, _)) => format!("postgresql://{authority}"),
+        None => url,
+    }
 }
 
 fn check_target_name(name: &str) -> Result<(), Error> {
@@ -518,7 +533,7 @@ fn report(
         backup_id: plan.record.id.clone(),
         source_database: plan.record.database.clone(),
         target_database: request.target_db.clone(),
-        server: plan.admin.server(),
+        server: server_address(&plan.admin.target_for(&request.target_db)),
         action: plan.action(),
         dry_run: request.dry_run,
         jobs: request.jobs.max(1),
@@ -549,7 +564,7 @@ async fn audit(
     };
     let details = serde_json::json!({
         "target_database": request.target_db,
-        "server": request.server.redacted(),
+        "server": server_address(&request.server),
         "options": {
             "overwrite": request.overwrite,
             "jobs": request.jobs.max(1),
@@ -616,6 +631,12 @@ impl Drop for StagedArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_are_named_without_a_database() {
+        let t = PgTarget::parse("postgresql://alice:secret@db.example:6543/shop").unwrap();
+        assert_eq!(server_address(&t), "postgresql://alice@db.example:6543");
+    }
 
     #[test]
     fn target_names_are_checked() {

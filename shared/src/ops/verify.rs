@@ -149,6 +149,21 @@ pub async fn next_to_verify(services: &Services) -> Result<Option<BackupRecord>,
     Ok(page.records.into_iter().next())
 }
 
+/// The major version of the server a backup was taken from (pg_restore must be at least as
+/// new as the pg_dump that wrote the archive, which was at least the server's version).
+pub(crate) fn source_major(record: &BackupRecord) -> u32 {
+    record
+        .server_version
+        .as_deref()
+        .map(|v| {
+            v.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
 /// How an attempt ended.
 enum Outcome {
     /// Restored and matched.
@@ -238,13 +253,8 @@ async fn attempt(
     {
         tracing::warn!(error = %e, "could not look for scratch databases left by earlier runs");
     }
-    let pg_restore = match locate_tool(
-        "pg_restore",
-        request.pg_bin.as_deref(),
-        server.version.major,
-    )
-    .await
-    {
+    let major = server.version.major.max(source_major(record));
+    let pg_restore = match locate_tool("pg_restore", request.pg_bin.as_deref(), major).await {
         Ok(path) => path,
         Err(e) => return Outcome::Inconclusive(e.into()),
     };
@@ -309,7 +319,11 @@ async fn restore_and_compare(
             }
         };
     if let Err(e) = child.finish().await {
-        return Outcome::failed(VerificationResult::RestoreFailed, &e.into());
+        return Outcome::Failed {
+            result: VerificationResult::RestoreFailed,
+            reason: format!("the archive does not restore: {e}"),
+            kind: ErrorKind::Verification,
+        };
     }
     findings.restore_duration_ms = Some(started.elapsed().as_millis() as u64);
 
@@ -627,6 +641,21 @@ async fn audit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_source_major_version_comes_from_the_record() {
+        let mut r = BackupRecord::start(
+            BackupId::generate(Utc::now()),
+            "db",
+            crate::model::BackupKind::Manual,
+            crate::model::Compression::Zstd,
+        );
+        assert_eq!(source_major(&r), 0);
+        r.server_version = Some("15.18 (Debian 15.18-0+deb12u1)".into());
+        assert_eq!(source_major(&r), 15);
+        r.server_version = Some("17devel".into());
+        assert_eq!(source_major(&r), 17);
+    }
 
     #[test]
     fn objects_are_described_unambiguously() {
