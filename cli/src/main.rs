@@ -53,8 +53,9 @@ struct Cli {
     #[arg(long, env = "PGKEEP_KEY_FILE", global = true, value_name = "PATH")]
     key_file: Option<String>,
 
-    /// Database to back up: postgresql://user@host:port/dbname. Prefer the environment variable
-    /// or a ~/.pgpass file for the password: command lines are visible to other users.
+    /// Database to back up: postgresql://user@host:port/dbname; for restore, the server to
+    /// restore on; for verify, the default scratch server. Prefer the environment variable or a
+    /// ~/.pgpass file for the password: command lines are visible to other users.
     #[arg(
         long,
         env = "PGKEEP_DATABASE_URL",
@@ -387,6 +388,13 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                     usage("no scratch server to verify on: set PGKEEP_SCRATCH_URL (or --scratch-url), or PGKEEP_DATABASE_URL to use the source server")
                 })?;
             let scratch = PgTarget::parse(url).map_err(ops::Error::Scratch)?;
+            let from_command_line = matches
+                .subcommand_matches("verify")
+                .and_then(|m| m.value_source("scratch_url"))
+                == Some(ValueSource::CommandLine);
+            if scratch.has_password() && from_command_line {
+                tracing::warn!("the scratch server's password is on the command line, where other users can see it; use PGKEEP_SCRATCH_URL or ~/.pgpass");
+            }
             let services = open(&cli, KeyUse::Read)?;
             let mut request = VerifyRequest::new(scratch, id);
             request.pg_bin = cli.pg_bin.clone();
@@ -410,6 +418,11 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                 usage("no server to restore on: set PGKEEP_DATABASE_URL or pass --database-url (its database is used only to connect)")
             })?;
             let server = PgTarget::parse(url).map_err(ops::Error::from)?;
+            if server.has_password()
+                && matches.value_source("database_url") == Some(ValueSource::CommandLine)
+            {
+                tracing::warn!("the database password is on the command line, where other users can see it; use PGKEEP_DATABASE_URL or ~/.pgpass");
+            }
             // Overwriting takes a safety backup, which needs the key for writing.
             let key_use = if *overwrite && !*dry_run {
                 KeyUse::Write
