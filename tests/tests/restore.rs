@@ -42,6 +42,27 @@ fn live_database(cluster: &PgCluster, name: &str) {
         .unwrap();
 }
 
+/// Stops background work that changes database sizes (autovacuum, autoanalyze) and settles
+/// `databases`, so that sizes compared before and after something show only its writes. The
+/// last step connects once more to each: the first session after a VACUUM rewrites the
+/// relation cache file (`pg_internal.init`) in the database's directory, which counts in its
+/// size.
+fn quiesce(cluster: &PgCluster, databases: &[&str]) {
+    cluster
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET autovacuum = off; SELECT pg_reload_conf();",
+        )
+        .unwrap();
+    for db in databases {
+        cluster.psql(db, "VACUUM ANALYZE;").unwrap();
+    }
+    cluster.psql("postgres", "CHECKPOINT;").unwrap();
+    for db in databases.iter().chain(&["postgres"]) {
+        cluster.psql(db, "SELECT 1;").unwrap();
+    }
+}
+
 fn large_objects(cluster: &PgCluster, db: &str) -> i64 {
     cluster
         .psql(db, "SELECT count(*) FROM pg_largeobject_metadata")
@@ -124,6 +145,7 @@ fn an_existing_database_is_replaced_only_with_the_typed_confirmation_after_a_saf
     let id = backup["id"].as_str().unwrap();
     let live = format!("{} live", unique_name("live"));
     live_database(&cluster, &live);
+    quiesce(&cluster, &[&db, &live]);
     let live_counts = counts_by_name(&cluster, &live).unwrap();
     let sizes = cluster.database_sizes().unwrap();
 
@@ -203,20 +225,10 @@ fn chrono_time(v: &Value) -> String {
 #[test]
 fn a_dry_run_checks_and_lists_but_writes_nothing() {
     let cluster = PgCluster::start().unwrap();
-    // Nothing may change sizes behind the test's back.
-    cluster
-        .psql(
-            "postgres",
-            "ALTER SYSTEM SET autovacuum = off; SELECT pg_reload_conf();",
-        )
-        .unwrap();
     let db = source(&cluster);
     let live = unique_name("live");
     live_database(&cluster, &live);
-    for name in [&db, &live] {
-        cluster.psql(name, "VACUUM ANALYZE;").unwrap();
-    }
-    cluster.psql("postgres", "CHECKPOINT;").unwrap();
+    quiesce(&cluster, &[&db, &live]);
     let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
     let backup = pgkeep.backup_ok(&[]);
     let id = backup["id"].as_str().unwrap();
