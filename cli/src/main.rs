@@ -11,12 +11,14 @@ use chrono::{DateTime, Utc};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pgkeep::backends::{BackendConfig, CatalogUrl, KeyUrl, KeyUse, RepoUrl, Services};
-use pgkeep::catalog::ListQuery;
+use pgkeep::catalog::{CatalogError, ListQuery};
 use pgkeep::model::{BackupId, BackupKind, BackupStatus, Compression};
 use pgkeep::ops::backup::BackupRequest;
 use pgkeep::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
 use pgkeep::ops::prune::PruneRequest;
 use pgkeep::ops::reaper::DEFAULT_ABANDON_AFTER;
+use pgkeep::ops::restore::RestoreRequest;
+use pgkeep::ops::verify::VerifyRequest;
 use pgkeep::ops::{self, ErrorKind};
 use pgkeep::pipeline::Progress;
 use pgkeep::postgres::PgTarget;
@@ -29,7 +31,7 @@ mod output;
 const EXIT_INTERRUPTED: u8 = 130;
 
 /// Exit code of `pgkeep status` when a database is unhealthy (distinct from every failure).
-const EXIT_UNHEALTHY: u8 = 9;
+const EXIT_UNHEALTHY: u8 = 11;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,7 +45,8 @@ const EXIT_UNHEALTHY: u8 = 9;
         file kept outside it.",
     after_help = "Exit codes: 0 ok, 1 unexpected, 2 bad usage or configuration, 3 integrity failure, \
         4 not found, 5 key problem, 6 database problem, 7 storage problem, 8 conflicting state, \
-        9 unhealthy (status), 130 interrupted."
+        9 verification found differences, 10 missing database privilege, 11 unhealthy (status),
+        130 interrupted."
 )]
 struct Cli {
     /// Backup repository: a directory or file:///path.
@@ -59,8 +62,9 @@ struct Cli {
     #[arg(long, env = "PGKEEP_KEY_FILE", global = true, value_name = "PATH")]
     key_file: Option<String>,
 
-    /// Database to back up: postgresql://user@host:port/dbname. Prefer the environment variable
-    /// or a ~/.pgpass file for the password: command lines are visible to other users.
+    /// Database to back up: postgresql://user@host:port/dbname; for restore, the server to
+    /// restore on; for verify, the default scratch server. Prefer the environment variable or a
+    /// ~/.pgpass file for the password: command lines are visible to other users.
     #[arg(
         long,
         env = "PGKEEP_DATABASE_URL",
@@ -126,7 +130,7 @@ enum Command {
         json: bool,
     },
     /// Summarise each database's health: newest good backup and its age, verification,
-    /// failures. Exits 9 when a database is unhealthy (or the catalog is empty), for cron and
+    /// failures. Exits 11 when a database is unhealthy (or the catalog is empty), for cron and
     /// monitoring agents.
     Status {
         /// Unhealthy when the newest good backup is older than this (e.g. 25h, 2d, 1w).
@@ -190,6 +194,61 @@ enum Command {
         /// Write to this file instead of stdout (it appears only when complete and intact).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Prove a backup: restore it into a scratch database, compare every table's row count
+    /// with the manifest and the objects with the archive, drop the scratch database, and
+    /// record `verified` or `verification_failed`.
+    Verify {
+        /// Backup id [default: the newest completed backup not yet verified].
+        id: Option<String>,
+        /// Scratch server: postgresql://user@host:port/dbname (any existing database; the role
+        /// needs CREATEDB) [default: the --database-url server].
+        #[arg(
+            long,
+            env = "PGKEEP_SCRATCH_URL",
+            value_name = "URL",
+            hide_env_values = true
+        )]
+        scratch_url: Option<String>,
+        /// Who is verifying, for the audit trail [default: $USER].
+        #[arg(long, env = "PGKEEP_ACTOR")]
+        actor: Option<String>,
+        /// Print the record with its verification as JSON on stdout (also when it fails).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a new database on the --database-url server, or replace an
+    /// existing one (after a safety backup) with --overwrite --confirm NAME.
+    Restore {
+        /// Backup id.
+        id: String,
+        /// The database to restore into; it must not exist unless --overwrite is given.
+        #[arg(long, value_name = "NAME")]
+        target_db: String,
+        /// Replace the target if it exists: a pre_restore backup of it is taken first.
+        #[arg(long)]
+        overwrite: bool,
+        /// The target's name typed again, required by --overwrite.
+        #[arg(long, value_name = "NAME", requires = "overwrite")]
+        confirm: Option<String>,
+        /// Check the checksum, decrypt and list the archive (pg_restore --list); write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Parallel pg_restore workers; the archive is staged to a temporary file first.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
+        /// Restore without the original owners and grants (for a server lacking those roles).
+        #[arg(long)]
+        no_owner: bool,
+        /// Where --jobs stages the decrypted archive [default: the system temp directory].
+        #[arg(long, env = "PGKEEP_STAGING_DIR", value_name = "DIR")]
+        staging_dir: Option<PathBuf>,
+        /// Who is restoring, for the audit trail [default: $USER].
+        #[arg(long, env = "PGKEEP_ACTOR")]
+        actor: Option<String>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -429,6 +488,178 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             let services = open(&cli, KeyUse::Read)?;
             cat(&services, &id, output.as_deref()).await
         }
+        Command::Verify {
+            id,
+            scratch_url,
+            actor,
+            json,
+        } => {
+            let id = id.as_deref().map(parse_id).transpose()?;
+            let url = scratch_url
+                .as_deref()
+                .or(cli.database_url.as_deref())
+                .ok_or_else(|| {
+                    usage("no scratch server to verify on: set PGKEEP_SCRATCH_URL (or --scratch-url), or PGKEEP_DATABASE_URL to use the source server")
+                })?;
+            let scratch = PgTarget::parse(url).map_err(ops::Error::Scratch)?;
+            let from_command_line = matches
+                .subcommand_matches("verify")
+                .and_then(|m| m.value_source("scratch_url"))
+                == Some(ValueSource::CommandLine);
+            if scratch.has_password() && from_command_line {
+                tracing::warn!("the scratch server's password is on the command line, where other users can see it; use PGKEEP_SCRATCH_URL or ~/.pgpass");
+            }
+            let services = open(&cli, KeyUse::Read)?;
+            let mut request = VerifyRequest::new(scratch, id);
+            request.pg_bin = cli.pg_bin.clone();
+            request.actor = actor_name(actor.as_deref());
+            verify(&services, &request, *json).await
+        }
+        Command::Restore {
+            id,
+            target_db,
+            overwrite,
+            confirm,
+            dry_run,
+            jobs,
+            no_owner,
+            staging_dir,
+            actor,
+            json,
+        } => {
+            let id = parse_id(id)?;
+            let url = cli.database_url.as_deref().ok_or_else(|| {
+                usage("no server to restore on: set PGKEEP_DATABASE_URL or pass --database-url (its database is used only to connect)")
+            })?;
+            let server = PgTarget::parse(url).map_err(ops::Error::from)?;
+            if server.has_password()
+                && matches.value_source("database_url") == Some(ValueSource::CommandLine)
+            {
+                tracing::warn!("the database password is on the command line, where other users can see it; use PGKEEP_DATABASE_URL or ~/.pgpass");
+            }
+            // Overwriting takes a safety backup, which needs the key for writing.
+            let key_use = if *overwrite && !*dry_run {
+                KeyUse::Write
+            } else {
+                KeyUse::Read
+            };
+            let services = open(&cli, key_use)?;
+            let mut request = RestoreRequest::new(id, server, target_db.clone());
+            request.overwrite = *overwrite;
+            request.confirm = confirm.clone();
+            request.dry_run = *dry_run;
+            request.jobs = *jobs;
+            request.no_owner = *no_owner;
+            request.staging_dir = staging_dir.clone();
+            request.pg_bin = cli.pg_bin.clone();
+            request.actor = actor_name(actor.as_deref());
+            request.safety_backup_id = Some(BackupId::generate(chrono::Utc::now()));
+            restore(&services, &request, *json).await
+        }
+    }
+}
+
+/// The audit trail's actor: as given, else the login name.
+fn actor_name(given: Option<&str>) -> String {
+    given
+        .map(str::to_owned)
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn verify(services: &Services, request: &VerifyRequest, json: bool) -> Result<u8, Failure> {
+    let what = request.id.as_ref().map_or_else(
+        || "the newest unverified backup".to_owned(),
+        |id| format!("backup {id}"),
+    );
+    let bar = output::ProgressBar::start_with("verifying", &what, request.progress.clone());
+    let result = tokio::select! {
+        r = ops::verify::verify(services, request) => r,
+        _ = tokio::signal::ctrl_c() => {
+            bar.finish();
+            // Dropping the verification killed pg_restore; its scratch database is dropped here.
+            ops::scratch::finish_cleanup().await;
+            eprintln!("pgkeep: interrupted; the scratch database was dropped and the backup's status left as it was");
+            return Ok(EXIT_INTERRUPTED);
+        }
+    };
+    bar.finish();
+    match result {
+        Ok(report) => {
+            if json {
+                output::print_json(&report.record);
+            } else {
+                output::print_verification(&report);
+            }
+            if let Some(kind) = report.failure {
+                if json {
+                    // The human output above already said why; JSON readers get it on stderr.
+                    let reason = report
+                        .verification()
+                        .and_then(|v| v.reason.clone())
+                        .unwrap_or_default();
+                    eprintln!("pgkeep: error: verification failed: {reason}");
+                }
+                return Ok(kind.exit_code() as u8);
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if json {
+                if let Some(id) = &request.id {
+                    if let Ok(record) = services.catalog.get(id).await {
+                        output::print_json(&record);
+                    }
+                }
+            }
+            Err(Failure {
+                code: e.kind().exit_code() as u8,
+                message: format!("could not verify {what}: {e}"),
+            })
+        }
+    }
+}
+
+async fn restore(services: &Services, request: &RestoreRequest, json: bool) -> Result<u8, Failure> {
+    let label = format!("backup {} into {:?}", request.id, request.target_db);
+    let verb = if request.dry_run {
+        "checking"
+    } else {
+        "restoring"
+    };
+    let bar = output::ProgressBar::start_with(verb, &label, request.progress.clone());
+    let result = tokio::select! {
+        r = ops::restore::restore(services, request) => r,
+        _ = tokio::signal::ctrl_c() => {
+            bar.finish();
+            // Dropping the restore killed pg_restore and removed any staged file; the new
+            // database is dropped here, and an unfinished safety backup is recorded as failed.
+            ops::scratch::finish_cleanup().await;
+            if let Some(id) = &request.safety_backup_id {
+                match ops::backup::mark_failed(services, id, "interrupted by the user").await {
+                    Ok(()) | Err(ops::Error::Catalog(CatalogError::NotFound(_))) => {}
+                    Err(e) => eprintln!("pgkeep: could not record the interrupted safety backup: {e}"),
+                }
+            }
+            eprintln!("pgkeep: interrupted; nothing was restored and {:?} was left as it was", request.target_db);
+            return Ok(EXIT_INTERRUPTED);
+        }
+    };
+    bar.finish();
+    match result {
+        Ok(report) => {
+            if json {
+                output::print_json(&report);
+            } else {
+                output::print_restore(&report);
+            }
+            Ok(0)
+        }
+        Err(e) => Err(Failure {
+            code: e.kind().exit_code() as u8,
+            message: format!("restore of backup {} failed: {e}", request.id),
+        }),
     }
 }
 

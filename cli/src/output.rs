@@ -5,9 +5,11 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgkeep::model::{format_time, BackupRecord};
+use pgkeep::model::{format_time, BackupRecord, Verification};
 use pgkeep::ops::health::DatabaseHealth;
 use pgkeep::ops::prune::{PrunePlan, PruneReport};
+use pgkeep::ops::restore::{RestoreAction, RestoreReport};
+use pgkeep::ops::verify::VerifyReport;
 use pgkeep::pipeline::Progress;
 use serde::Serialize;
 
@@ -129,6 +131,9 @@ pub fn print_record(r: &BackupRecord) {
     if let Some(e) = &r.error {
         println!("error:           {e}");
     }
+    if let Some(v) = &r.verification {
+        print_verification_summary(v);
+    }
     if !r.row_counts.is_empty() {
         println!("tables ({}):", r.row_counts.len());
         let width = r
@@ -141,6 +146,104 @@ pub fn print_record(r: &BackupRecord) {
             println!("  {table:<width$}  {rows:>12}");
         }
     }
+}
+
+fn print_verification_summary(v: &Verification) {
+    println!(
+        "verification:    {} at {}{}",
+        v.result,
+        format_time(v.verified_at),
+        v.restore_duration_ms
+            .map(|ms| format!(", restored in {}", human_duration(ms)))
+            .unwrap_or_default()
+    );
+    if let Some(reason) = &v.reason {
+        println!("  reason:        {reason}");
+    }
+}
+
+/// The outcome of `pgkeep verify` for a person: a line, and what differed.
+pub fn print_verification(report: &VerifyReport) {
+    let (Some(r), Some(v)) = (&report.record, report.verification()) else {
+        println!("no completed backup awaits verification");
+        return;
+    };
+    if v.ok {
+        let rows: u64 = v.tables.iter().filter_map(|t| t.actual).sum();
+        println!(
+            "backup {} of {} verified: {} tables with {} rows, {} large objects and {} declared objects match; restored in {}",
+            r.id,
+            r.database,
+            v.tables.len(),
+            rows,
+            v.large_objects.and_then(|l| l.actual).unwrap_or(0),
+            v.objects_checked,
+            v.restore_duration_ms.map(human_duration).unwrap_or_default()
+        );
+        return;
+    }
+    println!(
+        "backup {} of {}: verification failed ({})",
+        r.id, r.database, v.result
+    );
+    if let Some(reason) = &v.reason {
+        println!("  {reason}");
+    }
+    let differing: Vec<_> = v.tables.iter().filter(|t| !t.matches()).collect();
+    if !differing.is_empty() {
+        let n = |c: Option<u64>| c.map_or("-".to_owned(), |n| n.to_string());
+        println!("  {:<40} {:>12} {:>12}", "TABLE", "MANIFEST", "RESTORED");
+        for t in differing {
+            println!(
+                "  {:<40} {:>12} {:>12}",
+                t.table,
+                n(t.expected),
+                n(t.actual)
+            );
+        }
+    }
+    for o in &v.missing_objects {
+        println!("  missing: {o}");
+    }
+    for o in &v.extra_objects {
+        println!("  not in the archive: {o}");
+    }
+}
+
+/// The outcome of `pgkeep restore` for a person.
+pub fn print_restore(r: &RestoreReport) {
+    if r.dry_run {
+        if let Some(listing) = &r.listing {
+            print!("{listing}");
+        }
+        let action = match r.action {
+            RestoreAction::CreateNew => format!("create the new database {:?}", r.target_database),
+            RestoreAction::ReplaceExisting => format!(
+                "take a safety backup of {:?} and then replace it",
+                r.target_database
+            ),
+        };
+        println!(
+            "dry run: backup {} of {} is intact ({} tables, {} rows, {} large objects); a restore would {action} on {}. Nothing was written.",
+            r.backup_id, r.source_database, r.tables, r.rows, r.large_objects, r.server
+        );
+        return;
+    }
+    let safety = r
+        .safety_backup
+        .as_ref()
+        .map(|id| format!("; the previous contents are in safety backup {id}"))
+        .unwrap_or_default();
+    println!(
+        "restored backup {} of {} into {:?} on {} in {}: {} tables, {} rows{safety}",
+        r.backup_id,
+        r.source_database,
+        r.target_database,
+        r.server,
+        human_duration(r.duration_ms),
+        r.tables,
+        r.rows
+    );
 }
 
 /// The per-database summary and health.
@@ -307,6 +410,11 @@ pub struct ProgressBar {
 impl ProgressBar {
     /// Starts drawing (or does nothing off a terminal).
     pub fn start(database: &str, progress: Arc<Progress>) -> Self {
+        Self::start_with("dumping", database, progress)
+    }
+
+    /// Starts drawing `{verb} {label}: bytes (rate) elapsed` (or does nothing off a terminal).
+    pub fn start_with(verb: &str, label: &str, progress: Arc<Progress>) -> Self {
         if !std::io::stderr().is_terminal() {
             return ProgressBar {
                 bar: None,
@@ -316,11 +424,12 @@ impl ProgressBar {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} dumping {msg}: {bytes} ({bytes_per_sec}) {elapsed}",
+                "{spinner} {prefix} {msg}: {bytes} ({bytes_per_sec}) {elapsed}",
             )
             .expect("valid template"),
         );
-        bar.set_message(database.to_owned());
+        bar.set_prefix(verb.to_owned());
+        bar.set_message(label.to_owned());
         let ticking = bar.clone();
         let ticker = tokio::spawn(async move {
             loop {

@@ -284,6 +284,8 @@ pub fn error_response(e: ops::Error) -> ApiResponse {
         (_, ErrorKind::NotFound) => 404,
         (_, ErrorKind::Config) => 400,
         (_, ErrorKind::Conflict) => 409,
+        (_, ErrorKind::Verification) => 422,
+        (_, ErrorKind::Permission) => 403,
         _ => 500,
     };
     if status == 500 {

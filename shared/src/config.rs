@@ -79,9 +79,9 @@ impl LambdaSettings {
             ));
         }
         let max_age = match get("PGKEEP_MAX_AGE") {
-            Some(text) => text.parse::<Span>().map_err(|e| {
-                ConfigError::Missing(format!("PGKEEP_MAX_AGE: {e}"))
-            })?,
+            Some(text) => text
+                .parse::<Span>()
+                .map_err(|e| ConfigError::Missing(format!("PGKEEP_MAX_AGE: {e}")))?,
             None => DEFAULT_MAX_AGE,
         };
         Ok(LambdaSettings {
@@ -129,13 +129,43 @@ mod tests {
     #[test]
     fn missing_or_malformed_settings_fail_with_the_variable_named() {
         for (pairs, needle) in [
-            (vec![("PGKEEP_KEY", "/k"), ("PGKEEP_DATABASES", "{}")], "PGKEEP_REPO"),
-            (vec![("PGKEEP_REPO", "/r"), ("PGKEEP_KEY", "/k")], "PGKEEP_DATABASES"),
-            (vec![("PGKEEP_REPO", "/r"), ("PGKEEP_KEY", "/k"), ("PGKEEP_DATABASES", "[1]")], "PGKEEP_DATABASES"),
-            (vec![("PGKEEP_REPO", "/r"), ("PGKEEP_KEY", "/k"), ("PGKEEP_DATABASES", "{}")], "no database"),
-            (vec![("PGKEEP_REPO", "/r"), ("PGKEEP_KEY", "/k"), ("PGKEEP_DATABASES", r#"{"a":{"url":"x"}}"#), ("PGKEEP_MAX_AGE", "soon")], "PGKEEP_MAX_AGE"),
+            (
+                vec![("PGKEEP_KEY", "/k"), ("PGKEEP_DATABASES", "{}")],
+                "PGKEEP_REPO",
+            ),
+            (
+                vec![("PGKEEP_REPO", "/r"), ("PGKEEP_KEY", "/k")],
+                "PGKEEP_DATABASES",
+            ),
+            (
+                vec![
+                    ("PGKEEP_REPO", "/r"),
+                    ("PGKEEP_KEY", "/k"),
+                    ("PGKEEP_DATABASES", "[1]"),
+                ],
+                "PGKEEP_DATABASES",
+            ),
+            (
+                vec![
+                    ("PGKEEP_REPO", "/r"),
+                    ("PGKEEP_KEY", "/k"),
+                    ("PGKEEP_DATABASES", "{}"),
+                ],
+                "no database",
+            ),
+            (
+                vec![
+                    ("PGKEEP_REPO", "/r"),
+                    ("PGKEEP_KEY", "/k"),
+                    ("PGKEEP_DATABASES", r#"{"a":{"url":"x"}}"#),
+                    ("PGKEEP_MAX_AGE", "soon"),
+                ],
+                "PGKEEP_MAX_AGE",
+            ),
         ] {
-            let err = LambdaSettings::from_lookup(lookup(&pairs)).unwrap_err().to_string();
+            let err = LambdaSettings::from_lookup(lookup(&pairs))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{err}");
         }
     }

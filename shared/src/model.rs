@@ -234,6 +234,9 @@ pub struct BackupRecord {
     pub duration_ms: Option<u64>,
     /// Why the backup failed, for a person to act on.
     pub error: Option<String>,
+    /// The latest attempt to prove the backup by restoring it (absent until verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 impl BackupRecord {
@@ -256,6 +259,7 @@ impl BackupRecord {
             row_counts: BTreeMap::new(),
             duration_ms: None,
             error: None,
+            verification: None,
         }
     }
 
@@ -276,6 +280,100 @@ impl BackupRecord {
     pub fn manifest_key(&self) -> String {
         manifest_key(&self.object_key)
     }
+}
+
+/// What a verification concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationResult {
+    /// Restored, and every count and object matched the manifest and the archive.
+    Verified,
+    /// Restored, but row counts or objects differ from what the backup declares.
+    Differences,
+    /// The object could not be read back whole: missing, corrupt, truncated, or not an archive.
+    Unreadable,
+    /// pg_restore failed on the archive.
+    RestoreFailed,
+    /// Not decided, for a reason outside the backup (scratch server unreachable or lacking
+    /// CREATEDB, key unavailable); the backup's status was left as it was.
+    Inconclusive,
+}
+
+names!(VerificationResult {
+    Verified => "verified",
+    Differences => "differences",
+    Unreadable => "unreadable",
+    RestoreFailed => "restore_failed",
+    Inconclusive => "inconclusive",
+});
+
+/// One proof attempt: a restore into a scratch database compared with the manifest and the
+/// archive's table of contents. Stored in the record, so the recovery time and any difference
+/// stay on file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// When the attempt ended.
+    pub verified_at: DateTime<Utc>,
+    /// Whether the backup was proven (`result` is `verified`).
+    pub ok: bool,
+    /// What the attempt concluded.
+    pub result: VerificationResult,
+    /// Why it was not verified, for a person to act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Wall time of pg_restore into the scratch database: the real time to recover.
+    pub restore_duration_ms: Option<u64>,
+    /// Wall time of the whole attempt.
+    pub duration_ms: u64,
+    /// The scratch server, without its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_server: Option<String>,
+    /// The scratch database used (and dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_database: Option<String>,
+    /// Every table of the manifest and of the restored database: rows expected and found.
+    #[serde(default)]
+    pub tables: Vec<TableCheck>,
+    /// Large objects expected (manifest) and found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<CountCheck>,
+    /// How many objects the archive declares (tables, sequences, indexes, views, functions,
+    /// extensions, ...) were compared with the restored database.
+    #[serde(default)]
+    pub objects_checked: u64,
+    /// Objects the archive declares that the restored database lacks (`index public.t_idx`).
+    #[serde(default)]
+    pub missing_objects: Vec<String>,
+    /// Objects in the restored database that the archive does not declare.
+    #[serde(default)]
+    pub extra_objects: Vec<String>,
+}
+
+/// Rows of one table: what the manifest says and what the restored database holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCheck {
+    /// The table, as in [`BackupRecord::row_counts`] ([`qualified_name`]).
+    pub table: String,
+    /// Rows according to the manifest; `None` when the manifest does not list the table.
+    pub expected: Option<u64>,
+    /// Rows in the restored table; `None` when it was not restored.
+    pub actual: Option<u64>,
+}
+
+impl TableCheck {
+    /// Whether the table was restored with exactly the manifest's rows.
+    pub fn matches(&self) -> bool {
+        self.expected.is_some() && self.expected == self.actual
+    }
+}
+
+/// A count expected and found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountCheck {
+    /// According to the manifest.
+    pub expected: Option<u64>,
+    /// Found after the restore.
+    pub actual: Option<u64>,
 }
 
 /// The manifest's format version; readers refuse versions they do not know.
@@ -545,5 +643,51 @@ mod tests {
         assert_eq!(v["compression"], "gzip");
         let back: BackupRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn verifications_serialize_readably_and_old_records_still_read() {
+        let mut r = BackupRecord::start(
+            "20261124T153512123Z-9f3a1c2b".parse().unwrap(),
+            "shop",
+            BackupKind::Manual,
+            Compression::Zstd,
+        );
+        let old = serde_json::to_value(&r).unwrap();
+        assert!(old.get("verification").is_none());
+        assert_eq!(serde_json::from_value::<BackupRecord>(old).unwrap(), r);
+
+        r.verification = Some(Verification {
+            verified_at: Utc.with_ymd_and_hms(2026, 11, 24, 16, 0, 0).unwrap(),
+            ok: false,
+            result: VerificationResult::Differences,
+            reason: Some("1 table differs".into()),
+            restore_duration_ms: Some(1234),
+            duration_ms: 2000,
+            scratch_server: Some("postgresql://u@h:5432/postgres".into()),
+            scratch_database: Some("pgkeep_verify_x".into()),
+            tables: vec![TableCheck {
+                table: "public.t".into(),
+                expected: Some(3),
+                actual: Some(2),
+            }],
+            large_objects: Some(CountCheck {
+                expected: Some(1),
+                actual: Some(1),
+            }),
+            objects_checked: 12,
+            missing_objects: vec!["index public.t_idx".into()],
+            extra_objects: vec![],
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        let check = &v["verification"];
+        assert_eq!(check["result"], "differences");
+        assert_eq!(check["restore_duration_ms"], 1234);
+        assert_eq!(check["tables"][0]["table"], "public.t");
+        assert_eq!(check["tables"][0]["expected"], 3);
+        assert_eq!(check["tables"][0]["actual"], 2);
+        assert_eq!(check["missing_objects"][0], "index public.t_idx");
+        assert!(!r.verification.as_ref().unwrap().tables[0].matches());
+        assert_eq!(serde_json::from_value::<BackupRecord>(v).unwrap(), r);
     }
 }

@@ -23,7 +23,11 @@ pub mod health;
 pub mod prune;
 pub mod read;
 pub mod reaper;
+mod replay;
+pub mod restore;
+pub mod scratch;
 pub mod status;
+pub mod verify;
 
 /// Why an operation failed; every message says what happened and, where it can, what to do.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,58 @@ pub enum Error {
         /// Why that stops the operation.
         why: String,
     },
+    /// The scratch server a verification restores into cannot be used.
+    #[error(
+        "scratch server: {0} (set PGKEEP_SCRATCH_URL to a server pgkeep may create databases on)"
+    )]
+    Scratch(PgError),
+    /// A database role lacks a privilege the operation needs (CREATEDB, ownership).
+    #[error("{0}")]
+    Permission(String),
+    /// A restore would replace a database that exists, and overwriting was not asked for.
+    #[error("database {database:?} already exists on {server}: restore into a new database (another --target-db), or replace it with --overwrite --confirm {database:?}; nothing was changed")]
+    TargetExists {
+        /// The existing database.
+        database: String,
+        /// The server, without password.
+        server: String,
+    },
+    /// Overwriting was asked for without the database's name typed again, or with another name.
+    #[error("{0}; nothing was changed")]
+    Confirmation(String),
+    /// The safety backup taken before overwriting a database failed, so the restore stopped.
+    #[error("the safety backup of {database:?} failed, so it was not overwritten: {source}")]
+    SafetyBackup {
+        /// The database that would have been overwritten.
+        database: String,
+        /// Why the backup failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A restore replaced its target but could not give the restored database the target's
+    /// name; the restored database is kept for a person to rename.
+    #[error("{target:?} was dropped to be replaced, but the restored database {kept:?} could not be renamed to it: {source}; rename it by hand (ALTER DATABASE {kept} RENAME TO ...); the safety backup is {safety_backup}")]
+    Stranded {
+        /// The database being replaced.
+        target: String,
+        /// The restored database, kept under its working name.
+        kept: String,
+        /// The safety backup taken before.
+        safety_backup: String,
+        /// Why the rename failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Not enough free space to stage an archive for a parallel restore.
+    #[error("not enough free space in {dir} to stage the archive for --jobs: it needs {needed} bytes, {available} are free; point --staging-dir (PGKEEP_STAGING_DIR) elsewhere or restore without --jobs")]
+    NoSpace {
+        /// The staging directory.
+        dir: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+    },
     /// A stream failed for a reason other than the above.
     #[error("{context}: {source}")]
     Io {
@@ -100,6 +156,17 @@ pub enum IntegrityError {
     /// The decrypted data did not decompress.
     #[error("the decrypted archive does not decompress: {0}")]
     Decompress(io::Error),
+    /// The authenticated, decompressed data is not a complete pg_dump archive.
+    #[error("the decrypted object is not a complete pg_dump archive: {0}")]
+    NotAnArchive(ArchiveScanError),
+    /// The manifest beside the object does not parse.
+    #[error("the manifest {key} is not readable: {message}")]
+    BadManifest {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Coarse classes of failure, each with its own exit code and HTTP status at the edges.
@@ -119,6 +186,11 @@ pub enum ErrorKind {
     Storage,
     /// The state of a backup forbids the operation, or another writer won a race.
     Conflict,
+    /// A verification restored the backup and found it differs from its manifest, or the
+    /// archive did not restore.
+    Verification,
+    /// A database role lacks a privilege the operation needs (e.g. CREATEDB).
+    Permission,
 }
 
 impl ErrorKind {
@@ -132,6 +204,8 @@ impl ErrorKind {
             ErrorKind::Database => 6,
             ErrorKind::Storage => 7,
             ErrorKind::Conflict => 8,
+            ErrorKind::Verification => 9,
+            ErrorKind::Permission => 10,
         }
     }
 }
@@ -158,6 +232,14 @@ impl Error {
             Error::Policy(_) => ErrorKind::Config,
             Error::Unusable { .. } => ErrorKind::Conflict,
             Error::Io { .. } => ErrorKind::Storage,
+            Error::Scratch(PgError::BadUrl(_)) => ErrorKind::Config,
+            Error::Scratch(_) => ErrorKind::Database,
+            Error::Permission(_) => ErrorKind::Permission,
+            Error::TargetExists { .. } => ErrorKind::Conflict,
+            Error::Confirmation(_) => ErrorKind::Config,
+            Error::SafetyBackup { source, .. } => source.kind(),
+            Error::NoSpace { .. } => ErrorKind::Storage,
+            Error::Stranded { .. } => ErrorKind::Database,
         }
     }
 

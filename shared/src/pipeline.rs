@@ -23,6 +23,7 @@ pub mod compress;
 pub mod crypt;
 pub mod digest;
 pub mod pg_dump;
+pub mod pg_restore;
 
 use archive_scan::{ArchiveScanError, ArchiveSummary};
 use archive_tap::ArchiveTap;

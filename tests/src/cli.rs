@@ -95,6 +95,90 @@ impl Pgkeep {
         record
     }
 
+    /// `pgkeep verify --json ARGS`: the exit status, stderr and the printed record (`Null`
+    /// when nothing was printed).
+    pub fn verify(&self, args: &[&str]) -> (Output, Value) {
+        let mut all = vec!["verify", "--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, record)
+    }
+
+    /// `pgkeep restore --json ARGS`: the exit status, stderr and the printed report.
+    pub fn restore(&self, args: &[&str]) -> (Output, Value) {
+        let mut all = vec!["restore", "--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, report)
+    }
+
+    /// `pgkeep show ID --json`.
+    pub fn show(&self, id: &str) -> Value {
+        serde_json::from_str(&self.run_ok(&["show", id, "--json"])).expect("show --json is JSON")
+    }
+
+    /// The audit trail, newest first, read from the repository's catalog.
+    pub fn audit(&self) -> Vec<pgkeep::model::AuditEntry> {
+        let catalog =
+            pgkeep::catalog::sqlite::SqliteCatalog::open(self.repo.join("catalog.sqlite3"))
+                .expect("opening the catalog");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(pgkeep::catalog::Catalog::list_audit(&catalog, None, 1000))
+            .expect("listing the audit trail")
+    }
+
+    /// Runs `pgkeep ARGS` with a pg_restore that hangs once started, waits until it runs (and
+    /// pgkeep's working database exists), interrupts pgkeep as Ctrl-C does, and returns how it
+    /// exited.
+    pub fn interrupt_during_pg_restore(&self, cluster: &PgCluster, args: &[&str]) -> Output {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = self.dir.path().join("hanging-bin");
+        std::fs::create_dir_all(&bin).expect("creating the fake bin dir");
+        let marker = self.dir.path().join("pg_restore-started");
+        let _ = std::fs::remove_file(&marker);
+        // The real --version, so pgkeep's version check passes.
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec '{}' --version; fi\ntouch '{}'\nexec sleep 600\n",
+            cluster.bin_dir().join("pg_restore").display(),
+            marker.display()
+        );
+        let path = bin.join("pg_restore");
+        std::fs::write(&path, script).expect("writing the fake pg_restore");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("making the fake pg_restore executable");
+        let child = self
+            .command()
+            .env("PGKEEP_PG_BIN", &bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting pgkeep");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !marker.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pg_restore never started"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            !working_databases(cluster).is_empty(),
+            "pg_restore runs, so its working database exists"
+        );
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+        child.wait_with_output().expect("waiting for pgkeep")
+    }
+
     /// `pgkeep list --json`.
     pub fn list(&self) -> Vec<Value> {
         serde_json::from_str(&self.run_ok(&["list", "--json"])).expect("list --json is JSON")
@@ -174,6 +258,17 @@ pub fn counts_by_name(cluster: &PgCluster, database: &str) -> Result<BTreeMap<St
         .into_iter()
         .map(|((schema, table), n)| (pgkeep::model::qualified_name(&schema, &table), n as u64))
         .collect())
+}
+
+/// pgkeep's working databases on the cluster (scratch databases of verifications, databases
+/// of restores in progress): after any pgkeep run, there must be none.
+pub fn working_databases(cluster: &PgCluster) -> Vec<String> {
+    cluster
+        .database_names()
+        .expect("listing databases")
+        .into_iter()
+        .filter(|n| n.starts_with("pgkeep_verify_") || n.starts_with("pgkeep_restore_"))
+        .collect()
 }
 
 /// A record's `row_counts` as a map.

@@ -284,6 +284,42 @@ impl PgCluster {
         String::from_utf8(out.stdout).context("psql output is not UTF-8")
     }
 
+    /// Like [`url`](Self::url), connecting as another role.
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
+        format!(
+            "postgresql://{}:{}@{}:{}/{}",
+            sys::percent_encode(user),
+            sys::percent_encode(password),
+            HOST,
+            self.port,
+            sys::percent_encode(database)
+        )
+    }
+
+    /// Creates a login role with a random password and the given attributes (e.g.
+    /// `"CREATEDB"`, `"NOCREATEDB"`); returns the password.
+    pub fn create_role(&self, name: &str, attributes: &str) -> Result<String> {
+        let password = sys::random_hex(16)?;
+        self.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {} LOGIN PASSWORD '{password}' {attributes};",
+                sys::quote_ident(name)
+            ),
+        )?;
+        Ok(password)
+    }
+
+    /// Size in bytes of every non-template database (`pg_database_size`), by name.
+    pub fn database_sizes(&self) -> Result<BTreeMap<String, i64>> {
+        let out = self.psql(
+            "postgres",
+            "SELECT coalesce(json_object_agg(datname, pg_database_size(oid)), '{}') \
+             FROM pg_database WHERE NOT datistemplate;",
+        )?;
+        serde_json::from_str(out.trim()).context("parsing database sizes")
+    }
+
     /// `CREATE DATABASE` (the name is quoted, so spaces, quotes and semicolons are fine).
     pub fn create_database(&self, name: &str) -> Result<()> {
         self.psql(

@@ -70,7 +70,7 @@ fn prune_keeps_what_the_policy_says_and_status_reports_health() {
 
     // An empty catalog is not healthy: a monitor pointed at the wrong place must not be green.
     let (code, _, stderr) = status(&pgkeep, &[]);
-    assert_eq!(code, 9, "{stderr}");
+    assert_eq!(code, 11, "{stderr}");
     assert!(stderr.contains("no backups in the catalog"), "{stderr}");
 
     let mut backups: Vec<Value> = (0..4).map(|_| pgkeep.backup_ok(&[])).collect();
@@ -93,7 +93,7 @@ fn prune_keeps_what_the_policy_says_and_status_reports_health() {
     let newest_good = created_at(&safety);
     let at = |d: TimeDelta| format_time(newest_good + d);
     let (code, json, stderr) = status(&pgkeep, &["--now", &at(TimeDelta::hours(26))]);
-    assert_eq!(code, 9, "{json:#}");
+    assert_eq!(code, 11, "{json:#}");
     assert_eq!(json[0]["healthy"], false);
     assert!(
         json[0]["problems"][0]
@@ -114,7 +114,7 @@ fn prune_keeps_what_the_policy_says_and_status_reports_health() {
         .args(["status", "--now", &at(TimeDelta::minutes(121))])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(9));
+    assert_eq!(out.status.code(), Some(11));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{db}: UNHEALTHY")), "{text}");
     let out = pgkeep.run(&["status", "--max-age", "25"]);

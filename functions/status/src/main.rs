@@ -29,7 +29,9 @@ async fn main() -> Result<(), Error> {
 
 /// One request: translate, answer, translate back.
 async fn handle(api: &Api, request: Request) -> Result<Response<Body>, Error> {
-    let response = api.handle(&to_api_request(&request), chrono::Utc::now()).await;
+    let response = api
+        .handle(&to_api_request(&request), chrono::Utc::now())
+        .await;
     to_response(response)
 }
 

@@ -25,7 +25,10 @@ impl DumpStarter for RecordingStarter {
 }
 
 fn event(name: &str) -> String {
-    let path = format!("{}/../../events/status/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../events/status/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -64,7 +67,11 @@ fn fixture() -> Fixture {
         admin_group: "admin".into(),
         databases: vec!["shop".into()],
     };
-    Fixture { _dir: dir, api, starter }
+    Fixture {
+        _dir: dir,
+        api,
+        starter,
+    }
 }
 
 async fn add(api: &Api, id: BackupId, status: BackupStatus) {
@@ -94,7 +101,10 @@ async fn listing_paginates_and_filters() {
     let (status, first, _) = call(&f.api, &event("list-backups")).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["backups"].as_array().unwrap().len(), 2);
-    let cursor = first["next_cursor"].as_str().expect("a second page").to_owned();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
 
     let mut next: Value = serde_json::from_str(&event("list-backups")).unwrap();
     next["queryStringParameters"]["cursor"] = cursor.clone().into();
@@ -103,7 +113,13 @@ async fn listing_paginates_and_filters() {
     assert_eq!(status, 200);
     assert_eq!(second["backups"].as_array().unwrap().len(), 2);
     assert!(second["next_cursor"].is_null());
-    let ids: Vec<&Value> = first["backups"].as_array().unwrap().iter().chain(second["backups"].as_array().unwrap()).map(|r| &r["id"]).collect();
+    let ids: Vec<&Value> = first["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["backups"].as_array().unwrap())
+        .map(|r| &r["id"])
+        .collect();
     let mut sorted = ids.clone();
     sorted.sort_by(|a, b| b.as_str().cmp(&a.as_str()));
     assert_eq!(ids, sorted, "newest first across pages");
@@ -123,7 +139,12 @@ async fn showing_one_backup() {
     let f = fixture();
     let (status, _, _) = call(&f.api, &event("get-backup")).await;
     assert_eq!(status, 404);
-    add(&f.api, "20261124T020000000Z-0a1b2c3d".parse().unwrap(), BackupStatus::Completed).await;
+    add(
+        &f.api,
+        "20261124T020000000Z-0a1b2c3d".parse().unwrap(),
+        BackupStatus::Completed,
+    )
+    .await;
     let (status, body, _) = call(&f.api, &event("get-backup")).await;
     assert_eq!(status, 200);
     assert_eq!(body["id"], "20261124T020000000Z-0a1b2c3d");
@@ -146,23 +167,42 @@ async fn creating_a_backup_starts_the_dump_function() {
 
     let (status, _, _) = call(&f.api, &event("create-backup-bad-body")).await;
     assert_eq!(status, 400);
-    assert_eq!(f.starter.0.lock().unwrap().len(), 1, "a bad request starts nothing");
+    assert_eq!(
+        f.starter.0.lock().unwrap().len(),
+        1,
+        "a bad request starts nothing"
+    );
 }
 
 #[tokio::test]
 async fn status_is_503_until_a_recent_good_backup_exists() {
     let f = fixture();
     let old = Utc::now() - Duration::hours(30);
-    let mut r = BackupRecord::start(BackupId::generate(old), "shop", BackupKind::Scheduled, Compression::Zstd);
+    let mut r = BackupRecord::start(
+        BackupId::generate(old),
+        "shop",
+        BackupKind::Scheduled,
+        Compression::Zstd,
+    );
     r.created_at = old;
     f.api.services.catalog.insert(&r).await.unwrap();
     r.transition(BackupStatus::Completed).unwrap();
-    f.api.services.catalog.update(&r, BackupStatus::InProgress).await.unwrap();
+    f.api
+        .services
+        .catalog
+        .update(&r, BackupStatus::InProgress)
+        .await
+        .unwrap();
     let (status, body, _) = call(&f.api, &event("get-status")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["healthy"], false);
 
-    add(&f.api, BackupId::generate(Utc::now()), BackupStatus::Verified).await;
+    add(
+        &f.api,
+        BackupId::generate(Utc::now()),
+        BackupStatus::Verified,
+    )
+    .await;
     let (status, body, _) = call(&f.api, &event("get-status")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["healthy"], true);
@@ -182,8 +222,15 @@ fn every_sample_event_is_covered_by_a_test() {
     let source = include_str!("tests.rs");
     let dir = format!("{}/../../events/status", env!("CARGO_MANIFEST_DIR"));
     for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().replace(".json", "");
-        assert!(source.contains(&format!("\"{name}\"")), "events/status/{name}.json is not exercised");
+        let name = entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .replace(".json", "");
+        assert!(
+            source.contains(&format!("\"{name}\"")),
+            "events/status/{name}.json is not exercised"
+        );
     }
 }
 
@@ -191,6 +238,9 @@ fn every_sample_event_is_covered_by_a_test() {
 fn group_claims_parse_in_every_shape() {
     assert_eq!(super::parse_groups("[admin ops]"), vec!["admin", "ops"]);
     assert_eq!(super::parse_groups("admin,ops"), vec!["admin", "ops"]);
-    assert_eq!(super::parse_groups("[\"admin\",\"ops\"]"), vec!["admin", "ops"]);
+    assert_eq!(
+        super::parse_groups("[\"admin\",\"ops\"]"),
+        vec!["admin", "ops"]
+    );
     assert!(super::parse_groups("[]").is_empty());
 }

@@ -153,9 +153,12 @@ fn assess_one(
         healthy: problems.is_empty(),
         max_age_seconds: max_age,
         newest_verification,
-        // WIRE-LATER: the verification issue adds the restore drill's duration to records;
-        // take it from the newest verified record here.
-        last_restore_drill_ms: None,
+        last_restore_drill_ms: records
+            .iter()
+            .filter_map(|r| r.verification.as_ref().map(|v| (v, r)))
+            .filter(|(v, _)| v.ok)
+            .max_by_key(|(v, r)| (v.verified_at, r.id.clone()))
+            .and_then(|(v, _)| v.restore_duration_ms),
         problems,
         warnings,
         status,

@@ -28,6 +28,16 @@ impl<R> ArchiveTap<R> {
         }
     }
 
+    /// Taps `inner` with a scanner set up by the caller (e.g. one
+    /// [collecting objects](ArchiveScanner::collecting_objects)).
+    pub fn with_scanner(inner: R, scanner: ArchiveScanner, progress: Arc<Progress>) -> Self {
+        ArchiveTap {
+            inner,
+            scanner,
+            progress,
+        }
+    }
+
     /// What the archive held; fails if it ended mid-structure.
     pub fn finish(self) -> Result<ArchiveSummary, ArchiveScanError> {
         self.scanner.finish()

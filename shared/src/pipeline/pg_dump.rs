@@ -56,6 +56,34 @@ fn tail_text(tail: &str) -> String {
     }
 }
 
+/// Logs a child's stderr line by line and keeps its last [`STDERR_TAIL`] bytes for the error
+/// message (pg_dump and pg_restore alike).
+pub(crate) fn collect_stderr(
+    program: &str,
+    stderr: tokio::process::ChildStderr,
+) -> JoinHandle<String> {
+    let name = program.to_owned();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut tail = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::warn!(program = %name, "{line}");
+            if !tail.is_empty() {
+                tail.push('\n');
+            }
+            tail.push_str(&line);
+            if tail.len() > STDERR_TAIL {
+                let cut = tail.len() - STDERR_TAIL;
+                let cut = (cut..tail.len())
+                    .find(|i| tail.is_char_boundary(*i))
+                    .unwrap_or(0);
+                tail.drain(..cut);
+            }
+        }
+        tail
+    })
+}
+
 /// A running archive producer; read its stdout to the end, then call [`PgDump::finish`].
 pub struct PgDump {
     program: String,
@@ -102,26 +130,7 @@ impl PgDump {
         let stdout = child.stdout.take().expect("stdout is piped");
         widen_pipe(&stdout);
         let stderr = child.stderr.take().expect("stderr is piped");
-        let name = program.clone();
-        let stderr = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut tail = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::warn!(program = %name, "{line}");
-                if !tail.is_empty() {
-                    tail.push('\n');
-                }
-                tail.push_str(&line);
-                if tail.len() > STDERR_TAIL {
-                    let cut = tail.len() - STDERR_TAIL;
-                    let cut = (cut..tail.len())
-                        .find(|i| tail.is_char_boundary(*i))
-                        .unwrap_or(0);
-                    tail.drain(..cut);
-                }
-            }
-            tail
-        });
+        let stderr = collect_stderr(&program, stderr);
         Ok((
             PgDump {
                 program,

@@ -1,0 +1,224 @@
+//! pg_restore as a child process: the archive goes in on stdin (or as a staged file), and the
+//! exit status decides.
+//!
+//! As with pg_dump, the end of its input never means success: [`PgRestore::finish`] waits for
+//! the exit status and a non-zero exit fails with the tail of pg_restore's stderr. Connection
+//! settings and the password reach it through the environment only.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::task::JoinHandle;
+
+use super::pg_dump::{collect_stderr, DumpError};
+use crate::postgres::PgTarget;
+
+/// How pg_restore writes into a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Parallel workers (`--jobs`); above 1 needs a file, not stdin.
+    pub jobs: u32,
+    /// `--no-owner --no-privileges`: objects belong to the restoring role and no GRANTs are
+    /// replayed (for scratch databases, or a server without the original roles).
+    pub no_owner: bool,
+}
+
+/// A running pg_restore; close its stdin (drop it) when the archive is written, then call
+/// [`PgRestore::finish`].
+pub struct PgRestore {
+    program: String,
+    child: Child,
+    stderr: JoinHandle<String>,
+    stdout: Option<JoinHandle<std::io::Result<String>>>,
+}
+
+impl PgRestore {
+    /// Restores an archive into the database `target` names: from stdin when `file` is
+    /// `None`, else from `file` (needed for `jobs > 1`). Stops at the first error
+    /// (`--exit-on-error`), so a zero exit means every entry was restored.
+    pub fn restore(
+        program: &Path,
+        target: &PgTarget,
+        options: RestoreOptions,
+        file: Option<&Path>,
+    ) -> Result<(PgRestore, Option<ChildStdin>), DumpError> {
+        let mut cmd = Command::new(program);
+        target.apply_env(&mut cmd);
+        // A connection string, so that no database name is ever taken for one.
+        cmd.arg(format!(
+            "--dbname=dbname={}",
+            conninfo_value(target.database())
+        ))
+        .args(["--exit-on-error", "--no-password"]);
+        if options.no_owner {
+            cmd.args(["--no-owner", "--no-privileges"]);
+        }
+        if options.jobs > 1 {
+            cmd.arg(format!("--jobs={}", options.jobs));
+        }
+        match file {
+            Some(path) => {
+                cmd.arg(path);
+                let (restore, _) = Self::spawn_command(cmd, false, false)?;
+                Ok((restore, None))
+            }
+            None => {
+                let (restore, stdin) = Self::spawn_command(cmd, true, false)?;
+                Ok((restore, stdin))
+            }
+        }
+    }
+
+    /// `pg_restore --list` of an archive fed on stdin: its table of contents as text, no
+    /// database involved. It stops reading once it has the TOC; keep feeding the rest of the
+    /// archive elsewhere to check it whole.
+    pub fn list(program: &Path) -> Result<(PgRestore, ChildStdin), DumpError> {
+        let mut cmd = Command::new(program);
+        cmd.arg("--list");
+        let (restore, stdin) = Self::spawn_command(cmd, true, true)?;
+        Ok((restore, stdin.expect("stdin is piped")))
+    }
+
+    /// Starts any command in pg_restore's place (tests use this to simulate failures).
+    pub fn spawn_command(
+        mut cmd: Command,
+        stdin: bool,
+        capture_stdout: bool,
+    ) -> Result<(PgRestore, Option<ChildStdin>), DumpError> {
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let program = Path::new(&program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(program);
+        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(if capture_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let input = child.stdin.take();
+        let stderr = collect_stderr(&program, child.stderr.take().expect("stderr is piped"));
+        // Read stdout concurrently, so a long listing cannot block the child while it is fed.
+        let stdout = child.stdout.take().map(|mut out| {
+            tokio::spawn(async move {
+                let mut text = String::new();
+                out.read_to_string(&mut text).await?;
+                Ok(text)
+            })
+        });
+        Ok((
+            PgRestore {
+                program,
+                child,
+                stderr,
+                stdout,
+            },
+            input,
+        ))
+    }
+
+    /// The program's name, for messages.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// Stops it now (its input turned out to be bad); [`PgRestore::finish`] then reports the
+    /// kill as a failure.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// Waits for the exit status; only exit code 0 is success. Returns what it printed on
+    /// stdout (the listing of [`PgRestore::list`]; empty otherwise).
+    pub async fn finish(mut self) -> Result<String, DumpError> {
+        let status = self.child.wait().await.map_err(|source| DumpError::Wait {
+            program: self.program.clone(),
+            source,
+        })?;
+        let stderr_tail = self.stderr.await.unwrap_or_default();
+        let stdout = match self.stdout.take() {
+            Some(task) => task
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|source| DumpError::Wait {
+                    program: self.program.clone(),
+                    source,
+                })?,
+            None => String::new(),
+        };
+        if status.success() {
+            Ok(stdout)
+        } else {
+            Err(DumpError::Failed {
+                program: self.program,
+                status,
+                stderr_tail: stderr_tail.trim().to_owned(),
+            })
+        }
+    }
+}
+
+/// A libpq connection-string value, single-quoted with `\` and `'` escaped.
+fn conninfo_value(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        c
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_returned_after_its_input_closes() {
+        let (restore, stdin) =
+            PgRestore::spawn_command(sh("cat; echo; echo listed"), true, true).unwrap();
+        let mut stdin = stdin.unwrap();
+        stdin.write_all(b"TOC").await.unwrap();
+        drop(stdin);
+        assert_eq!(restore.finish().await.unwrap(), "TOC\nlisted\n");
+    }
+
+    #[tokio::test]
+    async fn a_nonzero_exit_fails_with_the_stderr_tail_even_after_reading_everything() {
+        let (restore, stdin) = PgRestore::spawn_command(
+            sh("cat >/dev/null; echo 'pg_restore: error: could not execute query' >&2; exit 1"),
+            true,
+            false,
+        )
+        .unwrap();
+        let mut stdin = stdin.unwrap();
+        stdin.write_all(b"archive").await.unwrap();
+        drop(stdin);
+        let err = restore.finish().await.unwrap_err();
+        assert!(matches!(err, DumpError::Failed { .. }));
+        assert!(err.to_string().contains("could not execute query"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_killed_restore_is_a_failure() {
+        let (mut restore, _stdin) =
+            PgRestore::spawn_command(sh("exec sleep 60"), true, false).unwrap();
+        restore.kill();
+        assert!(restore.finish().await.is_err());
+    }
+
+    #[test]
+    fn database_names_are_passed_as_quoted_connection_strings() {
+        assert_eq!(conninfo_value(r"a'b\c d=e"), r"'a\'b\\c d=e'");
+    }
+}
