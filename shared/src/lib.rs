@@ -2,8 +2,10 @@
 //!
 //! Every edge (the `pgkeep` command, the Lambda functions) is a thin shell over this crate:
 //! [`backends`] turns configuration into an object store, a catalog and a key provider;
-//! [`ops`] holds the operations; [`pipeline`] is the streaming data path; [`model`] the domain.
+//! [`ops`] holds the operations; [`pipeline`] is the streaming data path; [`model`] the domain;
+//! [`aws`] the AWS configuration shared by the S3, DynamoDB and KMS backends.
 
+pub mod aws;
 pub mod backends;
 pub mod catalog;
 pub mod keys;

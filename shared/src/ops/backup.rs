@@ -1,5 +1,11 @@
 //! Taking a backup: record it, stream pg_dump into the store, write the manifest, complete it.
 //!
+//! Only one dump of a database runs at a time: a backup first takes the database's lease in
+//! the catalog (holder: its backup id, lapsing after [`DEFAULT_LEASE_TTL`] so a crashed run
+//! cannot block forever). When another run holds it, the backup fails with
+//! [`Error::LeaseHeld`] naming that run and records nothing: it never started, and the
+//! running backup is the one that counts. The lease is given back at the end on every path.
+//!
 //! Order matters for crash safety: the record exists (`in_progress`) before any byte is
 //! written, the object is published only after pg_dump succeeded, the manifest follows the
 //! object, and only then does the record become `completed`. A failure at any step leaves no
@@ -15,8 +21,8 @@ use super::Error;
 use crate::backends::Services;
 use crate::keys::KeyContext;
 use crate::model::{
-    qualified_name, ArchiveInfo, BackupId, BackupKind, BackupRecord, BackupStatus, Compression,
-    EncryptionInfo, Manifest, TableEntry, MANIFEST_VERSION,
+    format_time, qualified_name, ArchiveInfo, BackupId, BackupKind, BackupRecord, BackupStatus,
+    Compression, EncryptionInfo, Lease, Manifest, TableEntry, MANIFEST_VERSION,
 };
 use crate::pipeline::crypt::{Header, HeaderFields, DEFAULT_CHUNK_SIZE, FORMAT_VERSION};
 use crate::pipeline::pg_dump::PgDump;
@@ -40,7 +46,14 @@ pub struct BackupRequest {
     pub chunk_size: u32,
     /// zstd worker threads.
     pub zstd_workers: u32,
+    /// How long the database's dump lease lasts if this run never gives it back (a crash);
+    /// longer than any backup takes.
+    pub lease_ttl: chrono::Duration,
 }
+
+/// Default lifetime of a dump lease: longer than a Lambda can run (15 minutes) and than
+/// typical CLI backups.
+pub const DEFAULT_LEASE_TTL: chrono::Duration = chrono::Duration::hours(1);
 
 impl BackupRequest {
     /// A request with the defaults: zstd, 1 MiB chunks, one zstd worker per spare core.
@@ -54,12 +67,14 @@ impl BackupRequest {
             pg_bin: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             zstd_workers: cores.clamp(1, 4),
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
 
 /// Takes one backup; on success returns the `completed` record, on failure stores a `failed`
-/// record with the reason and returns the error.
+/// record with the reason and returns the error. Fails with [`Error::LeaseHeld`], recording
+/// nothing, while another run is dumping the same database.
 pub async fn backup(
     services: &Services,
     request: &BackupRequest,
@@ -69,6 +84,39 @@ pub async fn backup(
         .id
         .clone()
         .unwrap_or_else(|| BackupId::generate(Utc::now()));
+    let database = request.target.database();
+    let now = Utc::now();
+    let lease = Lease {
+        database: database.to_owned(),
+        holder: id.to_string(),
+        expires_at: now + request.lease_ttl,
+    };
+    if let Some(held) = services.catalog.acquire_lease(&lease, now).await? {
+        tracing::warn!(database, holder = %held.holder, expires_at = %format_time(held.expires_at), "another backup of this database is running");
+        return Err(Error::LeaseHeld {
+            database: held.database,
+            holder: held.holder,
+            expires_at: held.expires_at,
+        });
+    }
+    let result = backup_leased(services, request, id.clone(), progress).await;
+    release_lease(services, database, &id).await;
+    result
+}
+
+/// Gives the dump lease back; a failure only delays the next run until the lease lapses.
+async fn release_lease(services: &Services, database: &str, id: &BackupId) {
+    if let Err(e) = services.catalog.release_lease(database, id.as_str()).await {
+        tracing::warn!(database, backup = %id, error = %e, "could not release the dump lease; it lapses on its own");
+    }
+}
+
+async fn backup_leased(
+    services: &Services,
+    request: &BackupRequest,
+    id: BackupId,
+    progress: Arc<Progress>,
+) -> Result<BackupRecord, Error> {
     let mut record = BackupRecord::start(
         id,
         request.target.database(),
@@ -109,9 +157,11 @@ pub async fn backup(
     }
 }
 
-/// Marks a backup that will never finish (interrupted, abandoned) as failed.
+/// Marks a backup that will never finish (interrupted, abandoned) as failed, and gives back
+/// its dump lease.
 pub async fn mark_failed(services: &Services, id: &BackupId, why: &str) -> Result<(), Error> {
     let mut record = services.catalog.get(id).await?;
+    release_lease(services, &record.database, id).await;
     if record.status != BackupStatus::InProgress {
         return Ok(());
     }
