@@ -155,3 +155,68 @@ pub async fn database_from_secret(
         &dbname,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{moto, unique};
+
+    async fn secret(config: &SdkConfig, json: &str) -> String {
+        let client = aws_sdk_secretsmanager::Client::new(config);
+        let out = client
+            .create_secret()
+            .name(unique("pgkeep/db"))
+            .secret_string(json)
+            .send()
+            .await
+            .unwrap();
+        out.arn().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_full_rds_secret_names_the_database() {
+        let Some(config) = moto().await else { return };
+        let arn = secret(
+            &config,
+            r#"{"engine":"postgres","username":"backup","password":"s3cr:t@/x","host":"db.internal","port":6543,"dbname":"shop"}"#,
+        )
+        .await;
+        let target = database_from_secret(&config, &arn, None).await.unwrap();
+        assert_eq!(target.redacted(), "postgresql://backup@db.internal:6543/shop");
+        assert!(target.has_password());
+    }
+
+    #[tokio::test]
+    async fn a_managed_master_secret_is_completed_by_the_url() {
+        let Some(config) = moto().await else { return };
+        // RDS-managed master user secrets hold only the credentials.
+        let arn = secret(&config, r#"{"username":"admin","password":"pw"}"#).await;
+        let base = PgTarget::parse("postgresql://ignored@db.example:5433/crm").unwrap();
+        let target = database_from_secret(&config, &arn, Some(&base))
+            .await
+            .unwrap();
+        assert_eq!(target.redacted(), "postgresql://admin@db.example:5433/crm");
+        let err = database_from_secret(&config, &arn, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names no host"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_secrets_are_explained_without_their_content() {
+        let Some(config) = moto().await else { return };
+        let arn = secret(&config, r#"{"user":"x","password":"hunter2"}"#).await;
+        let err = database_from_secret(&config, &arn, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("username"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = database_from_secret(&config, "pgkeep/no-such-secret", None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("check the ARN"), "{err}");
+    }
+}

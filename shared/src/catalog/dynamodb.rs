@@ -122,10 +122,12 @@ impl DynamoCatalog {
         want: Option<usize>,
         keep: impl Fn(&Item) -> bool,
     ) -> Result<Vec<Item>, CatalogError> {
-        let mut condition = format!("#h = :h");
+        let mut condition = String::from("#h = :h");
+        let mut names = HashMap::from([("#h".to_owned(), hash_attr.to_owned())]);
         let mut values = HashMap::from([(":h".to_owned(), s(hash))]);
         if let Some(before) = before {
             condition.push_str(" AND #id < :before");
+            names.insert("#id".into(), ID.into());
             values.insert(":before".into(), s(before.as_str()));
         }
         let mut out = Vec::new();
@@ -138,8 +140,7 @@ impl DynamoCatalog {
                 .table_name(&self.table)
                 .index_name(index)
                 .key_condition_expression(&condition)
-                .expression_attribute_names("#h", hash_attr)
-                .expression_attribute_names("#id", ID)
+                .set_expression_attribute_names(Some(names.clone()))
                 .set_expression_attribute_values(Some(values.clone()))
                 .scan_index_forward(false)
                 .set_limit(page_size)
@@ -580,4 +581,78 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), CatalogErr
         .await
         .map_err(|e| fail(describe(&e)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackupKind, Compression};
+    use crate::testing::{moto, unique};
+
+    async fn fresh(config: &crate::aws::SdkConfig) -> DynamoCatalog {
+        let client = Client::new(config);
+        let table = unique("pgkeep-catalog");
+        create_table(&client, &table).await.unwrap();
+        DynamoCatalog::new(client, &table)
+    }
+
+    #[tokio::test]
+    async fn dynamodb_catalog_meets_the_contract() {
+        let Some(config) = moto().await else { return };
+        let catalog = fresh(&config).await;
+        assert!(catalog.location().starts_with("dynamodb://pgkeep-catalog-"));
+        crate::catalog::contract::run(&catalog).await;
+    }
+
+    #[tokio::test]
+    async fn racing_writers_cannot_both_win() {
+        let Some(config) = moto().await else { return };
+        let catalog = fresh(&config).await;
+        let record = BackupRecord::start(
+            BackupId::generate(Utc::now()),
+            "shop",
+            BackupKind::Manual,
+            Compression::Zstd,
+        );
+        catalog.insert(&record).await.unwrap();
+        let mut completed = record.clone();
+        completed.status = BackupStatus::Completed;
+        let mut failed = record.clone();
+        failed.status = BackupStatus::Failed;
+        let (a, b) = tokio::join!(
+            catalog.update(&completed, BackupStatus::InProgress),
+            catalog.update(&failed, BackupStatus::InProgress)
+        );
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+        let stored = catalog.get(&record.id).await.unwrap().status;
+        assert_eq!(stored, if a.is_ok() { completed.status } else { failed.status });
+
+        let now = Utc::now();
+        let lease = |holder: &str| Lease {
+            database: "shop".into(),
+            holder: holder.into(),
+            expires_at: now + chrono::Duration::minutes(5),
+        };
+        let (lx, ly) = (lease("x"), lease("y"));
+        let (x, y) = tokio::join!(
+            catalog.acquire_lease(&lx, now),
+            catalog.acquire_lease(&ly, now)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(x.is_none() != y.is_none(), "{x:?} {y:?}");
+        let winner = if x.is_none() { "x" } else { "y" };
+        assert_eq!(x.or(y).unwrap().holder, winner);
+    }
+
+    #[tokio::test]
+    async fn a_missing_table_says_how_to_create_it() {
+        let Some(config) = moto().await else { return };
+        let catalog = DynamoCatalog::new(Client::new(&config), "pgkeep-no-such-table");
+        let err = catalog
+            .get(&BackupId::generate(Utc::now()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("docs/DYNAMODB.md"), "{err}");
+    }
 }

@@ -149,3 +149,87 @@ impl KeyProvider for KmsKeyProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BackupId;
+    use crate::testing::{moto, unique};
+
+    async fn provider(config: &crate::aws::SdkConfig) -> (KmsKeyProvider, String) {
+        let client = Client::new(config);
+        let key = client.create_key().send().await.unwrap();
+        let meta = key.key_metadata().unwrap();
+        let alias = format!("alias/{}", unique("pgkeep"));
+        client
+            .create_alias()
+            .alias_name(&alias)
+            .target_key_id(meta.key_id())
+            .send()
+            .await
+            .unwrap();
+        let arn = meta.arn().unwrap().to_owned();
+        (KmsKeyProvider::new(client, &alias), arn)
+    }
+
+    #[tokio::test]
+    async fn data_keys_round_trip_and_record_the_key_arn() {
+        let Some(config) = moto().await else { return };
+        let (kms, arn) = provider(&config).await;
+        let id = BackupId::generate(chrono::Utc::now());
+        let ctx = KeyContext {
+            backup_id: &id,
+            database: "shop",
+        };
+        let new = kms.generate(ctx).await.unwrap();
+        assert_eq!(new.key_id, arn, "backups name the key itself, not the alias");
+        let again = kms.generate(ctx).await.unwrap();
+        assert_ne!(*again.key, *new.key, "a fresh data key per backup");
+        let key = kms.unwrap(&new.key_id, &new.wrapped, ctx).await.unwrap();
+        assert_eq!(*key, *new.key);
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_key_is_bound_to_its_backup_and_database() {
+        let Some(config) = moto().await else { return };
+        let (kms, _) = provider(&config).await;
+        let id = BackupId::generate(chrono::Utc::now());
+        let other = BackupId::generate(chrono::Utc::now());
+        let new = kms
+            .generate(KeyContext {
+                backup_id: &id,
+                database: "shop",
+            })
+            .await
+            .unwrap();
+        for ctx in [
+            KeyContext {
+                backup_id: &other,
+                database: "shop",
+            },
+            KeyContext {
+                backup_id: &id,
+                database: "crm",
+            },
+        ] {
+            let err = kms.unwrap(&new.key_id, &new.wrapped, ctx).await.unwrap_err();
+            assert!(matches!(err, KeyError::UnwrapFailed { .. }), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_keys_and_missing_keys_are_named() {
+        let Some(config) = moto().await else { return };
+        let (kms, _) = provider(&config).await;
+        let id = BackupId::generate(chrono::Utc::now());
+        let ctx = KeyContext {
+            backup_id: &id,
+            database: "shop",
+        };
+        let err = kms.unwrap("file:0123456789abcdef", &[0; 60], ctx).await.unwrap_err();
+        assert!(matches!(err, KeyError::WrongKey { .. }), "{err}");
+        let missing = KmsKeyProvider::new(Client::new(&config), "alias/pgkeep-no-such-key");
+        let err = missing.generate(ctx).await.err().unwrap().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}
