@@ -84,11 +84,21 @@ struct Cli {
     aws_endpoint: Option<String>,
 
     /// S3 multipart part size in MiB (at least 5) [default: 16].
-    #[arg(long, env = "PGKEEP_S3_PART_SIZE_MIB", global = true, value_name = "MIB")]
+    #[arg(
+        long,
+        env = "PGKEEP_S3_PART_SIZE_MIB",
+        global = true,
+        value_name = "MIB"
+    )]
     s3_part_size_mib: Option<usize>,
 
     /// Encrypt S3 objects at rest with this KMS key (SSE-KMS), on top of pgkeep's own encryption.
-    #[arg(long, env = "PGKEEP_S3_SSE_KMS_KEY_ID", global = true, value_name = "KEY")]
+    #[arg(
+        long,
+        env = "PGKEEP_S3_SSE_KMS_KEY_ID",
+        global = true,
+        value_name = "KEY"
+    )]
     s3_sse_kms_key_id: Option<String>,
 
     /// Directory holding pg_dump/pg_restore [default: /usr/lib/postgresql/<server major>/bin, then PATH].
@@ -263,7 +273,9 @@ fn backend_config(cli: &Cli, matches: &ArgMatches) -> Result<BackendConfig, Fail
         .map_err(ops::Error::from)?;
     let key_file = |path: &str| match KeyUrl::parse(path).map_err(ops::Error::from)? {
         KeyUrl::File(p) => Ok(KeyUrl::File(p)),
-        KeyUrl::Kms(_) => Err(usage("--key-file takes a path; give a KMS key with --key kms://...")),
+        KeyUrl::Kms(_) => Err(usage(
+            "--key-file takes a path; give a KMS key with --key kms://...",
+        )),
     };
     // The command line beats the environment; two settings from the same place are ambiguous.
     let key = match (&cli.key, &cli.key_file) {

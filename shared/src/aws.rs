@@ -146,7 +146,9 @@ pub async fn database_from_secret(
         .ok_or_else(|| {
             fail("the secret names no database; add `dbname` to it or give PGKEEP_DATABASE_URL (without a password)".into())
         })?;
-    let port = port.or_else(|| base.and_then(PgTarget::port)).unwrap_or(5432);
+    let port = port
+        .or_else(|| base.and_then(PgTarget::port))
+        .unwrap_or(5432);
     Ok(PgTarget::from_parts(
         &host,
         port,
@@ -182,7 +184,10 @@ mod tests {
         )
         .await;
         let target = database_from_secret(&config, &arn, None).await.unwrap();
-        assert_eq!(target.redacted(), "postgresql://backup@db.internal:6543/shop");
+        assert_eq!(
+            target.redacted(),
+            "postgresql://backup@db.internal:6543/shop"
+        );
         assert!(target.has_password());
     }
 

@@ -298,8 +298,9 @@ impl BackendConfig {
     /// `PGKEEP_KEY_FILE`), `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_PART_SIZE_MIB`,
     /// `PGKEEP_S3_SSE_KMS_KEY_ID`. There are no defaults: a missing repository or key fails.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let repo = env("PGKEEP_REPO")
-            .ok_or_else(|| ConfigError::Missing("PGKEEP_REPO is not set (e.g. s3://bucket/prefix)".into()))?;
+        let repo = env("PGKEEP_REPO").ok_or_else(|| {
+            ConfigError::Missing("PGKEEP_REPO is not set (e.g. s3://bucket/prefix)".into())
+        })?;
         let key = match (env("PGKEEP_KEY"), env("PGKEEP_KEY_FILE")) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Unsafe(
@@ -391,7 +392,9 @@ impl BackendConfig {
         let catalog_url = self.catalog_url()?;
         let needs_aws = || {
             aws.ok_or_else(|| {
-                ConfigError::Missing("an AWS backend was chosen but no AWS configuration was loaded".into())
+                ConfigError::Missing(
+                    "an AWS backend was chosen but no AWS configuration was loaded".into(),
+                )
             })
         };
         let store: Arc<dyn ObjectStore> = match &self.repo {
@@ -535,7 +538,13 @@ mod tests {
                 prefix: String::new()
             }
         );
-        for bad in ["s3://", "s3://B/x", "s3://b/x", "s3://bucket/../x", "s3://bucket/a//b"] {
+        for bad in [
+            "s3://",
+            "s3://B/x",
+            "s3://b/x",
+            "s3://bucket/../x",
+            "s3://bucket/a//b",
+        ] {
             assert!(
                 matches!(RepoUrl::parse(bad), Err(ConfigError::BadUrl { .. })),
                 "{bad} accepted"

@@ -144,7 +144,9 @@ pub(crate) mod contract {
 
     /// Deterministic bytes that do not repeat at part or chunk boundaries.
     pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
                 x ^= x << 13;
@@ -205,14 +207,23 @@ pub(crate) mod contract {
         write_uneven(&mut up, &data).await;
         up.commit().await.unwrap();
         let back = read_all(store, "db/2026/12/big.pgkeep").await;
-        assert!(back == data, "large object differs ({} vs {} bytes)", back.len(), data.len());
+        assert!(
+            back == data,
+            "large object differs ({} vs {} bytes)",
+            back.len(),
+            data.len()
+        );
 
         // Listing: key order, sizes, prefixes.
         let listed = store.list("db/").await.unwrap();
         let keys: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["db/2026/11/a.pgkeep", "db/2026/11/empty.pgkeep", "db/2026/12/big.pgkeep"]
+            [
+                "db/2026/11/a.pgkeep",
+                "db/2026/11/empty.pgkeep",
+                "db/2026/12/big.pgkeep"
+            ]
         );
         assert_eq!(listed[2].size, big as u64);
         assert_eq!(store.list("db/2026/12/").await.unwrap().len(), 1);

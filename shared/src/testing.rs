@@ -84,7 +84,9 @@ impl ObjectStore for FaultyStore {
         prefix: &str,
         older_than: chrono::DateTime<chrono::Utc>,
     ) -> Result<usize, StoreError> {
-        self.inner.abort_incomplete_uploads(prefix, older_than).await
+        self.inner
+            .abort_incomplete_uploads(prefix, older_than)
+            .await
     }
 }
 

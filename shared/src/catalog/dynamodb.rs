@@ -161,7 +161,8 @@ impl DynamoCatalog {
     }
 
     fn record_from(&self, item: &Item) -> Result<BackupRecord, CatalogError> {
-        let json = text(item, "record").ok_or_else(|| self.corrupt("record", "no record attribute"))?;
+        let json =
+            text(item, "record").ok_or_else(|| self.corrupt("record", "no record attribute"))?;
         serde_json::from_str(json).map_err(|e| self.corrupt("record", e))
     }
 
@@ -492,9 +493,14 @@ impl Catalog for DynamoCatalog {
                 .await?
             }
             None => {
-                self.query_newest(BY_TIME, ITEM_TYPE, "audit".into(), None, Some(limit), |_| {
-                    true
-                })
+                self.query_newest(
+                    BY_TIME,
+                    ITEM_TYPE,
+                    "audit".into(),
+                    None,
+                    Some(limit),
+                    |_| true,
+                )
                 .await?
             }
         };
@@ -625,7 +631,14 @@ mod tests {
         );
         assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
         let stored = catalog.get(&record.id).await.unwrap().status;
-        assert_eq!(stored, if a.is_ok() { completed.status } else { failed.status });
+        assert_eq!(
+            stored,
+            if a.is_ok() {
+                completed.status
+            } else {
+                failed.status
+            }
+        );
 
         let now = Utc::now();
         let lease = |holder: &str| Lease {

@@ -182,7 +182,10 @@ mod tests {
             database: "shop",
         };
         let new = kms.generate(ctx).await.unwrap();
-        assert_eq!(new.key_id, arn, "backups name the key itself, not the alias");
+        assert_eq!(
+            new.key_id, arn,
+            "backups name the key itself, not the alias"
+        );
         let again = kms.generate(ctx).await.unwrap();
         assert_ne!(*again.key, *new.key, "a fresh data key per backup");
         let key = kms.unwrap(&new.key_id, &new.wrapped, ctx).await.unwrap();
@@ -212,7 +215,10 @@ mod tests {
                 database: "crm",
             },
         ] {
-            let err = kms.unwrap(&new.key_id, &new.wrapped, ctx).await.unwrap_err();
+            let err = kms
+                .unwrap(&new.key_id, &new.wrapped, ctx)
+                .await
+                .unwrap_err();
             assert!(matches!(err, KeyError::UnwrapFailed { .. }), "{err}");
         }
     }
@@ -226,7 +232,10 @@ mod tests {
             backup_id: &id,
             database: "shop",
         };
-        let err = kms.unwrap("file:0123456789abcdef", &[0; 60], ctx).await.unwrap_err();
+        let err = kms
+            .unwrap("file:0123456789abcdef", &[0; 60], ctx)
+            .await
+            .unwrap_err();
         assert!(matches!(err, KeyError::WrongKey { .. }), "{err}");
         let missing = KmsKeyProvider::new(Client::new(&config), "alias/pgkeep-no-such-key");
         let err = missing.generate(ctx).await.err().unwrap().to_string();

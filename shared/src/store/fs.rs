@@ -349,7 +349,9 @@ mod tests {
         let (_dir, store) = store();
         crate::store::contract::run(&store, 3 << 20).await;
         // Nothing hidden stays behind either (temporary files of aborted uploads).
-        assert!(files_under(store.root()).iter().all(|f| !f.contains(".tmp-")));
+        assert!(files_under(store.root())
+            .iter()
+            .all(|f| !f.contains(".tmp-")));
     }
 
     #[tokio::test]

@@ -151,7 +151,14 @@ impl S3Store {
                 .set_upload_id_marker(upload_marker.take())
                 .send()
                 .await
-                .map_err(|e| inner.sdk_error("list multipart uploads under", prefix, "s3:ListBucketMultipartUploads", &e))?;
+                .map_err(|e| {
+                    inner.sdk_error(
+                        "list multipart uploads under",
+                        prefix,
+                        "s3:ListBucketMultipartUploads",
+                        &e,
+                    )
+                })?;
             for upload in page.uploads() {
                 let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
                     continue;
@@ -547,13 +554,15 @@ impl S3Upload {
 
     async fn wait_for_task(&mut self) -> Result<(), Failure> {
         let Some(task) = self.task.take() else {
-            return Err(Failure::Clean(self.ctx.store.io_error(
-                "upload",
-                &self.ctx.key,
-                self.failed
-                    .clone()
-                    .unwrap_or_else(|| "the upload was already finished".into()),
-            )));
+            return Err(Failure::Clean(
+                self.ctx.store.io_error(
+                    "upload",
+                    &self.ctx.key,
+                    self.failed
+                        .clone()
+                        .unwrap_or_else(|| "the upload was already finished".into()),
+                ),
+            ));
         };
         match task.await {
             Ok(result) => result,
@@ -633,7 +642,10 @@ impl ObjectUpload for S3Upload {
             if let Err(e) = self.shutdown().await {
                 // The task has already aborted the upload, or will on the dropped channels.
                 let _ = self.wait_for_task().await;
-                return Err(self.ctx.store.io_error("upload", &self.ctx.key, e.to_string()));
+                return Err(self
+                    .ctx
+                    .store
+                    .io_error("upload", &self.ctx.key, e.to_string()));
             }
         }
         if let Some(commit) = self.commit.take() {
@@ -926,7 +938,11 @@ fn is_transient<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) ->
 
 /// Stops part uploads, aborts the multipart upload (if one was started) and says whether
 /// anything was left behind. `error` is why (or `None` when simply aborted).
-async fn cleanup(ctx: &UploadCtx, multipart: Option<Multipart>, error: Option<StoreError>) -> Failure {
+async fn cleanup(
+    ctx: &UploadCtx,
+    multipart: Option<Multipart>,
+    error: Option<StoreError>,
+) -> Failure {
     let error = error.unwrap_or_else(|| {
         ctx.store
             .io_error("upload", &ctx.key, "the upload was aborted".into())
@@ -942,7 +958,10 @@ async fn cleanup(ctx: &UploadCtx, multipart: Option<Multipart>, error: Option<St
             Failure::Dirty(ctx.store.io_error(
                 "upload",
                 &ctx.key,
-                format!("{error}; and aborting multipart upload {} failed: {abort}", m.upload_id),
+                format!(
+                    "{error}; and aborting multipart upload {} failed: {abort}",
+                    m.upload_id
+                ),
             ))
         }
     }
@@ -1061,7 +1080,9 @@ mod tests {
             None => up.shutdown().await.unwrap_err(),
         };
         assert!(
-            error.to_string().contains("part 2 failed after 4 attempt(s)"),
+            error
+                .to_string()
+                .contains("part 2 failed after 4 attempt(s)"),
             "{error}"
         );
         assert!(written < data.len() || written == data.len());
@@ -1128,7 +1149,10 @@ mod tests {
         // shown here; the age filter is a plain comparison.)
         let store: &dyn ObjectStore = &store;
         let soon = Utc::now() + chrono::Duration::minutes(1);
-        assert_eq!(store.abort_incomplete_uploads("db/", soon).await.unwrap(), 1);
+        assert_eq!(
+            store.abort_incomplete_uploads("db/", soon).await.unwrap(),
+            1
+        );
         assert_eq!(open_uploads(&client, &bucket).await, ["elsewhere/x"]);
     }
 
