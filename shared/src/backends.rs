@@ -287,17 +287,18 @@ pub enum KeyUse {
     None,
 }
 
-/// Reads an environment variable, treating empty as unset.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 impl BackendConfig {
     /// The configuration from the environment, for the Lambda functions (the CLI reads the
     /// same variables through its flags): `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY` (or
     /// `PGKEEP_KEY_FILE`), `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_PART_SIZE_MIB`,
     /// `PGKEEP_S3_SSE_KMS_KEY_ID`. There are no defaults: a missing repository or key fails.
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`BackendConfig::from_env`] over any source of variables (empty values count as unset).
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = |name: &str| lookup(name).filter(|v| !v.is_empty());
         let repo = env("PGKEEP_REPO").ok_or_else(|| {
             ConfigError::Missing("PGKEEP_REPO is not set (e.g. s3://bucket/prefix)".into())
         })?;
@@ -594,6 +595,64 @@ mod tests {
             AwsSettings::new(None, Some(5), None).unwrap().s3.part_size,
             5 << 20
         );
+    }
+
+    #[test]
+    fn lambda_settings_come_from_the_environment() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let config = BackendConfig::from_vars(vars(&[
+            ("PGKEEP_REPO", "s3://bucket/pgkeep"),
+            ("PGKEEP_CATALOG", "dynamodb://pgkeep"),
+            ("PGKEEP_KEY", "kms://alias/pgkeep"),
+            ("PGKEEP_KEY_FILE", ""),
+            ("PGKEEP_AWS_ENDPOINT", "http://127.0.0.1:5000"),
+            ("PGKEEP_S3_PART_SIZE_MIB", "8"),
+            ("PGKEEP_S3_SSE_KMS_KEY_ID", "alias/s3"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.catalog_url().unwrap(),
+            CatalogUrl::DynamoDb("pgkeep".into())
+        );
+        assert_eq!(config.key, KeyUrl::Kms("alias/pgkeep".into()));
+        assert_eq!(
+            config.aws.endpoint.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(config.aws.s3.part_size, 8 << 20);
+        assert_eq!(config.aws.s3.sse_kms_key_id.as_deref(), Some("alias/s3"));
+
+        let file = BackendConfig::from_vars(vars(&[
+            ("PGKEEP_REPO", "/var/b"),
+            ("PGKEEP_KEY_FILE", "/etc/k"),
+        ]))
+        .unwrap();
+        assert_eq!(file.key, KeyUrl::File("/etc/k".into()));
+        assert!(!file.uses_aws());
+
+        for bad in [
+            &[("PGKEEP_KEY", "kms://k")][..],
+            &[("PGKEEP_REPO", "s3://bucket/p")][..],
+            &[
+                ("PGKEEP_REPO", "s3://bucket/p"),
+                ("PGKEEP_KEY", "kms://k"),
+                ("PGKEEP_KEY_FILE", "/k"),
+            ][..],
+            &[
+                ("PGKEEP_REPO", "s3://bucket/p"),
+                ("PGKEEP_KEY", "kms://k"),
+                ("PGKEEP_S3_PART_SIZE_MIB", "lots"),
+            ][..],
+        ] {
+            assert!(BackendConfig::from_vars(vars(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]
