@@ -115,7 +115,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Back up the database named by --database-url.
+    /// Back up the database named by --database-url or --database-secret-arn.
     Backup {
         /// Compression inside the encryption.
         #[arg(long, default_value = "zstd", value_parser = parse_compression)]

@@ -151,6 +151,22 @@ impl Moto {
         }
     }
 
+    /// A Secrets Manager secret holding `json`; returns its ARN.
+    pub fn secret(&self, json: &str) -> String {
+        self.runtime.block_on(async {
+            aws_sdk_secretsmanager::Client::new(&self.config)
+                .create_secret()
+                .name(unique("pgkeep/db"))
+                .secret_string(json)
+                .send()
+                .await
+                .expect("create secret")
+                .arn()
+                .expect("secret arn")
+                .to_owned()
+        })
+    }
+
     /// Keys of the multipart uploads open in the bucket.
     pub fn open_uploads(&self) -> Vec<String> {
         self.runtime.block_on(async {

@@ -288,3 +288,46 @@ fn a_kms_wrapped_key_moved_to_another_backup_does_not_decrypt() {
     pgkeep.run_ok(&["cat", id_b, "-o", scratch]);
     pgkeep.run_ok(&["cat", a["id"].as_str().unwrap(), "-o", scratch]);
 }
+
+#[test]
+fn the_cli_takes_database_credentials_from_a_secret() {
+    let Some(moto) = Moto::start() else { return };
+    let cluster = PgCluster::start().unwrap();
+    let db = unique_name("secret");
+    cluster.create_database(&db).unwrap();
+    cluster
+        .psql(
+            &db,
+            "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 42) g;",
+        )
+        .unwrap();
+    let secret = serde_json::json!({
+        "engine": "postgres",
+        "username": cluster.user(),
+        "password": cluster.password(),
+        "host": cluster.host(),
+        "port": cluster.port(),
+        "dbname": db,
+    });
+    let arn = moto.secret(&secret.to_string());
+    // Local repository and key, credentials from Secrets Manager, no database URL at all.
+    let pgkeep = Pgkeep::new()
+        .env("PGKEEP_DATABASE_SECRET_ARN", &arn)
+        .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint);
+    let (out, record) = pgkeep.backup(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(record["database"], db.as_str());
+    assert_eq!(record["row_counts"]["public.t"], 42);
+    assert!(!stderr(&out).contains(cluster.password()));
+
+    let missing = Pgkeep::new()
+        .env("PGKEEP_DATABASE_SECRET_ARN", "pgkeep/no-such-secret")
+        .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint);
+    let out = missing.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pgkeep/no-such-secret"),
+        "{}",
+        stderr(&out)
+    );
+}
