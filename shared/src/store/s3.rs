@@ -469,8 +469,10 @@ struct S3Upload {
     parts_sent: u32,
     /// `None` once the stream was finished (or the upload failed).
     sender: Option<PollSender<Message>>,
-    /// Says when every part is stored; `None` once it did.
+    /// Says when every part is stored; `None` once it answered.
     flushed: Option<oneshot::Receiver<()>>,
+    /// Every part is stored (shutdown succeeded).
+    flushed_ok: bool,
     /// Dropping it without sending tells the task to abort.
     commit: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), Failure>>>,
@@ -496,6 +498,7 @@ impl S3Upload {
             parts_sent: 0,
             sender: Some(PollSender::new(tx)),
             flushed: Some(flushed_rx),
+            flushed_ok: false,
             commit: Some(commit_tx),
             task: Some(task),
             failed: None,
@@ -618,27 +621,30 @@ impl AsyncWrite for S3Upload {
         if let Some(e) = this.failed_error() {
             return Poll::Ready(Err(e));
         }
+        if this.flushed_ok {
+            return Poll::Ready(Ok(()));
+        }
         if this.sender.is_some() {
             ready!(this.poll_send(cx, |this| Message::Finish(this.buffer.split().freeze())))?;
             this.sender = None;
         }
-        let Some(flushed) = this.flushed.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        match ready!(Pin::new(flushed).poll(cx)) {
-            Ok(()) => {
-                this.flushed = None;
-                Poll::Ready(Ok(()))
+        if let Some(flushed) = this.flushed.as_mut() {
+            let answer = ready!(Pin::new(flushed).poll(cx));
+            this.flushed = None;
+            if answer.is_ok() {
+                this.flushed_ok = true;
+                return Poll::Ready(Ok(()));
             }
-            Err(_) => this.poll_task_failure(cx).map(Err),
         }
+        // The task ended without storing every part: it failed.
+        this.poll_task_failure(cx).map(Err)
     }
 }
 
 #[async_trait]
 impl ObjectUpload for S3Upload {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        if self.flushed.is_some() {
+        if !self.flushed_ok {
             if let Err(e) = self.shutdown().await {
                 // The task has already aborted the upload, or will on the dropped channels.
                 let _ = self.wait_for_task().await;
