@@ -204,7 +204,15 @@ fn of_two_concurrent_dumps_one_runs_and_the_other_names_the_lease_holder() {
     let (_, loser) = first_to_exit(&mut children);
     assert_eq!(loser.status.code(), Some(8), "{}", stderr(&loser));
     let message = stderr(&loser);
-    let running = pgkeep.list();
+    // The winner records its run right after taking the lease; wait for that record.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let listed = pgkeep.list();
+        if !listed.is_empty() || Instant::now() > deadline {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         running.len(),
         1,
