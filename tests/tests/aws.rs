@@ -148,14 +148,13 @@ fn a_part_failing_mid_upload_leaves_no_upload_open_and_a_failed_record() {
     assert_eq!(held, None);
 }
 
-/// Waits until one of `children` exits and returns its index and output.
-fn first_to_exit(children: &mut Vec<Child>) -> (usize, Output) {
+/// Waits until one of `children` exits, removes it and returns its output.
+fn first_to_exit(children: &mut Vec<Child>) -> Output {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         for i in 0..children.len() {
             if children[i].try_wait().unwrap().is_some() {
-                let child = children.remove(i);
-                return (i, child.wait_with_output().unwrap());
+                return children.remove(i).wait_with_output().unwrap();
             }
         }
         assert!(Instant::now() < deadline, "neither backup finished");
@@ -201,7 +200,7 @@ fn of_two_concurrent_dumps_one_runs_and_the_other_names_the_lease_holder() {
             .unwrap()
     };
     let mut children = vec![spawn(), spawn()];
-    let (_, loser) = first_to_exit(&mut children);
+    let loser = first_to_exit(&mut children);
     assert_eq!(loser.status.code(), Some(8), "{}", stderr(&loser));
     let message = stderr(&loser);
     // The winner records its run right after taking the lease; wait for that record.
