@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use pgkeep::backends::{BackendConfig, CatalogUrl, KeyUrl, KeyUse, RepoUrl, Services};
+use pgkeep::backends::{
+    database_target, AwsSettings, BackendConfig, CatalogUrl, KeyUrl, KeyUse, RepoUrl, Services,
+};
 use pgkeep::catalog::{CatalogError, ListQuery};
 use pgkeep::model::{BackupId, BackupKind, BackupStatus, Compression};
 use pgkeep::ops::backup::BackupRequest;
@@ -49,13 +51,18 @@ const EXIT_UNHEALTHY: u8 = 11;
         130 interrupted."
 )]
 struct Cli {
-    /// Backup repository: a directory or file:///path.
+    /// Backup repository: a directory, file:///path, or s3://bucket/prefix.
     #[arg(long, env = "PGKEEP_REPO", global = true, value_name = "URL")]
     repo: Option<String>,
 
-    /// Catalog of backup records: sqlite:///path [default: catalog.sqlite3 inside the repository].
+    /// Catalog of backup records: sqlite:///path [default: catalog.sqlite3 inside a file
+    /// repository] or dynamodb://table (required with an s3:// repository).
     #[arg(long, env = "PGKEEP_CATALOG", global = true, value_name = "URL")]
     catalog: Option<String>,
+
+    /// Master key: file:///path (as --key-file) or kms://KEY (a KMS key ARN, key id or alias/NAME).
+    #[arg(long, env = "PGKEEP_KEY", global = true, value_name = "URL")]
+    key: Option<String>,
 
     /// Master key file (32 random bytes, mode 0600, created by the first backup); keep it outside
     /// the repository and back it up separately.
@@ -73,6 +80,38 @@ struct Cli {
         hide_env_values = true
     )]
     database_url: Option<String>,
+
+    /// Take the database's credentials from this Secrets Manager secret (RDS JSON: username,
+    /// password, host, port, dbname); --database-url supplies what the secret lacks.
+    #[arg(
+        long,
+        env = "PGKEEP_DATABASE_SECRET_ARN",
+        global = true,
+        value_name = "ARN"
+    )]
+    database_secret_arn: Option<String>,
+
+    /// Send every AWS call to this endpoint (a local emulator such as moto).
+    #[arg(long, env = "PGKEEP_AWS_ENDPOINT", global = true, value_name = "URL")]
+    aws_endpoint: Option<String>,
+
+    /// S3 multipart part size in MiB (at least 5) [default: 16].
+    #[arg(
+        long,
+        env = "PGKEEP_S3_PART_SIZE_MIB",
+        global = true,
+        value_name = "MIB"
+    )]
+    s3_part_size_mib: Option<usize>,
+
+    /// Encrypt S3 objects at rest with this KMS key (SSE-KMS), on top of pgkeep's own encryption.
+    #[arg(
+        long,
+        env = "PGKEEP_S3_SSE_KMS_KEY_ID",
+        global = true,
+        value_name = "KEY"
+    )]
+    s3_sse_kms_key_id: Option<String>,
 
     /// Directory holding pg_dump/pg_restore [default: /usr/lib/postgresql/<server major>/bin, then PATH].
     #[arg(long, env = "PGKEEP_PG_BIN", global = true, value_name = "DIR")]
@@ -94,7 +133,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Back up the database named by --database-url.
+    /// Back up the database named by --database-url or --database-secret-arn.
     Backup {
         /// Compression inside the encryption.
         #[arg(long, default_value = "zstd", value_parser = parse_compression)]
@@ -105,6 +144,10 @@ enum Command {
         /// Print the final record as JSON on stdout (also when the backup fails).
         #[arg(long)]
         json: bool,
+        /// Minutes after which this run's lock on the database lapses if it crashes (another
+        /// backup of the database is refused meanwhile); longer than the backup takes.
+        #[arg(long, default_value_t = 60, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..))]
+        lease_minutes: u32,
     },
     /// List backups, newest first.
     List {
@@ -342,7 +385,11 @@ fn home_dir(var: &str, fallback: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn backend_config(cli: &Cli) -> Result<BackendConfig, Failure> {
+fn from_command_line(matches: &ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+fn backend_config(cli: &Cli, matches: &ArgMatches) -> Result<BackendConfig, Failure> {
     let repo = match &cli.repo {
         Some(url) => RepoUrl::parse(url).map_err(ops::Error::from)?,
         None => RepoUrl::File(home_dir("XDG_DATA_HOME", ".local/share").join("pgkeep/repo")),
@@ -353,17 +400,67 @@ fn backend_config(cli: &Cli) -> Result<BackendConfig, Failure> {
         .map(CatalogUrl::parse)
         .transpose()
         .map_err(ops::Error::from)?;
-    let key = match &cli.key_file {
-        Some(url) => KeyUrl::parse(url).map_err(ops::Error::from)?,
-        None => KeyUrl::File(home_dir("XDG_CONFIG_HOME", ".config").join("pgkeep/pgkeep.key")),
+    let key_file = |path: &str| match KeyUrl::parse(path).map_err(ops::Error::from)? {
+        KeyUrl::File(p) => Ok(KeyUrl::File(p)),
+        KeyUrl::Kms(_) => Err(usage(
+            "--key-file takes a path; give a KMS key with --key kms://...",
+        )),
     };
-    Ok(BackendConfig { repo, catalog, key })
+    // The command line beats the environment; two settings from the same place are ambiguous.
+    let key = match (&cli.key, &cli.key_file) {
+        (Some(url), Some(path)) => {
+            match (from_command_line(matches, "key"), from_command_line(matches, "key_file")) {
+                (true, false) => KeyUrl::parse(url).map_err(ops::Error::from)?,
+                (false, true) => key_file(path)?,
+                _ => {
+                    return Err(usage(
+                        "both a key (--key, PGKEEP_KEY) and a key file (--key-file, PGKEEP_KEY_FILE) are set; give one",
+                    ))
+                }
+            }
+        }
+        (Some(url), None) => KeyUrl::parse(url).map_err(ops::Error::from)?,
+        (None, Some(path)) => key_file(path)?,
+        (None, None) => {
+            KeyUrl::File(home_dir("XDG_CONFIG_HOME", ".config").join("pgkeep/pgkeep.key"))
+        }
+    };
+    let aws = AwsSettings::new(
+        cli.aws_endpoint.clone(),
+        cli.s3_part_size_mib,
+        cli.s3_sse_kms_key_id.clone(),
+    )
+    .map_err(ops::Error::from)?;
+    Ok(BackendConfig {
+        repo,
+        catalog,
+        key,
+        aws,
+    })
 }
 
-fn open(cli: &Cli, key_use: KeyUse) -> Result<Services, Failure> {
-    Ok(backend_config(cli)?
-        .open(key_use)
-        .map_err(ops::Error::from)?)
+/// Builds the backends; also returns the AWS configuration when a backend (or `need_aws`)
+/// wants one, loaded once.
+async fn open_aws(
+    cli: &Cli,
+    matches: &ArgMatches,
+    key_use: KeyUse,
+    need_aws: bool,
+) -> Result<(Services, Option<pgkeep::aws::SdkConfig>), Failure> {
+    let config = backend_config(cli, matches)?;
+    let aws = if config.uses_aws() || need_aws {
+        Some(config.load_aws().await.map_err(ops::Error::from)?)
+    } else {
+        None
+    };
+    let services = config
+        .open_with(key_use, aws.as_ref())
+        .map_err(ops::Error::from)?;
+    Ok((services, aws))
+}
+
+async fn open(cli: &Cli, matches: &ArgMatches, key_use: KeyUse) -> Result<Services, Failure> {
+    Ok(open_aws(cli, matches, key_use, false).await?.0)
 }
 
 fn parse_id(id: &str) -> Result<BackupId, Failure> {
@@ -377,18 +474,32 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             compression,
             kind,
             json,
+            lease_minutes,
         } => {
-            let url = cli.database_url.as_deref().ok_or_else(|| {
-                usage("no database to back up: set PGKEEP_DATABASE_URL or pass --database-url")
-            })?;
-            let target = PgTarget::parse(url).map_err(ops::Error::from)?;
-            if target.has_password()
-                && matches.value_source("database_url") == Some(ValueSource::CommandLine)
-            {
-                tracing::warn!("the database password is on the command line, where other users can see it; use PGKEEP_DATABASE_URL or ~/.pgpass");
+            let secret = cli.database_secret_arn.as_deref();
+            if cli.database_url.is_none() && secret.is_none() {
+                return Err(usage(
+                    "no database to back up: set PGKEEP_DATABASE_URL (or --database-url) or PGKEEP_DATABASE_SECRET_ARN",
+                ));
             }
-            let services = open(&cli, KeyUse::Write)?;
-            backup(&services, &cli, target, *compression, *kind, *json).await
+            if let Some(url) = cli.database_url.as_deref() {
+                // Refuse a malformed URL before touching any backend.
+                let target = PgTarget::parse(url).map_err(ops::Error::from)?;
+                if target.has_password() && from_command_line(matches, "database_url") {
+                    tracing::warn!("the database password is on the command line, where other users can see it; use PGKEEP_DATABASE_URL or ~/.pgpass");
+                }
+            }
+            let (services, aws) = open_aws(&cli, matches, KeyUse::Write, secret.is_some()).await?;
+            let target = database_target(cli.database_url.as_deref(), secret, aws.as_ref())
+                .await
+                .map_err(ops::Error::from)?;
+            let options = BackupOptions {
+                compression: *compression,
+                kind: *kind,
+                json: *json,
+                lease_ttl: chrono::Duration::minutes(i64::from(*lease_minutes)),
+            };
+            backup(&services, &cli, target, options).await
         }
         Command::List {
             database,
@@ -396,7 +507,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             limit,
             json,
         } => {
-            let services = open(&cli, KeyUse::None)?;
+            let services = open(&cli, matches, KeyUse::None).await?;
             let query = ListQuery {
                 database: database.clone(),
                 status: *status,
@@ -416,7 +527,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
         }
         Command::Show { id, json } => {
             let id = parse_id(id)?;
-            let services = open(&cli, KeyUse::None)?;
+            let services = open(&cli, matches, KeyUse::None).await?;
             let record = services.catalog.get(&id).await.map_err(ops::Error::from)?;
             if *json {
                 output::print_json(&record);
@@ -426,7 +537,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Status { max_age, json, now } => {
-            let services = open(&cli, KeyUse::None)?;
+            let services = open(&cli, matches, KeyUse::None).await?;
             let policy = HealthPolicy { max_age: *max_age };
             let now = now.unwrap_or_else(Utc::now);
             let health = ops::health::health(&services, now, &policy).await?;
@@ -469,7 +580,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                 ..RetentionPolicy::default()
             };
             policy.validate().map_err(ops::Error::from)?;
-            let services = open(&cli, KeyUse::None)?;
+            let services = open(&cli, matches, KeyUse::None).await?;
             let request = PruneRequest {
                 policy,
                 database: database.clone(),
@@ -485,7 +596,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                     "refusing to write a binary archive to a terminal: pipe it (pgkeep cat ID | pg_restore ...) or use -o FILE",
                 ));
             }
-            let services = open(&cli, KeyUse::Read)?;
+            let services = open(&cli, matches, KeyUse::Read).await?;
             cat(&services, &id, output.as_deref()).await
         }
         Command::Verify {
@@ -509,7 +620,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             if scratch.has_password() && from_command_line {
                 tracing::warn!("the scratch server's password is on the command line, where other users can see it; use PGKEEP_SCRATCH_URL or ~/.pgpass");
             }
-            let services = open(&cli, KeyUse::Read)?;
+            let services = open(&cli, matches, KeyUse::Read).await?;
             let mut request = VerifyRequest::new(scratch, id);
             request.pg_bin = cli.pg_bin.clone();
             request.actor = actor_name(actor.as_deref());
@@ -543,7 +654,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             } else {
                 KeyUse::Read
             };
-            let services = open(&cli, key_use)?;
+            let services = open(&cli, matches, key_use).await?;
             let mut request = RestoreRequest::new(id, server, target_db.clone());
             request.overwrite = *overwrite;
             request.confirm = confirm.clone();
@@ -663,17 +774,30 @@ async fn restore(services: &Services, request: &RestoreRequest, json: bool) -> R
     }
 }
 
+/// How `pgkeep backup` was asked to run.
+struct BackupOptions {
+    compression: Compression,
+    kind: BackupKind,
+    json: bool,
+    lease_ttl: chrono::Duration,
+}
+
 async fn backup(
     services: &Services,
     cli: &Cli,
     target: PgTarget,
-    compression: Compression,
-    kind: BackupKind,
-    json: bool,
+    options: BackupOptions,
 ) -> Result<u8, Failure> {
+    let BackupOptions {
+        compression,
+        kind,
+        json,
+        lease_ttl,
+    } = options;
     let id = BackupId::generate(chrono::Utc::now());
     let mut request = BackupRequest::new(target, kind);
     request.compression = compression;
+    request.lease_ttl = lease_ttl;
     request.id = Some(id.clone());
     request.pg_bin = cli.pg_bin.clone();
     request.abandon_after = cli.abandon_after;

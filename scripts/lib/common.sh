@@ -16,6 +16,11 @@
 #   pgc PROGRAM ARGS... run a PostgreSQL client (psql, createdb, pg_restore, pgbench...) against
 #                       the cluster, password via the environment only
 #   pg_table_counts DB  "schema.table<TAB>exact row count" for every ordinary table, sorted
+#   moto_start VENV     install moto (pinned, into the virtualenv VENV, never the global
+#                       Python) when missing, start its server on 127.0.0.1 at a free port and
+#                       wait until it answers; exports PGKEEP_TEST_AWS_ENDPOINT and dummy AWS
+#                       credentials and region for the tests
+#   moto_stop           stop the server moto_start started (safe to call when none runs)
 
 PG_SUPERUSER=pgkeep_admin
 
@@ -247,4 +252,60 @@ WHERE c.relkind = 'r'
   AND n.nspname NOT LIKE 'pg\_toast%'
   AND n.nspname NOT LIKE 'pg\_temp\_%';
 EOF
+}
+
+# The AWS emulator the tests use; bump deliberately (its behaviour is part of what tests see).
+MOTO_VERSION=5.2.5
+MOTO_PID=
+
+moto_start() {
+    local venv=$1 python port attempt log url
+    python=$venv/bin/python
+    if [[ ! -x $venv/bin/moto_server ]] ||
+        [[ $("$python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null) != "$MOTO_VERSION" ]]; then
+        log "installing moto $MOTO_VERSION into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    fi
+    log=$venv/moto-server.log
+    for attempt in 1 2 3 4 5; do
+        port=$(_pg_free_port)
+        url=http://127.0.0.1:$port
+        "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+        MOTO_PID=$!
+        local waited=0
+        while kill -0 "$MOTO_PID" 2>/dev/null; do
+            if "$python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/moto-api/", timeout=2)' "$url" 2>/dev/null; then
+                export PGKEEP_TEST_AWS_ENDPOINT=$url
+                # Dummy credentials: the emulator accepts anything, and nothing may reach AWS.
+                export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+                export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+                unset AWS_PROFILE AWS_SESSION_TOKEN
+                log "moto $MOTO_VERSION on $url (log: $log)"
+                return 0
+            fi
+            if ((waited >= 600)); then
+                moto_stop
+                die "moto did not answer on $url within 60s; see $log"
+            fi
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        wait "$MOTO_PID" 2>/dev/null || true
+        MOTO_PID=
+        if ((attempt < 5)) && grep -qiE 'address already in use' "$log"; then
+            log "port $port was taken; retrying"
+            continue
+        fi
+        cat "$log" >&2
+        die "moto server exited during startup"
+    done
+}
+
+moto_stop() {
+    if [[ -n $MOTO_PID ]]; then
+        kill "$MOTO_PID" 2>/dev/null || true
+        wait "$MOTO_PID" 2>/dev/null || true
+        MOTO_PID=
+    fi
 }

@@ -1,18 +1,32 @@
 //! The one place that turns configuration into backends.
 //!
-//! `--repo file:///path` (or a plain path), `--catalog sqlite:///path`, `--key file:///path`:
-//! each URL picks one implementation of [`ObjectStore`], [`Catalog`] or [`KeyProvider`]. The
-//! embedded default is a repository directory with its catalog inside and a key file outside.
+//! Each URL picks one implementation of [`ObjectStore`], [`Catalog`] or [`KeyProvider`]:
+//!
+//! | setting | embedded default | AWS |
+//! |---|---|---|
+//! | repository | `file:///path` (or a plain path) | `s3://bucket/prefix` |
+//! | catalog | `sqlite:///path` (default: inside a file repository) | `dynamodb://table` |
+//! | key | `file:///path` | `kms://key-arn-id-or-alias` |
+//!
+//! The embedded default is a repository directory with its catalog inside and a key file
+//! outside. The AWS configuration (credentials, region) is loaded once, the usual way, and
+//! shared by every AWS backend; `PGKEEP_AWS_ENDPOINT` sends all of them to an emulator.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aws_config::SdkConfig;
+
+use crate::catalog::dynamodb::DynamoCatalog;
 use crate::catalog::sqlite::SqliteCatalog;
 use crate::catalog::{Catalog, CatalogError};
 use crate::keys::file::FileKeyProvider;
+use crate::keys::kms::KmsKeyProvider;
 use crate::keys::{KeyError, KeyProvider, NoKey};
+use crate::postgres::{PgError, PgTarget};
 use crate::store::fs::FsStore;
-use crate::store::ObjectStore;
+use crate::store::s3::{S3Options, S3Store, MIN_PART_SIZE};
+use crate::store::{validate_key, ObjectStore};
 
 /// File name of the embedded catalog inside a repository directory.
 pub const CATALOG_FILE: &str = "catalog.sqlite3";
@@ -30,19 +44,22 @@ pub enum ConfigError {
         /// The accepted forms.
         expected: &'static str,
     },
-    /// A scheme that is known but not available in this build.
-    #[error("{what} {url:?}: {scheme} backends are not available in this build yet")]
-    NotAvailable {
+    /// A URL with a known scheme whose rest is not usable.
+    #[error("{what} {url:?}: {why}")]
+    BadUrl {
         /// Which setting.
         what: &'static str,
         /// The value given.
         url: String,
-        /// The scheme.
-        scheme: &'static str,
+        /// What is wrong and the expected form.
+        why: String,
     },
     /// A required setting is missing.
     #[error("{0}")]
     Missing(String),
+    /// A setting's value cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     /// Settings that contradict a safety rule.
     #[error("{0}")]
     Unsafe(String),
@@ -52,6 +69,17 @@ pub enum ConfigError {
     /// The key could not be loaded.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The database settings do not work.
+    #[error(transparent)]
+    Database(#[from] PgError),
+    /// The database secret could not be read or is not in the expected form.
+    #[error("database secret {secret}: {message}")]
+    Secret {
+        /// The secret's ARN or name.
+        secret: String,
+        /// What went wrong (never the secret's content).
+        message: String,
+    },
 }
 
 /// Where backup objects go.
@@ -59,6 +87,13 @@ pub enum ConfigError {
 pub enum RepoUrl {
     /// A local directory.
     File(PathBuf),
+    /// An S3 bucket and key prefix (possibly empty).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix without leading or trailing slashes.
+        prefix: String,
+    },
 }
 
 /// Where records go.
@@ -66,6 +101,8 @@ pub enum RepoUrl {
 pub enum CatalogUrl {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A DynamoDB table (see docs/DYNAMODB.md).
+    DynamoDb(String),
 }
 
 /// Where the master key is.
@@ -73,6 +110,8 @@ pub enum CatalogUrl {
 pub enum KeyUrl {
     /// A local key file.
     File(PathBuf),
+    /// A KMS key: key ARN, key id, alias ARN or `alias/NAME`.
+    Kms(String),
 }
 
 fn file_path(what: &'static str, url: &str, scheme: &str) -> Result<PathBuf, ConfigError> {
@@ -101,17 +140,43 @@ fn scheme_of(url: &str) -> Option<&str> {
         .then_some(scheme)
 }
 
+fn bad_url(what: &'static str, url: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::BadUrl {
+        what,
+        url: url.to_owned(),
+        why: why.into(),
+    }
+}
+
 impl RepoUrl {
-    /// `file:///path`, or a plain path; `s3://bucket/prefix` is recognised for later builds.
+    /// `file:///path`, a plain path, or `s3://bucket/prefix`.
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         match scheme_of(url) {
             None => Ok(RepoUrl::File(file_path("repository", url, "")?)),
             Some("file") => Ok(RepoUrl::File(file_path("repository", url, "file://")?)),
-            Some("s3") => Err(ConfigError::NotAvailable {
-                what: "repository",
-                url: url.into(),
-                scheme: "S3",
-            }),
+            Some("s3") => {
+                let rest = &url["s3://".len()..];
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let bucket_ok = (3..=63).contains(&bucket.len())
+                    && bucket.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-'
+                    });
+                if !bucket_ok {
+                    return Err(bad_url(
+                        "repository",
+                        url,
+                        "not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens); expected s3://bucket/prefix",
+                    ));
+                }
+                let prefix = prefix.trim_matches('/');
+                if !prefix.is_empty() {
+                    validate_key(prefix).map_err(|e| bad_url("repository", url, e.to_string()))?;
+                }
+                Ok(RepoUrl::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.to_owned(),
+                })
+            }
             Some(_) => Err(ConfigError::Scheme {
                 what: "repository",
                 url: url.into(),
@@ -122,16 +187,26 @@ impl RepoUrl {
 }
 
 impl CatalogUrl {
-    /// `sqlite:///path/catalog.sqlite3`, or a plain path.
+    /// `sqlite:///path/catalog.sqlite3`, a plain path, or `dynamodb://table`.
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         match scheme_of(url) {
             None => Ok(CatalogUrl::Sqlite(file_path("catalog", url, "")?)),
             Some("sqlite") => Ok(CatalogUrl::Sqlite(file_path("catalog", url, "sqlite://")?)),
-            Some("dynamodb") => Err(ConfigError::NotAvailable {
-                what: "catalog",
-                url: url.into(),
-                scheme: "DynamoDB",
-            }),
+            Some("dynamodb") => {
+                let table = &url["dynamodb://".len()..];
+                let ok = (3..=255).contains(&table.len())
+                    && table
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+                if !ok {
+                    return Err(bad_url(
+                        "catalog",
+                        url,
+                        "not a valid DynamoDB table name (3-255 letters, digits, _ - .); expected dynamodb://table",
+                    ));
+                }
+                Ok(CatalogUrl::DynamoDb(table.to_owned()))
+            }
             Some(_) => Err(ConfigError::Scheme {
                 what: "catalog",
                 url: url.into(),
@@ -142,16 +217,22 @@ impl CatalogUrl {
 }
 
 impl KeyUrl {
-    /// `file:///path/pgkeep.key`, or a plain path.
+    /// `file:///path/pgkeep.key`, a plain path, or `kms://key-arn-id-or-alias`.
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         match scheme_of(url) {
             None => Ok(KeyUrl::File(file_path("key", url, "")?)),
             Some("file") => Ok(KeyUrl::File(file_path("key", url, "file://")?)),
-            Some("kms") => Err(ConfigError::NotAvailable {
-                what: "key",
-                url: url.into(),
-                scheme: "KMS",
-            }),
+            Some("kms") => {
+                let key = &url["kms://".len()..];
+                if key.is_empty() || key.len() > 2048 || key.chars().any(char::is_whitespace) {
+                    return Err(bad_url(
+                        "key",
+                        url,
+                        "expected kms://alias/NAME, kms://KEY-ID or kms://arn:aws:kms:REGION:ACCOUNT:key/KEY-ID",
+                    ));
+                }
+                Ok(KeyUrl::Kms(key.to_owned()))
+            }
             Some(_) => Err(ConfigError::Scheme {
                 what: "key",
                 url: url.into(),
@@ -172,6 +253,15 @@ pub struct Services {
     pub keys: Arc<dyn KeyProvider>,
 }
 
+/// Settings of the AWS backends.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    /// Send every AWS call here (an emulator such as moto), with path-style S3 addressing.
+    pub endpoint: Option<String>,
+    /// How S3 uploads are cut and encrypted at rest.
+    pub s3: S3Options,
+}
+
 /// Which backends to build.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
@@ -181,6 +271,8 @@ pub struct BackendConfig {
     pub catalog: Option<CatalogUrl>,
     /// Master key.
     pub key: KeyUrl,
+    /// Settings of the AWS backends (unused by the embedded default).
+    pub aws: AwsSettings,
 }
 
 /// Whether a missing key file may be created (only a backup makes a new key; reading with a
@@ -196,39 +288,196 @@ pub enum KeyUse {
 }
 
 impl BackendConfig {
+    /// The configuration from the environment, for the Lambda functions (the CLI reads the
+    /// same variables through its flags): `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY` (or
+    /// `PGKEEP_KEY_FILE`), `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_PART_SIZE_MIB`,
+    /// `PGKEEP_S3_SSE_KMS_KEY_ID`. There are no defaults: a missing repository or key fails.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`BackendConfig::from_env`] over any source of variables (empty values count as unset).
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let repo = env("PGKEEP_REPO").ok_or_else(|| {
+            ConfigError::Missing("PGKEEP_REPO is not set (e.g. s3://bucket/prefix)".into())
+        })?;
+        let key = match (env("PGKEEP_KEY"), env("PGKEEP_KEY_FILE")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Unsafe(
+                    "both PGKEEP_KEY and PGKEEP_KEY_FILE are set; set only one".into(),
+                ))
+            }
+            (Some(url), None) => KeyUrl::parse(&url)?,
+            (None, Some(path)) => KeyUrl::File(file_path("key", &path, "")?),
+            (None, None) => {
+                return Err(ConfigError::Missing(
+                    "PGKEEP_KEY is not set (e.g. kms://alias/pgkeep)".into(),
+                ))
+            }
+        };
+        let part_size_mib = env("PGKEEP_S3_PART_SIZE_MIB")
+            .map(|v| {
+                v.parse::<usize>().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "PGKEEP_S3_PART_SIZE_MIB={v:?} is not a whole number of MiB"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(BackendConfig {
+            repo: RepoUrl::parse(&repo)?,
+            catalog: env("PGKEEP_CATALOG")
+                .map(|c| CatalogUrl::parse(&c))
+                .transpose()?,
+            key,
+            aws: AwsSettings::new(
+                env("PGKEEP_AWS_ENDPOINT"),
+                part_size_mib,
+                env("PGKEEP_S3_SSE_KMS_KEY_ID"),
+            )?,
+        })
+    }
+
     /// The catalog actually used.
-    pub fn catalog_url(&self) -> CatalogUrl {
+    pub fn catalog_url(&self) -> Result<CatalogUrl, ConfigError> {
         match (&self.catalog, &self.repo) {
-            (Some(c), _) => c.clone(),
-            (None, RepoUrl::File(dir)) => CatalogUrl::Sqlite(dir.join(CATALOG_FILE)),
+            (Some(c), _) => Ok(c.clone()),
+            (None, RepoUrl::File(dir)) => Ok(CatalogUrl::Sqlite(dir.join(CATALOG_FILE))),
+            (None, RepoUrl::S3 { .. }) => Err(ConfigError::Missing(
+                "an s3:// repository needs a catalog: set PGKEEP_CATALOG or --catalog to dynamodb://TABLE".into(),
+            )),
         }
     }
 
-    /// Builds the backends. Refuses a key file inside a file repository: whoever has a copy of
-    /// the repository must not also have the key.
-    pub fn open(&self, key_use: KeyUse) -> Result<Services, ConfigError> {
-        let RepoUrl::File(repo) = &self.repo;
-        let KeyUrl::File(key_path) = &self.key;
-        if is_inside(key_path, repo) {
-            return Err(ConfigError::Unsafe(format!(
-                "the key file {} is inside the repository {}; keep it elsewhere (a copy of the repository must not carry its key)",
-                key_path.display(),
-                repo.display()
-            )));
+    /// Whether any chosen backend lives in AWS.
+    pub fn uses_aws(&self) -> bool {
+        matches!(self.repo, RepoUrl::S3 { .. })
+            || matches!(self.catalog, Some(CatalogUrl::DynamoDb(_)))
+            || matches!(self.key, KeyUrl::Kms(_))
+    }
+
+    /// Loads the AWS configuration (once per process: pass it to [`BackendConfig::open_with`]
+    /// and to anything else that calls AWS).
+    pub async fn load_aws(&self) -> Result<SdkConfig, ConfigError> {
+        crate::aws::load_config(self.aws.endpoint.as_deref()).await
+    }
+
+    /// Builds the backends, loading the AWS configuration first when a backend needs it.
+    pub async fn open(&self, key_use: KeyUse) -> Result<Services, ConfigError> {
+        let aws = if self.uses_aws() {
+            Some(self.load_aws().await?)
+        } else {
+            None
+        };
+        self.open_with(key_use, aws.as_ref())
+    }
+
+    /// Builds the backends with an AWS configuration loaded once by the caller (required when
+    /// [`BackendConfig::uses_aws`]). Refuses a key file inside a file repository: whoever has
+    /// a copy of the repository must not also have the key.
+    pub fn open_with(
+        &self,
+        key_use: KeyUse,
+        aws: Option<&SdkConfig>,
+    ) -> Result<Services, ConfigError> {
+        if let (RepoUrl::File(repo), KeyUrl::File(key_path)) = (&self.repo, &self.key) {
+            if is_inside(key_path, repo) {
+                return Err(ConfigError::Unsafe(format!(
+                    "the key file {} is inside the repository {}; keep it elsewhere (a copy of the repository must not carry its key)",
+                    key_path.display(),
+                    repo.display()
+                )));
+            }
         }
-        let store: Arc<dyn ObjectStore> = Arc::new(FsStore::new(repo.clone()));
-        let CatalogUrl::Sqlite(catalog_path) = self.catalog_url();
-        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(catalog_path)?);
-        let keys: Arc<dyn KeyProvider> = match key_use {
-            KeyUse::Write => Arc::new(FileKeyProvider::load_or_create(key_path)?),
-            KeyUse::Read => Arc::new(FileKeyProvider::load(key_path)?),
-            KeyUse::None => Arc::new(NoKey),
+        let catalog_url = self.catalog_url()?;
+        let needs_aws = || {
+            aws.ok_or_else(|| {
+                ConfigError::Missing(
+                    "an AWS backend was chosen but no AWS configuration was loaded".into(),
+                )
+            })
+        };
+        let store: Arc<dyn ObjectStore> = match &self.repo {
+            RepoUrl::File(dir) => Arc::new(FsStore::new(dir.clone())),
+            RepoUrl::S3 { bucket, prefix } => {
+                let mut s3 = aws_sdk_s3::config::Builder::from(needs_aws()?);
+                if self.aws.endpoint.is_some() {
+                    s3 = s3.force_path_style(true);
+                }
+                let client = aws_sdk_s3::Client::from_conf(s3.build());
+                Arc::new(S3Store::new(client, bucket, prefix, self.aws.s3.clone()))
+            }
+        };
+        let catalog: Arc<dyn Catalog> = match catalog_url {
+            CatalogUrl::Sqlite(path) => Arc::new(SqliteCatalog::open(path)?),
+            CatalogUrl::DynamoDb(table) => Arc::new(DynamoCatalog::new(
+                aws_sdk_dynamodb::Client::new(needs_aws()?),
+                &table,
+            )),
+        };
+        let keys: Arc<dyn KeyProvider> = match (&self.key, key_use) {
+            (_, KeyUse::None) => Arc::new(NoKey),
+            (KeyUrl::File(path), KeyUse::Write) => Arc::new(FileKeyProvider::load_or_create(path)?),
+            (KeyUrl::File(path), KeyUse::Read) => Arc::new(FileKeyProvider::load(path)?),
+            (KeyUrl::Kms(key_id), _) => Arc::new(KmsKeyProvider::new(
+                aws_sdk_kms::Client::new(needs_aws()?),
+                key_id,
+            )),
         };
         Ok(Services {
             store,
             catalog,
             keys,
         })
+    }
+}
+
+impl AwsSettings {
+    /// Settings from their textual forms, checking the part size against S3's minimum.
+    pub fn new(
+        endpoint: Option<String>,
+        part_size_mib: Option<usize>,
+        sse_kms_key_id: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut s3 = S3Options {
+            sse_kms_key_id,
+            ..S3Options::default()
+        };
+        if let Some(mib) = part_size_mib {
+            let bytes = mib.saturating_mul(1024 * 1024);
+            if bytes < MIN_PART_SIZE {
+                return Err(ConfigError::Invalid(format!(
+                    "an S3 part size of {mib} MiB is below S3's minimum of {} MiB",
+                    MIN_PART_SIZE >> 20
+                )));
+            }
+            s3.part_size = bytes;
+        }
+        Ok(AwsSettings { endpoint, s3 })
+    }
+}
+
+/// The database to back up: `url` (`PGKEEP_DATABASE_URL`), or the Secrets Manager secret
+/// `secret` (`PGKEEP_DATABASE_SECRET_ARN`, standard RDS JSON) completed by `url` where the
+/// secret lacks the host or database. `aws` is needed only with a secret.
+pub async fn database_target(
+    url: Option<&str>,
+    secret: Option<&str>,
+    aws: Option<&SdkConfig>,
+) -> Result<PgTarget, ConfigError> {
+    let base = url.map(PgTarget::parse).transpose()?;
+    match (secret, base) {
+        (Some(secret), base) => {
+            let aws = aws.ok_or_else(|| {
+                ConfigError::Missing("a database secret needs the AWS configuration".into())
+            })?;
+            crate::aws::database_from_secret(aws, secret, base.as_ref()).await
+        }
+        (None, Some(target)) => Ok(target),
+        (None, None) => Err(ConfigError::Missing(
+            "no database to back up: set PGKEEP_DATABASE_URL (or --database-url), or PGKEEP_DATABASE_SECRET_ARN".into(),
+        )),
     }
 }
 
@@ -276,10 +525,46 @@ mod tests {
             RepoUrl::parse("rel/dir").unwrap(),
             RepoUrl::File("rel/dir".into())
         );
-        assert!(matches!(
-            RepoUrl::parse("s3://bucket/p"),
-            Err(ConfigError::NotAvailable { .. })
-        ));
+        assert_eq!(
+            RepoUrl::parse("s3://my-bucket/pgkeep/prod/").unwrap(),
+            RepoUrl::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "pgkeep/prod".into()
+            }
+        );
+        assert_eq!(
+            RepoUrl::parse("s3://my-bucket").unwrap(),
+            RepoUrl::S3 {
+                bucket: "my-bucket".into(),
+                prefix: String::new()
+            }
+        );
+        for bad in [
+            "s3://",
+            "s3://B/x",
+            "s3://b/x",
+            "s3://bucket/../x",
+            "s3://bucket/a//b",
+        ] {
+            assert!(
+                matches!(RepoUrl::parse(bad), Err(ConfigError::BadUrl { .. })),
+                "{bad} accepted"
+            );
+        }
+        assert_eq!(
+            CatalogUrl::parse("dynamodb://pgkeep-catalog").unwrap(),
+            CatalogUrl::DynamoDb("pgkeep-catalog".into())
+        );
+        assert!(CatalogUrl::parse("dynamodb://a b").is_err());
+        assert_eq!(
+            KeyUrl::parse("kms://alias/pgkeep").unwrap(),
+            KeyUrl::Kms("alias/pgkeep".into())
+        );
+        assert_eq!(
+            KeyUrl::parse("kms://arn:aws:kms:eu-west-1:111122223333:key/1234abcd").unwrap(),
+            KeyUrl::Kms("arn:aws:kms:eu-west-1:111122223333:key/1234abcd".into())
+        );
+        assert!(KeyUrl::parse("kms://").is_err());
         assert!(matches!(
             RepoUrl::parse("ftp://x"),
             Err(ConfigError::Scheme { .. })
@@ -296,15 +581,92 @@ mod tests {
     }
 
     #[test]
-    fn a_key_inside_the_repository_is_refused() {
+    fn an_s3_repository_needs_a_catalog_and_small_parts_are_refused() {
+        let config = BackendConfig {
+            repo: RepoUrl::parse("s3://bucket/p").unwrap(),
+            catalog: None,
+            key: KeyUrl::Kms("alias/k".into()),
+            aws: AwsSettings::default(),
+        };
+        assert!(config.uses_aws());
+        assert!(matches!(config.catalog_url(), Err(ConfigError::Missing(_))));
+        assert!(AwsSettings::new(None, Some(4), None).is_err());
+        assert_eq!(
+            AwsSettings::new(None, Some(5), None).unwrap().s3.part_size,
+            5 << 20
+        );
+    }
+
+    #[test]
+    fn lambda_settings_come_from_the_environment() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let config = BackendConfig::from_vars(vars(&[
+            ("PGKEEP_REPO", "s3://bucket/pgkeep"),
+            ("PGKEEP_CATALOG", "dynamodb://pgkeep"),
+            ("PGKEEP_KEY", "kms://alias/pgkeep"),
+            ("PGKEEP_KEY_FILE", ""),
+            ("PGKEEP_AWS_ENDPOINT", "http://127.0.0.1:5000"),
+            ("PGKEEP_S3_PART_SIZE_MIB", "8"),
+            ("PGKEEP_S3_SSE_KMS_KEY_ID", "alias/s3"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.catalog_url().unwrap(),
+            CatalogUrl::DynamoDb("pgkeep".into())
+        );
+        assert_eq!(config.key, KeyUrl::Kms("alias/pgkeep".into()));
+        assert_eq!(
+            config.aws.endpoint.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(config.aws.s3.part_size, 8 << 20);
+        assert_eq!(config.aws.s3.sse_kms_key_id.as_deref(), Some("alias/s3"));
+
+        let file = BackendConfig::from_vars(vars(&[
+            ("PGKEEP_REPO", "/var/b"),
+            ("PGKEEP_KEY_FILE", "/etc/k"),
+        ]))
+        .unwrap();
+        assert_eq!(file.key, KeyUrl::File("/etc/k".into()));
+        assert!(!file.uses_aws());
+
+        for bad in [
+            &[("PGKEEP_KEY", "kms://k")][..],
+            &[("PGKEEP_REPO", "s3://bucket/p")][..],
+            &[
+                ("PGKEEP_REPO", "s3://bucket/p"),
+                ("PGKEEP_KEY", "kms://k"),
+                ("PGKEEP_KEY_FILE", "/k"),
+            ][..],
+            &[
+                ("PGKEEP_REPO", "s3://bucket/p"),
+                ("PGKEEP_KEY", "kms://k"),
+                ("PGKEEP_S3_PART_SIZE_MIB", "lots"),
+            ][..],
+        ] {
+            assert!(BackendConfig::from_vars(vars(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_inside_the_repository_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         let config = BackendConfig {
             repo: RepoUrl::File(repo.clone()),
             catalog: None,
             key: KeyUrl::File(repo.join("keys/pgkeep.key")),
+            aws: AwsSettings::default(),
         };
-        let err = config.open(KeyUse::Write).err().unwrap();
+        assert!(!config.uses_aws());
+        let err = config.open(KeyUse::Write).await.err().unwrap();
         assert!(matches!(err, ConfigError::Unsafe(_)), "{err}");
         assert!(!repo.join("keys/pgkeep.key").exists());
 
@@ -312,7 +674,7 @@ mod tests {
             key: KeyUrl::File(dir.path().join("pgkeep.key")),
             ..config
         };
-        ok.open(KeyUse::Write).unwrap();
+        ok.open(KeyUse::Write).await.unwrap();
         assert!(repo.join(CATALOG_FILE).exists());
     }
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus, Lease, TransitionError};
 
+pub mod dynamodb;
 pub mod sqlite;
 
 /// Why a catalog operation failed.

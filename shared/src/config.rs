@@ -4,9 +4,7 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `PGKEEP_REPO` | object store URL (`s3://bucket/prefix`) |
-//! | `PGKEEP_CATALOG` | catalog URL (`dynamodb://table`) |
-//! | `PGKEEP_KEY` | key URL (`kms://alias/pgkeep`) |
+//! | `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_*` | backends, see [`BackendConfig::from_vars`] |
 //! | `PGKEEP_DATABASES` | JSON: database name → `{"secret_arn": "…"}` or `{"url": "postgresql://…"}` |
 //! | `PGKEEP_MAX_AGE` | newest good backup may be this old before health turns red (`25h`) |
 //! | `PGKEEP_ADMIN_GROUP` | JWT group allowed to use the status API (`admin`) |
@@ -16,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::backends::{BackendConfig, CatalogUrl, ConfigError, KeyUrl, RepoUrl};
+use crate::backends::{BackendConfig, ConfigError};
 use crate::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
 use crate::retention::Span;
 
@@ -59,13 +57,7 @@ impl LambdaSettings {
 
     /// Reads settings through `get` (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let backends = BackendConfig {
-            repo: RepoUrl::parse(&required(&get, "PGKEEP_REPO")?)?,
-            catalog: get("PGKEEP_CATALOG")
-                .map(|c| CatalogUrl::parse(&c))
-                .transpose()?,
-            key: KeyUrl::parse(&required(&get, "PGKEEP_KEY")?)?,
-        };
+        let backends = BackendConfig::from_vars(&get)?;
         let databases_json = required(&get, "PGKEEP_DATABASES")?;
         let databases: BTreeMap<String, DatabaseSource> = serde_json::from_str(&databases_json)
             .map_err(|e| {

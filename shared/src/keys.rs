@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::model::BackupId;
 
 pub mod file;
+pub mod kms;
 
 pub use crate::pipeline::crypt::DataKey;
 

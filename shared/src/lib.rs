@@ -4,9 +4,11 @@
 //! [`backends`] turns configuration into an object store, a catalog and a key provider;
 //! [`ops`] holds the operations; [`pipeline`] is the streaming data path; [`model`] the domain;
 //! [`retention`] decides what to keep; [`alert`] and [`metrics`] tell people and CloudWatch.
+//! [`aws`] the AWS configuration shared by the S3, DynamoDB and KMS backends.
 
 pub mod alert;
 pub mod api;
+pub mod aws;
 pub mod backends;
 pub mod catalog;
 pub mod config;

@@ -121,6 +121,16 @@ pub enum Error {
         /// Bytes free.
         available: u64,
     },
+    /// Another run is dumping the same database (it holds the database's dump lease).
+    #[error("another backup of database {database:?} is running: {holder} holds its lease until {}; wait for it to finish (a crashed run's lease lapses then)", crate::model::format_time(*expires_at))]
+    LeaseHeld {
+        /// The database.
+        database: String,
+        /// Who holds the lease (the other run's backup id).
+        holder: String,
+        /// When the lease lapses if its holder never releases it.
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
     /// A stream failed for a reason other than the above.
     #[error("{context}: {source}")]
     Io {
@@ -230,7 +240,7 @@ impl Error {
             Error::Postgres(_) | Error::Dump(_) | Error::Archive(_) => ErrorKind::Database,
             Error::Integrity(_) => ErrorKind::Integrity,
             Error::Policy(_) => ErrorKind::Config,
-            Error::Unusable { .. } => ErrorKind::Conflict,
+            Error::Unusable { .. } | Error::LeaseHeld { .. } => ErrorKind::Conflict,
             Error::Io { .. } => ErrorKind::Storage,
             Error::Scratch(PgError::BadUrl(_)) => ErrorKind::Config,
             Error::Scratch(_) => ErrorKind::Database,

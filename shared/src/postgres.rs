@@ -63,6 +63,31 @@ impl PgTarget {
         Ok(PgTarget { config })
     }
 
+    /// A target from separate settings (a Secrets Manager secret), with no URL to escape.
+    pub fn from_parts(host: &str, port: u16, user: &str, password: &str, database: &str) -> Self {
+        let mut config = Config::new();
+        config
+            .host(host)
+            .port(port)
+            .user(user)
+            .password(password)
+            .dbname(database);
+        PgTarget { config }
+    }
+
+    /// The first TCP host, if any (to combine a URL with a secret that lacks one).
+    pub fn host(&self) -> Option<String> {
+        self.config.get_hosts().iter().find_map(|h| match h {
+            Host::Tcp(name) => Some(name.clone()),
+            Host::Unix(_) => None,
+        })
+    }
+
+    /// The first port, if the URL gave one.
+    pub fn port(&self) -> Option<u16> {
+        self.config.get_ports().first().copied()
+    }
+
     /// The database this target names.
     pub fn database(&self) -> &str {
         self.config.get_dbname().unwrap_or_default()

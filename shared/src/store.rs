@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod fs;
+pub mod s3;
 
 /// Why an object store operation failed, phrased for the person running pgkeep.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,16 @@ pub trait ObjectStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Every object whose key starts with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// Discards unfinished uploads under `prefix` started before `older_than` (what a crashed
+    /// run left behind) and says how many. Stores whose uploads leave nothing when a process
+    /// dies (a directory: temporary files are hidden and rewritten) have nothing to do.
+    async fn abort_incomplete_uploads(
+        &self,
+        _prefix: &str,
+        _older_than: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Refuses keys that are not plain relative `a/b/c` paths, so no backend can be steered outside
@@ -123,6 +134,156 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! One test suite every object store must pass; `run` wants a fresh, empty store.
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Deterministic bytes that do not repeat at part or chunk boundaries.
+    pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Writes `data` in uneven slices (so writes straddle every internal boundary).
+    pub async fn write_uneven(upload: &mut Box<dyn ObjectUpload>, data: &[u8]) {
+        let sizes = [1usize, 7, 4096, 65_537, 1 << 20, 3];
+        let (mut pos, mut i) = (0, 0);
+        while pos < data.len() {
+            let n = sizes[i % sizes.len()].min(data.len() - pos);
+            upload.write_all(&data[pos..pos + n]).await.unwrap();
+            pos += n;
+            i += 1;
+        }
+    }
+
+    async fn read_all(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        store
+            .open(key)
+            .await
+            .unwrap()
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        out
+    }
+
+    /// Runs the whole contract. `big` is the size of the large object: more than three of the
+    /// store's internal units (S3 parts) so that multi-part paths are exercised.
+    pub async fn run(store: &dyn ObjectStore, big: usize) {
+        // A small object: visible only after commit, read back exactly.
+        let mut up = store.create("db/2026/11/a.pgkeep").await.unwrap();
+        up.write_all(b"hello ").await.unwrap();
+        up.write_all(b"world").await.unwrap();
+        up.shutdown().await.unwrap();
+        assert!(store.head("db/2026/11/a.pgkeep").await.unwrap().is_none());
+        up.commit().await.unwrap();
+        assert_eq!(read_all(store, "db/2026/11/a.pgkeep").await, b"hello world");
+        let meta = store.head("db/2026/11/a.pgkeep").await.unwrap().unwrap();
+        assert_eq!(meta.size, 11);
+
+        // An empty object.
+        let mut up = store.create("db/2026/11/empty.pgkeep").await.unwrap();
+        up.shutdown().await.unwrap();
+        up.commit().await.unwrap();
+        assert_eq!(store.get("db/2026/11/empty.pgkeep").await.unwrap(), b"");
+
+        // A large object in uneven writes; commit without an explicit shutdown works too.
+        let data = pattern(big, 1);
+        let mut up = store.create("db/2026/12/big.pgkeep").await.unwrap();
+        write_uneven(&mut up, &data).await;
+        up.commit().await.unwrap();
+        let back = read_all(store, "db/2026/12/big.pgkeep").await;
+        assert!(
+            back == data,
+            "large object differs ({} vs {} bytes)",
+            back.len(),
+            data.len()
+        );
+
+        // Listing: key order, sizes, prefixes.
+        let listed = store.list("db/").await.unwrap();
+        let keys: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "db/2026/11/a.pgkeep",
+                "db/2026/11/empty.pgkeep",
+                "db/2026/12/big.pgkeep"
+            ]
+        );
+        assert_eq!(listed[2].size, big as u64);
+        assert_eq!(store.list("db/2026/12/").await.unwrap().len(), 1);
+        assert!(store.list("other/").await.unwrap().is_empty());
+
+        // Aborted and dropped uploads leave nothing, large or small.
+        let mut up = store.create("db/x/aborted.pgkeep").await.unwrap();
+        write_uneven(&mut up, &data).await;
+        up.abort().await.unwrap();
+        let mut up = store.create("db/x/dropped.pgkeep").await.unwrap();
+        up.write_all(b"partial").await.unwrap();
+        drop(up);
+        assert!(store.list("db/x/").await.unwrap().is_empty());
+        assert!(store.head("db/x/aborted.pgkeep").await.unwrap().is_none());
+
+        // Write-once: an existing key is refused at create, and at commit if it appeared
+        // meanwhile.
+        let mut first = store.create("db/once.pgkeep").await.unwrap();
+        let mut second = store.create("db/once.pgkeep").await.unwrap();
+        first.write_all(b"one").await.unwrap();
+        first.shutdown().await.unwrap();
+        first.commit().await.unwrap();
+        second.write_all(b"two").await.unwrap();
+        second.shutdown().await.unwrap();
+        assert!(matches!(
+            second.commit().await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            store.create("db/once.pgkeep").await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        assert_eq!(store.get("db/once.pgkeep").await.unwrap(), b"one");
+
+        // put replaces, delete is idempotent, missing objects are NotFound.
+        store.put("db/m.json", b"{}".to_vec()).await.unwrap();
+        store.put("db/m.json", b"{\"a\":1}".to_vec()).await.unwrap();
+        assert_eq!(store.get("db/m.json").await.unwrap(), b"{\"a\":1}");
+        store.delete("db/m.json").await.unwrap();
+        store.delete("db/m.json").await.unwrap();
+        assert!(store.head("db/m.json").await.unwrap().is_none());
+        assert!(matches!(
+            store.get("db/m.json").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.open("db/m.json").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        for bad in ["../escape", "/abs", "a//b", ".hidden"] {
+            assert!(matches!(
+                store.get(bad).await,
+                Err(StoreError::InvalidKey { .. })
+            ));
+            assert!(matches!(
+                store.create(bad).await,
+                Err(StoreError::InvalidKey { .. })
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,15 @@ impl ObjectStore for FaultyStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.inner.list(prefix).await
     }
+    async fn abort_incomplete_uploads(
+        &self,
+        prefix: &str,
+        older_than: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StoreError> {
+        self.inner
+            .abort_incomplete_uploads(prefix, older_than)
+            .await
+    }
 }
 
 struct FaultyUpload {
@@ -302,4 +311,53 @@ impl Catalog for FaultyCatalog {
     ) -> Result<Vec<AuditEntry>, CatalogError> {
         self.inner.list_audit(database, limit).await
     }
+/// The AWS configuration for the emulator the test command starts (moto), or `None` (with a
+/// message) when it is not running; under CI a missing emulator fails the test instead.
+pub async fn moto() -> Option<crate::aws::SdkConfig> {
+    match std::env::var("PGKEEP_TEST_AWS_ENDPOINT") {
+        Ok(endpoint) => Some(
+            crate::aws::load_config(Some(&endpoint))
+                .await
+                .expect("AWS configuration for the emulator"),
+        ),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("PGKEEP_TEST_AWS_ENDPOINT is not set: run the tests through scripts/test")
+        }
+        Err(_) => {
+            eprintln!("skipped: PGKEEP_TEST_AWS_ENDPOINT is not set (scripts/test starts moto)");
+            None
+        }
+    }
+}
+
+/// A name no other test uses: `{prefix}-{pid}-{counter}-{random}` in lowercase.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut r = [0u8; 3];
+    getrandom::fill(&mut r).expect("randomness");
+    format!("{prefix}-{}-{n}-{}", std::process::id(), hex::encode(r))
+}
+
+/// An S3 client for the emulator (path-style addressing) and a fresh bucket.
+pub async fn moto_bucket(config: &crate::aws::SdkConfig) -> (aws_sdk_s3::Client, String) {
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = unique("pgkeep-test");
+    let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+    let mut create = client.create_bucket().bucket(&bucket);
+    if region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    region.as_str(),
+                ))
+                .build(),
+        );
+    }
+    create.send().await.expect("create bucket");
+    (client, bucket)
 }

@@ -18,7 +18,23 @@ pub struct Pgkeep {
     /// `--key-file` (outside the repository, as pgkeep insists).
     pub key: PathBuf,
     database_url: Option<String>,
+    /// Backends chosen by URL (`PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`) instead of the
+    /// local directory, plus settings such as `PGKEEP_AWS_ENDPOINT`.
+    env: Vec<(String, String)>,
+    urls: bool,
 }
+
+/// Settings pgkeep reads from the environment that a test must not inherit by accident.
+const PGKEEP_SETTINGS: &[&str] = &[
+    "PGKEEP_CATALOG",
+    "PGKEEP_KEY",
+    "PGKEEP_KEY_FILE",
+    "PGKEEP_PG_BIN",
+    "PGKEEP_AWS_ENDPOINT",
+    "PGKEEP_DATABASE_SECRET_ARN",
+    "PGKEEP_S3_PART_SIZE_MIB",
+    "PGKEEP_S3_SSE_KMS_KEY_ID",
+];
 
 impl Pgkeep {
     /// A fresh, empty repository.
@@ -31,7 +47,27 @@ impl Pgkeep {
             repo,
             key,
             database_url: None,
+            env: Vec::new(),
+            urls: false,
         }
+    }
+
+    /// Uses the backends these URLs select (e.g. `s3://…`, `dynamodb://…`, `kms://…`)
+    /// instead of the local repository and key file.
+    pub fn with_urls(mut self, repo: &str, catalog: &str, key: &str) -> Self {
+        self.urls = true;
+        self.env.extend([
+            ("PGKEEP_REPO".to_owned(), repo.to_owned()),
+            ("PGKEEP_CATALOG".to_owned(), catalog.to_owned()),
+            ("PGKEEP_KEY".to_owned(), key.to_owned()),
+        ]);
+        self
+    }
+
+    /// Adds an environment variable to every run.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Sets the database to back up (passed in the environment, never argv).
@@ -43,12 +79,17 @@ impl Pgkeep {
     /// `pgkeep` with the repository, key and database in its environment.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(pgkeep_bin());
-        cmd.env("PGKEEP_REPO", &self.repo)
-            .env("PGKEEP_KEY_FILE", &self.key)
-            .env_remove("PGKEEP_CATALOG")
-            .env_remove("PGKEEP_PG_BIN")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
+        for name in PGKEEP_SETTINGS {
+            cmd.env_remove(name);
+        }
+        cmd.env_remove("RUST_LOG").stdin(Stdio::null());
+        if !self.urls {
+            cmd.env("PGKEEP_REPO", &self.repo)
+                .env("PGKEEP_KEY_FILE", &self.key);
+        }
+        for (name, value) in &self.env {
+            cmd.env(name, value);
+        }
         match &self.database_url {
             Some(url) => cmd.env("PGKEEP_DATABASE_URL", url),
             None => cmd.env_remove("PGKEEP_DATABASE_URL"),

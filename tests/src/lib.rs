@@ -1,6 +1,7 @@
 //! End-to-end test harness for pgkeep: a throwaway PostgreSQL cluster ([`PgCluster`]), sample
 //! data ([`load_sample`]) and the path of the real `pgkeep` binary ([`pgkeep_bin`]).
 
+pub mod aws;
 pub mod cli;
 mod pg;
 mod sys;

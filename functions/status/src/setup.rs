@@ -11,7 +11,7 @@ use pgkeep::trigger::DumpTrigger;
 /// The API with everything it needs; fails fast on bad configuration.
 pub async fn api() -> Result<Api, lambda_http::Error> {
     let settings = LambdaSettings::from_env()?;
-    let services = settings.backends.open(KeyUse::None)?;
+    let services = settings.backends.open(KeyUse::None).await?;
     Ok(Api {
         services,
         starter: Arc::new(NotWired),

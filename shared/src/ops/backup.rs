@@ -1,5 +1,11 @@
 //! Taking a backup: record it, stream pg_dump into the store, write the manifest, complete it.
 //!
+//! Only one dump of a database runs at a time: a backup first takes the database's lease in
+//! the catalog (holder: its backup id, lapsing after [`DEFAULT_LEASE_TTL`] so a crashed run
+//! cannot block forever). When another run holds it, the backup fails with
+//! [`Error::LeaseHeld`] naming that run and records nothing: it never started, and the
+//! running backup is the one that counts. The lease is given back at the end on every path.
+//!
 //! Order matters for crash safety: the record exists (`in_progress`) before any byte is
 //! written, the object is published only after pg_dump succeeded, the manifest follows the
 //! object, and only then does the record become `completed`. A failure at any step leaves no
@@ -15,8 +21,8 @@ use super::Error;
 use crate::backends::Services;
 use crate::keys::KeyContext;
 use crate::model::{
-    qualified_name, ArchiveInfo, BackupId, BackupKind, BackupRecord, BackupStatus, Compression,
-    EncryptionInfo, Manifest, TableEntry, MANIFEST_VERSION,
+    format_time, qualified_name, ArchiveInfo, BackupId, BackupKind, BackupRecord, BackupStatus,
+    Compression, EncryptionInfo, Lease, Manifest, TableEntry, MANIFEST_VERSION,
 };
 use crate::pipeline::crypt::{Header, HeaderFields, DEFAULT_CHUNK_SIZE, FORMAT_VERSION};
 use crate::pipeline::pg_dump::PgDump;
@@ -43,7 +49,14 @@ pub struct BackupRequest {
     pub zstd_workers: u32,
     /// Earlier runs of this database still `in_progress` after this long are reaped first.
     pub abandon_after: Span,
+    /// How long the database's dump lease lasts if this run never gives it back (a crash);
+    /// longer than any backup takes.
+    pub lease_ttl: chrono::Duration,
 }
+
+/// Default lifetime of a dump lease: longer than a Lambda can run (15 minutes) and than
+/// typical CLI backups.
+pub const DEFAULT_LEASE_TTL: chrono::Duration = chrono::Duration::hours(1);
 
 impl BackupRequest {
     /// A request with the defaults: zstd, 1 MiB chunks, one zstd worker per spare core.
@@ -58,12 +71,14 @@ impl BackupRequest {
             chunk_size: DEFAULT_CHUNK_SIZE,
             zstd_workers: cores.clamp(1, 4),
             abandon_after: super::reaper::DEFAULT_ABANDON_AFTER,
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
 
 /// Takes one backup; on success returns the `completed` record, on failure stores a `failed`
-/// record with the reason and returns the error.
+/// record with the reason and returns the error. Fails with [`Error::LeaseHeld`], recording
+/// nothing, while another run is dumping the same database.
 pub async fn backup(
     services: &Services,
     request: &BackupRequest,
@@ -74,7 +89,42 @@ pub async fn backup(
         .clone()
         .unwrap_or_else(|| BackupId::generate(Utc::now()));
     let database = request.target.database();
-    // A failure to clean up after earlier runs must not cost this backup; prune retries it.
+    let now = Utc::now();
+    let lease = Lease {
+        database: database.to_owned(),
+        holder: id.to_string(),
+        expires_at: now + request.lease_ttl,
+    };
+    if let Some(held) = services.catalog.acquire_lease(&lease, now).await? {
+        tracing::warn!(database, holder = %held.holder, expires_at = %format_time(held.expires_at), "another backup of this database is running");
+        return Err(Error::LeaseHeld {
+            database: held.database,
+            holder: held.holder,
+            expires_at: held.expires_at,
+        });
+    }
+    let result = backup_leased(services, request, id.clone(), progress).await;
+    release_lease(services, database, &id).await;
+    result
+}
+
+/// Gives the dump lease back; a failure only delays the next run until the lease lapses.
+async fn release_lease(services: &Services, database: &str, id: &BackupId) {
+    if let Err(e) = services.catalog.release_lease(database, id.as_str()).await {
+        tracing::warn!(database, backup = %id, error = %e, "could not release the dump lease; it lapses on its own");
+    }
+}
+
+async fn backup_leased(
+    services: &Services,
+    request: &BackupRequest,
+    id: BackupId,
+    progress: Arc<Progress>,
+) -> Result<BackupRecord, Error> {
+    let database = request.target.database();
+    // Under the lease no other dump of this database runs: what is still in progress is
+    // abandoned. A failure to clean up after earlier runs must not cost this backup; prune
+    // retries it.
     if let Err(e) =
         super::reaper::reap(services, Some(database), Utc::now(), request.abandon_after).await
     {
@@ -127,9 +177,11 @@ pub async fn backup(
     }
 }
 
-/// Marks a backup that will never finish (interrupted, abandoned) as failed.
+/// Marks a backup that will never finish (interrupted, abandoned) as failed, and gives back
+/// its dump lease.
 pub async fn mark_failed(services: &Services, id: &BackupId, why: &str) -> Result<(), Error> {
     let mut record = services.catalog.get(id).await?;
+    release_lease(services, &record.database, id).await;
     if record.status != BackupStatus::InProgress {
         return Ok(());
     }

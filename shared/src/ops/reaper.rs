@@ -109,15 +109,18 @@ pub async fn reap_one(
 
 /// Removes what an interrupted streaming upload of `key` may have left besides the object
 /// itself (open S3 multipart uploads, which cost storage but are invisible to listings).
-///
-/// WIRE-LATER: the `ObjectStore` trait has no operation for this yet; when the S3 backend adds
-/// `ObjectStore::abort_incomplete_uploads(prefix, older_than)`, call it here. This is the only
-/// call site. (The directory store needs nothing: its temporary files are removed when an
-/// upload is dropped, and a killed process leaves only hidden `.tmp-` files.)
+/// The directory store needs nothing here: a killed process leaves only hidden temporary files.
 async fn abort_incomplete_uploads(
-    _services: &Services,
-    _key: &str,
-    _older_than: DateTime<Utc>,
+    services: &Services,
+    key: &str,
+    older_than: DateTime<Utc>,
 ) -> Result<(), Error> {
+    let aborted = services
+        .store
+        .abort_incomplete_uploads(key, older_than)
+        .await?;
+    if aborted > 0 {
+        tracing::warn!(key, aborted, "aborted open multipart uploads of an abandoned backup");
+    }
     Ok(())
 }

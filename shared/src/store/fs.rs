@@ -345,6 +345,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fs_store_meets_the_contract() {
+        let (_dir, store) = store();
+        crate::store::contract::run(&store, 3 << 20).await;
+        // Nothing hidden stays behind either (temporary files of aborted uploads).
+        assert!(files_under(store.root())
+            .iter()
+            .all(|f| !f.contains(".tmp-")));
+    }
+
+    #[tokio::test]
     async fn committed_upload_is_readable_and_listed() {
         let (_dir, store) = store();
         let mut up = store.create("db/2026/11/a.pgkeep").await.unwrap();

@@ -1,0 +1,671 @@
+//! The catalog in one DynamoDB table: the production catalog (see docs/DYNAMODB.md).
+//!
+//! One item per backup record, audit entry and lease, told apart by the prefix of the
+//! partition key `pk`. Three sparse global secondary indexes, all sorted by `id` (which sorts
+//! by time), serve the newest-first listings: `by_time` (everything of one item type),
+//! `by_database` and `by_status`. Status changes are conditional writes on the status the
+//! writer last saw, so two writers can never both win; the lease is a conditional write on
+//! its expiry. Records are stored whole as JSON (`record`), beside the attributes the indexes
+//! and conditions use; conversions to and from items live in this file only.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+
+use super::{check_update, decode_cursor, encode_cursor, Catalog, CatalogError, ListQuery, Page};
+use crate::aws::{describe, error_code};
+use crate::model::{format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Partition key of every item.
+const PK: &str = "pk";
+/// Sort key of every index: the backup or audit id.
+const ID: &str = "id";
+/// Index of all items of one type, newest first.
+const BY_TIME: &str = "by_time";
+/// Hash key of `by_time`: `backup` or `audit`.
+const ITEM_TYPE: &str = "item_type";
+/// Index of one database's items.
+const BY_DATABASE: &str = "by_database";
+/// Hash key of `by_database`: `backup#<database>` or `audit#<database>`.
+const DATABASE_KEY: &str = "database_key";
+/// Index of backups in one status.
+const BY_STATUS: &str = "by_status";
+/// Hash key of `by_status`: `backup#<status>`.
+const STATUS_KEY: &str = "status_key";
+/// The TTL attribute (epoch seconds): lapsed leases disappear on their own.
+const TTL: &str = "ttl";
+/// How long after its expiry a lease item is left for DynamoDB's TTL to remove.
+const LEASE_TTL_GRACE_SECS: i64 = 24 * 3600;
+
+/// Backup records, audit entries and dump leases in a DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoCatalog {
+    client: Client,
+    table: String,
+}
+
+impl DynamoCatalog {
+    /// The catalog in `table` (which must exist, see [`create_table`]).
+    pub fn new(client: Client, table: &str) -> Self {
+        DynamoCatalog {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn backend<E, R>(&self, action: &str, err: &SdkError<E, R>) -> CatalogError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let hint = match error_code(err) {
+            Some("ResourceNotFoundException") => format!(
+                " (table {:?} or one of its indexes does not exist in this region: create it as docs/DYNAMODB.md describes)",
+                self.table
+            ),
+            Some("AccessDeniedException") => format!(
+                " (allow dynamodb:{action} on the table {:?} and its indexes in the IAM policy)",
+                self.table
+            ),
+            _ => String::new(),
+        };
+        CatalogError::Backend {
+            location: self.location(),
+            message: format!("{}{hint}", describe(err)),
+        }
+    }
+
+    fn corrupt(&self, what: &str, why: impl std::fmt::Display) -> CatalogError {
+        CatalogError::Backend {
+            location: self.location(),
+            message: format!("unreadable {what}: {why}"),
+        }
+    }
+
+    async fn get_item(&self, pk: String) -> Result<Option<Item>, CatalogError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.backend("GetItem", &e))?;
+        Ok(out.item)
+    }
+
+    /// Items of one index partition, newest first, after `before` (exclusive), keeping those
+    /// `keep` accepts, until `want` are collected or the partition ends.
+    async fn query_newest(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash: String,
+        before: Option<&BackupId>,
+        want: Option<usize>,
+        keep: impl Fn(&Item) -> bool,
+    ) -> Result<Vec<Item>, CatalogError> {
+        let mut condition = String::from("#h = :h");
+        let mut names = HashMap::from([("#h".to_owned(), hash_attr.to_owned())]);
+        let mut values = HashMap::from([(":h".to_owned(), s(hash))]);
+        if let Some(before) = before {
+            condition.push_str(" AND #id < :before");
+            names.insert("#id".into(), ID.into());
+            values.insert(":before".into(), s(before.as_str()));
+        }
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page_size = want.map(|w| (w.saturating_sub(out.len())).clamp(1, 1000) as i32);
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(&condition)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(false)
+                .set_limit(page_size)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.backend("Query", &e))?;
+            out.extend(page.items.unwrap_or_default().into_iter().filter(&keep));
+            if want.is_some_and(|w| out.len() >= w) {
+                out.truncate(want.unwrap_or(usize::MAX));
+                return Ok(out);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn record_from(&self, item: &Item) -> Result<BackupRecord, CatalogError> {
+        let json =
+            text(item, "record").ok_or_else(|| self.corrupt("record", "no record attribute"))?;
+        serde_json::from_str(json).map_err(|e| self.corrupt("record", e))
+    }
+
+    fn lease_from(&self, item: &Item) -> Result<Lease, CatalogError> {
+        let field = |name| {
+            text(item, name).ok_or_else(|| self.corrupt("lease", format!("no {name} attribute")))
+        };
+        let expires = field("expires_at")?;
+        Ok(Lease {
+            database: field("database")?.to_owned(),
+            holder: field("holder")?.to_owned(),
+            expires_at: DateTime::parse_from_rfc3339(expires)
+                .map_err(|e| self.corrupt("lease", e))?
+                .with_timezone(&Utc),
+        })
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v),
+        _ => None,
+    }
+}
+
+fn backup_pk(id: &BackupId) -> String {
+    format!("backup#{id}")
+}
+
+fn audit_pk(id: &BackupId) -> String {
+    format!("audit#{id}")
+}
+
+fn lease_pk(database: &str) -> String {
+    format!("lease#{database}")
+}
+
+fn record_item(record: &BackupRecord) -> Item {
+    HashMap::from([
+        (PK.to_owned(), s(backup_pk(&record.id))),
+        (ITEM_TYPE.to_owned(), s("backup")),
+        (ID.to_owned(), s(record.id.as_str())),
+        ("database".to_owned(), s(&record.database)),
+        ("status".to_owned(), s(record.status.as_str())),
+        ("created_at".to_owned(), s(format_time(record.created_at))),
+        (
+            DATABASE_KEY.to_owned(),
+            s(format!("backup#{}", record.database)),
+        ),
+        (
+            STATUS_KEY.to_owned(),
+            s(format!("backup#{}", record.status)),
+        ),
+        (
+            "record".to_owned(),
+            s(serde_json::to_string(record).expect("records always serialize")),
+        ),
+    ])
+}
+
+fn audit_item(entry: &AuditEntry) -> Item {
+    HashMap::from([
+        (PK.to_owned(), s(audit_pk(&entry.id))),
+        (ITEM_TYPE.to_owned(), s("audit")),
+        (ID.to_owned(), s(entry.id.as_str())),
+        ("database".to_owned(), s(&entry.database)),
+        ("at".to_owned(), s(format_time(entry.at))),
+        (
+            DATABASE_KEY.to_owned(),
+            s(format!("audit#{}", entry.database)),
+        ),
+        (
+            "entry".to_owned(),
+            s(serde_json::to_string(entry).expect("audit entries serialize")),
+        ),
+    ])
+}
+
+fn lease_item(lease: &Lease) -> Item {
+    HashMap::from([
+        (PK.to_owned(), s(lease_pk(&lease.database))),
+        ("database".to_owned(), s(&lease.database)),
+        ("holder".to_owned(), s(&lease.holder)),
+        ("expires_at".to_owned(), s(format_time(lease.expires_at))),
+        (
+            "expires_at_ms".to_owned(),
+            n(lease.expires_at.timestamp_millis()),
+        ),
+        (
+            TTL.to_owned(),
+            n(lease.expires_at.timestamp() + LEASE_TTL_GRACE_SECS),
+        ),
+    ])
+}
+
+#[async_trait]
+impl Catalog for DynamoCatalog {
+    fn location(&self) -> String {
+        format!("dynamodb://{}", self.table)
+    }
+
+    async fn insert(&self, record: &BackupRecord) -> Result<(), CatalogError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(record_item(record)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(CatalogError::AlreadyExists(record.id.clone()))
+            }
+            Err(e) => Err(self.backend("PutItem", &e)),
+        }
+    }
+
+    async fn get(&self, id: &BackupId) -> Result<BackupRecord, CatalogError> {
+        match self.get_item(backup_pk(id)).await? {
+            Some(item) => self.record_from(&item),
+            None => Err(CatalogError::NotFound(id.clone())),
+        }
+    }
+
+    async fn update(
+        &self,
+        record: &BackupRecord,
+        expected: BackupStatus,
+    ) -> Result<(), CatalogError> {
+        check_update(record, expected)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(record_item(record)))
+            .condition_expression("attribute_exists(#pk) AND #status = :expected")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":expected", s(expected.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                // Say why: gone, or changed by someone else.
+                match self.get_item(backup_pk(&record.id)).await? {
+                    None => Err(CatalogError::NotFound(record.id.clone())),
+                    Some(item) => Err(CatalogError::Conflict {
+                        id: record.id.clone(),
+                        expected,
+                        found: self.record_from(&item)?.status,
+                    }),
+                }
+            }
+            Err(e) => Err(self.backend("PutItem", &e)),
+        }
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, CatalogError> {
+        let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let want = query.limit.map(|l| l + 1);
+        let status = query.status;
+        let items = match (&query.database, status) {
+            (Some(database), _) => {
+                self.query_newest(
+                    BY_DATABASE,
+                    DATABASE_KEY,
+                    format!("backup#{database}"),
+                    before.as_ref(),
+                    want,
+                    |item| status.is_none_or(|st| text(item, "status") == Some(st.as_str())),
+                )
+                .await?
+            }
+            (None, Some(st)) => {
+                self.query_newest(
+                    BY_STATUS,
+                    STATUS_KEY,
+                    format!("backup#{st}"),
+                    before.as_ref(),
+                    want,
+                    |_| true,
+                )
+                .await?
+            }
+            (None, None) => {
+                self.query_newest(
+                    BY_TIME,
+                    ITEM_TYPE,
+                    "backup".into(),
+                    before.as_ref(),
+                    want,
+                    |_| true,
+                )
+                .await?
+            }
+        };
+        let mut records = items
+            .iter()
+            .map(|item| self.record_from(item))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut next_cursor = None;
+        if let Some(limit) = query.limit {
+            if records.len() > limit {
+                records.truncate(limit);
+                next_cursor = records.last().map(|r| encode_cursor(&r.id));
+            }
+        }
+        Ok(Page {
+            records,
+            next_cursor,
+        })
+    }
+
+    async fn acquire_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, CatalogError> {
+        // A holder that releases between our failed write and our read makes us try again.
+        for _ in 0..5 {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(lease_item(lease)))
+                .condition_expression("attribute_not_exists(#pk) OR #expires <= :now")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#expires", "expires_at_ms")
+                .expression_attribute_values(":now", n(now.timestamp_millis()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(None),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(self.backend("PutItem", &e)),
+            }
+            if let Some(item) = self.get_item(lease_pk(&lease.database)).await? {
+                let current = self.lease_from(&item)?;
+                if current.expires_at > now {
+                    return Ok(Some(current));
+                }
+            }
+        }
+        Err(CatalogError::Backend {
+            location: self.location(),
+            message: format!(
+                "the lease of database {:?} kept changing hands; try again",
+                lease.database
+            ),
+        })
+    }
+
+    async fn release_lease(&self, database: &str, holder: &str) -> Result<(), CatalogError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(lease_pk(database)))
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Not ours (any more), or already gone: nothing to give back.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.backend("DeleteItem", &e)),
+        }
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), CatalogError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(audit_item(entry)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await
+            .map_err(|e| self.backend("PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        database: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, CatalogError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = match database {
+            Some(db) => {
+                self.query_newest(
+                    BY_DATABASE,
+                    DATABASE_KEY,
+                    format!("audit#{db}"),
+                    None,
+                    Some(limit),
+                    |_| true,
+                )
+                .await?
+            }
+            None => {
+                self.query_newest(
+                    BY_TIME,
+                    ITEM_TYPE,
+                    "audit".into(),
+                    None,
+                    Some(limit),
+                    |_| true,
+                )
+                .await?
+            }
+        };
+        items
+            .iter()
+            .map(|item| {
+                let json = text(item, "entry")
+                    .ok_or_else(|| self.corrupt("audit entry", "no entry attribute"))?;
+                serde_json::from_str(json).map_err(|e| self.corrupt("audit entry", e))
+            })
+            .collect()
+    }
+}
+
+/// Creates the catalog table exactly as docs/DYNAMODB.md describes (on-demand billing, the
+/// three indexes, TTL on `ttl`) and waits until it is usable. For tests and first setup;
+/// production tables come from Terraform with the same definition.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), CatalogError> {
+    let fail = |message: String| CatalogError::Backend {
+        location: format!("dynamodb://{table}"),
+        message,
+    };
+    let build = |e: aws_sdk_dynamodb::error::BuildError| fail(e.to_string());
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(build)
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(build)
+    };
+    let index = |name: &str, hash: &str| -> Result<GlobalSecondaryIndex, CatalogError> {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(hash, KeyType::Hash)?)
+            .key_schema(key(ID, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(build)
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(PK)?)
+        .attribute_definitions(attribute(ID)?)
+        .attribute_definitions(attribute(ITEM_TYPE)?)
+        .attribute_definitions(attribute(DATABASE_KEY)?)
+        .attribute_definitions(attribute(STATUS_KEY)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .global_secondary_indexes(index(BY_TIME, ITEM_TYPE)?)
+        .global_secondary_indexes(index(BY_DATABASE, DATABASE_KEY)?)
+        .global_secondary_indexes(index(BY_STATUS, STATUS_KEY)?)
+        .send()
+        .await
+        .map_err(|e| fail(describe(&e)))?;
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(Duration::from_secs(120))
+        .await
+        .map_err(|e| fail(format!("table did not become active: {e}")))?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(TTL)
+                .build()
+                .map_err(build)?,
+        )
+        .send()
+        .await
+        .map_err(|e| fail(describe(&e)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackupKind, Compression};
+    use crate::testing::{moto, unique};
+
+    async fn fresh(config: &crate::aws::SdkConfig) -> DynamoCatalog {
+        let client = Client::new(config);
+        let table = unique("pgkeep-catalog");
+        create_table(&client, &table).await.unwrap();
+        DynamoCatalog::new(client, &table)
+    }
+
+    #[tokio::test]
+    async fn dynamodb_catalog_meets_the_contract() {
+        let Some(config) = moto().await else { return };
+        let catalog = fresh(&config).await;
+        assert!(catalog.location().starts_with("dynamodb://pgkeep-catalog-"));
+        crate::catalog::contract::run(&catalog).await;
+    }
+
+    #[tokio::test]
+    async fn racing_writers_cannot_both_win() {
+        let Some(config) = moto().await else { return };
+        let catalog = fresh(&config).await;
+        let record = BackupRecord::start(
+            BackupId::generate(Utc::now()),
+            "shop",
+            BackupKind::Manual,
+            Compression::Zstd,
+        );
+        catalog.insert(&record).await.unwrap();
+        let mut completed = record.clone();
+        completed.status = BackupStatus::Completed;
+        let mut failed = record.clone();
+        failed.status = BackupStatus::Failed;
+        let (a, b) = tokio::join!(
+            catalog.update(&completed, BackupStatus::InProgress),
+            catalog.update(&failed, BackupStatus::InProgress)
+        );
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+        let stored = catalog.get(&record.id).await.unwrap().status;
+        assert_eq!(
+            stored,
+            if a.is_ok() {
+                completed.status
+            } else {
+                failed.status
+            }
+        );
+
+        let now = Utc::now();
+        let lease = |holder: &str| Lease {
+            database: "shop".into(),
+            holder: holder.into(),
+            expires_at: now + chrono::Duration::minutes(5),
+        };
+        let (lx, ly) = (lease("x"), lease("y"));
+        let (x, y) = tokio::join!(
+            catalog.acquire_lease(&lx, now),
+            catalog.acquire_lease(&ly, now)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(x.is_none() != y.is_none(), "{x:?} {y:?}");
+        let winner = if x.is_none() { "x" } else { "y" };
+        assert_eq!(x.or(y).unwrap().holder, winner);
+    }
+
+    #[tokio::test]
+    async fn a_missing_table_says_how_to_create_it() {
+        let Some(config) = moto().await else { return };
+        let catalog = DynamoCatalog::new(Client::new(&config), "pgkeep-no-such-table");
+        let err = catalog
+            .get(&BackupId::generate(Utc::now()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("docs/DYNAMODB.md"), "{err}");
+    }
+}
