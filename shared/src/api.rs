@@ -322,8 +322,10 @@ mod tests {
             repo: RepoUrl::File(dir.join("repo")),
             catalog: None,
             key: KeyUrl::File(dir.join("key")),
+            aws: Default::default(),
         }
         .open(KeyUse::None)
+        .await
         .unwrap();
         let starter = Arc::new(RecordingStarter::default());
         let api = Api {

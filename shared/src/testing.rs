@@ -311,6 +311,8 @@ impl Catalog for FaultyCatalog {
     ) -> Result<Vec<AuditEntry>, CatalogError> {
         self.inner.list_audit(database, limit).await
     }
+}
+
 /// The AWS configuration for the emulator the test command starts (moto), or `None` (with a
 /// message) when it is not running; under CI a missing emulator fails the test instead.
 pub async fn moto() -> Option<crate::aws::SdkConfig> {

@@ -50,14 +50,16 @@ struct Fixture {
     starter: Arc<RecordingStarter>,
 }
 
-fn fixture() -> Fixture {
+async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let services = BackendConfig {
         repo: RepoUrl::File(dir.path().join("repo")),
         catalog: None,
         key: KeyUrl::File(dir.path().join("key")),
+        aws: Default::default(),
     }
     .open(KeyUse::None)
+    .await
     .unwrap();
     let starter = Arc::new(RecordingStarter::default());
     let api = Api {
@@ -91,7 +93,7 @@ async fn add(api: &Api, id: BackupId, status: BackupStatus) {
 
 #[tokio::test]
 async fn listing_paginates_and_filters() {
-    let f = fixture();
+    let f = fixture().await;
     for minute in 0..3 {
         let at = Utc.with_ymd_and_hms(2026, 11, 24, 1, minute, 0).unwrap();
         add(&f.api, BackupId::generate(at), BackupStatus::Completed).await;
@@ -136,7 +138,7 @@ async fn listing_paginates_and_filters() {
 
 #[tokio::test]
 async fn showing_one_backup() {
-    let f = fixture();
+    let f = fixture().await;
     let (status, _, _) = call(&f.api, &event("get-backup")).await;
     assert_eq!(status, 404);
     add(
@@ -155,7 +157,7 @@ async fn showing_one_backup() {
 
 #[tokio::test]
 async fn creating_a_backup_starts_the_dump_function() {
-    let f = fixture();
+    let f = fixture().await;
     let (status, body, location) = call(&f.api, &event("create-backup")).await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap();
@@ -176,7 +178,7 @@ async fn creating_a_backup_starts_the_dump_function() {
 
 #[tokio::test]
 async fn status_is_503_until_a_recent_good_backup_exists() {
-    let f = fixture();
+    let f = fixture().await;
     let old = Utc::now() - Duration::hours(30);
     let mut r = BackupRecord::start(
         BackupId::generate(old),
@@ -210,7 +212,7 @@ async fn status_is_503_until_a_recent_good_backup_exists() {
 
 #[tokio::test]
 async fn non_admins_and_anonymous_callers_are_refused() {
-    let f = fixture();
+    let f = fixture().await;
     for name in ["forbidden-not-admin", "forbidden-anonymous"] {
         let (status, body, _) = call(&f.api, &event(name)).await;
         assert_eq!(status, 403, "{name}: {body}");

@@ -120,7 +120,11 @@ async fn abort_incomplete_uploads(
         .abort_incomplete_uploads(key, older_than)
         .await?;
     if aborted > 0 {
-        tracing::warn!(key, aborted, "aborted open multipart uploads of an abandoned backup");
+        tracing::warn!(
+            key,
+            aborted,
+            "aborted open multipart uploads of an abandoned backup"
+        );
     }
     Ok(())
 }
