@@ -10,7 +10,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::ChildStdout;
 
 use crate::keys::DataKey;
@@ -124,8 +124,7 @@ pub async fn store_archive(
     let sealed = EncryptWriter::new(DigestWriter::new(upload), header, key);
     let mut compressed = CompressWriter::new(sealed, options.compression, options.zstd_workers);
     let streamed: Result<(), PipelineError> = async {
-        let mut source = BufReader::with_capacity(1 << 20, &mut tap);
-        tokio::io::copy_buf(&mut source, &mut compressed).await?;
+        pump(&mut tap, &mut compressed).await?;
         // The archive ended; only pg_dump's exit status says whether it is whole.
         dump.finish().await?;
         compressed.shutdown().await?;
@@ -150,6 +149,27 @@ pub async fn store_archive(
             }
             Err(e)
         }
+    }
+}
+
+/// Copies `from` to `to` until end of stream without ever flushing `to`: a flush would make
+/// the compressor end its block (and zstd's workers finish their jobs) whenever pg_dump is
+/// momentarily slower than we are, which costs both ratio and parallelism. (tokio's `copy`
+/// flushes whenever the reader would block.) The final flush comes with `shutdown()`.
+async fn pump<R, W>(from: &mut R, to: &mut W) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        total += n as u64;
     }
 }
 

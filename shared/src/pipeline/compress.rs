@@ -17,6 +17,8 @@ use crate::model::Compression;
 /// zstd level 3 (zstd's own default): most of the ratio of higher levels at several times the
 /// speed, which is what keeps a backup as fast as pg_dump itself.
 const ZSTD_LEVEL: i32 = 3;
+/// Bytes of input per zstd worker job.
+const ZSTD_JOB_SIZE: u32 = 4 << 20;
 /// gzip level 6, the gzip tool's default.
 const GZIP_LEVEL: i32 = 6;
 
@@ -33,7 +35,13 @@ impl<W: AsyncWrite + Unpin> CompressWriter<W> {
     pub fn new(inner: W, compression: Compression, workers: u32) -> Self {
         match compression {
             Compression::Zstd => {
-                let params = [async_compression::zstd::CParameter::nb_workers(workers)];
+                use async_compression::zstd::CParameter;
+                // Jobs of 4 MiB keep the workers' buffers (and so peak memory) small while
+                // leaving each job enough data to compress well.
+                let params = [
+                    CParameter::nb_workers(workers),
+                    CParameter::job_size(ZSTD_JOB_SIZE),
+                ];
                 CompressWriter::Zstd(ZstdEncoder::with_quality_and_params(
                     inner,
                     Level::Precise(ZSTD_LEVEL),
