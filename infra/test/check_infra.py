@@ -239,8 +239,9 @@ def check_static() -> None:
     dyn = json.dumps(policy.get("dynamic", ""))
     if "each.value.actions" not in dyn or "local.group_resources" not in dyn:
         fail("data.aws_iam_policy_document.function is not built from functions.json's actions and local.group_resources")
-    if set(policy) - {"for_each", "dynamic", "__start_line__", "__end_line__"}:
-        fail(f"the functions' policy has statements besides the generated ones: {sorted(policy)}")
+    hand_written = set(policy) - {"for_each", "dynamic", "__start_line__", "__end_line__"}
+    if hand_written:
+        fail(f"the functions' policy has blocks besides the generated statements: {sorted(hand_written)}")
     defined_groups = set(re.findall(r"'(\w+)':", str(loc.get("group_resources"))))
     for name, f in FUNCTIONS.items():
         for group in f["actions"]:
@@ -353,9 +354,15 @@ def check_deployed(state_path: str) -> None:
                 fail(f"{name}: {var}={env[var]!r} is not what the code expects")
         if fn["role"] != roles[name]["arn"]:
             fail(f"{name}: runs with {fn['role']}, not its own role")
-        zip_or_image = fn["package_type"] == "Image" or (fn["handler"] == "bootstrap" and fn["runtime"] == "provided.al2023")
-        if not zip_or_image:
-            fail(f"{name}: not a provided.al2023 bootstrap function")
+        # The emulator stack runs the functions that need pg_dump from the image, the rest from zips.
+        if spec["needs_pg_tools"]:
+            entry = (fn.get("image_config") or [{}])[0].get("entry_point")
+            if fn["package_type"] != "Image" or entry != [f"/var/task/{name}"]:
+                fail(f"{name}: not started from its binary in the pg tools image ({fn['package_type']}, {entry})")
+        elif (fn["package_type"], fn["handler"], fn["runtime"]) != ("Zip", "bootstrap", "provided.al2023"):
+            fail(f"{name}: not a provided.al2023 bootstrap zip")
+        if fn["architectures"] != ["x86_64"]:
+            fail(f"{name}: architectures {fn['architectures']}")
         in_vpc = bool(fn.get("vpc_config") and fn["vpc_config"][0].get("subnet_ids"))
         if in_vpc != spec["in_vpc"]:
             fail(f"{name}: in a VPC is {in_vpc}, functions.json says {spec['in_vpc']}")
