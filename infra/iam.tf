@@ -12,7 +12,7 @@ locals {
       key_via_s3  = [aws_kms_key.pgkeep.arn]
       key_via_sns = [aws_kms_key.pgkeep.arn]
       secrets     = f == "verify" ? concat(local.database_secret_arns, compact([var.scratch_secret_arn])) : local.database_secret_arns
-      secrets_key = var.secrets_kms_key_arns
+      login_cmk = var.secrets_kms_key_arns
       invoke      = [for target in s.invokes : local.function_arns[target]]
       topic       = [aws_sns_topic.alerts.arn]
       dlq         = [aws_sqs_queue.dlq.arn]
@@ -21,12 +21,8 @@ locals {
     }
   }
 
-  # Groups usable only through one AWS service.
-  group_via_service = {
-    key_via_s3  = "s3"
-    key_via_sns = "sns"
-    secrets_key = "secretsmanager"
-  }
+  # Groups usable only through one AWS service (kms:ViaService).
+  group_via_service = local.spec.via_service
 }
 
 data "aws_iam_policy_document" "lambda_assume" {

@@ -27,7 +27,7 @@ SPEC = json.loads((INFRA / "functions.json").read_text())
 FUNCTIONS = SPEC["functions"]
 GROUPS = {k for k in SPEC["permission_groups"] if k != "about"}
 # Groups that are the platform's needs, not calls in pgkeep's code.
-PLATFORM_GROUPS = {"logs", "dlq", "tracing", "key_via_s3", "key_via_sns", "secrets_key"}
+PLATFORM_GROUPS = {"logs", "dlq", "tracing", "key_via_s3", "key_via_sns", "login_cmk"}
 ENV_NAME = re.compile(r"PGKEEP_[A-Z0-9_]+")
 
 # SDK operation (snake_case method of the Rust SDK client) -> the IAM action it needs.
@@ -127,7 +127,7 @@ def check_checkov(report_path: str) -> None:
         skipped += r.get("results", {}).get("skipped_checks", [])
     # Every skip is an inline comment with a reason (`#checkov:skip=ID:reason`).
     skips = {}
-    for tf in INFRA.rglob("*.tf"):
+    for tf in sorted(INFRA.rglob("*.tf")) + [INFRA / "Dockerfile"]:
         if ".terraform" in tf.parts:
             continue
         for m in re.finditer(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?", tf.read_text()):
@@ -173,11 +173,28 @@ def module_locals(tree: dict) -> dict:
     return out
 
 
-def read_env_names(paths: list[Path]) -> set[str]:
-    names = set()
-    for p in paths:
-        names |= set(ENV_NAME.findall(without_tests(p.read_text())))
-    return names
+def source_text(spec: str) -> str:
+    """The code an env_sources entry names: a file, or `path#fn` for one function in it."""
+    path, _, function = spec.partition("#")
+    text = without_tests((ROOT / path).read_text())
+    if not function:
+        return text
+    m = re.search(rf"\bfn {re.escape(function)}\b", text)
+    if not m:
+        fail(f"env_sources: {path} has no fn {function}")
+        return ""
+    start = text.index("{", m.end())
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[m.start() : i + 1]
+    return text[m.start() :]
+
+
+def crate_sources(name: str) -> str:
+    files = sorted(p for p in (ROOT / "functions" / name).rglob("*.rs") if p.name != "tests.rs")
+    return "\n".join(without_tests(p.read_text()) for p in files)
 
 
 def env_satisfied(name: str, available: set[str]) -> bool:
@@ -216,17 +233,18 @@ def check_static() -> None:
     # Every variable a function reads is in its list, and every listed variable has a value.
     env_values = loc.get("env_values", {})
     never_set = {k for k in SPEC["never_set"] if k != "about"}
-    shared_sources = [ROOT / f for f in SPEC["env_sources"]["files"]]
-    for f in shared_sources:
-        if not f.exists():
-            fail(f"functions.json env_sources names {f.relative_to(ROOT)}, which does not exist")
+    shared = ""
+    for spec in SPEC["env_sources"]["files"]:
+        if not (ROOT / spec.partition("#")[0]).exists():
+            fail(f"functions.json env_sources names {spec}, which does not exist")
+            continue
+        shared += source_text(spec)
     for name in FUNCTIONS:
         listed = set(function_env(name))
-        crate = sorted((ROOT / "functions" / name).rglob("*.rs"))
-        read = read_env_names(crate + [f for f in shared_sources if f.exists()])
+        read = set(ENV_NAME.findall(crate_sources(name) + shared))
         for var in sorted(read - never_set):
-            if not env_satisfied(var, listed):
-                fail(f"the {name} function reads {var}, which functions.json does not list for it")
+            if not env_satisfied(var, listed | never_set):
+                fail(f"the {name} function reads {var}, which functions.json neither lists for it nor leaves unset on purpose (never_set)")
         for var in sorted(listed):
             if var not in env_values:
                 fail(f"functions.json lists {var} for {name} but locals.tf gives it no value")
