@@ -12,7 +12,7 @@ locals {
       key_via_s3  = [aws_kms_key.pgkeep.arn]
       key_via_sns = [aws_kms_key.pgkeep.arn]
       secrets     = f == "verify" ? concat(local.database_secret_arns, compact([var.scratch_secret_arn])) : local.database_secret_arns
-      login_cmk = var.secrets_kms_key_arns
+      login_cmk   = var.secrets_kms_key_arns
       invoke      = [for target in s.invokes : local.function_arns[target]]
       topic       = [aws_sns_topic.alerts.arn]
       dlq         = [aws_sqs_queue.dlq.arn]
