@@ -36,11 +36,11 @@ locals {
     for n, d in var.databases : n => { for k, v in { secret_arn = d.secret_arn, url = d.url } : k => v if v != null }
   })
 
-  span_units = { d = 86400, h = 3600, m = 60, s = 1 }
+  span_units = { w = 604800, d = 86400, h = 3600, m = 60, s = 1 }
   # Seconds of a span such as "1d12h" (the alarms compare the age metric, in seconds, with it).
   max_age_seconds = {
     for n, d in var.databases : n => sum([
-      for part in regexall("([0-9]+)([dhms])", coalesce(d.max_age, var.max_age)) : tonumber(part[0]) * local.span_units[part[1]]
+      for part in regexall("([0-9]+)([wdhms])", coalesce(d.max_age, var.max_age)) : tonumber(part[0]) * local.span_units[part[1]]
     ])
   }
 

@@ -69,6 +69,10 @@ variable "databases" {
     error_message = "a database url must not contain a password: use secret_arn for credentials."
   }
   validation {
+    condition     = alltrue([for n, d in var.databases : d.max_age == null || can(regex("^([0-9]+[wdhms])+$", d.max_age))])
+    error_message = "a database's max_age is a span such as 25h, 1d12h or 90m (units w, d, h, m, s)."
+  }
+  validation {
     condition     = alltrue([for n in keys(var.databases) : can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$", n))])
     error_message = "database names are 1-63 letters, digits, '_', '.' or '-'."
   }
@@ -105,8 +109,8 @@ variable "max_age" {
   default     = "25h"
 
   validation {
-    condition     = can(regex("^([0-9]+[dhms])+$", var.max_age))
-    error_message = "max_age is a span such as 25h, 1d12h or 90m."
+    condition     = can(regex("^([0-9]+[wdhms])+$", var.max_age))
+    error_message = "max_age is a span such as 25h, 1d12h or 90m (units w, d, h, m, s)."
   }
 }
 
