@@ -5,7 +5,7 @@
 
 resource "aws_s3_bucket" "backups" {
   #checkov:skip=CKV2_AWS_62:Nothing consumes object events: the catalog table, not the bucket, records every backup and its state.
-  #checkov:skip=CKV_AWS_144:A copy in a second region is a disaster-recovery choice with its own key and cost; docs/OPERATIONS.md says how to add replication. Versioning, Object Lock and PITR protect against deletion in this region.
+  #checkov:skip=CKV_AWS_144:A copy in a second region is a disaster-recovery choice with its own key and cost; docs/OPERATIONS.md (RDS settings, and what each gives) discusses it. Versioning, Object Lock and PITR protect against deletion in this region.
   bucket              = local.bucket_name
   object_lock_enabled = var.object_lock != null
 }
