@@ -1,0 +1,127 @@
+variable "region" {
+  description = "AWS region of the deployment (the databases' region)."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "pgkeep"
+}
+
+variable "databases" {
+  description = "Databases to back up; see the module's variable of the same name."
+  type = map(object({
+    secret_arn      = optional(string)
+    url             = optional(string)
+    dump_schedule   = optional(string, "cron(0 2 * * ? *)")
+    verify_schedule = optional(string, "cron(0 5 * * ? *)")
+    prune_schedule  = optional(string, "cron(0 6 * * ? *)")
+    max_age         = optional(string)
+    retention = optional(object({
+      keep_last    = optional(number)
+      keep_hourly  = optional(number)
+      keep_daily   = optional(number)
+      keep_weekly  = optional(number)
+      keep_monthly = optional(number)
+      keep_yearly  = optional(number)
+      keep_within  = optional(string)
+    }))
+  }))
+}
+
+variable "retention" {
+  description = "Default retention policy (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within); {} for the module's default of 7 daily, 4 weekly, 12 monthly."
+  type        = any
+  default     = {}
+}
+
+variable "vpc_subnet_ids" {
+  description = "Private subnets that reach the databases."
+  type        = list(string)
+}
+
+variable "vpc_security_group_ids" {
+  description = "Security groups of the dump and verify functions."
+  type        = list(string)
+}
+
+variable "scratch_secret_arn" {
+  description = "Secret of the server verify restores into; null for each database's own server."
+  type        = string
+  default     = null
+}
+
+variable "secrets_kms_key_arns" {
+  description = "Customer managed keys of the database secrets, if any."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_emails" {
+  description = "E-mail addresses for alerts."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_webhook_url" {
+  description = "Slack-compatible webhook for alerts."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "object_lock" {
+  description = "Optional Object Lock (mode and days)."
+  type = object({
+    mode = string
+    days = number
+  })
+  default = null
+}
+
+variable "log_retention_days" {
+  description = "Log retention in days."
+  type        = number
+  default     = 365
+}
+
+variable "architecture" {
+  description = "x86_64 or arm64."
+  type        = string
+  default     = "x86_64"
+}
+
+variable "artifacts_dir" {
+  description = "Where scripts/package-lambdas left <function>/bootstrap.zip; null for the repository's target/lambda."
+  type        = string
+  default     = null
+}
+
+variable "pg_tools_image_uri" {
+  description = "ECR image built from infra/Dockerfile for dump and verify."
+  type        = string
+  default     = null
+}
+
+variable "restore_principal_arns" {
+  description = "Roles allowed to decrypt backups with the CLI (disaster recovery)."
+  type        = list(string)
+  default     = []
+}
+
+variable "jwt_authorizer" {
+  description = "JWT issuer and audiences for the status API instead of IAM authorization."
+  type = object({
+    issuer    = string
+    audiences = list(string)
+  })
+  default = null
+}
+
+variable "deletion_protection" {
+  description = "Protect the catalog table from deletion."
+  type        = bool
+  default     = true
+}

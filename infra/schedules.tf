@@ -1,0 +1,65 @@
+# EventBridge Scheduler: for each database, one schedule each for dump, verify and prune. Each
+# sends the same EventBridge-shaped event (what functions/dump accepts, see events/dump/):
+# detail.database names the database, and the event id is the scheduler's execution id, so a
+# duplicate delivery of one execution maps to the same backup id. Prune's detail also carries
+# the database's retention override, when it has one.
+
+locals {
+  schedules = merge([
+    for db, d in var.databases : {
+      for f, s in local.functions : "${f}-${db}" => {
+        database   = db
+        function   = f
+        expression = { dump = d.dump_schedule, verify = d.verify_schedule, prune = d.prune_schedule }[f]
+        detail = merge(
+          { database = db },
+          f == "prune" && d.retention != null ? { retention = { for k, v in d.retention : k => v if v != null } } : {},
+        )
+      } if s.scheduled
+    }
+  ]...)
+}
+
+resource "aws_scheduler_schedule_group" "pgkeep" {
+  name = var.name
+}
+
+resource "aws_scheduler_schedule" "run" {
+  for_each = local.schedules
+
+  name                         = "${var.name}-${each.key}"
+  group_name                   = aws_scheduler_schedule_group.pgkeep.name
+  description                  = "pgkeep: ${each.value.function} ${each.value.database}"
+  schedule_expression          = each.value.expression
+  schedule_expression_timezone = var.schedule_timezone
+  kms_key_arn                  = aws_kms_key.pgkeep.arn
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = aws_lambda_function.function[each.value.function].arn
+    role_arn = aws_iam_role.scheduler.arn
+    input = jsonencode({
+      version       = "0"
+      id            = "<aws.scheduler.execution-id>"
+      "detail-type" = "Scheduled Event"
+      source        = "aws.scheduler"
+      account       = local.account
+      time          = "<aws.scheduler.scheduled-time>"
+      region        = local.region
+      resources     = ["<aws.scheduler.schedule-arn>"]
+      detail        = each.value.detail
+    })
+
+    retry_policy {
+      maximum_event_age_in_seconds = 3600
+      maximum_retry_attempts       = 3
+    }
+
+    dead_letter_config {
+      arn = aws_sqs_queue.dlq.arn
+    }
+  }
+}

@@ -1,0 +1,43 @@
+# The example as infra/test/run applies it against the AWS emulator: every optional feature on,
+# so every environment variable and every permission group is deployed and checked.
+region = "us-east-1"
+name   = "pgkeep-test"
+
+databases = {
+  shop = {
+    secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/shop-AbCdEf"
+    retention  = { keep_last = 3, keep_within = "2d" }
+  }
+  crm = {
+    secret_arn    = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/crm-GhIjKl"
+    dump_schedule = "cron(30 1 * * ? *)"
+    max_age       = "2d"
+  }
+}
+
+retention = {
+  keep_last    = 2
+  keep_hourly  = 0
+  keep_daily   = 7
+  keep_weekly  = 4
+  keep_monthly = 12
+  keep_yearly  = 3
+  keep_within  = "1d"
+}
+
+vpc_subnet_ids         = ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002"]
+vpc_security_group_ids = ["sg-0a1b2c3d4e5f60003"]
+
+scratch_secret_arn     = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/scratch-MnOpQr"
+secrets_kms_key_arns   = ["arn:aws:kms:us-east-1:123456789012:key/0b9e1b7c-0000-4000-8000-000000000001"]
+alert_emails           = ["ops@example.com"]
+alert_webhook_url      = "https://hooks.example.com/services/T000/B000/placeholder"
+object_lock            = { mode = "GOVERNANCE", days = 35 }
+restore_principal_arns = ["arn:aws:iam::123456789012:root"]
+artifacts_dir          = "@ARTIFACTS@"
+# dump and verify from the container image (the emulator does not look for it in ECR), prune
+# and status from their zips: both packagings are deployed.
+pg_tools_image_uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/pgkeep:0.1.0"
+
+# A test stack must be destroyable.
+deletion_protection = false

@@ -1,0 +1,288 @@
+# Inputs of the pgkeep module. Only `name`, `databases`, `vpc_subnet_ids` and
+# `vpc_security_group_ids` are required; everything else has a production default.
+
+variable "name" {
+  description = "Prefix of every resource name (functions, table, key alias, topic). Lowercase letters, digits and hyphens."
+  type        = string
+  default     = "pgkeep"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name))
+    error_message = "name must be 2-31 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "bucket_name" {
+  description = "Name of the backup bucket; null for \"<name>-backups-<account id>-<region>\"."
+  type        = string
+  default     = null
+}
+
+variable "repository_prefix" {
+  description = "Key prefix of the repository inside the bucket (PGKEEP_REPO is s3://bucket/prefix)."
+  type        = string
+  default     = "pgkeep"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._/-]*[a-z0-9]$", var.repository_prefix)) && !strcontains(var.repository_prefix, "//")
+    error_message = "repository_prefix must be a relative key prefix without leading or trailing slashes."
+  }
+}
+
+variable "databases" {
+  description = <<-EOT
+    The databases to back up, by name (the name used in backup ids, the API and the CLI).
+    Each gives either `secret_arn` (a Secrets Manager secret in the RDS JSON form: username,
+    password, host, port, dbname) or `url` (postgresql://user@host:port/db, never with a
+    password), the schedules (EventBridge Scheduler expressions, evaluated in
+    `schedule_timezone`), an optional retention override and the maximum age of its newest good
+    backup before the stale alarm fires.
+  EOT
+  type = map(object({
+    secret_arn      = optional(string)
+    url             = optional(string)
+    dump_schedule   = optional(string, "cron(0 2 * * ? *)")
+    verify_schedule = optional(string, "cron(0 5 * * ? *)")
+    prune_schedule  = optional(string, "cron(0 6 * * ? *)")
+    max_age         = optional(string)
+    retention = optional(object({
+      keep_last    = optional(number)
+      keep_hourly  = optional(number)
+      keep_daily   = optional(number)
+      keep_weekly  = optional(number)
+      keep_monthly = optional(number)
+      keep_yearly  = optional(number)
+      keep_within  = optional(string)
+    }))
+  }))
+
+  validation {
+    condition     = length(var.databases) > 0
+    error_message = "databases must name at least one database."
+  }
+  validation {
+    condition     = alltrue([for n, d in var.databases : (d.secret_arn == null) != (d.url == null)])
+    error_message = "each database needs exactly one of secret_arn or url."
+  }
+  validation {
+    condition     = alltrue([for n, d in var.databases : d.url == null || !can(regex("^[a-z]+://[^/@]*:[^/@]*@", d.url))])
+    error_message = "a database url must not contain a password: use secret_arn for credentials."
+  }
+  validation {
+    condition     = alltrue([for n, d in var.databases : d.max_age == null || can(regex("^([0-9]+[wdhms])+$", d.max_age))])
+    error_message = "a database's max_age is a span such as 25h, 1d12h or 90m (units w, d, h, m, s)."
+  }
+  validation {
+    condition     = alltrue([for n in keys(var.databases) : can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$", n))])
+    error_message = "database names are 1-63 letters, digits, '_', '.' or '-'."
+  }
+}
+
+variable "schedule_timezone" {
+  description = "Time zone of the schedule expressions (IANA name)."
+  type        = string
+  default     = "UTC"
+}
+
+variable "retention" {
+  description = "Default retention policy of every database (restic forget semantics; PGKEEP_KEEP_* on the prune function). At least one rule."
+  type = object({
+    keep_last    = optional(number)
+    keep_hourly  = optional(number)
+    keep_daily   = optional(number, 7)
+    keep_weekly  = optional(number, 4)
+    keep_monthly = optional(number, 12)
+    keep_yearly  = optional(number)
+    keep_within  = optional(string)
+  })
+  default = {}
+
+  validation {
+    condition     = length([for k, v in var.retention : v if v != null]) > 0
+    error_message = "the retention policy needs at least one keep rule."
+  }
+}
+
+variable "max_age" {
+  description = "Default maximum age of the newest good backup before a database is unhealthy (PGKEEP_MAX_AGE, and the stale alarm's threshold), e.g. 25h."
+  type        = string
+  default     = "25h"
+
+  validation {
+    condition     = can(regex("^([0-9]+[wdhms])+$", var.max_age))
+    error_message = "max_age is a span such as 25h, 1d12h or 90m (units w, d, h, m, s)."
+  }
+}
+
+variable "abandon_after" {
+  description = "An in-progress backup older than this is abandoned by the reaper (PGKEEP_ABANDON_AFTER); keep it above the dump function's 15-minute timeout."
+  type        = string
+  default     = "30m"
+}
+
+variable "vpc_subnet_ids" {
+  description = "Private subnets from which the dump and verify functions reach the databases (and, through NAT or VPC endpoints, S3, DynamoDB, KMS, Secrets Manager, SNS and Lambda)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.vpc_subnet_ids) > 0
+    error_message = "vpc_subnet_ids needs at least one subnet."
+  }
+}
+
+variable "vpc_security_group_ids" {
+  description = "Security groups of the dump and verify functions; the databases' groups must admit them on the PostgreSQL port."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.vpc_security_group_ids) > 0
+    error_message = "vpc_security_group_ids needs at least one security group."
+  }
+}
+
+variable "scratch_secret_arn" {
+  description = "Secret (RDS JSON) of the server verify restores into (a role with CREATEDB); null to restore on each database's own server."
+  type        = string
+  default     = null
+}
+
+variable "secrets_kms_key_arns" {
+  description = "Customer managed KMS keys that encrypt the database and scratch secrets (none when they use the aws/secretsmanager key)."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_emails" {
+  description = "E-mail addresses subscribed to the alert topic (each must confirm the subscription)."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_webhook_url" {
+  description = "Slack-compatible webhook the dump and verify functions post alerts to (PGKEEP_ALERT_WEBHOOK_URL); null for none. Stored encrypted with the pgkeep key in the functions' configuration."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "object_lock" {
+  description = "Optional S3 Object Lock on the bucket: mode GOVERNANCE or COMPLIANCE and a default retention in days. Object Lock can only be chosen when the bucket is created; retention must cover the longest retention rule, or prune cannot delete what it expires."
+  type = object({
+    mode = string
+    days = number
+  })
+  default = null
+
+  validation {
+    condition     = var.object_lock == null || try(contains(["GOVERNANCE", "COMPLIANCE"], var.object_lock.mode) && var.object_lock.days > 0, false)
+    error_message = "object_lock.mode is GOVERNANCE or COMPLIANCE and object_lock.days is positive."
+  }
+}
+
+variable "archive_after_days" {
+  description = "Backups older than this move to the archive storage class; null to keep them in STANDARD."
+  type        = number
+  default     = 30
+}
+
+variable "archive_storage_class" {
+  description = "Storage class of old backups. GLACIER_IR keeps them readable at once (verify and restore still work); GLACIER or DEEP_ARCHIVE need a restore request before reading."
+  type        = string
+  default     = "GLACIER_IR"
+
+  validation {
+    condition     = contains(["STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"], var.archive_storage_class)
+    error_message = "archive_storage_class must be an S3 transition storage class."
+  }
+}
+
+variable "noncurrent_version_expiration_days" {
+  description = "Days a deleted or overwritten object version is kept before it expires (the undo window after prune)."
+  type        = number
+  default     = 30
+}
+
+variable "access_log_bucket" {
+  description = "Existing bucket that receives S3 server access logs of the backup bucket; null for none (CloudTrail data events are the alternative)."
+  type        = string
+  default     = null
+}
+
+variable "log_retention_days" {
+  description = "Retention of the functions' and the API's CloudWatch log groups."
+  type        = number
+  default     = 365
+}
+
+variable "architecture" {
+  description = "CPU architecture of the functions: x86_64 (what scripts/package-lambdas builds here) or arm64 (artifacts built elsewhere with cargo lambda build --arm64)."
+  type        = string
+  default     = "x86_64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.architecture)
+    error_message = "architecture is x86_64 or arm64."
+  }
+}
+
+variable "artifacts_dir" {
+  description = "Directory with <function>/bootstrap.zip for every function, as scripts/package-lambdas leaves them (cargo lambda's target/lambda)."
+  type        = string
+  default     = null
+}
+
+variable "pg_tools_image_uri" {
+  description = "ECR image built from infra/Dockerfile (both the dump and verify binaries and the PostgreSQL client tools). When set, dump and verify run from it; when null they run from their zips with pg_tools_layer_arns."
+  type        = string
+  default     = null
+}
+
+variable "pg_tools_layer_arns" {
+  description = "Layers that put pg_dump and pg_restore on PATH (/opt/bin) for the zip packaging of dump and verify; unused with pg_tools_image_uri."
+  type        = list(string)
+  default     = []
+}
+
+variable "reserved_concurrency" {
+  description = "Reserved concurrent executions per function (caps parallel dumps and the API's load). -1 leaves a function unreserved, which accounts at the default quota of 10 need."
+  type        = map(number)
+  default = {
+    dump   = 4
+    verify = 2
+    prune  = 1
+    status = 4
+  }
+}
+
+variable "admin_group" {
+  description = "JWT group whose members may use the status API (PGKEEP_ADMIN_GROUP)."
+  type        = string
+  default     = "admin"
+}
+
+variable "jwt_authorizer" {
+  description = "Use a JWT authorizer (issuer and audiences of e.g. a Cognito user pool) on the status API instead of IAM authorization."
+  type = object({
+    issuer    = string
+    audiences = list(string)
+  })
+  default = null
+}
+
+variable "key_admin_arns" {
+  description = "Principals that administer the pgkeep KMS key (never use it to decrypt); empty for the account, i.e. IAM policies decide."
+  type        = list(string)
+  default     = []
+}
+
+variable "restore_principal_arns" {
+  description = "Roles or users allowed to decrypt backups outside the functions (pgkeep restore, pgkeep verify from a workstation). Disaster recovery needs at least one."
+  type        = list(string)
+  default     = []
+}
+
+variable "deletion_protection" {
+  description = "Protect the catalog table from deletion (turn off only to tear a test stack down)."
+  type        = bool
+  default     = true
+}
