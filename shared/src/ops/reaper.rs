@@ -128,3 +128,112 @@ async fn abort_incomplete_uploads(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{Duration, Utc};
+
+    use super::*;
+    use crate::catalog::sqlite::SqliteCatalog;
+    use crate::keys::NoKey;
+    use crate::model::{BackupId, BackupKind, BackupRecord, Compression};
+    use crate::store::s3::{S3Options, S3Store};
+    use crate::testing::{moto, moto_bucket};
+
+    async fn open_uploads(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+        let out = client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        out.uploads()
+            .iter()
+            .filter_map(|u| u.key().map(str::to_owned))
+            .collect()
+    }
+
+    /// What a dump killed mid-upload leaves in S3 (an open multipart upload, a part uploaded)
+    /// and in the catalog (an `in_progress` record): the reaper fails the record and aborts
+    /// the upload, and leaves a young run and other databases alone.
+    #[tokio::test]
+    async fn an_abandoned_run_and_its_open_multipart_upload_are_cleaned() {
+        let Some(config) = moto().await else { return };
+        let (client, bucket) = moto_bucket(&config).await;
+        let dir = tempfile::tempdir().unwrap();
+        let services = Services {
+            store: Arc::new(S3Store::new(
+                client.clone(),
+                &bucket,
+                "pgkeep",
+                S3Options::default(),
+            )),
+            catalog: Arc::new(SqliteCatalog::open(dir.path().join("catalog.sqlite3")).unwrap()),
+            keys: Arc::new(NoKey),
+        };
+        let now = Utc::now();
+        let mut runs = Vec::new();
+        for (db, age) in [("shop", 60), ("shop", 1), ("crm", 60)] {
+            let started = now - Duration::minutes(age);
+            let mut r = BackupRecord::start(
+                BackupId::generate(started),
+                db,
+                BackupKind::Scheduled,
+                Compression::Zstd,
+            );
+            r.created_at = started;
+            services.catalog.insert(&r).await.unwrap();
+            let upload = client
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(format!("pgkeep/{}", r.object_key))
+                .send()
+                .await
+                .unwrap();
+            client
+                .upload_part()
+                .bucket(&bucket)
+                .key(format!("pgkeep/{}", r.object_key))
+                .upload_id(upload.upload_id().unwrap())
+                .part_number(1)
+                .body(vec![7u8; 1024].into())
+                .send()
+                .await
+                .unwrap();
+            runs.push(r);
+        }
+        assert_eq!(open_uploads(&client, &bucket).await.len(), 3);
+
+        let reaped = reap(&services, Some("shop"), now, Span::minutes(20))
+            .await
+            .unwrap();
+        assert_eq!(
+            reaped.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            vec![runs[0].id.clone()]
+        );
+        let failed = services.catalog.get(&runs[0].id).await.unwrap();
+        assert_eq!(failed.status, BackupStatus::Failed);
+        assert!(failed.error.unwrap().starts_with("abandoned"));
+        for young_or_other in [&runs[1], &runs[2]] {
+            assert_eq!(
+                services
+                    .catalog
+                    .get(&young_or_other.id)
+                    .await
+                    .unwrap()
+                    .status,
+                BackupStatus::InProgress
+            );
+        }
+        let mut open = open_uploads(&client, &bucket).await;
+        open.sort();
+        let mut expected = vec![
+            format!("pgkeep/{}", runs[1].object_key),
+            format!("pgkeep/{}", runs[2].object_key),
+        ];
+        expected.sort();
+        assert_eq!(open, expected, "only the abandoned run's upload is aborted");
+    }
+}
