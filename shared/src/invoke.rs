@@ -99,3 +99,93 @@ impl VerifyStarter for Unconfigured {
         Err(format!("{} is not set, so nothing can be started", self.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BackupKind;
+    use crate::testing::{moto, unique};
+
+    /// A function in the emulator to invoke (moto queues asynchronous invocations and answers
+    /// 202; it does not need to run them). Its role is created with a plain IAM query request:
+    /// the emulator does not check signatures, and this spares the tests the IAM SDK.
+    async fn function(config: &SdkConfig) -> String {
+        let endpoint = std::env::var("PGKEEP_TEST_AWS_ENDPOINT").unwrap();
+        let role = unique("pgkeep-role");
+        let response = reqwest::Client::new()
+            .post(format!("{endpoint}/"))
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20261124/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "Action=CreateRole&Version=2010-05-08&RoleName={role}&AssumeRolePolicyDocument=%7B%7D"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+        let name = unique("pgkeep-verify");
+        // An empty zip archive: the end-of-central-directory record alone.
+        let mut zip = b"PK\x05\x06".to_vec();
+        zip.resize(22, 0);
+        aws_sdk_lambda::Client::new(config)
+            .create_function()
+            .function_name(&name)
+            .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+            .role(format!("arn:aws:iam::123456789012:role/{role}"))
+            .handler("bootstrap")
+            .code(
+                aws_sdk_lambda::types::FunctionCode::builder()
+                    .zip_file(Blob::new(zip))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        name
+    }
+
+    #[tokio::test]
+    async fn asynchronous_invocations_are_queued_or_fail_with_the_function_named() {
+        let Some(config) = moto().await else { return };
+        let name = function(&config).await;
+        let invoker = LambdaInvoker::new(&config, &name);
+        let dump = DumpTrigger {
+            database: "shop".into(),
+            kind: BackupKind::Manual,
+            backup_id: None,
+            requested_by: Some("alice".into()),
+        };
+        DumpStarter::start(&invoker, &dump).await.unwrap();
+        let verify = VerifyEvent::Verify(crate::trigger::VerifyTrigger {
+            backup_id: None,
+            requested_by: None,
+        });
+        VerifyStarter::start(&invoker, &verify).await.unwrap();
+
+        let missing = LambdaInvoker::new(&config, "pgkeep-no-such-function");
+        let err = DumpStarter::start(&missing, &dump).await.unwrap_err();
+        assert!(err.contains("pgkeep-no-such-function"), "{err}");
+        assert!(err.contains("check the function name"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unconfigured_functions_name_the_variable() {
+        let err = VerifyStarter::start(
+            &Unconfigured("PGKEEP_VERIFY_FUNCTION"),
+            &VerifyEvent::Verify(crate::trigger::VerifyTrigger {
+                backup_id: None,
+                requested_by: None,
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("PGKEEP_VERIFY_FUNCTION"), "{err}");
+    }
+}

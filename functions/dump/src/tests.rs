@@ -8,11 +8,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chrono::{Duration, Utc};
+use pgkeep::alert::{AlertKind, RecordingNotifier};
 use pgkeep::api::VerifyStarter;
 use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
 use pgkeep::metrics::RecordingMetrics;
-use pgkeep::model::{BackupKind, BackupStatus};
+use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression, Lease};
 use pgkeep::ops::jobs::Jobs;
 use pgkeep::trigger::VerifyEvent;
 use pgkeep_tests::aws::Moto;
@@ -200,6 +202,56 @@ async fn unknown_databases_and_malformed_events_fail_the_invocation() {
         .unwrap_err();
     assert_eq!(err.error_type, "InvalidEvent", "{err:?}");
     assert!(f.metrics.lines().is_empty());
+}
+
+#[tokio::test]
+async fn a_held_lease_refuses_quietly_and_abandoned_runs_are_alerted() {
+    let cluster = PgCluster::start().unwrap();
+    cluster.create_database("shop").unwrap();
+    let mut f = fixture(&cluster.url("shop"), &[]).await;
+    let alerts = Arc::new(RecordingNotifier::new());
+    f.jobs.notifier = alerts.clone();
+    let catalog = &f.jobs.services.catalog;
+
+    // Another run of shop holds the lease: this one is refused, records nothing, alerts nothing.
+    let now = Utc::now();
+    let lease = Lease {
+        database: "shop".into(),
+        holder: "20261124T000000000Z-00000000".into(),
+        expires_at: now + Duration::minutes(30),
+    };
+    assert!(catalog.acquire_lease(&lease, now).await.unwrap().is_none());
+    let err = handle(&f.jobs, event("console")).await.unwrap_err();
+    assert_eq!(err.error_type, "LeaseHeld", "{err:?}");
+    assert!(err.error_message.contains(&lease.holder), "{err:?}");
+    assert!(alerts.alerts().is_empty());
+    catalog.release_lease("shop", &lease.holder).await.unwrap();
+
+    // A run that never finished (its Lambda timed out): the next dump fails it and says so.
+    let started = now - Duration::hours(2);
+    let mut stuck = BackupRecord::start(
+        BackupId::generate(started),
+        "shop",
+        BackupKind::Scheduled,
+        Compression::Zstd,
+    );
+    stuck.created_at = started;
+    catalog.insert(&stuck).await.unwrap();
+    let out = handle(&f.jobs, event("console")).await.unwrap();
+    assert_eq!(out["outcome"], "completed", "{out}");
+    assert_eq!(
+        catalog.get(&stuck.id).await.unwrap().status,
+        BackupStatus::Failed
+    );
+    let alerts = alerts.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, AlertKind::BackupFailed);
+    assert_eq!(alerts[0].backup_id.as_ref(), Some(&stuck.id));
+    assert!(
+        alerts[0].reason.contains("abandoned"),
+        "{}",
+        alerts[0].reason
+    );
 }
 
 /// What a test HTTP server received: one request body per POST.

@@ -61,3 +61,44 @@ impl Notifier for SnsNotifier {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::AlertKind;
+    use crate::testing::{moto, unique};
+    use chrono::Utc;
+
+    fn alert() -> Alert {
+        Alert::new(
+            AlertKind::Stale,
+            "shop",
+            None,
+            "the newest good backup is 30h old",
+            Utc::now(),
+        )
+    }
+
+    #[tokio::test]
+    async fn publishes_to_a_topic_and_explains_a_missing_one() {
+        let Some(config) = moto().await else { return };
+        let topic = aws_sdk_sns::Client::new(&config)
+            .create_topic()
+            .name(unique("pgkeep-alerts"))
+            .send()
+            .await
+            .unwrap();
+        SnsNotifier::new(&config, topic.topic_arn().unwrap())
+            .notify(&alert())
+            .await
+            .unwrap();
+
+        let missing = "arn:aws:sns:us-east-1:123456789012:pgkeep-no-such-topic";
+        let err = SnsNotifier::new(&config, missing)
+            .notify(&alert())
+            .await
+            .unwrap_err();
+        assert!(err.channel.contains(missing), "{err}");
+        assert!(err.message.contains("PGKEEP_ALERT_TOPIC_ARN"), "{err}");
+    }
+}
