@@ -1,8 +1,8 @@
 //! Alerts: a failed dump, a failed verification or a stale database is told to someone.
 //!
 //! What an alert says is composed here ([`Alert`], its text, JSON and webhook renderings); how
-//! it travels is a [`Notifier`] (SNS and webhook implementations live with the AWS edges; here
-//! are [`LogNotifier`], [`RecordingNotifier`] for tests, and [`Notifiers`] to send to several).
+//! it travels is a [`Notifier`]: [`sns::SnsNotifier`], [`webhook::WebhookNotifier`],
+//! [`LogNotifier`], [`RecordingNotifier`] for tests, and [`Notifiers`] to send to several.
 //! Every rendering passes through [`redact`], so a database URL with a password or a
 //! `password=` setting that ended up in an error message never leaves in an alert.
 
@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{format_time, BackupId, BackupRecord};
 use crate::ops::health::DatabaseHealth;
 
+pub mod sns;
+pub mod webhook;
+
 /// What went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,6 +29,9 @@ pub enum AlertKind {
     VerificationFailed,
     /// The newest good backup is older than the limit, or there is none.
     Stale,
+    /// A restore asked for through the status API failed or was refused (it runs
+    /// asynchronously, so nobody would hear of it otherwise).
+    RestoreFailed,
 }
 
 impl AlertKind {
@@ -35,6 +41,7 @@ impl AlertKind {
             AlertKind::BackupFailed => "backup_failed",
             AlertKind::VerificationFailed => "verification_failed",
             AlertKind::Stale => "stale",
+            AlertKind::RestoreFailed => "restore_failed",
         }
     }
 }
@@ -116,6 +123,7 @@ impl Alert {
             AlertKind::BackupFailed => format!("backup of {} failed", self.database),
             AlertKind::VerificationFailed => format!("verification of {} failed", self.database),
             AlertKind::Stale => format!("{} has no recent good backup", self.database),
+            AlertKind::RestoreFailed => format!("restore into {} failed", self.database),
         };
         let mut subject: String = format!("pgkeep: {what}")
             .chars()

@@ -5,7 +5,11 @@
 //! [`crate::ops`]) lives here, where it is tested without Lambda.
 //!
 //! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
-//! `GET /status`. See docs/openapi.yaml.
+//! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `GET /status`. See
+//! docs/openapi.yaml.
+//!
+//! Dumps, verifications and restores run for minutes, so the API only checks the request,
+//! hands it to the function that does the work (an asynchronous invocation) and answers 202.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use crate::catalog::{CatalogError, ListQuery};
 use crate::model::{BackupId, BackupKind, BackupStatus};
 use crate::ops::health::{health, HealthPolicy};
 use crate::ops::{self, ErrorKind};
-use crate::trigger::DumpTrigger;
+use crate::trigger::{DumpTrigger, RestoreTrigger, VerifyEvent, VerifyTrigger};
 
 /// Who is calling, as the gateway established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,12 +103,22 @@ pub trait DumpStarter: Send + Sync {
     async fn start(&self, trigger: &DumpTrigger) -> Result<(), String>;
 }
 
+/// Starts a verification or a restore without waiting for it (an asynchronous invocation of
+/// the verify function in AWS).
+#[async_trait]
+pub trait VerifyStarter: Send + Sync {
+    /// Hands the event to the verify function; returns once it is queued.
+    async fn start(&self, event: &VerifyEvent) -> Result<(), String>;
+}
+
 /// The API's settings and backends, built once per Lambda container.
 pub struct Api {
     /// Backends.
     pub services: Services,
     /// How dumps are started.
     pub starter: Arc<dyn DumpStarter>,
+    /// How verifications and restores are started.
+    pub verify_starter: Arc<dyn VerifyStarter>,
     /// What "healthy" means for `GET /status`.
     pub health: HealthPolicy,
     /// The JWT group that grants access.
@@ -125,6 +139,22 @@ struct TriggerBody {
     kind: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    target_db: String,
+    #[serde(default)]
+    overwrite: bool,
+    #[serde(default)]
+    confirm: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    no_owner: bool,
+}
+
+const RESTORE_BODY: &str = r#"{"target_db": "...", "overwrite": false, "confirm": "...", "dry_run": false, "no_owner": false}"#;
+
 impl Api {
     /// Answers one request at time `now`.
     pub async fn handle(&self, request: &ApiRequest, now: DateTime<Utc>) -> ApiResponse {
@@ -141,8 +171,13 @@ impl Api {
             ("GET", ["backups"]) => self.list(request).await,
             ("POST", ["backups"]) => self.trigger(request, now).await,
             ("GET", ["backups", id]) => self.show(id).await,
+            ("POST", ["backups", id, "verify"]) => self.verify(id, request).await,
+            ("POST", ["backups", id, "restore"]) => self.restore(id, request).await,
             ("GET", ["status"]) => self.status(now).await,
-            (_, ["backups"]) | (_, ["backups", _]) | (_, ["status"]) => Err(ApiResponse::error(
+            (_, ["backups"])
+            | (_, ["backups", _])
+            | (_, ["backups", _, "verify" | "restore"])
+            | (_, ["status"]) => Err(ApiResponse::error(
                 405,
                 format!("{} is not allowed on {}", request.method, request.path),
             )),
@@ -265,6 +300,98 @@ impl Api {
         Ok(response)
     }
 
+    /// The stored backup `id` (400 malformed, 404 unknown, 409 without an object).
+    async fn stored_backup(&self, id: &str, action: &str) -> Result<BackupId, ApiResponse> {
+        let id: BackupId = id
+            .parse()
+            .map_err(|e: crate::model::InvalidBackupId| ApiResponse::error(400, e.to_string()))?;
+        let record = self
+            .services
+            .catalog
+            .get(&id)
+            .await
+            .map_err(|e| error_response(e.into()))?;
+        if !record.status.has_object() {
+            return Err(ApiResponse::error(
+                409,
+                format!(
+                    "backup {id} is {}: only a stored backup (completed, verified or verification_failed) can be {action}",
+                    record.status
+                ),
+            ));
+        }
+        Ok(id)
+    }
+
+    async fn verify(&self, id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+        let body = request.body.as_deref().unwrap_or_default();
+        let empty = body.iter().all(u8::is_ascii_whitespace)
+            || serde_json::from_slice::<serde_json::Map<String, Value>>(body)
+                .is_ok_and(|m| m.is_empty());
+        if !empty {
+            return Err(ApiResponse::error(
+                400,
+                "this route takes no body (or {}); the backup is named in the path",
+            ));
+        }
+        let id = self.stored_backup(id, "verified").await?;
+        let event = VerifyEvent::Verify(VerifyTrigger {
+            backup_id: Some(id.clone()),
+            requested_by: Some(request.caller.name()),
+        });
+        self.verify_starter.start(&event).await.map_err(|e| {
+            ApiResponse::error(502, format!("could not start the verification: {e}"))
+        })?;
+        let mut response = ApiResponse::json(
+            202,
+            json!({ "id": id, "status": "accepted", "action": "verify" }),
+        );
+        response
+            .headers
+            .push(("location".into(), format!("/backups/{id}")));
+        Ok(response)
+    }
+
+    async fn restore(&self, id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+        let body = request.body.as_deref().unwrap_or_default();
+        let body: RestoreBody = serde_json::from_slice(body).map_err(|e| {
+            ApiResponse::error(400, format!("invalid body: {e}; expected {RESTORE_BODY}"))
+        })?;
+        if body.confirm.is_some() && !body.overwrite {
+            return Err(ApiResponse::error(
+                400,
+                "confirm is only for overwrite: set \"overwrite\": true as well, or leave confirm out to restore into a new database",
+            ));
+        }
+        ops::restore::check_intent(&body.target_db, body.overwrite, body.confirm.as_deref())
+            .map_err(error_response)?;
+        let id = self.stored_backup(id, "restored").await?;
+        let trigger = RestoreTrigger {
+            backup_id: id.clone(),
+            target_db: body.target_db,
+            overwrite: body.overwrite,
+            confirm: body.confirm,
+            dry_run: body.dry_run,
+            no_owner: body.no_owner,
+            requested_by: Some(request.caller.name()),
+        };
+        self.verify_starter
+            .start(&VerifyEvent::Restore(trigger.clone()))
+            .await
+            .map_err(|e| ApiResponse::error(502, format!("could not start the restore: {e}")))?;
+        Ok(ApiResponse::json(
+            202,
+            json!({
+                "backup_id": id,
+                "status": "accepted",
+                "action": if trigger.dry_run { "restore_dry_run" } else { "restore" },
+                "target_db": trigger.target_db,
+                "overwrite": trigger.overwrite,
+                "dry_run": trigger.dry_run,
+            }),
+        ))
+    }
+
     async fn status(&self, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
         let databases = health(&self.services, now, &self.health)
             .await
@@ -313,6 +440,17 @@ mod tests {
         }
     }
 
+    #[derive(Default)]
+    struct RecordingVerifyStarter(Mutex<Vec<VerifyEvent>>);
+
+    #[async_trait]
+    impl VerifyStarter for RecordingVerifyStarter {
+        async fn start(&self, event: &VerifyEvent) -> Result<(), String> {
+            self.0.lock().unwrap().push(event.clone());
+            Ok(())
+        }
+    }
+
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
     }
@@ -331,6 +469,7 @@ mod tests {
         let api = Api {
             services,
             starter: starter.clone(),
+            verify_starter: Arc::new(RecordingVerifyStarter::default()),
             health: HealthPolicy::default(),
             admin_group: "admin".into(),
             databases: vec!["shop".into()],
@@ -512,6 +651,99 @@ mod tests {
             assert_eq!(api.handle(&req, now()).await.status, 400);
         }
         assert_eq!(starter.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn verify_and_restore_routes_check_before_queueing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut api, _) = api(dir.path()).await;
+        let verifies = Arc::new(RecordingVerifyStarter::default());
+        api.verify_starter = verifies.clone();
+        let stored = add(&api, 1, BackupStatus::Completed).await;
+        let failed = add(&api, 2, BackupStatus::Failed).await;
+        let post = |path: String, body: &str| {
+            let mut req = get(&path, admin());
+            req.method = "POST".into();
+            req.body = Some(body.as_bytes().to_vec());
+            req
+        };
+        let verify = |id: &BackupId| format!("/backups/{id}/verify");
+        let restore = |id: &BackupId| format!("/backups/{id}/restore");
+
+        let res = api.handle(&post(verify(&stored.id), ""), now()).await;
+        assert_eq!(res.status, 202, "{}", res.body);
+        let res = api
+            .handle(
+                &post(
+                    restore(&stored.id),
+                    r#"{"target_db": "shop", "overwrite": true, "confirm": "shop"}"#,
+                ),
+                now(),
+            )
+            .await;
+        assert_eq!(res.status, 202, "{}", res.body);
+        let queued = verifies.0.lock().unwrap().clone();
+        assert_eq!(queued.len(), 2);
+        assert!(
+            matches!(&queued[0], VerifyEvent::Verify(t) if t.backup_id.as_ref() == Some(&stored.id) && t.requested_by.as_deref() == Some("alice"))
+        );
+        assert!(
+            matches!(&queued[1], VerifyEvent::Restore(t) if t.overwrite && t.target_db == "shop")
+        );
+
+        let unknown = BackupId::generate(now());
+        for (req, status) in [
+            (post(verify(&unknown), ""), 404),
+            (post(verify(&failed.id), ""), 409),
+            (post(verify(&stored.id), r#"{"x": 1}"#), 400),
+            (post("/backups/nope/verify".into(), ""), 400),
+            (post(restore(&unknown), r#"{"target_db": "copy"}"#), 404),
+            (post(restore(&failed.id), r#"{"target_db": "copy"}"#), 409),
+            (
+                post(
+                    restore(&stored.id),
+                    r#"{"target_db": "shop", "overwrite": true}"#,
+                ),
+                400,
+            ),
+            (
+                post(
+                    restore(&stored.id),
+                    r#"{"target_db": "shop", "overwrite": true, "confirm": "shp"}"#,
+                ),
+                400,
+            ),
+            (
+                post(
+                    restore(&stored.id),
+                    r#"{"target_db": "copy", "confirm": "copy"}"#,
+                ),
+                400,
+            ),
+            (post(restore(&stored.id), r#"{"target_db": ""}"#), 400),
+            (
+                post(restore(&stored.id), r#"{"target_db": "pgkeep_verify_x"}"#),
+                400,
+            ),
+            (
+                post(restore(&stored.id), r#"{"target_db": "copy", "jobs": 4}"#),
+                400,
+            ),
+            (post(restore(&stored.id), "{"), 400),
+            (get(&restore(&stored.id), admin()), 405),
+        ] {
+            let res = api.handle(&req, now()).await;
+            assert_eq!(
+                res.status, status,
+                "{} {}: {}",
+                req.method, req.path, res.body
+            );
+        }
+        assert_eq!(
+            verifies.0.lock().unwrap().len(),
+            2,
+            "refusals queue nothing"
+        );
     }
 
     #[tokio::test]

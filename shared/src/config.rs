@@ -9,14 +9,26 @@
 //! | `PGKEEP_MAX_AGE` | newest good backup may be this old before health turns red (`25h`) |
 //! | `PGKEEP_ADMIN_GROUP` | JWT group allowed to use the status API (`admin`) |
 //! | `PGKEEP_DUMP_FUNCTION` | name of the dump function the status API invokes |
+//! | `PGKEEP_VERIFY_FUNCTION` | name of the verify function: dump starts it after each backup, the status API for verifications and restores (unset: nothing started) |
+//! | `PGKEEP_SCRATCH_SECRET_ARN` | verify: RDS-style secret (with `host` and `dbname`) of the scratch server; unset: the backup's own database server |
+//! | `PGKEEP_ALERT_TOPIC_ARN` | SNS topic alerts are published to (unset: alerts only in the log) |
+//! | `PGKEEP_ALERT_WEBHOOK_URL` | Slack-compatible webhook alerts are also POSTed to (a credential: never logged) |
+//! | `PGKEEP_KEEP_LAST`, `PGKEEP_KEEP_HOURLY`, `PGKEEP_KEEP_DAILY`, `PGKEEP_KEEP_WEEKLY`, `PGKEEP_KEEP_MONTHLY`, `PGKEEP_KEEP_YEARLY` | prune: retention counts, as the CLI's `--keep-*` |
+//! | `PGKEEP_KEEP_WITHIN` | prune: keep everything within this span of the newest backup (`30d`) |
+//! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |
+//!
+//! Only the functions' crates and this module read the environment; everything below takes a
+//! [`LambdaSettings`].
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::alert::webhook::WebhookUrl;
 use crate::backends::{BackendConfig, ConfigError};
 use crate::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
-use crate::retention::Span;
+use crate::ops::reaper::DEFAULT_ABANDON_AFTER;
+use crate::retention::{RetentionPolicy, Span};
 
 /// How a function reaches one database.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,6 +53,61 @@ pub struct LambdaSettings {
     pub admin_group: String,
     /// The dump function's name, for asynchronous invocations.
     pub dump_function: Option<String>,
+    /// The verify function's name, for asynchronous invocations (verifications, restores).
+    pub verify_function: Option<String>,
+    /// The scratch server's secret for verify; `None`: the backup's own database server.
+    pub scratch_secret_arn: Option<String>,
+    /// Where alerts go besides the log.
+    pub alerts: AlertSettings,
+    /// The retention policy of prune (empty unless `PGKEEP_KEEP_*` are set; prune refuses an
+    /// empty one at cold start).
+    pub retention: RetentionPolicy,
+    /// In-progress runs older than this are abandoned.
+    pub abandon_after: Span,
+}
+
+/// Where alerts are sent, besides the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// An SNS topic.
+    pub topic_arn: Option<String>,
+    /// A Slack-compatible webhook.
+    pub webhook_url: Option<WebhookUrl>,
+}
+
+fn invalid(name: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid(format!("{name}: {why}"))
+}
+
+fn count(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<u32, ConfigError> {
+    match get(name).filter(|v| !v.is_empty()) {
+        None => Ok(0),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| invalid(name, format!("{v:?} is not a whole number"))),
+    }
+}
+
+fn span(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<Span>, ConfigError> {
+    get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<Span>().map_err(|e| invalid(name, e)))
+        .transpose()
+}
+
+/// `PGKEEP_KEEP_*`, read the way the CLI reads its `--keep-*` flags.
+fn retention(get: &impl Fn(&str) -> Option<String>) -> Result<RetentionPolicy, ConfigError> {
+    Ok(RetentionPolicy {
+        keep_last: count(get, "PGKEEP_KEEP_LAST")?,
+        keep_hourly: count(get, "PGKEEP_KEEP_HOURLY")?,
+        keep_daily: count(get, "PGKEEP_KEEP_DAILY")?,
+        keep_weekly: count(get, "PGKEEP_KEEP_WEEKLY")?,
+        keep_monthly: count(get, "PGKEEP_KEEP_MONTHLY")?,
+        keep_yearly: count(get, "PGKEEP_KEEP_YEARLY")?,
+        keep_within: span(get, "PGKEEP_KEEP_WITHIN")?,
+        ..RetentionPolicy::default()
+    })
 }
 
 fn required(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, ConfigError> {
@@ -57,7 +124,8 @@ impl LambdaSettings {
 
     /// Reads settings through `get` (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let backends = BackendConfig::from_vars(&get)?;
+        let get = |name: &str| get(name).filter(|v| !v.is_empty());
+        let backends = BackendConfig::from_vars(get)?;
         let databases_json = required(&get, "PGKEEP_DATABASES")?;
         let databases: BTreeMap<String, DatabaseSource> = serde_json::from_str(&databases_json)
             .map_err(|e| {
@@ -76,13 +144,38 @@ impl LambdaSettings {
                 .map_err(|e| ConfigError::Missing(format!("PGKEEP_MAX_AGE: {e}")))?,
             None => DEFAULT_MAX_AGE,
         };
+        let webhook_url = get("PGKEEP_ALERT_WEBHOOK_URL")
+            .map(|url| WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_URL", e)))
+            .transpose()?;
         Ok(LambdaSettings {
             backends,
             databases,
             health: HealthPolicy { max_age },
             admin_group: get("PGKEEP_ADMIN_GROUP").unwrap_or_else(|| "admin".into()),
             dump_function: get("PGKEEP_DUMP_FUNCTION"),
+            verify_function: get("PGKEEP_VERIFY_FUNCTION"),
+            scratch_secret_arn: get("PGKEEP_SCRATCH_SECRET_ARN"),
+            alerts: AlertSettings {
+                topic_arn: get("PGKEEP_ALERT_TOPIC_ARN"),
+                webhook_url,
+            },
+            retention: retention(&get)?,
+            abandon_after: span(&get, "PGKEEP_ABANDON_AFTER")?.unwrap_or(DEFAULT_ABANDON_AFTER),
         })
+    }
+
+    /// Whether anything configured calls AWS (backends, a database or scratch secret, the
+    /// alert topic, another function), so the AWS configuration must be loaded.
+    pub fn uses_aws(&self) -> bool {
+        self.backends.uses_aws()
+            || self
+                .databases
+                .values()
+                .any(|d| matches!(d, DatabaseSource::SecretArn(_)))
+            || self.scratch_secret_arn.is_some()
+            || self.alerts.topic_arn.is_some()
+            || self.dump_function.is_some()
+            || self.verify_function.is_some()
     }
 
     /// The configured databases' names.
@@ -116,6 +209,99 @@ mod tests {
         assert_eq!(s.health.max_age, Span::hours(26));
         assert_eq!(s.admin_group, "admin");
         assert!(matches!(s.databases["shop"], DatabaseSource::SecretArn(_)));
+    }
+
+    #[test]
+    fn function_settings_default_to_off_and_read_the_cli_names() {
+        let base = [
+            ("PGKEEP_REPO", "/var/repo"),
+            ("PGKEEP_KEY", "/etc/pgkeep.key"),
+            (
+                "PGKEEP_DATABASES",
+                r#"{"shop": {"url": "postgresql://u@h/shop"}}"#,
+            ),
+        ];
+        let s = LambdaSettings::from_lookup(lookup(&base)).unwrap();
+        assert_eq!(s.verify_function, None);
+        assert_eq!(s.alerts, AlertSettings::default());
+        assert!(s.retention.validate().is_err(), "no policy unless set");
+        assert_eq!(s.abandon_after, DEFAULT_ABANDON_AFTER);
+        assert!(!s.uses_aws());
+
+        let mut all = base.to_vec();
+        all.extend([
+            ("PGKEEP_VERIFY_FUNCTION", "pgkeep-verify"),
+            (
+                "PGKEEP_SCRATCH_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:scratch",
+            ),
+            ("PGKEEP_ALERT_TOPIC_ARN", "arn:aws:sns:eu-west-1:1:pgkeep"),
+            (
+                "PGKEEP_ALERT_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T/B/tok",
+            ),
+            ("PGKEEP_KEEP_DAILY", "7"),
+            ("PGKEEP_KEEP_WEEKLY", " 5 "),
+            ("PGKEEP_KEEP_LAST", ""),
+            ("PGKEEP_KEEP_WITHIN", "2d"),
+            ("PGKEEP_ABANDON_AFTER", "45m"),
+        ]);
+        let s = LambdaSettings::from_lookup(lookup(&all)).unwrap();
+        assert_eq!(s.verify_function.as_deref(), Some("pgkeep-verify"));
+        assert!(s.scratch_secret_arn.is_some());
+        assert_eq!(
+            s.alerts.topic_arn.as_deref(),
+            Some("arn:aws:sns:eu-west-1:1:pgkeep")
+        );
+        assert_eq!(
+            format!("{:?}", s.alerts.webhook_url.as_ref().unwrap()),
+            "https://hooks.slack.com/…"
+        );
+        assert!(
+            !format!("{s:?}").contains("tok"),
+            "settings never show the webhook's token"
+        );
+        assert_eq!(
+            (
+                s.retention.keep_daily,
+                s.retention.keep_weekly,
+                s.retention.keep_last
+            ),
+            (7, 5, 0)
+        );
+        assert_eq!(s.retention.keep_within, Some(Span::days(2)));
+        assert_eq!(s.abandon_after, Span::minutes(45));
+        assert!(s.uses_aws());
+    }
+
+    #[test]
+    fn malformed_function_settings_name_the_variable_and_hide_the_webhook() {
+        let base = [
+            ("PGKEEP_REPO", "/var/repo"),
+            ("PGKEEP_KEY", "/etc/pgkeep.key"),
+            (
+                "PGKEEP_DATABASES",
+                r#"{"shop": {"url": "postgresql://u@h/shop"}}"#,
+            ),
+        ];
+        for (name, value) in [
+            ("PGKEEP_KEEP_DAILY", "seven"),
+            ("PGKEEP_KEEP_HOURLY", "-1"),
+            ("PGKEEP_KEEP_WITHIN", "1 month"),
+            ("PGKEEP_ABANDON_AFTER", "0s"),
+            (
+                "PGKEEP_ALERT_WEBHOOK_URL",
+                "hooks.slack.com/services/T/B/tok",
+            ),
+        ] {
+            let mut vars = base.to_vec();
+            vars.push((name, value));
+            let err = LambdaSettings::from_lookup(lookup(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{err}");
+            assert!(!err.contains("tok"), "{err}");
+        }
     }
 
     #[test]

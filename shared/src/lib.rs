@@ -4,7 +4,9 @@
 //! [`backends`] turns configuration into an object store, a catalog and a key provider;
 //! [`ops`] holds the operations; [`pipeline`] is the streaming data path; [`model`] the domain;
 //! [`retention`] decides what to keep; [`alert`] and [`metrics`] tell people and CloudWatch.
-//! [`aws`] the AWS configuration shared by the S3, DynamoDB and KMS backends.
+//! [`aws`] the AWS configuration shared by the S3, DynamoDB and KMS backends. The Lambda
+//! functions each make one call into [`ops::jobs`]; [`api`] is the status API; [`invoke`]
+//! starts one function from another.
 
 pub mod alert;
 pub mod api;
@@ -12,6 +14,7 @@ pub mod aws;
 pub mod backends;
 pub mod catalog;
 pub mod config;
+pub mod invoke;
 pub mod keys;
 pub mod metrics;
 pub mod model;

@@ -217,6 +217,53 @@ pub fn health_metrics(health: &[DatabaseHealth], at: DateTime<Utc>) -> Vec<Metri
         .collect()
 }
 
+/// Where metric documents go: stdout in Lambda ([`StdoutMetrics`]), memory in tests
+/// ([`RecordingMetrics`]).
+pub trait MetricSink: Send + Sync {
+    /// Emits one document (nothing when it has no values).
+    fn emit(&self, record: &MetricRecord);
+}
+
+/// Writes each document as one line on stdout, where CloudWatch Logs picks it up. A failed
+/// write is logged, not raised: losing a metric must not fail a backup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdoutMetrics;
+
+impl MetricSink for StdoutMetrics {
+    fn emit(&self, record: &MetricRecord) {
+        if let Err(e) = record.write_to(&mut io::stdout().lock()) {
+            tracing::warn!(error = %e, database = %record.database, "could not write a metric line");
+        }
+    }
+}
+
+/// Keeps the lines that would have been written, for tests.
+#[derive(Debug, Default)]
+pub struct RecordingMetrics {
+    lines: std::sync::Mutex<Vec<String>>,
+}
+
+impl RecordingMetrics {
+    /// The lines emitted so far, each one EMF document without its newline.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl MetricSink for RecordingMetrics {
+    fn emit(&self, record: &MetricRecord) {
+        let mut out = Vec::new();
+        record.write_to(&mut out).expect("writing to memory");
+        if !out.is_empty() {
+            let line = String::from_utf8(out).expect("JSON is UTF-8");
+            self.lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(line.trim_end().to_owned());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ use crate::store::StoreError;
 
 pub mod backup;
 pub mod health;
+pub mod jobs;
 pub mod prune;
 pub mod read;
 pub mod reaper;

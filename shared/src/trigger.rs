@@ -1,4 +1,5 @@
-//! What starts a dump in Lambda, and how a delivery maps to exactly one backup.
+//! What starts a dump, a verification or a restore in Lambda, and how a delivery maps to
+//! exactly one backup.
 //!
 //! Three shapes arrive at the dump function: an EventBridge (rule or Scheduler) event, a direct
 //! console invocation `{"database": "...", "kind": "manual"}`, and an asynchronous invocation
@@ -120,10 +121,238 @@ impl DumpTrigger {
     }
 }
 
+impl DumpTrigger {
+    /// The payload an asynchronous invocation of the dump function carries; reads back with
+    /// [`DumpTrigger::from_event`].
+    pub fn to_event(&self) -> serde_json::Value {
+        serde_json::json!({
+            "database": self.database,
+            "kind": self.kind.as_str(),
+            "backup_id": self.backup_id,
+            "requested_by": self.requested_by,
+        })
+    }
+}
+
+/// A request to prove a backup by restoring it into a scratch database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyTrigger {
+    /// The backup; `None` verifies the newest completed backup not yet verified.
+    pub backup_id: Option<BackupId>,
+    /// Who asked (for the audit trail): `schedule`, `dump`, a user.
+    pub requested_by: Option<String>,
+}
+
+/// A request to restore a backup into a database on its own database's server, with the
+/// CLI's confirmation rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTrigger {
+    /// The backup.
+    pub backup_id: BackupId,
+    /// The database to restore into; it must not exist unless `overwrite`.
+    pub target_db: String,
+    /// Replace the target if it exists (after a safety backup); needs `confirm`.
+    #[serde(default)]
+    pub overwrite: bool,
+    /// The target's name typed again.
+    #[serde(default)]
+    pub confirm: Option<String>,
+    /// Check, decrypt and list the archive; write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Restore without the original owners and grants.
+    #[serde(default)]
+    pub no_owner: bool,
+    /// Who asked.
+    #[serde(default)]
+    pub requested_by: Option<String>,
+}
+
+/// What the verify function is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyEvent {
+    /// Verify a backup (or the next one awaiting verification).
+    Verify(VerifyTrigger),
+    /// Restore a backup (asked for through the status API).
+    Restore(RestoreTrigger),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectVerify {
+    #[serde(default)]
+    backup_id: Option<String>,
+    /// Informational (the dump function names the database it just backed up).
+    #[serde(default)]
+    #[allow(dead_code)]
+    database: Option<String>,
+    #[serde(default)]
+    requested_by: Option<String>,
+}
+
+impl VerifyEvent {
+    /// Reads any accepted shape: an EventBridge schedule (verify the next backup), a direct
+    /// invocation `{"backup_id": "..."}` (or `{}` for the next one), the dump function's
+    /// `{"backup_id": "...", "database": "...", "requested_by": "dump"}`, or
+    /// `{"restore": {"backup_id": "...", "target_db": "...", ...}}`.
+    pub fn from_event(event: &serde_json::Value) -> Result<Self, TriggerError> {
+        if event.get("source").is_some() && event.get("detail-type").is_some() {
+            let e: EventBridgeEvent = serde_json::from_value(event.clone())
+                .map_err(|err| TriggerError::Shape(err.to_string()))?;
+            let backup_id = match e.detail.get("backup_id") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(v) => Some(parse_id(v.as_str().unwrap_or_default())?),
+            };
+            return Ok(VerifyEvent::Verify(VerifyTrigger {
+                backup_id,
+                requested_by: Some("schedule".into()),
+            }));
+        }
+        if let Some(restore) = event.get("restore") {
+            if event.as_object().is_some_and(|o| o.len() > 1) {
+                return Err(TriggerError::Shape(
+                    "a restore event holds only the \"restore\" object".into(),
+                ));
+            }
+            let t: RestoreTrigger = serde_json::from_value(restore.clone())
+                .map_err(|err| TriggerError::Field(format!("restore: {err}")))?;
+            return Ok(VerifyEvent::Restore(t));
+        }
+        let d: DirectVerify = serde_json::from_value(event.clone()).map_err(|err| {
+            TriggerError::Shape(format!(
+                "{err}; expected {{\"backup_id\": \"...\"}}, {{}} for the next backup awaiting verification, an EventBridge schedule, or {{\"restore\": {{...}}}}"
+            ))
+        })?;
+        Ok(VerifyEvent::Verify(VerifyTrigger {
+            backup_id: d.backup_id.as_deref().map(parse_id).transpose()?,
+            requested_by: d.requested_by,
+        }))
+    }
+
+    /// The payload an asynchronous invocation of the verify function carries; reads back with
+    /// [`VerifyEvent::from_event`].
+    pub fn to_event(&self) -> serde_json::Value {
+        match self {
+            VerifyEvent::Verify(t) => serde_json::json!({
+                "backup_id": t.backup_id,
+                "requested_by": t.requested_by,
+            }),
+            VerifyEvent::Restore(t) => serde_json::json!({ "restore": t }),
+        }
+    }
+}
+
+/// The prune function's event: an EventBridge schedule, or `{}` from the console. It carries
+/// nothing: the policy is the deployment's (`PGKEEP_KEEP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneTrigger;
+
+impl PruneTrigger {
+    /// Accepts a schedule's event or an empty object; refuses anything else, so a prune meant
+    /// for something else (a database, a dry run) is not mistaken for a full prune.
+    pub fn from_event(event: &serde_json::Value) -> Result<Self, TriggerError> {
+        let scheduled = event.get("source").is_some() && event.get("detail-type").is_some();
+        let empty = event.as_object().is_some_and(|o| o.is_empty());
+        if scheduled || empty {
+            Ok(PruneTrigger)
+        } else {
+            Err(TriggerError::Shape(format!(
+                "{event}; prune takes an EventBridge schedule or {{}} (its policy comes from PGKEEP_KEEP_*)"
+            )))
+        }
+    }
+}
+
+fn parse_id(text: &str) -> Result<BackupId, TriggerError> {
+    text.parse()
+        .map_err(|e: crate::model::InvalidBackupId| TriggerError::Field(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn dump_payloads_read_back() {
+        let t = DumpTrigger {
+            database: "shop".into(),
+            kind: BackupKind::Manual,
+            backup_id: Some("20261124T020000000Z-0a1b2c3d".parse().unwrap()),
+            requested_by: Some("alice".into()),
+        };
+        assert_eq!(DumpTrigger::from_event(&t.to_event()).unwrap(), t);
+    }
+
+    #[test]
+    fn prune_takes_a_schedule_or_nothing() {
+        let scheduled = json!({"source": "aws.scheduler", "detail-type": "Scheduled Event", "id": "e", "time": "2026-11-24T04:00:00Z", "detail": {}});
+        assert!(PruneTrigger::from_event(&scheduled).is_ok());
+        assert!(PruneTrigger::from_event(&json!({})).is_ok());
+        for bad in [json!({"dry_run": true}), json!([]), json!("prune")] {
+            assert!(PruneTrigger::from_event(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn verify_events_in_every_shape() {
+        let id: BackupId = "20261124T020000000Z-0a1b2c3d".parse().unwrap();
+        let scheduled = json!({
+            "version": "0", "id": "e1", "detail-type": "Scheduled Event",
+            "source": "aws.scheduler", "time": "2026-11-24T04:00:00Z", "detail": {}
+        });
+        assert_eq!(
+            VerifyEvent::from_event(&scheduled).unwrap(),
+            VerifyEvent::Verify(VerifyTrigger {
+                backup_id: None,
+                requested_by: Some("schedule".into())
+            })
+        );
+        let direct = VerifyEvent::from_event(&json!({"backup_id": id.as_str()})).unwrap();
+        assert_eq!(
+            direct,
+            VerifyEvent::Verify(VerifyTrigger {
+                backup_id: Some(id.clone()),
+                requested_by: None
+            })
+        );
+        assert_eq!(
+            VerifyEvent::from_event(&json!({})).unwrap(),
+            VerifyEvent::Verify(VerifyTrigger {
+                backup_id: None,
+                requested_by: None
+            })
+        );
+        for event in [
+            VerifyEvent::Verify(VerifyTrigger {
+                backup_id: Some(id.clone()),
+                requested_by: Some("dump".into()),
+            }),
+            VerifyEvent::Restore(RestoreTrigger {
+                backup_id: id.clone(),
+                target_db: "shop_copy".into(),
+                overwrite: true,
+                confirm: Some("shop_copy".into()),
+                dry_run: false,
+                no_owner: true,
+                requested_by: Some("alice".into()),
+            }),
+        ] {
+            assert_eq!(VerifyEvent::from_event(&event.to_event()).unwrap(), event);
+        }
+        for bad in [
+            json!({"backup_id": "../x"}),
+            json!({"backup_id": 7}),
+            json!({"surprise": 1}),
+            json!({"restore": {"backup_id": id.as_str()}}),
+            json!({"restore": {"backup_id": id.as_str(), "target_db": "x", "force": true}}),
+            json!({"restore": {"backup_id": id.as_str(), "target_db": "x"}, "backup_id": id.as_str()}),
+            json!({"source": "aws.scheduler", "detail-type": "x", "id": "e", "time": "2026-11-24T04:00:00Z", "detail": {"backup_id": "nope"}}),
+        ] {
+            assert!(VerifyEvent::from_event(&bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn scheduled_events_name_the_same_backup_on_every_delivery() {

@@ -1,7 +1,38 @@
-//! The `dump` Lambda function: not wired to AWS yet (see the AWS backends issue).
-//! It exists so the workspace layout is final; it refuses to run rather than pretend.
+//! The `dump` Lambda function: one backup per event, whether the event is an EventBridge
+//! schedule, a console invocation `{"database": "...", "kind": "manual"}`, or the status API's
+//! asynchronous invocation with a pre-allocated id. What a dump does (idempotency, alerts,
+//! metrics, starting the verification) is [`Jobs::run_dump`]; this file parses and answers.
 
-fn main() {
-    eprintln!("pgkeep-dump: this Lambda function is not wired yet; use the `pgkeep` command");
-    std::process::exit(1);
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
+use pgkeep::ops::jobs::Jobs;
+use pgkeep::trigger::DumpTrigger;
+use serde_json::Value;
+
+mod setup;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    setup::tracing();
+    let jobs = Arc::new(setup::jobs().await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let jobs = jobs.clone();
+        async move { handle(&jobs, event.payload).await }
+    }))
+    .await
 }
+
+/// One event: which database, then the dump. A failed dump fails the invocation.
+async fn handle(jobs: &Jobs, event: Value) -> Result<Value, Diagnostic> {
+    let trigger = DumpTrigger::from_event(&event).map_err(|e| setup::diagnostic(&e.into()))?;
+    // Boxed: the job's future is large and deeply nested (keeps the stack and the
+    // compiler's layout queries small).
+    let outcome = Box::pin(jobs.run_dump(&trigger))
+        .await
+        .map_err(|e| setup::diagnostic(&e))?;
+    Ok(serde_json::to_value(outcome).expect("outcomes serialize"))
+}
+
+#[cfg(test)]
+mod tests;

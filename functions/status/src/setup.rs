@@ -1,32 +1,36 @@
-//! Built once per container: settings from the environment, backends, the dump starter.
+//! Built once per container: settings from the environment, backends, and the starters that
+//! invoke the dump and verify functions asynchronously.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use pgkeep::api::{Api, DumpStarter};
+use pgkeep::api::{Api, DumpStarter, VerifyStarter};
 use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
-use pgkeep::trigger::DumpTrigger;
+use pgkeep::invoke::{LambdaInvoker, Unconfigured};
 
 /// The API with everything it needs; fails fast on bad configuration.
 pub async fn api() -> Result<Api, lambda_http::Error> {
     let settings = LambdaSettings::from_env()?;
-    let services = settings.backends.open(KeyUse::None).await?;
+    let aws = if settings.uses_aws() {
+        Some(settings.backends.load_aws().await?)
+    } else {
+        None
+    };
+    let services = settings.backends.open_with(KeyUse::None, aws.as_ref())?;
+    let starter: Arc<dyn DumpStarter> = match (&settings.dump_function, &aws) {
+        (Some(name), Some(aws)) => Arc::new(LambdaInvoker::new(aws, name)),
+        _ => Arc::new(Unconfigured("PGKEEP_DUMP_FUNCTION")),
+    };
+    let verify_starter: Arc<dyn VerifyStarter> = match (&settings.verify_function, &aws) {
+        (Some(name), Some(aws)) => Arc::new(LambdaInvoker::new(aws, name)),
+        _ => Arc::new(Unconfigured("PGKEEP_VERIFY_FUNCTION")),
+    };
     Ok(Api {
         services,
-        starter: Arc::new(NotWired),
+        starter,
+        verify_starter,
         health: settings.health,
         admin_group: settings.admin_group.clone(),
         databases: settings.database_names(),
     })
-}
-
-/// Until the AWS Lambda client is wired, starting a dump from the API is refused clearly.
-struct NotWired;
-
-#[async_trait]
-impl DumpStarter for NotWired {
-    async fn start(&self, _: &DumpTrigger) -> Result<(), String> {
-        Err("starting dumps from the API is not wired in this build".into())
-    }
 }

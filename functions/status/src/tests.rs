@@ -4,11 +4,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{Duration, TimeZone, Utc};
-use pgkeep::api::{Api, DumpStarter};
+use pgkeep::api::{Api, DumpStarter, VerifyStarter};
 use pgkeep::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
 use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
 use pgkeep::ops::health::HealthPolicy;
-use pgkeep::trigger::DumpTrigger;
+use pgkeep::trigger::{DumpTrigger, VerifyEvent};
 use serde_json::Value;
 
 use super::handle;
@@ -20,6 +20,17 @@ struct RecordingStarter(Mutex<Vec<DumpTrigger>>);
 impl DumpStarter for RecordingStarter {
     async fn start(&self, trigger: &DumpTrigger) -> Result<(), String> {
         self.0.lock().unwrap().push(trigger.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RecordingVerifyStarter(Mutex<Vec<VerifyEvent>>);
+
+#[async_trait]
+impl VerifyStarter for RecordingVerifyStarter {
+    async fn start(&self, event: &VerifyEvent) -> Result<(), String> {
+        self.0.lock().unwrap().push(event.clone());
         Ok(())
     }
 }
@@ -48,6 +59,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     api: Api,
     starter: Arc<RecordingStarter>,
+    verifies: Arc<RecordingVerifyStarter>,
 }
 
 async fn fixture() -> Fixture {
@@ -62,9 +74,11 @@ async fn fixture() -> Fixture {
     .await
     .unwrap();
     let starter = Arc::new(RecordingStarter::default());
+    let verifies = Arc::new(RecordingVerifyStarter::default());
     let api = Api {
         services,
         starter: starter.clone(),
+        verify_starter: verifies.clone(),
         health: HealthPolicy::default(),
         admin_group: "admin".into(),
         databases: vec!["shop".into()],
@@ -73,6 +87,7 @@ async fn fixture() -> Fixture {
         _dir: dir,
         api,
         starter,
+        verifies,
     }
 }
 
@@ -174,6 +189,65 @@ async fn creating_a_backup_starts_the_dump_function() {
         1,
         "a bad request starts nothing"
     );
+}
+
+#[tokio::test]
+async fn verifying_a_backup_queues_the_verify_function() {
+    let f = fixture().await;
+    let (status, body, _) = call(&f.api, &event("verify-backup")).await;
+    assert_eq!(status, 404, "{body}");
+    let id: BackupId = "20261124T020000000Z-0a1b2c3d".parse().unwrap();
+    add(&f.api, id.clone(), BackupStatus::Completed).await;
+    let (status, body, location) = call(&f.api, &event("verify-backup")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(location.as_deref(), Some(format!("/backups/{id}").as_str()));
+    let queued = f.verifies.0.lock().unwrap().clone();
+    match queued.as_slice() {
+        [VerifyEvent::Verify(t)] => {
+            assert_eq!(t.backup_id.as_ref(), Some(&id));
+            assert_eq!(t.requested_by.as_deref(), Some("alice"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn restoring_a_backup_checks_the_confirmation_then_queues_it() {
+    let f = fixture().await;
+    let (status, body, _) = call(&f.api, &event("restore-backup")).await;
+    assert_eq!(status, 404, "unknown id: {body}");
+    let id: BackupId = "20261124T020000000Z-0a1b2c3d".parse().unwrap();
+    add(&f.api, id.clone(), BackupStatus::Verified).await;
+
+    let (status, body, _) = call(&f.api, &event("restore-backup")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["target_db"], "shop_restored");
+    assert_eq!(body["dry_run"], false);
+    let (status, body, _) = call(&f.api, &event("restore-backup-dry-run")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["dry_run"], true);
+
+    let (status, body, _) = call(&f.api, &event("restore-backup-unconfirmed")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("--confirm"),
+        "{body}"
+    );
+    let (status, body, _) = call(&f.api, &event("restore-backup-not-admin")).await;
+    assert_eq!(status, 403, "{body}");
+
+    let queued = f.verifies.0.lock().unwrap().clone();
+    match queued.as_slice() {
+        [VerifyEvent::Restore(real), VerifyEvent::Restore(dry)] => {
+            assert_eq!(real.backup_id, id);
+            assert_eq!(real.target_db, "shop_restored");
+            assert!(!real.dry_run && !real.overwrite);
+            assert_eq!(real.requested_by.as_deref(), Some("alice"));
+            assert!(dry.dry_run);
+        }
+        other => panic!("refusals must queue nothing: {other:?}"),
+    }
 }
 
 #[tokio::test]

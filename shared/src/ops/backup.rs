@@ -52,6 +52,10 @@ pub struct BackupRequest {
     /// How long the database's dump lease lasts if this run never gives it back (a crash);
     /// longer than any backup takes.
     pub lease_ttl: chrono::Duration,
+    /// The name the record, the lease and the object key use, when it differs from the
+    /// database's name on the server (a Lambda deployment's configured name); `None` for the
+    /// target's database name.
+    pub database_name: Option<String>,
 }
 
 /// Default lifetime of a dump lease: longer than a Lambda can run (15 minutes) and than
@@ -72,7 +76,15 @@ impl BackupRequest {
             zstd_workers: cores.clamp(1, 4),
             abandon_after: super::reaper::DEFAULT_ABANDON_AFTER,
             lease_ttl: DEFAULT_LEASE_TTL,
+            database_name: None,
         }
+    }
+
+    /// The name the backup is recorded under.
+    pub fn database_name(&self) -> &str {
+        self.database_name
+            .as_deref()
+            .unwrap_or_else(|| self.target.database())
     }
 }
 
@@ -88,7 +100,7 @@ pub async fn backup(
         .id
         .clone()
         .unwrap_or_else(|| BackupId::generate(Utc::now()));
-    let database = request.target.database();
+    let database = request.database_name();
     let now = Utc::now();
     let lease = Lease {
         database: database.to_owned(),
@@ -121,7 +133,7 @@ async fn backup_leased(
     id: BackupId,
     progress: Arc<Progress>,
 ) -> Result<BackupRecord, Error> {
-    let database = request.target.database();
+    let database = request.database_name();
     // Under the lease no other dump of this database runs: what is still in progress is
     // abandoned. A failure to clean up after earlier runs must not cost this backup; prune
     // retries it.

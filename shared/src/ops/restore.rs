@@ -186,11 +186,13 @@ impl Plan {
     }
 }
 
-async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Error> {
-    let target = &request.target_db;
+/// The checks that need nothing but the request: a usable target name, and overwriting only
+/// with the target's name typed again. Edges that queue a restore (the status API) run them
+/// before answering, so a request that would be refused is refused at once.
+pub fn check_intent(target: &str, overwrite: bool, confirm: Option<&str>) -> Result<(), Error> {
     check_target_name(target)?;
-    if request.overwrite {
-        match &request.confirm {
+    if overwrite {
+        match confirm {
             None => {
                 return Err(Error::Confirmation(format!(
                     "overwriting {target:?} needs its name typed again: --overwrite --confirm {target:?}"
@@ -204,6 +206,12 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
             Some(_) => {}
         }
     }
+    Ok(())
+}
+
+async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Error> {
+    let target = &request.target_db;
+    check_intent(target, request.overwrite, request.confirm.as_deref())?;
     let record = services.catalog.get(&request.id).await?;
     if !record.status.has_object() {
         return Err(Error::Unusable {

@@ -1,0 +1,479 @@
+//! Every sample event in events/dump/ through the real handler, over the embedded backends and
+//! a real PostgreSQL; the failure alerts through the real SNS (moto) and webhook notifiers.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{Duration, Utc};
+use pgkeep::alert::{AlertKind, RecordingNotifier};
+use pgkeep::api::VerifyStarter;
+use pgkeep::backends::KeyUse;
+use pgkeep::config::LambdaSettings;
+use pgkeep::metrics::RecordingMetrics;
+use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression, Lease};
+use pgkeep::ops::jobs::Jobs;
+use pgkeep::trigger::VerifyEvent;
+use pgkeep_tests::aws::Moto;
+use pgkeep_tests::PgCluster;
+use serde_json::Value;
+
+use super::handle;
+
+fn event(name: &str) -> Value {
+    let path = format!(
+        "{}/../../events/dump/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[derive(Default)]
+struct RecordingVerifyStarter(Mutex<Vec<VerifyEvent>>);
+
+#[async_trait]
+impl VerifyStarter for RecordingVerifyStarter {
+    async fn start(&self, event: &VerifyEvent) -> Result<(), String> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+/// Settings for the embedded backends in `dir`, backing up `shop` at `url`, plus `extra`.
+fn settings(dir: &std::path::Path, url: &str, extra: &[(&str, String)]) -> LambdaSettings {
+    let mut vars: BTreeMap<String, String> = [
+        ("PGKEEP_REPO", dir.join("repo").display().to_string()),
+        (
+            "PGKEEP_KEY_FILE",
+            dir.join("pgkeep.key").display().to_string(),
+        ),
+        (
+            "PGKEEP_DATABASES",
+            serde_json::json!({ "shop": { "url": url } }).to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    LambdaSettings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    jobs: Jobs,
+    metrics: Arc<RecordingMetrics>,
+    verifies: Arc<RecordingVerifyStarter>,
+}
+
+async fn fixture(url: &str, extra: &[(&str, String)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut jobs = Jobs::connect(settings(dir.path(), url, extra), KeyUse::Write)
+        .await
+        .expect("jobs");
+    let metrics = Arc::new(RecordingMetrics::default());
+    let verifies = Arc::new(RecordingVerifyStarter::default());
+    jobs.metrics = metrics.clone();
+    jobs.verify_starter = Some(verifies.clone());
+    Fixture {
+        _dir: dir,
+        jobs,
+        metrics,
+        verifies,
+    }
+}
+
+/// Keys of stored backup objects (not manifests) of `shop`.
+async fn objects(jobs: &Jobs) -> Vec<String> {
+    let mut keys: Vec<String> = jobs
+        .services
+        .store
+        .list("shop/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| !k.ends_with(".manifest.json"))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn every_sample_event_backs_up_once_with_metrics_and_a_verification() {
+    let cluster = PgCluster::start().unwrap();
+    cluster.create_database("shop").unwrap();
+    cluster
+        .psql(
+            "shop",
+            "CREATE TABLE items (id int PRIMARY KEY, name text);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 250) g;",
+        )
+        .unwrap();
+    let f = fixture(&cluster.url("shop"), &[]).await;
+
+    // The same scheduled event, delivered twice: one backup.
+    let first = handle(&f.jobs, event("scheduled")).await.unwrap();
+    assert_eq!(first["outcome"], "completed", "{first}");
+    assert_eq!(first["verify_started"], true);
+    let backup = &first["backup"];
+    assert_eq!(backup["status"], "completed");
+    assert_eq!(backup["database"], "shop");
+    assert_eq!(backup["kind"], "scheduled");
+    assert_eq!(backup["row_counts"]["public.items"], 250);
+    let id = backup["id"].as_str().unwrap().to_owned();
+    let again = handle(&f.jobs, event("scheduled")).await.unwrap();
+    assert_eq!(again["outcome"], "duplicate", "{again}");
+    assert_eq!(again["backup"]["id"], id.as_str());
+    let records = pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "one record for two deliveries");
+    assert_eq!(
+        objects(&f.jobs).await.len(),
+        1,
+        "one object for two deliveries"
+    );
+
+    // The metric line of that backup, in Embedded Metric Format.
+    let lines = f.metrics.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let emf: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "pgkeep");
+    assert_eq!(
+        emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
+        "Database"
+    );
+    assert_eq!(emf["Database"], "shop");
+    assert_eq!(emf["BackupId"], id.as_str());
+    assert_eq!(emf["BackupSize"], backup["size_bytes"]);
+    assert_eq!(emf["BackupDuration"], backup["duration_ms"]);
+
+    // A console invocation: a fresh id. The API's invocation: the id it allocated.
+    let manual = handle(&f.jobs, event("console")).await.unwrap();
+    assert_eq!(manual["outcome"], "completed", "{manual}");
+    assert_eq!(manual["backup"]["kind"], "manual");
+    assert_ne!(manual["backup"]["id"], id.as_str());
+    let api = handle(&f.jobs, event("from-api")).await.unwrap();
+    assert_eq!(api["backup"]["id"], event("from-api")["backup_id"], "{api}");
+    assert_eq!(objects(&f.jobs).await.len(), 3);
+    assert_eq!(f.metrics.lines().len(), 3);
+
+    // Each new backup's verification was started, once.
+    let started: Vec<String> = f
+        .verifies
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| match e {
+            VerifyEvent::Verify(t) => {
+                assert_eq!(t.requested_by.as_deref(), Some("dump"));
+                t.backup_id.as_ref().unwrap().to_string()
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let taken: Vec<String> = [&first, &manual, &api]
+        .iter()
+        .map(|o| o["backup"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(started, taken);
+}
+
+#[tokio::test]
+async fn unknown_databases_and_malformed_events_fail_the_invocation() {
+    let cluster = PgCluster::start().unwrap();
+    let f = fixture(&cluster.url("shop"), &[]).await;
+    let err = handle(&f.jobs, serde_json::json!({"database": "crm"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "Failed");
+    assert!(
+        err.error_message.contains("\"crm\" is not configured"),
+        "{err:?}"
+    );
+    let err = handle(&f.jobs, serde_json::json!({"db": "shop"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent", "{err:?}");
+    assert!(f.metrics.lines().is_empty());
+}
+
+#[tokio::test]
+async fn a_held_lease_refuses_quietly_and_abandoned_runs_are_alerted() {
+    let cluster = PgCluster::start().unwrap();
+    cluster.create_database("shop").unwrap();
+    let mut f = fixture(&cluster.url("shop"), &[]).await;
+    let alerts = Arc::new(RecordingNotifier::new());
+    f.jobs.notifier = alerts.clone();
+    let catalog = &f.jobs.services.catalog;
+
+    // Another run of shop holds the lease: this one is refused, records nothing, alerts nothing.
+    let now = Utc::now();
+    let lease = Lease {
+        database: "shop".into(),
+        holder: "20261124T000000000Z-00000000".into(),
+        expires_at: now + Duration::minutes(30),
+    };
+    assert!(catalog.acquire_lease(&lease, now).await.unwrap().is_none());
+    let err = handle(&f.jobs, event("console")).await.unwrap_err();
+    assert_eq!(err.error_type, "LeaseHeld", "{err:?}");
+    assert!(err.error_message.contains(&lease.holder), "{err:?}");
+    assert!(alerts.alerts().is_empty());
+    catalog.release_lease("shop", &lease.holder).await.unwrap();
+
+    // A run that never finished (its Lambda timed out): the next dump fails it and says so.
+    let started = now - Duration::hours(2);
+    let mut stuck = BackupRecord::start(
+        BackupId::generate(started),
+        "shop",
+        BackupKind::Scheduled,
+        Compression::Zstd,
+    );
+    stuck.created_at = started;
+    catalog.insert(&stuck).await.unwrap();
+    let out = handle(&f.jobs, event("console")).await.unwrap();
+    assert_eq!(out["outcome"], "completed", "{out}");
+    assert_eq!(
+        catalog.get(&stuck.id).await.unwrap().status,
+        BackupStatus::Failed
+    );
+    let alerts = alerts.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, AlertKind::BackupFailed);
+    assert_eq!(alerts[0].backup_id.as_ref(), Some(&stuck.id));
+    assert!(
+        alerts[0].reason.contains("abandoned"),
+        "{}",
+        alerts[0].reason
+    );
+}
+
+/// What a test HTTP server received: one request body per POST.
+struct Webhook {
+    url: String,
+    posts: mpsc::Receiver<String>,
+}
+
+/// A webhook on 127.0.0.1 that records each POST's body before answering 200, so a POST
+/// whose answer the client has seen is always recorded.
+fn webhook() -> Webhook {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/services/T0/B0/webhookToken",
+        listener.local_addr().unwrap()
+    );
+    let (tx, posts) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            if tx.send(String::from_utf8(body).unwrap()).is_err() {
+                return;
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    Webhook { url, posts }
+}
+
+/// An SNS topic with an SQS queue subscribed to it, to read published alerts back.
+struct Topic {
+    arn: String,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl Topic {
+    async fn create(config: &pgkeep::aws::SdkConfig, name: &str) -> Topic {
+        let sns = aws_sdk_sns::Client::new(config);
+        let sqs = aws_sdk_sqs::Client::new(config);
+        let arn = sns
+            .create_topic()
+            .name(name)
+            .send()
+            .await
+            .unwrap()
+            .topic_arn()
+            .unwrap()
+            .to_owned();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_owned();
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
+        let queue_arn = attributes
+            .attributes()
+            .unwrap()
+            .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .unwrap()
+            .clone();
+        sns.subscribe()
+            .topic_arn(&arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await
+            .unwrap();
+        Topic {
+            arn,
+            sqs,
+            queue_url,
+        }
+    }
+
+    /// The SNS envelopes (`Subject`, `Message`, `MessageAttributes`) waiting in the queue.
+    async fn received(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let batch = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            let messages = batch.messages();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
+    let Some(moto) = Moto::start() else { return };
+    let cluster = PgCluster::start().unwrap();
+    // `shop` is configured but does not exist on the server: every dump of it fails. The URL
+    // carries the cluster's password, which no alert may contain.
+    let url = cluster.url("shop");
+    let password = cluster.password().to_owned();
+    assert!(url.contains(&password));
+    let hook = webhook();
+    moto.runtime.block_on(async {
+        let topic = Topic::create(
+            &moto.config,
+            &format!("pgkeep-alerts-{}", std::process::id()),
+        )
+        .await;
+        let f = fixture(
+            &url,
+            &[
+                ("PGKEEP_AWS_ENDPOINT", moto.endpoint.clone()),
+                ("PGKEEP_ALERT_TOPIC_ARN", topic.arn.clone()),
+                ("PGKEEP_ALERT_WEBHOOK_URL", hook.url.clone()),
+            ],
+        )
+        .await;
+
+        let err = handle(&f.jobs, event("scheduled")).await.unwrap_err();
+        assert_eq!(err.error_type, "Failed", "{err:?}");
+        assert!(err.error_message.contains("shop"), "{err:?}");
+        assert!(!err.error_message.contains(&password), "{err:?}");
+        let records = pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        let failed = &records[0];
+        assert_eq!(failed.status, BackupStatus::Failed);
+        assert_eq!(failed.kind, BackupKind::Scheduled);
+        let reason = failed.error.clone().unwrap();
+        assert!(reason.contains("does not exist"), "{reason}");
+        assert!(
+            objects(&f.jobs).await.is_empty(),
+            "a failed run stores nothing"
+        );
+
+        // The event again (Lambda's retry, or a duplicate delivery): the same failure, no
+        // second backup and no second alert.
+        let again = handle(&f.jobs, event("scheduled")).await.unwrap_err();
+        assert_eq!(again.error_type, "AlreadyFailed", "{again:?}");
+        assert_eq!(
+            pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let messages = topic.received().await;
+        assert_eq!(messages.len(), 1, "exactly one SNS message: {messages:?}");
+        let sns = &messages[0];
+        let text = sns["Message"].as_str().unwrap();
+        assert_eq!(sns["Subject"], "pgkeep: backup of shop failed");
+        assert!(text.contains("database: shop"), "{text}");
+        assert!(text.contains(&format!("backup: {}", failed.id)), "{text}");
+        assert!(text.contains("does not exist"), "{text}");
+        assert_eq!(sns["MessageAttributes"]["kind"]["Value"], "backup_failed");
+        assert!(!sns.to_string().contains(&password), "{sns}");
+
+        let post = hook.posts.try_recv().expect("one webhook POST");
+        assert!(hook.posts.try_recv().is_err(), "exactly one webhook POST");
+        let body: Value = serde_json::from_str(&post).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert!(text.contains("database: shop"), "{text}");
+        assert!(text.contains(&format!("backup: {}", failed.id)), "{text}");
+        assert!(text.contains("does not exist"), "{text}");
+        assert!(!post.contains(&password), "{post}");
+        assert!(f.metrics.lines().is_empty(), "no metrics for a failed dump");
+        assert!(f.verifies.0.lock().unwrap().is_empty(), "nothing to verify");
+    });
+}
+
+#[test]
+fn every_sample_event_is_covered_by_a_test() {
+    let source = include_str!("tests.rs");
+    let dir = format!("{}/../../events/dump", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .replace(".json", "");
+        assert!(
+            source.contains(&format!("event(\"{name}\")")),
+            "events/dump/{name}.json is not exercised"
+        );
+    }
+}

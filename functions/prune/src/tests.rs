@@ -1,0 +1,249 @@
+//! Every sample event in events/prune/ through the real handler, over the embedded backends:
+//! the policy from `PGKEEP_KEEP_*` is applied, abandoned runs are failed and alerted, and each
+//! database without a recent good backup gets one `stale` alert.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use pgkeep::alert::{AlertKind, RecordingNotifier};
+use pgkeep::backends::KeyUse;
+use pgkeep::config::LambdaSettings;
+use pgkeep::metrics::RecordingMetrics;
+use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
+use pgkeep::ops::jobs::Jobs;
+use serde_json::{json, Value};
+
+use super::handle;
+
+fn event(name: &str) -> Value {
+    let path = format!(
+        "{}/../../events/prune/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    jobs: Jobs,
+    alerts: Arc<RecordingNotifier>,
+    metrics: Arc<RecordingMetrics>,
+}
+
+async fn fixture(keep: &[(&str, &str)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars: BTreeMap<&str, String> = [
+        ("PGKEEP_REPO", dir.path().join("repo").display().to_string()),
+        (
+            "PGKEEP_KEY_FILE",
+            dir.path().join("pgkeep.key").display().to_string(),
+        ),
+        (
+            "PGKEEP_DATABASES",
+            json!({
+                "shop": { "url": "postgresql://backup@db.internal/shop" },
+                "crm": { "url": "postgresql://backup@db.internal/crm" },
+                "ledger": { "url": "postgresql://backup@db.internal/ledger" },
+            })
+            .to_string(),
+        ),
+    ]
+    .into();
+    vars.extend(keep.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let settings = LambdaSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let mut jobs = Jobs::connect(settings, KeyUse::None).await.unwrap();
+    let alerts = Arc::new(RecordingNotifier::new());
+    let metrics = Arc::new(RecordingMetrics::default());
+    jobs.notifier = alerts.clone();
+    jobs.metrics = metrics.clone();
+    Fixture {
+        _dir: dir,
+        jobs,
+        alerts,
+        metrics,
+    }
+}
+
+/// A record of `database` taken `hours_ago`, in `status`, with its object and manifest stored
+/// when it has them.
+async fn add(jobs: &Jobs, database: &str, hours_ago: i64, status: BackupStatus) -> BackupId {
+    let at = Utc::now() - Duration::hours(hours_ago);
+    let mut r = BackupRecord::start(
+        BackupId::generate(at),
+        database,
+        BackupKind::Scheduled,
+        Compression::Zstd,
+    );
+    r.created_at = at;
+    jobs.services.catalog.insert(&r).await.unwrap();
+    if status == BackupStatus::InProgress {
+        jobs.services
+            .store
+            .put(&r.object_key, b"half an upload".to_vec())
+            .await
+            .unwrap();
+        return r.id;
+    }
+    r.transition(status).unwrap();
+    r.completed_at = Some(at + Duration::minutes(2));
+    if status == BackupStatus::Completed {
+        r.size_bytes = Some(12);
+        for key in [r.object_key.clone(), r.manifest_key()] {
+            jobs.services
+                .store
+                .put(&key, b"not a backup".to_vec())
+                .await
+                .unwrap();
+        }
+    }
+    jobs.services
+        .catalog
+        .update(&r, BackupStatus::InProgress)
+        .await
+        .unwrap();
+    r.id
+}
+
+async fn status(jobs: &Jobs, id: &BackupId) -> BackupStatus {
+    jobs.services.catalog.get(id).await.unwrap().status
+}
+
+#[tokio::test]
+async fn the_schedule_prunes_reaps_and_alerts_stale_databases() {
+    let f = fixture(&[("PGKEEP_KEEP_LAST", "2")]).await;
+    // shop: four good backups, the newest 37 hours old (stale), and a run that never ended.
+    let mut shop = Vec::new();
+    for hours in [40, 39, 38, 37] {
+        shop.push(add(&f.jobs, "shop", hours, BackupStatus::Completed).await);
+    }
+    let abandoned = add(&f.jobs, "shop", 2, BackupStatus::InProgress).await;
+    // crm: healthy. ledger: configured, never backed up.
+    let crm = add(&f.jobs, "crm", 1, BackupStatus::Completed).await;
+
+    let out = handle(&f.jobs, event("scheduled")).await.unwrap();
+    let mut deleted: Vec<&str> = out["report"]["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        vec![shop[0].as_str(), shop[1].as_str()],
+        "the two oldest: {out}"
+    );
+    assert_eq!(out["kept"], 3, "{out}");
+    for id in &shop[..2] {
+        assert_eq!(status(&f.jobs, id).await, BackupStatus::Deleted);
+    }
+    for id in shop[2..].iter().chain([&crm]) {
+        assert_eq!(status(&f.jobs, id).await, BackupStatus::Completed);
+    }
+    let left: Vec<String> = f
+        .jobs
+        .services
+        .store
+        .list("shop/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(
+        left.len(),
+        4,
+        "two kept backups, object and manifest: {left:?}"
+    );
+    assert_eq!(status(&f.jobs, &abandoned).await, BackupStatus::Failed);
+
+    let alerts = f.alerts.alerts();
+    let kinds: Vec<(AlertKind, &str)> = alerts
+        .iter()
+        .map(|a| (a.kind, a.database.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (AlertKind::BackupFailed, "shop"),
+            (AlertKind::Stale, "shop"),
+            (AlertKind::Stale, "ledger"),
+        ],
+        "{alerts:?}"
+    );
+    assert_eq!(alerts[0].backup_id.as_ref(), Some(&abandoned));
+    assert!(
+        alerts[0].reason.contains("abandoned"),
+        "{}",
+        alerts[0].reason
+    );
+    assert_eq!(alerts[1].backup_id.as_ref(), Some(&shop[3]));
+    assert!(
+        alerts[1].reason.contains("more than the limit"),
+        "{}",
+        alerts[1].reason
+    );
+    assert_eq!(out["stale"], json!(["shop", "ledger"]));
+
+    // The age of each database's newest good backup, as a metric.
+    let ages: BTreeMap<String, i64> = f
+        .metrics
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|d| {
+            (
+                d["Database"].as_str().unwrap().to_owned(),
+                d["NewestGoodBackupAge"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ages.keys().collect::<Vec<_>>(), vec!["crm", "shop"]);
+    assert!((37 * 3600..38 * 3600).contains(&ages["shop"]), "{ages:?}");
+
+    // Again: nothing more to delete or reap; the stale databases are alerted again.
+    let out = handle(&f.jobs, json!({})).await.unwrap();
+    assert!(
+        out["report"]["deleted"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    assert!(
+        out["report"]["reaped"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    assert_eq!(f.alerts.alerts().len(), 5);
+}
+
+#[tokio::test]
+async fn a_healthy_deployment_gets_no_alert_and_odd_events_are_refused() {
+    let f = fixture(&[("PGKEEP_KEEP_DAILY", "7"), ("PGKEEP_KEEP_WITHIN", "2d")]).await;
+    for db in ["shop", "crm", "ledger"] {
+        add(&f.jobs, db, 3, BackupStatus::Completed).await;
+    }
+    let out = handle(&f.jobs, event("scheduled")).await.unwrap();
+    assert_eq!(out["stale"], json!([]), "{out}");
+    assert!(f.alerts.alerts().is_empty(), "{:?}", f.alerts.alerts());
+    let err = handle(&f.jobs, json!({"database": "shop"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent");
+}
+
+#[test]
+fn every_sample_event_is_covered_by_a_test() {
+    let source = include_str!("tests.rs");
+    let dir = format!("{}/../../events/prune", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .replace(".json", "");
+        assert!(
+            source.contains(&format!("event(\"{name}\")")),
+            "events/prune/{name}.json is not exercised"
+        );
+    }
+}

@@ -1,0 +1,649 @@
+//! What each Lambda function does, without Lambda: the dump, verify and prune functions each
+//! parse their event and make one call here. Everything is built once per container into a
+//! [`Jobs`] (settings, AWS configuration, backends, notifiers, the verify starter, the metric
+//! sink), so tests drive the same code with embedded backends and recording fakes.
+//!
+//! | function | call | alerts | metrics |
+//! |---|---|---|---|
+//! | dump | [`Jobs::run_dump`] | `backup_failed`: this run, or earlier runs found abandoned | backup duration, size, throughput |
+//! | verify | [`Jobs::run_verify_event`] | `verification_failed` (a failed verdict, or no verdict reached); `restore_failed` | verify duration |
+//! | prune | [`Jobs::run_prune`] | `backup_failed` for abandoned runs; one `stale` per database without a recent good backup | age of the newest good backup |
+//!
+//! A failure is never logged and then answered with success: a failed dump, a verification
+//! that could not run, a failed prune or an alert that could not be sent fails the invocation,
+//! so Lambda's error metrics, retries and dead-letter queue see it. Each failure is alerted
+//! exactly once: a repeated delivery of an event whose dump failed finds the failed record and
+//! fails again without a second alert (or a second backup).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::backup::{backup, BackupRequest};
+use super::health::{health, DatabaseHealth};
+use super::prune::{self, Missing, PruneReport, PruneRequest};
+use super::restore::{restore, RestoreReport, RestoreRequest};
+use super::verify::{next_to_verify, verify, VerifyRequest};
+use super::{reaper, Error};
+use crate::alert::sns::SnsNotifier;
+use crate::alert::webhook::WebhookNotifier;
+use crate::alert::{Alert, AlertKind, LogNotifier, Notifier, Notifiers, NotifyError};
+use crate::api::VerifyStarter;
+use crate::backends::{database_target, ConfigError, KeyUse, Services};
+use crate::catalog::CatalogError;
+use crate::config::{DatabaseSource, LambdaSettings};
+use crate::invoke::LambdaInvoker;
+use crate::metrics::{backup_metrics, health_metrics, verify_metrics, MetricSink, StdoutMetrics};
+use crate::model::{BackupId, BackupRecord, BackupStatus};
+use crate::postgres::PgTarget;
+use crate::trigger::{DumpTrigger, RestoreTrigger, TriggerError, VerifyEvent, VerifyTrigger};
+
+/// Everything the functions' jobs need, built once per Lambda container.
+pub struct Jobs {
+    /// Backends.
+    pub services: Services,
+    /// The deployment's settings.
+    pub settings: LambdaSettings,
+    /// The AWS configuration, when anything configured calls AWS (database secrets).
+    pub aws: Option<crate::aws::SdkConfig>,
+    /// Where alerts go.
+    pub notifier: Arc<dyn Notifier>,
+    /// Starts the verification of each new backup; `None` when no verify function is set.
+    pub verify_starter: Option<Arc<dyn VerifyStarter>>,
+    /// Where metric documents go.
+    pub metrics: Arc<dyn MetricSink>,
+}
+
+impl JobError {
+    /// A short stable name for the failure (the Lambda error type).
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobError::Event(_) => "InvalidEvent",
+            JobError::Failed { source, .. } if matches!(**source, Error::LeaseHeld { .. }) => {
+                "LeaseHeld"
+            }
+            JobError::Failed { .. } => "Failed",
+            JobError::AlreadyFailed { .. } => "AlreadyFailed",
+            JobError::Unalerted { .. } => "AlertNotSent",
+        }
+    }
+}
+
+/// Why a job failed; its message is what the Lambda invocation reports.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The event is not one this function accepts.
+    #[error("invalid event: {0}")]
+    Event(#[from] TriggerError),
+    /// The work failed; when it is a failure people are told about, the alert went out (or,
+    /// in `alert`, why it could not).
+    #[error("{source}{}", unsent(.alert))]
+    Failed {
+        /// Why the work failed.
+        source: Box<Error>,
+        /// Why its alert could not be sent, if it could not.
+        alert: Option<NotifyError>,
+    },
+    /// A repeated delivery of a dump event whose first run failed: nothing was retried (the
+    /// backup id is taken) or alerted again.
+    #[error("backup {id} of {database:?} failed earlier (this is a repeated delivery of its event; nothing was retried or alerted again): {reason}")]
+    AlreadyFailed {
+        /// The backup.
+        id: BackupId,
+        /// Its database.
+        database: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The work was done, but an alert about it could not be sent.
+    #[error("{done}, but an alert could not be sent: {source}")]
+    Unalerted {
+        /// What was done.
+        done: String,
+        /// Why the alert was not sent.
+        source: NotifyError,
+    },
+}
+
+fn unsent(alert: &Option<NotifyError>) -> String {
+    alert
+        .as_ref()
+        .map(|e| format!("; the alert about it could not be sent either: {e}"))
+        .unwrap_or_default()
+}
+
+impl From<Error> for JobError {
+    fn from(source: Error) -> Self {
+        JobError::Failed {
+            source: Box::new(source),
+            alert: None,
+        }
+    }
+}
+
+impl From<CatalogError> for JobError {
+    fn from(e: CatalogError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+/// How a dump invocation ended (the function's JSON result).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DumpOutcome {
+    /// A new backup was taken.
+    Completed {
+        /// Its record.
+        backup: BackupRecord,
+        /// Whether its verification was started.
+        verify_started: bool,
+        /// Why starting it failed (the scheduled verify picks the backup up later).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verify_error: Option<String>,
+    },
+    /// The event was delivered before: its backup exists (done or still running), and no
+    /// second one was taken.
+    Duplicate {
+        /// The existing record.
+        backup: BackupRecord,
+    },
+}
+
+/// How a verify-function invocation ended (its JSON result).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum VerifyOutcome {
+    /// No completed backup awaited verification.
+    NothingToVerify,
+    /// Restored and matched: the record is now `verified`.
+    Verified {
+        /// The record.
+        backup: BackupRecord,
+    },
+    /// The backup is at fault: the record is now `verification_failed`, and the alert went
+    /// out.
+    VerificationFailed {
+        /// The record.
+        backup: BackupRecord,
+        /// Why.
+        reason: String,
+    },
+    /// A restore (or its dry run) asked for through the status API finished.
+    Restored {
+        /// What was done.
+        report: RestoreReport,
+    },
+}
+
+/// What a prune invocation did (its JSON result).
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneOutcome {
+    /// Reaped, deleted, repaired and skipped backups.
+    pub report: PruneReport,
+    /// Stored backups (with an object) the policy kept.
+    pub kept: usize,
+    /// Keys records need but the store lacks (damage to look at).
+    pub missing: Vec<Missing>,
+    /// Databases that got a `stale` alert.
+    pub stale: Vec<String>,
+}
+
+impl Jobs {
+    /// Builds everything from the settings, once per container: the AWS configuration (when
+    /// anything configured calls AWS), the backends, the notifiers (the log, plus SNS and the
+    /// webhook when configured), the verify starter (when `PGKEEP_VERIFY_FUNCTION` is set)
+    /// and metrics on stdout.
+    pub async fn connect(settings: LambdaSettings, key_use: KeyUse) -> Result<Jobs, ConfigError> {
+        let aws = if settings.uses_aws() {
+            Some(settings.backends.load_aws().await?)
+        } else {
+            None
+        };
+        let services = settings.backends.open_with(key_use, aws.as_ref())?;
+        let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(LogNotifier)];
+        if let Some(topic) = &settings.alerts.topic_arn {
+            let aws = aws.as_ref().expect("uses_aws covers the alert topic");
+            notifiers.push(Arc::new(SnsNotifier::new(aws, topic)));
+        }
+        if let Some(url) = &settings.alerts.webhook_url {
+            let webhook = WebhookNotifier::new(url.clone())
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            notifiers.push(Arc::new(webhook));
+        }
+        let verify_starter = settings.verify_function.as_ref().map(|name| {
+            let aws = aws.as_ref().expect("uses_aws covers the verify function");
+            Arc::new(LambdaInvoker::new(aws, name)) as Arc<dyn VerifyStarter>
+        });
+        Ok(Jobs {
+            services,
+            settings,
+            aws,
+            notifier: Arc::new(Notifiers(notifiers)),
+            verify_starter,
+            metrics: Arc::new(StdoutMetrics),
+        })
+    }
+
+    /// The dump function: back up `trigger.database` once per event.
+    ///
+    /// A repeated delivery (the trigger's backup id is in the catalog already, or its run is
+    /// under way) returns the existing record and takes no second backup. Runs of the database
+    /// left in progress too long are failed first, each with a `backup_failed` alert. On
+    /// success the backup's metrics are written and its verification started; on failure one
+    /// `backup_failed` alert is sent and the error returned. A dump refused because another run
+    /// of the database holds its lease is an error without an alert: the running backup is the
+    /// one that counts, and Lambda's retry of the invocation runs once the lease is free.
+    pub async fn run_dump(&self, trigger: &DumpTrigger) -> Result<DumpOutcome, JobError> {
+        let now = Utc::now();
+        let id = trigger
+            .backup_id
+            .clone()
+            .unwrap_or_else(|| BackupId::generate(now));
+        match self.find(&id).await {
+            Ok(Some(existing)) => return duplicate(existing),
+            Ok(None) => {}
+            Err(e) => return Err(self.dump_failed(&trigger.database, &id, e).await),
+        }
+        let abandoned = self.reap(Some(&trigger.database), now).await;
+        let result = self.dump(trigger, &id).await;
+        let record = match result {
+            Ok(record) => record,
+            Err(Error::LeaseHeld { ref holder, .. }) if holder == id.as_str() => {
+                return self.duplicate_of(&id).await
+            }
+            Err(Error::Catalog(CatalogError::AlreadyExists(_))) => {
+                return self.duplicate_of(&id).await
+            }
+            Err(e @ Error::LeaseHeld { .. }) => return Err(e.into()),
+            Err(e) => return Err(self.dump_failed(&trigger.database, &id, e).await),
+        };
+        self.metrics.emit(&backup_metrics(&record));
+        let (verify_started, verify_error) = match &self.verify_starter {
+            None => (false, None),
+            Some(starter) => {
+                let event = VerifyEvent::Verify(VerifyTrigger {
+                    backup_id: Some(record.id.clone()),
+                    requested_by: Some("dump".into()),
+                });
+                match starter.start(&event).await {
+                    Ok(()) => (true, None),
+                    Err(e) => {
+                        tracing::error!(backup = %record.id, error = %e, "could not start the verification; the scheduled verify will pick the backup up");
+                        (false, Some(e))
+                    }
+                }
+            }
+        };
+        if let Err(source) = abandoned {
+            return Err(JobError::Unalerted {
+                done: format!("backup {} completed", record.id),
+                source,
+            });
+        }
+        Ok(DumpOutcome::Completed {
+            backup: record,
+            verify_started,
+            verify_error,
+        })
+    }
+
+    async fn dump(&self, trigger: &DumpTrigger, id: &BackupId) -> Result<BackupRecord, Error> {
+        let target = self.database_target(&trigger.database).await?;
+        let mut request = BackupRequest::new(target, trigger.kind);
+        request.id = Some(id.clone());
+        request.database_name = Some(trigger.database.clone());
+        request.abandon_after = self.settings.abandon_after;
+        backup(&self.services, &request, Arc::default()).await
+    }
+
+    /// The record with `id`, if there is one.
+    async fn find(&self, id: &BackupId) -> Result<Option<BackupRecord>, Error> {
+        match self.services.catalog.get(id).await {
+            Ok(record) => Ok(Some(record)),
+            Err(CatalogError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A run found out to be a repeated delivery after it started (it lost the race for the
+    /// lease or the insert to the first delivery).
+    async fn duplicate_of(&self, id: &BackupId) -> Result<DumpOutcome, JobError> {
+        duplicate(self.services.catalog.get(id).await?)
+    }
+
+    /// Alerts a failed dump once (from its `failed` record when it has one) and returns the
+    /// error to fail the invocation with.
+    async fn dump_failed(&self, database: &str, id: &BackupId, error: Error) -> JobError {
+        let now = Utc::now();
+        let alert = match self.services.catalog.get(id).await {
+            Ok(record) if record.status == BackupStatus::Failed => {
+                Alert::backup_failed(&record, now)
+            }
+            _ => Alert::new(
+                AlertKind::BackupFailed,
+                database,
+                Some(id.clone()),
+                &error.to_string(),
+                now,
+            ),
+        };
+        JobError::Failed {
+            source: Box::new(error),
+            alert: self.notify(&alert).await.err(),
+        }
+    }
+
+    /// Fails the runs (of one database, or all) left in progress longer than the limit, and
+    /// alerts each. A failure to reap is logged (the next run retries it); a failure to alert
+    /// is returned, after the others were tried.
+    async fn reap(
+        &self,
+        database: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BackupId>, NotifyError> {
+        let reaped = match reaper::reap(&self.services, database, now, self.settings.abandon_after)
+            .await
+        {
+            Ok(reaped) => reaped,
+            Err(e) => {
+                tracing::error!(database, error = %e, "could not reap abandoned backups; the next run retries");
+                return Ok(Vec::new());
+            }
+        };
+        self.alert_abandoned(&reaped, now).await?;
+        Ok(reaped.into_iter().map(|r| r.id).collect())
+    }
+
+    async fn alert_abandoned(
+        &self,
+        reaped: &[BackupRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), NotifyError> {
+        let mut first_failure = None;
+        for record in reaped {
+            if let Err(e) = self.notify(&Alert::backup_failed(record, now)).await {
+                first_failure.get_or_insert(e);
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    /// Sends one alert; a delivery failure is logged here and returned for the caller to fail
+    /// the invocation with.
+    async fn notify(&self, alert: &Alert) -> Result<(), NotifyError> {
+        let sent = self.notifier.notify(alert).await;
+        if let Err(e) = &sent {
+            tracing::error!(alert = alert.kind.as_str(), database = %alert.database, error = %e, "an alert could not be sent");
+        }
+        sent
+    }
+
+    /// The verify function: a verification or a restore.
+    pub async fn run_verify_event(&self, event: &VerifyEvent) -> Result<VerifyOutcome, JobError> {
+        match event {
+            VerifyEvent::Verify(trigger) => self.run_verify(trigger).await,
+            VerifyEvent::Restore(trigger) => Ok(VerifyOutcome::Restored {
+                report: self.run_restore(trigger).await?,
+            }),
+        }
+    }
+
+    /// Verifies one backup (or the newest completed one not yet verified) on the scratch
+    /// server: `PGKEEP_SCRATCH_SECRET_ARN`, else the backup's own database server. A failed
+    /// verdict is recorded and alerted, and the invocation succeeds (retrying would only
+    /// repeat it); when no verdict could be reached (scratch server, key) it is alerted and
+    /// the invocation fails.
+    pub async fn run_verify(&self, trigger: &VerifyTrigger) -> Result<VerifyOutcome, JobError> {
+        let record = match &trigger.backup_id {
+            Some(id) => self.services.catalog.get(id).await?,
+            None => match next_to_verify(&self.services).await? {
+                Some(record) => record,
+                None => return Ok(VerifyOutcome::NothingToVerify),
+            },
+        };
+        let scratch = match self.scratch_for(&record.database).await {
+            Ok(scratch) => scratch,
+            Err(e) => return Err(self.verify_not_run(&record, e).await),
+        };
+        let mut request = VerifyRequest::new(scratch, Some(record.id.clone()));
+        request.actor = trigger
+            .requested_by
+            .clone()
+            .unwrap_or_else(|| "pgkeep".into());
+        let report = match verify(&self.services, &request).await {
+            Ok(report) => report,
+            Err(e @ Error::Unusable { .. }) => return Err(e.into()),
+            Err(e) => return Err(self.verify_not_run(&record, e).await),
+        };
+        let recorded = report.record.clone().unwrap_or(record);
+        let Some(verification) = recorded.verification.clone() else {
+            return Ok(VerifyOutcome::Verified { backup: recorded });
+        };
+        self.metrics.emit(&verify_metrics(
+            &recorded.database,
+            &recorded.id,
+            verification.duration_ms,
+            verification.verified_at,
+        ));
+        if report.failure.is_none() {
+            return Ok(VerifyOutcome::Verified { backup: recorded });
+        }
+        let reason = verification
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", verification.result));
+        let alert = Alert::verification_failed(&recorded, &reason, Utc::now());
+        if let Err(source) = self.notify(&alert).await {
+            return Err(JobError::Unalerted {
+                done: format!("backup {} failed verification ({reason})", recorded.id),
+                source,
+            });
+        }
+        Ok(VerifyOutcome::VerificationFailed {
+            backup: recorded,
+            reason,
+        })
+    }
+
+    async fn verify_not_run(&self, record: &BackupRecord, error: Error) -> JobError {
+        let alert = Alert::verification_failed(
+            record,
+            &format!("no verdict was reached: {error}"),
+            Utc::now(),
+        );
+        JobError::Failed {
+            source: Box::new(error),
+            alert: self.notify(&alert).await.err(),
+        }
+    }
+
+    /// Restores a backup (as asked through the status API) into a database on the server of
+    /// the backup's own database, with the CLI's confirmation rules; an overwrite takes a
+    /// `pre_restore` backup first. A failure or refusal is alerted (`restore_failed`: nobody
+    /// waits for the answer of an asynchronous restore).
+    pub async fn run_restore(&self, trigger: &RestoreTrigger) -> Result<RestoreReport, JobError> {
+        let result = async {
+            let record = self.services.catalog.get(&trigger.backup_id).await?;
+            let server = self.database_target(&record.database).await?;
+            let mut request =
+                RestoreRequest::new(record.id.clone(), server, trigger.target_db.clone());
+            request.overwrite = trigger.overwrite;
+            request.confirm = trigger.confirm.clone();
+            request.dry_run = trigger.dry_run;
+            request.no_owner = trigger.no_owner;
+            request.actor = trigger
+                .requested_by
+                .clone()
+                .unwrap_or_else(|| "pgkeep".into());
+            request.safety_backup_id = Some(BackupId::generate(Utc::now()));
+            restore(&self.services, &request).await
+        }
+        .await;
+        match result {
+            Ok(report) => Ok(report),
+            Err(error) => {
+                let what = if trigger.dry_run {
+                    "dry run of the restore"
+                } else {
+                    "restore"
+                };
+                let alert = Alert::new(
+                    AlertKind::RestoreFailed,
+                    &trigger.target_db,
+                    Some(trigger.backup_id.clone()),
+                    &format!(
+                        "{what} of backup {} (asked for by {}) failed: {error}",
+                        trigger.backup_id,
+                        trigger.requested_by.as_deref().unwrap_or("unknown")
+                    ),
+                    Utc::now(),
+                );
+                Err(JobError::Failed {
+                    source: Box::new(error),
+                    alert: self.notify(&alert).await.err(),
+                })
+            }
+        }
+    }
+
+    /// The prune function: reap abandoned runs (alerting each), apply the retention policy,
+    /// then check every database's health and send one `stale` alert per database without a
+    /// recent good backup (also when pruning failed: a broken prune must not hide a stale
+    /// database), and write the age of each database's newest good backup as a metric.
+    pub async fn run_prune(&self, now: DateTime<Utc>) -> Result<PruneOutcome, JobError> {
+        let abandoned = self.reap(None, now).await;
+        let pruned = self.prune(now).await;
+        let assessed = health(&self.services, now, &self.settings.health).await;
+        let (stale, alerted) = match &assessed {
+            Ok(databases) => {
+                for m in health_metrics(databases, now) {
+                    self.metrics.emit(&m);
+                }
+                self.alert_stale(databases, now).await
+            }
+            Err(_) => (Vec::new(), Ok(())),
+        };
+        let (report, kept, missing) = pruned?;
+        assessed?;
+        let alerted = abandoned.and(alerted);
+        if let Err(source) = alerted {
+            return Err(JobError::Unalerted {
+                done: format!(
+                    "prune deleted {} backups and found {} stale databases",
+                    report.deleted.len(),
+                    stale.len()
+                ),
+                source,
+            });
+        }
+        Ok(PruneOutcome {
+            report,
+            kept,
+            missing,
+            stale,
+        })
+    }
+
+    async fn prune(&self, now: DateTime<Utc>) -> Result<(PruneReport, usize, Vec<Missing>), Error> {
+        let request = PruneRequest {
+            policy: self.settings.retention.clone(),
+            database: None,
+            now,
+            abandon_after: self.settings.abandon_after,
+        };
+        let plan = prune::plan(&self.services, &request).await?;
+        let report = prune::execute(&self.services, &plan, "schedule").await?;
+        for m in &plan.missing {
+            tracing::warn!(backup = %m.id, database = %m.database, key = %m.key, "a record's object or manifest is missing from the store");
+        }
+        let kept = plan
+            .decisions
+            .iter()
+            .filter(|d| d.keeps() && d.status.has_object())
+            .count();
+        Ok((report, kept, plan.missing))
+    }
+
+    /// One `stale` alert per database, in the catalog or configured, without a good backup
+    /// younger than the limit; returns their names and the first delivery failure.
+    async fn alert_stale(
+        &self,
+        databases: &[DatabaseHealth],
+        now: DateTime<Utc>,
+    ) -> (Vec<String>, Result<(), NotifyError>) {
+        let mut alerts: Vec<Alert> = databases
+            .iter()
+            .filter_map(|h| Alert::stale(h, now))
+            .collect();
+        for name in self.settings.databases.keys() {
+            if !databases.iter().any(|h| &h.status.database == name) {
+                alerts.push(Alert::new(
+                    AlertKind::Stale,
+                    name,
+                    None,
+                    "no backup of this database is recorded at all",
+                    now,
+                ));
+            }
+        }
+        let mut first_failure = None;
+        for alert in &alerts {
+            if let Err(e) = self.notify(alert).await {
+                first_failure.get_or_insert(e);
+            }
+        }
+        (
+            alerts.into_iter().map(|a| a.database).collect(),
+            first_failure.map_or(Ok(()), Err),
+        )
+    }
+
+    /// How to reach a configured database: its URL, or its secret read now (so a rotated
+    /// password is picked up without a redeploy).
+    async fn database_target(&self, database: &str) -> Result<PgTarget, Error> {
+        let source = self.settings.databases.get(database).ok_or_else(|| {
+            ConfigError::Missing(format!(
+                "database {database:?} is not configured; PGKEEP_DATABASES names: {}",
+                self.settings.database_names().join(", ")
+            ))
+        })?;
+        Ok(match source {
+            DatabaseSource::Url(url) => database_target(Some(url), None, None).await?,
+            DatabaseSource::SecretArn(arn) => {
+                database_target(None, Some(arn), self.aws.as_ref()).await?
+            }
+        })
+    }
+
+    /// The server a backup of `database` is verified on.
+    async fn scratch_for(&self, database: &str) -> Result<PgTarget, Error> {
+        match &self.settings.scratch_secret_arn {
+            Some(arn) => Ok(database_target(None, Some(arn), self.aws.as_ref()).await?),
+            None => self.database_target(database).await.map_err(|e| match e {
+                Error::Config(ConfigError::Missing(m)) => ConfigError::Missing(format!(
+                    "{m}; backups are verified on their own database's server unless PGKEEP_SCRATCH_SECRET_ARN names a scratch server"
+                ))
+                .into(),
+                other => other,
+            }),
+        }
+    }
+}
+
+/// The answer to a repeated delivery: the existing record, or, when that run failed, the same
+/// failure again (without a second alert).
+fn duplicate(existing: BackupRecord) -> Result<DumpOutcome, JobError> {
+    if existing.status == BackupStatus::Failed {
+        return Err(JobError::AlreadyFailed {
+            reason: existing
+                .error
+                .clone()
+                .unwrap_or_else(|| "no reason recorded".into()),
+            id: existing.id,
+            database: existing.database,
+        });
+    }
+    tracing::info!(backup = %existing.id, status = %existing.status, "repeated delivery: the backup exists, no second one taken");
+    Ok(DumpOutcome::Duplicate { backup: existing })
+}
