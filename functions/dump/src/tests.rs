@@ -462,6 +462,51 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
 }
 
 #[test]
+fn a_database_named_by_a_secret_is_backed_up_under_its_configured_name() {
+    let Some(moto) = Moto::start() else { return };
+    let cluster = PgCluster::start().unwrap();
+    cluster.create_database("shop_production").unwrap();
+    // An RDS-style secret; the deployment calls the database `shop`, the server `shop_production`.
+    let arn = moto.secret(
+        &serde_json::json!({
+            "engine": "postgres",
+            "username": cluster.user(),
+            "password": cluster.password(),
+            "host": cluster.host(),
+            "port": cluster.port(),
+            "dbname": "shop_production",
+        })
+        .to_string(),
+    );
+    moto.runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let vars: BTreeMap<&str, String> = [
+            ("PGKEEP_REPO", dir.path().join("repo").display().to_string()),
+            (
+                "PGKEEP_KEY_FILE",
+                dir.path().join("pgkeep.key").display().to_string(),
+            ),
+            ("PGKEEP_AWS_ENDPOINT", moto.endpoint.clone()),
+            (
+                "PGKEEP_DATABASES",
+                serde_json::json!({ "shop": { "secret_arn": arn } }).to_string(),
+            ),
+        ]
+        .into();
+        let settings = LambdaSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+        let mut jobs = Jobs::connect(settings, KeyUse::Write).await.unwrap();
+        let metrics = Arc::new(RecordingMetrics::default());
+        jobs.metrics = metrics.clone();
+        let out = handle(&jobs, event("console")).await.unwrap();
+        assert_eq!(out["outcome"], "completed", "{out}");
+        assert_eq!(out["backup"]["database"], "shop");
+        assert_eq!(objects(&jobs).await.len(), 1, "stored under shop/");
+        assert_eq!(metrics.lines().len(), 1);
+        assert!(!out.to_string().contains(cluster.password()));
+    });
+}
+
+#[test]
 fn every_sample_event_is_covered_by_a_test() {
     let source = include_str!("tests.rs");
     let dir = format!("{}/../../events/dump", env!("CARGO_MANIFEST_DIR"));

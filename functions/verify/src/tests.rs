@@ -12,6 +12,7 @@ use pgkeep::metrics::RecordingMetrics;
 use pgkeep::model::{BackupId, BackupKind, BackupStatus};
 use pgkeep::ops::jobs::{DumpOutcome, Jobs};
 use pgkeep::trigger::DumpTrigger;
+use pgkeep_tests::aws::Moto;
 use pgkeep_tests::PgCluster;
 use serde_json::{json, Value};
 
@@ -44,8 +45,12 @@ struct Fixture {
 }
 
 async fn fixture(url: &str) -> Fixture {
+    fixture_with(url, &[]).await
+}
+
+async fn fixture_with(url: &str, extra: &[(&str, String)]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let vars: BTreeMap<&str, String> = [
+    let mut vars: BTreeMap<&str, String> = [
         ("PGKEEP_REPO", dir.path().join("repo").display().to_string()),
         (
             "PGKEEP_KEY_FILE",
@@ -57,6 +62,7 @@ async fn fixture(url: &str) -> Fixture {
         ),
     ]
     .into();
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
     let settings = LambdaSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
     // Write: the fixture takes the backups it then verifies.
     let mut jobs = Jobs::connect(settings, KeyUse::Write).await.unwrap();
@@ -229,6 +235,69 @@ async fn unknown_backups_and_malformed_events_fail_without_alerts() {
         .unwrap_err();
     assert_eq!(err.error_type, "InvalidEvent");
     assert!(f.alerts.alerts().is_empty());
+}
+
+#[test]
+fn the_scratch_server_comes_from_its_secret_and_a_broken_one_is_alerted() {
+    let Some(moto) = Moto::start() else { return };
+    let cluster = PgCluster::start().unwrap();
+    shop(&cluster);
+    // The scratch server's secret names the `postgres` database: any database there will do.
+    let scratch = moto.secret(
+        &json!({
+            "username": cluster.user(),
+            "password": cluster.password(),
+            "host": cluster.host(),
+            "port": cluster.port(),
+            "dbname": "postgres",
+        })
+        .to_string(),
+    );
+    moto.runtime.block_on(async {
+        let with_scratch = |arn: &str| {
+            [
+                ("PGKEEP_AWS_ENDPOINT", moto.endpoint.clone()),
+                ("PGKEEP_SCRATCH_SECRET_ARN", arn.to_owned()),
+            ]
+        };
+        let broken = fixture_with(
+            &cluster.url("shop"),
+            &with_scratch("arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/none"),
+        )
+        .await;
+        let id = dump(&broken.jobs, None).await;
+        let err = handle(&broken.jobs, json!({ "backup_id": id.as_str() }))
+            .await
+            .unwrap_err();
+        assert!(err.error_message.contains("pgkeep/none"), "{err:?}");
+        let alerts = broken.alerts.alerts();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].kind, AlertKind::VerificationFailed);
+        assert!(
+            alerts[0].reason.contains("no verdict"),
+            "{}",
+            alerts[0].reason
+        );
+        assert_eq!(
+            broken.jobs.services.catalog.get(&id).await.unwrap().status,
+            BackupStatus::Completed,
+            "no verdict: the status stays"
+        );
+
+        let f = fixture_with(&cluster.url("shop"), &with_scratch(&scratch)).await;
+        let id = dump(&f.jobs, None).await;
+        let out = handle(&f.jobs, json!({ "backup_id": id.as_str() }))
+            .await
+            .unwrap();
+        assert_eq!(out["outcome"], "verified", "{out}");
+        let server = out["backup"]["verification"]["scratch_server"]
+            .as_str()
+            .unwrap();
+        assert!(server.ends_with("/postgres"), "{server}");
+        assert!(!out.to_string().contains(cluster.password()));
+        assert!(f.alerts.alerts().is_empty());
+    });
+    assert!(scratch_databases(&cluster).is_empty());
 }
 
 #[test]

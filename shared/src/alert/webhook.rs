@@ -178,29 +178,30 @@ mod tests {
             listener.local_addr().unwrap()
         );
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
+        // Anything that is not an HTTP request (a TLS handshake) just ends the thread.
+        std::thread::spawn(move || -> Option<()> {
+            let (stream, _) = listener.accept().ok()?;
+            let mut reader = BufReader::new(stream.try_clone().ok()?);
             let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
+            reader.read_line(&mut request_line).ok()?;
             let mut length = 0;
             let mut content_type = None;
             loop {
                 let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
+                reader.read_line(&mut line).ok()?;
                 let line = line.trim_end();
                 if line.is_empty() {
                     break;
                 }
-                let (name, value) = line.split_once(':').unwrap();
+                let (name, value) = line.split_once(':')?;
                 match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.trim().parse().unwrap(),
+                    "content-length" => length = value.trim().parse().ok()?,
                     "content-type" => content_type = Some(value.trim().to_owned()),
                     _ => {}
                 }
             }
             let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
+            reader.read_exact(&mut body).ok()?;
             let answer = "no such channel";
             let mut stream = stream;
             write!(
@@ -208,13 +209,13 @@ mod tests {
                 "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
                 answer.len()
             )
-            .unwrap();
+            .ok()?;
             tx.send(Received {
                 request_line: request_line.trim_end().to_owned(),
                 content_type,
-                body: String::from_utf8(body).unwrap(),
+                body: String::from_utf8(body).ok()?,
             })
-            .unwrap();
+            .ok()
         });
         (url, rx)
     }
@@ -275,6 +276,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("could not connect"), "{err}");
+        assert!(!err.contains("s3cr3tToken"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn https_is_spoken_and_a_failed_handshake_is_an_error() {
+        // The test server speaks plain HTTP: the TLS handshake fails (rather than the client
+        // panicking for want of a TLS provider, or falling back to plain text).
+        let (url, _rx) = server("200 OK");
+        let url = WebhookUrl::parse(&url.replace("http://", "https://")).unwrap();
+        let err = WebhookNotifier::new(url)
+            .unwrap()
+            .notify(&alert())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhook https://127.0.0.1"), "{err}");
         assert!(!err.contains("s3cr3tToken"), "{err}");
     }
 
