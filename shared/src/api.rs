@@ -425,31 +425,9 @@ pub fn error_response(e: ops::Error) -> ApiResponse {
 mod tests {
     use super::*;
     use crate::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
+    use crate::invoke::{RecordingStarter, RecordingVerifyStarter};
     use crate::model::{BackupRecord, Compression};
     use chrono::{Duration, TimeZone};
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct RecordingStarter(Mutex<Vec<DumpTrigger>>);
-
-    #[async_trait]
-    impl DumpStarter for RecordingStarter {
-        async fn start(&self, trigger: &DumpTrigger) -> Result<(), String> {
-            self.0.lock().unwrap().push(trigger.clone());
-            Ok(())
-        }
-    }
-
-    #[derive(Default)]
-    struct RecordingVerifyStarter(Mutex<Vec<VerifyEvent>>);
-
-    #[async_trait]
-    impl VerifyStarter for RecordingVerifyStarter {
-        async fn start(&self, event: &VerifyEvent) -> Result<(), String> {
-            self.0.lock().unwrap().push(event.clone());
-            Ok(())
-        }
-    }
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()

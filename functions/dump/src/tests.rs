@@ -1,16 +1,15 @@
 //! Every sample event in events/dump/ through the real handler, over the embedded backends and
 //! a real PostgreSQL; the failure alerts through the real SNS (moto) and webhook notifiers.
 
+use pgkeep::invoke::RecordingVerifyStarter;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{Duration, Utc};
 use pgkeep::alert::{AlertKind, RecordingNotifier};
-use pgkeep::api::VerifyStarter;
 use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
 use pgkeep::metrics::RecordingMetrics;
@@ -30,17 +29,6 @@ fn event(name: &str) -> Value {
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-#[derive(Default)]
-struct RecordingVerifyStarter(Mutex<Vec<VerifyEvent>>);
-
-#[async_trait]
-impl VerifyStarter for RecordingVerifyStarter {
-    async fn start(&self, event: &VerifyEvent) -> Result<(), String> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
 }
 
 /// Settings for the embedded backends in `dir`, backing up `shop` at `url`, plus `extra`.

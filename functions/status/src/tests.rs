@@ -1,39 +1,17 @@
 //! Every sample event in events/status/ through the real handler, over embedded backends.
 
-use std::sync::{Arc, Mutex};
+use pgkeep::invoke::{RecordingStarter, RecordingVerifyStarter};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{Duration, TimeZone, Utc};
-use pgkeep::api::{Api, DumpStarter, VerifyStarter};
+use pgkeep::api::Api;
 use pgkeep::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
 use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
 use pgkeep::ops::health::HealthPolicy;
-use pgkeep::trigger::{DumpTrigger, VerifyEvent};
+use pgkeep::trigger::VerifyEvent;
 use serde_json::Value;
 
 use super::handle;
-
-#[derive(Default)]
-struct RecordingStarter(Mutex<Vec<DumpTrigger>>);
-
-#[async_trait]
-impl DumpStarter for RecordingStarter {
-    async fn start(&self, trigger: &DumpTrigger) -> Result<(), String> {
-        self.0.lock().unwrap().push(trigger.clone());
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct RecordingVerifyStarter(Mutex<Vec<VerifyEvent>>);
-
-#[async_trait]
-impl VerifyStarter for RecordingVerifyStarter {
-    async fn start(&self, event: &VerifyEvent) -> Result<(), String> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
-}
 
 fn event(name: &str) -> String {
     let path = format!(
