@@ -4,7 +4,13 @@
 Runs each command under GNU time, alternating the commands round by round so drift on the
 machine hits all of them alike, and reports medians and ratios. Inputs come from the
 environment scripts/bench sets: BENCH_DIR, BENCH_SCALE, BENCH_ROUNDS, BENCH_GROWTH,
-BENCH_PUBLISH, PGKEEP_BIN, PGKEEP_PG_BIN, PGKEEP_PG_HOST/PORT/USER/PASSWORD.
+BENCH_PUBLISH, BENCH_PHASE, BENCH_S3_* and PGKEEP_TEST_AWS_ENDPOINT (the emulator), BENCH_PGBR
+(pgBackRest's directory, empty to skip it), PGKEEP_BIN, PGKEEP_PG_BIN,
+PGKEEP_PG_HOST/PORT/USER/PASSWORD.
+
+Two phases, because pgBackRest copies the whole cluster: `main` runs while only the default
+dataset is loaded and saves its results; scripts/bench then loads the growth datasets and runs
+`growth`, which times the floor and pgkeep at each scale and writes the report.
 """
 import json
 import os
@@ -23,6 +29,8 @@ GROWTH = [int(s) for s in os.environ.get("BENCH_GROWTH", "").split(",") if s]
 PUBLISH = os.environ.get("BENCH_PUBLISH") == "yes"
 PGBIN = os.environ["PGKEEP_PG_BIN"]
 PGKEEP = os.environ["PGKEEP_BIN"]
+PHASE = os.environ.get("BENCH_PHASE", "main")
+PGBR = os.environ.get("BENCH_PGBR", "")
 
 # Connection for every client through libpq's environment: the password never reaches argv.
 ENV = dict(os.environ)
@@ -77,6 +85,38 @@ class Case:
         return statistics.median(values) if values else None
 
 
+def s3_env(db, repo):
+    env = pgkeep_env(db, repo)
+    del env["PGKEEP_KEY_FILE"]
+    env.update(
+        PGKEEP_REPO=f"{os.environ['BENCH_S3_REPO']}/{db}",
+        PGKEEP_CATALOG=os.environ["BENCH_S3_CATALOG"],
+        PGKEEP_KEY=os.environ["BENCH_S3_KEY"],
+        PGKEEP_AWS_ENDPOINT=os.environ["PGKEEP_TEST_AWS_ENDPOINT"],
+    )
+    return env
+
+
+def as_cluster_owner(command):
+    """pgBackRest must run as the user owning the data directory (postgres, when we are root)."""
+    return f"runuser -u postgres -- {command}" if os.geteuid() == 0 else command
+
+
+def pgbackrest(command):
+    return as_cluster_owner(f"pgbackrest --config={PGBR}/pgbackrest.conf --stanza=bench {command}")
+
+
+def fresh_pgbackrest_repo():
+    subprocess.run(["rm", "-rf", f"{PGBR}/repo"], check=True)
+    subprocess.run(["bash", "-c", pgbackrest("stanza-create")], env=ENV, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def pgbackrest_size(_stdout):
+    out = subprocess.run(["du", "-sb", f"{PGBR}/repo/backup"], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
 def fresh_repo(path):
     def prepare():
         subprocess.run(["rm", "-rf", str(path)], check=True)
@@ -98,6 +138,37 @@ def cases_for(db):
         Case("pg_dump -Fp | gzip -9 > FILE", f"pg_dump -Fp -d {db} | gzip -9 > {out}/plain.sql.gz", output=f"{out}/plain.sql.gz"),
         Case("pgkeep backup (zstd, local)", f"{PGKEEP} backup --json", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
         Case("pgkeep backup (gzip, local)", f"{PGKEEP} backup --json --compression gzip", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
+        Case("pgkeep backup (zstd, S3 emulator)", f"{PGKEEP} backup --json", env=s3_env(db, repo), size=stored_size),
+    ] + ([Case("pgBackRest full backup (zst, 2 processes)", pgbackrest("backup --type=full"),
+               prepare=fresh_pgbackrest_repo, size=pgbackrest_size)] if PGBR and PHASE == "main" else [])
+
+
+COUNT_SQL = """SELECT n.nspname, c.relname,
+       (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM ONLY %I.%I',
+                                                   n.nspname, c.relname), false, true, '')))[1]
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"""
+
+
+def verify_cases(db):
+    """`pgkeep verify` of one backup against a bare pg_restore of the same archive (what
+    `pgkeep cat` prints) into an empty database, counting every table, then dropping it."""
+    repo = BENCH / f"repo-verify-{db}"
+    env = pgkeep_env(db, repo)
+    subprocess.run(["rm", "-rf", str(repo)], check=True)
+    backup = json.loads(subprocess.run([PGKEEP, "backup", "--json"], env=env, capture_output=True,
+                                       text=True, check=True).stdout)
+    archive = BENCH / "out" / "verify.dump"
+    with open(archive, "wb") as f:
+        subprocess.run([PGKEEP, "cat", backup["id"]], env=env, stdout=f, check=True)
+    (BENCH / "count.sql").write_text(COUNT_SQL)
+    bare = ("createdb bench_restore && "
+            f"pg_restore --exit-on-error --no-owner --no-privileges -d bench_restore {archive} && "
+            f"psql -XAtq -v ON_ERROR_STOP=1 -d bench_restore -f {BENCH / 'count.sql'} > /dev/null && "
+            "dropdb bench_restore")
+    return [
+        Case("pg_restore + count tables (bare)", bare),
+        Case("pgkeep verify", f"{PGKEEP} verify --json {backup['id']} > /dev/null", env=env),
     ]
 
 
@@ -135,9 +206,15 @@ def table(cases, baseline):
     return "\n".join(rows)
 
 
-def targets(cases):
+def by_name(cases, prefix):
+    return next((c for c in cases if c.name.startswith(prefix)), None)
+
+
+def targets(cases, verify, growth):
     floor, fc = cases[0], cases[1]
     gz, plain, pk = cases[2], cases[3], cases[4]
+    s3, pgbr = by_name(cases, "pgkeep backup (zstd, S3"), by_name(cases, "pgBackRest")
+    bare, pv = verify
     checks = [
         ("pgkeep (zstd) wall ≤ 1.1× floor", pk.median("wall") / floor.median("wall"), 1.1),
         ("pgkeep (zstd) wall ≤ 0.5× pg_dump -Fc -f", pk.median("wall") / fc.median("wall"), 0.5),
@@ -145,7 +222,14 @@ def targets(cases):
         ("pgkeep ≥ 2× faster than pg_dump -Fc | gzip", gz.median("wall") / pk.median("wall"), 2.0),
         ("pgkeep ≥ 5× faster than pg_dump -Fp | gzip -9", plain.median("wall") / pk.median("wall"), 5.0),
         ("pgkeep peak RSS ≤ 64 MiB", pk.median("rss_mib"), 64),
+        ("pgkeep verify ≤ 1.2× bare pg_restore + count", pv.median("wall") / bare.median("wall"), 1.2),
+        ("pgkeep to the S3 emulator ≤ 1.2× local repository", s3.median("wall") / pk.median("wall"), 1.2),
     ]
+    if pgbr:
+        checks.append(("pgkeep ≤ 1.0× pgBackRest full backup", pk.median("wall") / pgbr.median("wall"), 1.0))
+    if len(growth) >= 2:
+        rss = [g[2][1].median("rss_mib") for g in growth]
+        checks.append(("pgkeep peak RSS, largest ÷ smallest scale ≤ 1.1", rss[-1] / rss[0], 1.1))
     lines = ["| target | measured | goal | met |", "|---|---:|---:|:---:|"]
     for name, value, goal in checks:
         higher_is_better = "faster" in name
@@ -171,26 +255,65 @@ def chart(cases, path):
     fig.savefig(path, dpi=110)
 
 
+def verify_table(cases):
+    rows = ["| command | wall (s) | CPU (s) | peak RSS (MiB) | wall vs bare |", "|---|---:|---:|---:|---:|"]
+    for c in cases:
+        rows.append("| `{}` | {:.2f} | {:.2f} | {:.0f} | {:.2f}× |".format(
+            c.name, c.median("wall"), c.median("cpu"), c.median("rss_mib"), c.median("wall") / cases[0].median("wall")))
+    return "\n".join(rows)
+
+
+def save(path, cases):
+    path.write_text(json.dumps([dict(name=c.name, runs=c.runs) for c in cases]))
+
+
+def load(path):
+    cases = []
+    for item in json.loads(path.read_text()):
+        case = Case(item["name"], "")
+        case.runs = item["runs"]
+        cases.append(case)
+    return cases
+
+
 def main():
+    if PHASE == "main":
+        print(f"dataset: {db_size('bench') / 1e9:.2f} GB at scale {SCALE}; {ROUNDS} rounds")
+        cases = cases_for("bench")
+        measure(cases, ROUNDS)
+        save(BENCH / "main.json", cases)
+        print("verification")
+        verify = verify_cases("bench")
+        measure(verify, ROUNDS)
+        save(BENCH / "verify.json", verify)
+        return
     size = db_size("bench")
-    print(f"dataset: {size / 1e9:.2f} GB at scale {SCALE}; {ROUNDS} rounds")
-    cases = cases_for("bench")
-    measure(cases, ROUNDS)
+    cases, verify = load(BENCH / "main.json"), load(BENCH / "verify.json")
     growth = []
-    for s in GROWTH:
+    for s in sorted(GROWTH):
         db = "bench" if s == SCALE else f"bench_s{s}"
-        picked = [c for c in cases_for(db) if c.name.startswith(("pg_dump -Fc -Z0", "pgkeep backup (zstd"))]
+        picked = [c for c in cases_for(db) if c.name.startswith(("pg_dump -Fc -Z0", "pgkeep backup (zstd, local"))]
         print(f"growth: scale {s}")
         measure(picked, max(1, ROUNDS // 2))
         growth.append((s, db_size(db), picked))
+    pgbr_note = ("" if by_name(cases, "pgBackRest") else
+                 " pgBackRest was not installed, so its case is missing.")
 
     report = [
         "# Benchmarks", "",
         f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; warm cache, one throwaway cluster.",
         f"Dataset: pgbench scale {SCALE} plus a `docs` table of {30000 * SCALE:,} rows of text and JSON "
-        f"(scripts/sql/bench_docs.sql), {size / 1e9:.2f} GB on disk. Medians of {ROUNDS} rounds, commands alternated.",
+        f"(scripts/sql/bench_docs.sql), {size / 1e9:.2f} GB on disk. Medians of {ROUNDS} rounds, commands alternated."
+        f" Every pgkeep backup is compressed, encrypted (AES-256-GCM) and hashed (SHA-256); the S3 case"
+        f" uploads to moto (the AWS emulator, on the same 2 CPUs) with a DynamoDB catalog and a KMS key there.{pgbr_note}",
         "", "Reproduce: `scripts/bench` (options: `--scale N`, `--rounds N`, `--growth 10,50,100`).", "",
-        table(cases, cases[1]), "", "![chart](benchmarks.png)", "", "## Targets", "", targets(cases), "",
+        table(cases, cases[1]), "", "![chart](benchmarks.png)", "",
+        "## Verification", "",
+        "`pgkeep verify` (fetch, check, decrypt, restore into a scratch database, count every table, compare the"
+        " objects, drop it) against a bare `pg_restore` of the same archive (`pgkeep cat` output, on local disk)"
+        " into an empty database followed by a count of every table.", "",
+        verify_table(verify), "",
+        "## Targets", "", targets(cases, verify, growth), "",
     ]
     if growth:
         report += ["## Growth with size", "", "| scale | database (GB) | floor wall (s) | pgkeep wall (s) | pgkeep peak RSS (MiB) |", "|---:|---:|---:|---:|---:|"]
