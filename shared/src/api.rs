@@ -21,9 +21,11 @@ use serde_json::{json, Value};
 
 use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
+use crate::labels::{LabelSelector, Labels};
 use crate::model::{BackupId, BackupKind, BackupStatus};
 use crate::ops::health::{health, HealthPolicy};
 use crate::ops::{self, ErrorKind};
+use crate::selection::Selection;
 use crate::trigger::{DumpTrigger, RestoreTrigger, VerifyEvent, VerifyTrigger};
 
 /// Who is calling, as the gateway established it.
@@ -137,7 +139,13 @@ struct TriggerBody {
     database: String,
     #[serde(default)]
     kind: Option<String>,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default)]
+    selection: Option<Selection>,
 }
+
+const TRIGGER_BODY: &str = r#"{"database": "...", "kind": "manual", "labels": {"key": "value"}, "selection": {"exclude_schemas": ["..."]}}"#;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,11 +231,17 @@ impl Api {
             .map(|s| s.parse::<BackupStatus>())
             .transpose()
             .map_err(|e| ApiResponse::error(400, e))?;
+        let label = q
+            .get("label")
+            .map(|l| l.parse::<LabelSelector>())
+            .transpose()
+            .map_err(|e| ApiResponse::error(400, format!("label: {e}")))?;
         let query = ListQuery {
             database: q.get("database").cloned(),
             status,
             limit: Some(limit),
             cursor: q.get("cursor").cloned(),
+            label,
         };
         let page = ops::status::list(&self.services, &query)
             .await
@@ -258,13 +272,13 @@ impl Api {
     ) -> Result<ApiResponse, ApiResponse> {
         let body = request.body.as_deref().unwrap_or_default();
         let body: TriggerBody = serde_json::from_slice(body).map_err(|e| {
-            ApiResponse::error(
-                400,
-                format!(
-                    "invalid body: {e}; expected {{\"database\": \"...\", \"kind\": \"manual\"}}"
-                ),
-            )
+            ApiResponse::error(400, format!("invalid body: {e}; expected {TRIGGER_BODY}"))
         })?;
+        if let Some(selection) = &body.selection {
+            selection
+                .validate()
+                .map_err(|e| ApiResponse::error(400, format!("selection: {e}")))?;
+        }
         if !self.databases.iter().any(|d| d == &body.database) {
             return Err(ApiResponse::error(
                 400,
@@ -285,6 +299,8 @@ impl Api {
             kind,
             backup_id: Some(id.clone()),
             requested_by: Some(request.caller.name()),
+            labels: body.labels,
+            selection: body.selection,
         };
         self.starter
             .start(&trigger)
