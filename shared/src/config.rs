@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_*` | backends, see [`BackendConfig::from_vars`] |
 //! | `PGKEEP_DATABASES` | JSON: database name → `{"secret_arn": "…"}` or `{"url": "postgresql://…"}` |
-//! | `PGKEEP_DATABASE_SELECTIONS` | JSON: database name → what its backups hold, `{"exclude_schemas": ["audit"], "exclude_table_data": ["public.sessions"]}` (fields `include_schemas`, `exclude_schemas`, `include_tables`, `exclude_tables`, `exclude_table_data`: pg_dump patterns); unset or unnamed: everything |
+//! | `PGKEEP_SELECTIONS` | JSON: database name → what its backups hold, `{"exclude_schemas": ["audit"], "exclude_table_data": ["public.sessions"]}` (fields `include_schemas`, `exclude_schemas`, `include_tables`, `exclude_tables`, `exclude_table_data`: pg_dump patterns); unset or unnamed: everything |
 //! | `PGKEEP_MAX_AGE` | newest good backup may be this old before health turns red (`25h`) |
 //! | `PGKEEP_ADMIN_GROUP` | JWT group allowed to use the status API (`admin`) |
 //! | `PGKEEP_DUMP_FUNCTION` | name of the dump function the status API invokes |
@@ -123,12 +123,12 @@ fn retention(get: &impl Fn(&str) -> Option<String>) -> Result<RetentionPolicy, C
     })
 }
 
-/// `PGKEEP_DATABASE_SELECTIONS`: checked patterns, for databases `PGKEEP_DATABASES` names.
+/// `PGKEEP_SELECTIONS`: checked patterns, for databases `PGKEEP_DATABASES` names.
 fn selections(
     get: &impl Fn(&str) -> Option<String>,
     databases: &BTreeMap<String, DatabaseSource>,
 ) -> Result<BTreeMap<String, Selection>, ConfigError> {
-    const NAME: &str = "PGKEEP_DATABASE_SELECTIONS";
+    const NAME: &str = "PGKEEP_SELECTIONS";
     let Some(json) = get(NAME) else {
         return Ok(BTreeMap::new());
     };
@@ -367,7 +367,7 @@ mod tests {
         let mut vars = base.to_vec();
         vars.extend([
             (
-                "PGKEEP_DATABASE_SELECTIONS",
+                "PGKEEP_SELECTIONS",
                 r#"{"shop": {"exclude_schemas": ["audit"], "exclude_table_data": ["public.sessions"]}}"#,
             ),
             ("PGKEEP_KEEP_LABELS", "pinned, release=v2"),
@@ -392,22 +392,18 @@ mod tests {
         assert_eq!(kept, ["pinned", "release=v2"]);
 
         for (name, value, needle) in [
+            ("PGKEEP_SELECTIONS", r#"{"billing": {}}"#, "billing"),
             (
-                "PGKEEP_DATABASE_SELECTIONS",
-                r#"{"billing": {}}"#,
-                "billing",
-            ),
-            (
-                "PGKEEP_DATABASE_SELECTIONS",
+                "PGKEEP_SELECTIONS",
                 r#"{"shop": {"exclude_schemas": [""]}}"#,
                 "is empty",
             ),
             (
-                "PGKEEP_DATABASE_SELECTIONS",
+                "PGKEEP_SELECTIONS",
                 r#"{"shop": {"schemas": ["x"]}}"#,
                 "unknown field",
             ),
-            ("PGKEEP_DATABASE_SELECTIONS", "audit", "JSON object"),
+            ("PGKEEP_SELECTIONS", "audit", "JSON object"),
             ("PGKEEP_KEEP_LABELS", "Pinned", "upper-case"),
             ("PGKEEP_KEEP_LABELS", "[\"a\", 1]", "JSON array"),
         ] {

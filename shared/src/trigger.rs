@@ -32,7 +32,7 @@ pub struct DumpTrigger {
     #[serde(default)]
     pub labels: Labels,
     /// What part of the database to back up; `None`: the database's configured selection
-    /// (`PGKEEP_DATABASE_SELECTIONS`), else everything. When given, it replaces the configured
+    /// (`PGKEEP_SELECTIONS`), else everything. When given, it replaces the configured
     /// one.
     #[serde(default)]
     pub selection: Option<Selection>,

@@ -192,7 +192,7 @@ async fn selections_come_from_the_configuration_or_the_event_and_labels_are_reco
     let f = fixture(
         &cluster.url("shop"),
         &[(
-            "PGKEEP_DATABASE_SELECTIONS",
+            "PGKEEP_SELECTIONS",
             r#"{"shop": {"exclude_schemas": ["audit"]}}"#.to_owned(),
         )],
     )
