@@ -691,6 +691,57 @@ mod tests {
     }
 
     #[test]
+    fn labels_selection_and_schema_only_tables_are_optional_in_records_and_manifests() {
+        // A record and manifest as written before labels and selections existed.
+        let old = serde_json::json!({
+            "id": "20261124T154851222Z-29b946c0", "database": "shop", "kind": "manual",
+            "status": "completed", "created_at": "2026-11-24T15:48:51.222Z",
+            "completed_at": "2026-11-24T15:48:51.460Z",
+            "object_key": "shop/2026/11/20261124T154851222Z-29b946c0.pgkeep",
+            "size_bytes": 10, "sha256": "00", "compression": "gzip", "key_id": "file:1",
+            "server_version": "15.18", "row_counts": {"public.t": 3},
+            "duration_ms": null, "error": null
+        });
+        let r: BackupRecord = serde_json::from_value(old.clone()).unwrap();
+        assert!(r.labels.is_empty() && r.schema_only_tables.is_empty());
+        assert!(r.selection.is_everything(), "no selection: everything");
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            old,
+            "written back unchanged"
+        );
+        let manifest = serde_json::json!({
+            "manifest_version": 1, "tool_version": "0.1.0", "backup": old,
+            "encryption": {"format_version": 1, "aead": "AES-256-GCM", "chunk_size": 1048576,
+                           "key_id": "file:1", "wrapped_key": "AA=="},
+            "archive": {"format": "pg_dump custom", "archive_version": "1.14.0",
+                        "dump_version": "15.18", "archive_bytes": 100,
+                        "tables": [{"schema": "public", "table": "t", "rows": 3}],
+                        "large_objects": 0}
+        });
+        let m: Manifest = serde_json::from_value(manifest).unwrap();
+        assert!(m.archive.schema_only_tables.is_empty());
+        assert!(m.backup.selection.is_everything());
+
+        let mut r = r;
+        r.kind = BackupKind::PreMigration;
+        r.labels.insert("release".into(), "v2".into());
+        r.selection.exclude_table_data = vec!["public.sessions".into()];
+        r.schema_only_tables = vec!["public.sessions".into()];
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["kind"], "pre_migration");
+        assert_eq!(v["labels"]["release"], "v2");
+        assert_eq!(v["selection"]["exclude_table_data"][0], "public.sessions");
+        assert!(v["selection"].get("exclude_schemas").is_none());
+        assert_eq!(v["schema_only_tables"][0], "public.sessions");
+        assert_eq!(serde_json::from_value::<BackupRecord>(v).unwrap(), r);
+        assert_eq!(
+            "pre_migration".parse::<BackupKind>(),
+            Ok(BackupKind::PreMigration)
+        );
+    }
+
+    #[test]
     fn verifications_serialize_readably_and_old_records_still_read() {
         let mut r = BackupRecord::start(
             "20261124T153512123Z-9f3a1c2b".parse().unwrap(),
