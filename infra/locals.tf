@@ -36,6 +36,12 @@ locals {
     for n, d in var.databases : n => { for k, v in { secret_arn = d.secret_arn, url = d.url } : k => v if v != null }
   })
 
+  # PGKEEP_SELECTIONS: name -> the lists of pg_dump patterns set for it; databases backed up
+  # whole are left out, and the variable is unset when none has a selection.
+  database_selections = {
+    for n, d in var.databases : n => { for k, v in d.selection : k => v if v != null } if d.selection != null
+  }
+
   span_units = { w = 604800, d = 86400, h = 3600, m = 60, s = 1 }
   # Seconds of a span such as "1d12h" (the alarms compare the age metric, in seconds, with it).
   max_age_seconds = {
@@ -57,6 +63,7 @@ locals {
     PGKEEP_ALERT_TOPIC_ARN    = aws_sns_topic.alerts.arn
     PGKEEP_ALERT_WEBHOOK_URL  = var.alert_webhook_url
     PGKEEP_SCRATCH_SECRET_ARN = var.scratch_secret_arn
+    PGKEEP_SELECTIONS         = length(local.database_selections) == 0 ? null : jsonencode(local.database_selections)
     PGKEEP_KEEP_LAST          = try(tostring(var.retention.keep_last), null)
     PGKEEP_KEEP_HOURLY        = try(tostring(var.retention.keep_hourly), null)
     PGKEEP_KEEP_DAILY         = try(tostring(var.retention.keep_daily), null)
@@ -64,6 +71,7 @@ locals {
     PGKEEP_KEEP_MONTHLY       = try(tostring(var.retention.keep_monthly), null)
     PGKEEP_KEEP_YEARLY        = try(tostring(var.retention.keep_yearly), null)
     PGKEEP_KEEP_WITHIN        = var.retention.keep_within
+    PGKEEP_KEEP_LABELS        = var.retention.keep_labels == null ? null : jsonencode(var.retention.keep_labels)
   }
 
   function_env = {

@@ -36,7 +36,10 @@ variable "databases" {
     password, host, port, dbname) or `url` (postgresql://user@host:port/db, never with a
     password), the schedules (EventBridge Scheduler expressions, evaluated in
     `schedule_timezone`), an optional retention override and the maximum age of its newest good
-    backup before the stale alarm fires.
+    backup before the stale alarm fires. `selection` limits what its backups hold, with pg_dump
+    patterns (psql patterns) in `include_schemas`, `exclude_schemas`, `include_tables`,
+    `exclude_tables` and `exclude_table_data` (PGKEEP_SELECTIONS); without it the
+    whole database is backed up.
   EOT
   type = map(object({
     secret_arn      = optional(string)
@@ -53,6 +56,13 @@ variable "databases" {
       keep_monthly = optional(number)
       keep_yearly  = optional(number)
       keep_within  = optional(string)
+    }))
+    selection = optional(object({
+      include_schemas    = optional(list(string))
+      exclude_schemas    = optional(list(string))
+      include_tables     = optional(list(string))
+      exclude_tables     = optional(list(string))
+      exclude_table_data = optional(list(string))
     }))
   }))
 
@@ -71,6 +81,14 @@ variable "databases" {
   validation {
     condition     = alltrue([for n, d in var.databases : d.max_age == null || can(regex("^([0-9]+[wdhms])+$", d.max_age))])
     error_message = "a database's max_age is a span such as 25h, 1d12h or 90m (units w, d, h, m, s)."
+  }
+  validation {
+    condition = alltrue(flatten([for n, d in var.databases : [
+      for k, patterns in(d.selection == null ? {} : d.selection) : [
+        for p in coalesce(patterns, []) : trimspace(p) != "" && length(p) <= 512
+      ]
+    ]]))
+    error_message = "selection patterns are non-empty and at most 512 bytes."
   }
   validation {
     condition     = alltrue([for n in keys(var.databases) : can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$", n))])
@@ -94,12 +112,18 @@ variable "retention" {
     keep_monthly = optional(number, 12)
     keep_yearly  = optional(number)
     keep_within  = optional(string)
+    # KEY or KEY=VALUE: also keep every backup carrying one of these labels (PGKEEP_KEEP_LABELS).
+    keep_labels = optional(list(string))
   })
   default = {}
 
   validation {
-    condition     = length([for k, v in var.retention : v if v != null]) > 0
-    error_message = "the retention policy needs at least one keep rule."
+    condition     = length([for k, v in var.retention : v if v != null && k != "keep_labels"]) > 0
+    error_message = "the retention policy needs at least one keep rule (keep_labels only adds to the others)."
+  }
+  validation {
+    condition     = alltrue([for l in coalesce(var.retention.keep_labels, []) : can(regex("^[a-z0-9][a-z0-9_.-]{0,62}(=.*)?$", l))])
+    error_message = "keep_labels entries are KEY or KEY=VALUE, keys of 1-63 characters a-z, 0-9, '_', '.', '-' starting with a letter or digit."
   }
 }
 

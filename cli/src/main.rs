@@ -14,6 +14,7 @@ use pgkeep::backends::{
     database_target, AwsSettings, BackendConfig, CatalogUrl, KeyUrl, KeyUse, RepoUrl, Services,
 };
 use pgkeep::catalog::{CatalogError, ListQuery};
+use pgkeep::labels::{parse_selector_list, LabelSelector, Labels};
 use pgkeep::model::{BackupId, BackupKind, BackupStatus, Compression};
 use pgkeep::ops::backup::BackupRequest;
 use pgkeep::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
@@ -25,6 +26,7 @@ use pgkeep::ops::{self, ErrorKind};
 use pgkeep::pipeline::Progress;
 use pgkeep::postgres::PgTarget;
 use pgkeep::retention::{RetentionPolicy, Span, DEFAULT_PRE_RESTORE_KEEP_WITHIN};
+use pgkeep::selection::Selection;
 use tokio::io::AsyncWriteExt;
 
 mod output;
@@ -134,13 +136,38 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Back up the database named by --database-url or --database-secret-arn.
+    ///
+    /// --schema, --exclude-schema, --table, --exclude-table and --exclude-table-data take
+    /// pg_dump's patterns (psql patterns: `*`, `?`, `schema.table`, "Quoted"."Names"), each
+    /// repeatable; without them the whole database is backed up. The selection is recorded in
+    /// the manifest, and `verify` compares only what was selected.
     Backup {
         /// Compression inside the encryption.
         #[arg(long, default_value = "zstd", value_parser = parse_compression)]
         compression: Compression,
-        /// Why the backup is taken.
+        /// Why the backup is taken: manual, scheduled or pre-migration.
         #[arg(long, default_value = "manual", value_parser = parse_kind)]
         kind: BackupKind,
+        /// Put this label on the backup (repeatable): KEY=VALUE, keys of a-z 0-9 _ . - (at most
+        /// 63), values up to 255 characters.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Back up only schemas matching PATTERN (repeatable; an unknown name fails the backup).
+        #[arg(long = "schema", value_name = "PATTERN")]
+        schemas: Vec<String>,
+        /// Leave out schemas matching PATTERN (repeatable).
+        #[arg(long = "exclude-schema", value_name = "PATTERN")]
+        exclude_schemas: Vec<String>,
+        /// Back up only tables matching PATTERN (repeatable; then functions and other
+        /// non-table objects are left out, as with pg_dump --table).
+        #[arg(long = "table", value_name = "PATTERN")]
+        tables: Vec<String>,
+        /// Leave out tables matching PATTERN (repeatable).
+        #[arg(long = "exclude-table", value_name = "PATTERN")]
+        exclude_tables: Vec<String>,
+        /// Keep the definition of tables matching PATTERN but not their rows (repeatable).
+        #[arg(long = "exclude-table-data", value_name = "PATTERN")]
+        exclude_table_data: Vec<String>,
         /// Print the final record as JSON on stdout (also when the backup fails).
         #[arg(long)]
         json: bool,
@@ -160,6 +187,9 @@ enum Command {
         /// At most this many.
         #[arg(long)]
         limit: Option<usize>,
+        /// Only backups carrying this label: KEY (any value) or KEY=VALUE.
+        #[arg(long, value_name = "KEY[=VALUE]", value_parser = parse_selector)]
+        label: Option<LabelSelector>,
         /// JSON array of records on stdout.
         #[arg(long)]
         json: bool,
@@ -219,6 +249,11 @@ enum Command {
         /// Keep pre-restore safety copies this long.
         #[arg(long, env = "PGKEEP_PRE_RESTORE_KEEP_WITHIN", value_name = "DURATION", default_value_t = DEFAULT_PRE_RESTORE_KEEP_WITHIN)]
         pre_restore_keep_within: Span,
+        /// Also keep every stored backup carrying this label: KEY (any value) or KEY=VALUE
+        /// (repeatable) [env: PGKEEP_KEEP_LABELS, comma-separated or a JSON array]. Adds to the
+        /// other rules; it is not a policy by itself.
+        #[arg(long = "keep-label", value_name = "KEY[=VALUE]", value_parser = parse_selector)]
+        keep_labels: Vec<LabelSelector>,
         /// Only this database.
         #[arg(long)]
         database: Option<String>,
@@ -298,8 +333,13 @@ enum Command {
 fn parse_compression(s: &str) -> Result<Compression, String> {
     s.parse()
 }
+/// A kind by its stored name, or with dashes (`pre-migration`).
 fn parse_kind(s: &str) -> Result<BackupKind, String> {
+    s.replace('-', "_").parse()
+}
+fn parse_selector(s: &str) -> Result<LabelSelector, String> {
     s.parse()
+        .map_err(|e: pgkeep::labels::LabelError| e.to_string())
 }
 fn parse_status(s: &str) -> Result<BackupStatus, String> {
     s.parse()
@@ -473,9 +513,25 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
         Command::Backup {
             compression,
             kind,
+            labels,
+            schemas,
+            exclude_schemas,
+            tables,
+            exclude_tables,
+            exclude_table_data,
             json,
             lease_minutes,
         } => {
+            // Refuse bad labels and patterns before touching anything.
+            let labels = Labels::parse_args(labels).map_err(ops::Error::from)?;
+            let selection = Selection {
+                include_schemas: schemas.clone(),
+                exclude_schemas: exclude_schemas.clone(),
+                include_tables: tables.clone(),
+                exclude_tables: exclude_tables.clone(),
+                exclude_table_data: exclude_table_data.clone(),
+            };
+            selection.validate().map_err(ops::Error::from)?;
             let secret = cli.database_secret_arn.as_deref();
             if cli.database_url.is_none() && secret.is_none() {
                 return Err(usage(
@@ -498,6 +554,8 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                 kind: *kind,
                 json: *json,
                 lease_ttl: chrono::Duration::minutes(i64::from(*lease_minutes)),
+                labels,
+                selection,
             };
             backup(&services, &cli, target, options).await
         }
@@ -505,6 +563,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             database,
             status,
             limit,
+            label,
             json,
         } => {
             let services = open(&cli, matches, KeyUse::None).await?;
@@ -513,6 +572,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                 status: *status,
                 limit: *limit,
                 cursor: None,
+                label: label.clone(),
             };
             let records = match limit {
                 Some(_) => ops::status::list(&services, &query).await?.records,
@@ -564,10 +624,20 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             keep_yearly,
             keep_within,
             pre_restore_keep_within,
+            keep_labels,
             database,
             json,
             now,
         } => {
+            let keep_labels = if keep_labels.is_empty() {
+                match std::env::var("PGKEEP_KEEP_LABELS") {
+                    Ok(text) => parse_selector_list(&text)
+                        .map_err(|e| usage(format!("PGKEEP_KEEP_LABELS: {e}")))?,
+                    Err(_) => Vec::new(),
+                }
+            } else {
+                keep_labels.clone()
+            };
             let policy = RetentionPolicy {
                 keep_last: keep_last.unwrap_or(0),
                 keep_hourly: keep_hourly.unwrap_or(0),
@@ -577,6 +647,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                 keep_yearly: keep_yearly.unwrap_or(0),
                 keep_within: *keep_within,
                 pre_restore_keep_within: *pre_restore_keep_within,
+                keep_labels,
                 ..RetentionPolicy::default()
             };
             policy.validate().map_err(ops::Error::from)?;
@@ -780,6 +851,8 @@ struct BackupOptions {
     kind: BackupKind,
     json: bool,
     lease_ttl: chrono::Duration,
+    labels: Labels,
+    selection: Selection,
 }
 
 async fn backup(
@@ -793,6 +866,8 @@ async fn backup(
         kind,
         json,
         lease_ttl,
+        labels,
+        selection,
     } = options;
     let id = BackupId::generate(chrono::Utc::now());
     let mut request = BackupRequest::new(target, kind);
@@ -801,6 +876,8 @@ async fn backup(
     request.id = Some(id.clone());
     request.pg_bin = cli.pg_bin.clone();
     request.abandon_after = cli.abandon_after;
+    request.labels = labels;
+    request.selection = selection;
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(request.target.database(), progress.clone());
 

@@ -57,10 +57,26 @@ fn age(seconds: i64) -> String {
     }
 }
 
-/// The listing table.
+/// `k=v, k2=v2`, or `-`.
+fn labels_text(r: &BackupRecord) -> String {
+    if r.labels.is_empty() {
+        return "-".into();
+    }
+    r.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The listing table (with a LABELS column when any backup has labels).
 pub fn print_list(records: &[BackupRecord]) {
     if records.is_empty() {
         println!("no backups yet");
+        return;
+    }
+    if records.iter().any(|r| !r.labels.is_empty()) {
+        print_list_with_labels(records);
         return;
     }
     let rows: Vec<[String; 7]> = records
@@ -104,6 +120,32 @@ pub fn print_list(records: &[BackupRecord]) {
     }
 }
 
+fn print_list_with_labels(records: &[BackupRecord]) {
+    let rows: Vec<[String; 8]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.database.clone(),
+                r.kind.to_string(),
+                r.status.to_string(),
+                format_time(r.created_at),
+                r.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                r.duration_ms
+                    .map(human_duration)
+                    .unwrap_or_else(|| "-".into()),
+                labels_text(r),
+            ]
+        })
+        .collect();
+    print_table(
+        [
+            "ID", "DATABASE", "KIND", "STATUS", "CREATED", "SIZE", "TOOK", "LABELS",
+        ],
+        &rows,
+    );
+}
+
 /// One record in full.
 pub fn print_record(r: &BackupRecord) {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
@@ -128,21 +170,42 @@ pub fn print_record(r: &BackupRecord) {
     println!("key:             {}", opt(r.key_id.clone()));
     println!("server version:  {}", opt(r.server_version.clone()));
     println!("object:          {}", r.object_key);
+    if !r.labels.is_empty() {
+        println!("labels:          {}", labels_text(r));
+    }
+    if !r.selection.is_everything() {
+        println!("selection:       {}", r.selection);
+    }
     if let Some(e) = &r.error {
         println!("error:           {e}");
     }
     if let Some(v) = &r.verification {
         print_verification_summary(v);
     }
-    if !r.row_counts.is_empty() {
-        println!("tables ({}):", r.row_counts.len());
+    if !r.row_counts.is_empty() || !r.schema_only_tables.is_empty() {
+        println!(
+            "tables ({}):",
+            r.row_counts.len() + r.schema_only_tables.len()
+        );
         let width = r
             .row_counts
             .keys()
+            .chain(&r.schema_only_tables)
             .map(|k| k.chars().count())
             .max()
             .unwrap_or(0);
-        for (table, rows) in &r.row_counts {
+        let mut lines: Vec<(&String, String)> = r
+            .row_counts
+            .iter()
+            .map(|(table, rows)| (table, rows.to_string()))
+            .chain(
+                r.schema_only_tables
+                    .iter()
+                    .map(|table| (table, "schema only".to_owned())),
+            )
+            .collect();
+        lines.sort();
+        for (table, rows) in lines {
             println!("  {table:<width$}  {rows:>12}");
         }
     }
@@ -390,8 +453,13 @@ pub fn print_prune_report(report: &PruneReport) {
 /// The line a person sees after a backup.
 pub fn print_backup_done(r: &BackupRecord) {
     let rows: u64 = r.row_counts.values().sum();
+    let schema_only = if r.schema_only_tables.is_empty() {
+        String::new()
+    } else {
+        format!(" (and {} without their data)", r.schema_only_tables.len())
+    };
     println!(
-        "backup {} of {} completed: {} stored in {}, {} tables, {} rows",
+        "backup {} of {} completed: {} stored in {}, {} tables, {} rows{schema_only}",
         r.id,
         r.database,
         r.size_bytes.map(human_bytes).unwrap_or_default(),

@@ -9,6 +9,7 @@ use base64::Engine;
 
 use chrono::{DateTime, Utc};
 
+use crate::labels::LabelSelector;
 use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus, Lease, TransitionError};
 
 pub mod dynamodb;
@@ -60,6 +61,8 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Continue after the page that returned this cursor.
     pub cursor: Option<String>,
+    /// Only backups carrying this label (`key`: any value, `key=value`: that value).
+    pub label: Option<LabelSelector>,
 }
 
 /// One page of a listing.
@@ -271,8 +274,114 @@ pub(crate) mod contract {
             Err(CatalogError::BadCursor(_))
         ));
 
+        labels(catalog).await;
         leases(catalog).await;
         audit(catalog).await;
+    }
+
+    /// Label filters, alone and with the other filters, page by page: every page holds only
+    /// matches, and following the cursors gives exactly the matches, newest first.
+    async fn labels(catalog: &dyn Catalog) {
+        let mut expected_release = Vec::new();
+        let mut expected_v2 = Vec::new();
+        for m in 0..9u32 {
+            let t = Utc.with_ymd_and_hms(2026, 11, 25, 10, m, 0).unwrap();
+            let mut r = BackupRecord::start(
+                BackupId::generate(t),
+                if m % 3 == 0 { "crm" } else { "labelled" },
+                BackupKind::PreMigration,
+                Compression::Zstd,
+            );
+            r.created_at = t;
+            // Two of every three carry `release`; every other one of those is v2.
+            if m % 3 != 2 {
+                let value = if m % 2 == 0 { "v2" } else { "v1" };
+                r.labels.insert("release".into(), value.into());
+                expected_release.push(r.id.clone());
+                if value == "v2" {
+                    expected_v2.push(r.id.clone());
+                }
+            }
+            r.labels.insert("team".into(), "ops".into());
+            catalog.insert(&r).await.unwrap();
+            assert_eq!(catalog.get(&r.id).await.unwrap().labels, r.labels);
+        }
+        expected_release.reverse();
+        expected_v2.reverse();
+        let selector = |s: &str| Some(s.parse::<LabelSelector>().unwrap());
+        for limit in [1, 2, 4, 100] {
+            for (label, expected) in [("release", &expected_release), ("release=v2", &expected_v2)]
+            {
+                let query = ListQuery {
+                    label: selector(label),
+                    limit: Some(limit),
+                    ..Default::default()
+                };
+                assert_eq!(
+                    &all_pages(catalog, query).await,
+                    expected,
+                    "{label} limit {limit}"
+                );
+            }
+        }
+        let none = catalog
+            .list(&ListQuery {
+                label: selector("release=v3"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.records.is_empty() && none.next_cursor.is_none());
+        // With the database and status filters.
+        let crm_v2: Vec<BackupId> = all_pages(
+            catalog,
+            ListQuery {
+                database: Some("crm".into()),
+                status: Some(BackupStatus::InProgress),
+                label: selector("release=v2"),
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .await;
+        let want: Vec<BackupId> = expected_v2
+            .iter()
+            .filter(|id| {
+                let minute: u32 = id.as_str()[11..13].parse().unwrap();
+                minute % 3 == 0
+            })
+            .cloned()
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(crm_v2, want);
+        let by_status = all_pages(
+            catalog,
+            ListQuery {
+                status: Some(BackupStatus::InProgress),
+                label: selector("team=ops"),
+                limit: Some(4),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(by_status.len(), 9);
+    }
+
+    /// Every record a query lists, following cursors; checks each page's size.
+    async fn all_pages(catalog: &dyn Catalog, mut query: ListQuery) -> Vec<BackupId> {
+        let mut out = Vec::new();
+        loop {
+            let page = catalog.list(&query).await.unwrap();
+            assert!(page.records.len() <= query.limit.unwrap_or(usize::MAX));
+            if let Some(label) = &query.label {
+                assert!(page.records.iter().all(|r| label.matches(&r.labels)));
+            }
+            out.extend(page.records.into_iter().map(|r| r.id));
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => return out,
+            }
+        }
     }
 
     async fn leases(catalog: &dyn Catalog) {

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_*` | backends, see [`BackendConfig::from_vars`] |
 //! | `PGKEEP_DATABASES` | JSON: database name → `{"secret_arn": "…"}` or `{"url": "postgresql://…"}` |
+//! | `PGKEEP_SELECTIONS` | JSON: database name → what its backups hold, `{"exclude_schemas": ["audit"], "exclude_table_data": ["public.sessions"]}` (fields `include_schemas`, `exclude_schemas`, `include_tables`, `exclude_tables`, `exclude_table_data`: pg_dump patterns); unset or unnamed: everything |
 //! | `PGKEEP_MAX_AGE` | newest good backup may be this old before health turns red (`25h`) |
 //! | `PGKEEP_ADMIN_GROUP` | JWT group allowed to use the status API (`admin`) |
 //! | `PGKEEP_DUMP_FUNCTION` | name of the dump function the status API invokes |
@@ -15,6 +16,7 @@
 //! | `PGKEEP_ALERT_WEBHOOK_URL` | Slack-compatible webhook alerts are also POSTed to (a credential: never logged) |
 //! | `PGKEEP_KEEP_LAST`, `PGKEEP_KEEP_HOURLY`, `PGKEEP_KEEP_DAILY`, `PGKEEP_KEEP_WEEKLY`, `PGKEEP_KEEP_MONTHLY`, `PGKEEP_KEEP_YEARLY` | prune: retention counts, as the CLI's `--keep-*` |
 //! | `PGKEEP_KEEP_WITHIN` | prune: keep everything within this span of the newest backup (`30d`) |
+//! | `PGKEEP_KEEP_LABELS` | prune: keep every backup carrying one of these labels, `KEY` or `KEY=VALUE`, comma-separated or a JSON array of strings (as the CLI's `--keep-label`) |
 //! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |
 //!
 //! Only the functions' crates and this module read the environment; everything below takes a
@@ -26,9 +28,11 @@ use serde::Deserialize;
 
 use crate::alert::webhook::WebhookUrl;
 use crate::backends::{BackendConfig, ConfigError};
+use crate::labels::parse_selector_list;
 use crate::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
 use crate::ops::reaper::DEFAULT_ABANDON_AFTER;
 use crate::retention::{RetentionPolicy, Span};
+use crate::selection::Selection;
 
 /// How a function reaches one database.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -47,6 +51,9 @@ pub struct LambdaSettings {
     pub backends: BackendConfig,
     /// The databases this deployment backs up.
     pub databases: BTreeMap<String, DatabaseSource>,
+    /// What part of each database its backups hold, when not all of it (checked, and naming
+    /// only configured databases).
+    pub selections: BTreeMap<String, Selection>,
     /// What "healthy" means.
     pub health: HealthPolicy,
     /// JWT group of administrators.
@@ -106,8 +113,45 @@ fn retention(get: &impl Fn(&str) -> Option<String>) -> Result<RetentionPolicy, C
         keep_monthly: count(get, "PGKEEP_KEEP_MONTHLY")?,
         keep_yearly: count(get, "PGKEEP_KEEP_YEARLY")?,
         keep_within: span(get, "PGKEEP_KEEP_WITHIN")?,
+        keep_labels: match get("PGKEEP_KEEP_LABELS") {
+            Some(text) => {
+                parse_selector_list(&text).map_err(|e| invalid("PGKEEP_KEEP_LABELS", e))?
+            }
+            None => Vec::new(),
+        },
         ..RetentionPolicy::default()
     })
+}
+
+/// `PGKEEP_SELECTIONS`: checked patterns, for databases `PGKEEP_DATABASES` names.
+fn selections(
+    get: &impl Fn(&str) -> Option<String>,
+    databases: &BTreeMap<String, DatabaseSource>,
+) -> Result<BTreeMap<String, Selection>, ConfigError> {
+    const NAME: &str = "PGKEEP_SELECTIONS";
+    let Some(json) = get(NAME) else {
+        return Ok(BTreeMap::new());
+    };
+    let selections: BTreeMap<String, Selection> = serde_json::from_str(&json).map_err(|e| {
+        invalid(
+            NAME,
+            format!(
+                "not a JSON object of database name to {{\"exclude_schemas\": [...], ...}}: {e}"
+            ),
+        )
+    })?;
+    for (database, selection) in &selections {
+        if !databases.contains_key(database) {
+            return Err(invalid(
+                NAME,
+                format!("names database {database:?}, which PGKEEP_DATABASES does not"),
+            ));
+        }
+        selection
+            .validate()
+            .map_err(|e| invalid(NAME, format!("{database}: {e}")))?;
+    }
+    Ok(selections)
 }
 
 fn required(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, ConfigError> {
@@ -144,12 +188,14 @@ impl LambdaSettings {
                 .map_err(|e| ConfigError::Missing(format!("PGKEEP_MAX_AGE: {e}")))?,
             None => DEFAULT_MAX_AGE,
         };
+        let selections = selections(&get, &databases)?;
         let webhook_url = get("PGKEEP_ALERT_WEBHOOK_URL")
             .map(|url| WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_URL", e)))
             .transpose()?;
         Ok(LambdaSettings {
             backends,
             databases,
+            selections,
             health: HealthPolicy { max_age },
             admin_group: get("PGKEEP_ADMIN_GROUP").unwrap_or_else(|| "admin".into()),
             dump_function: get("PGKEEP_DUMP_FUNCTION"),
@@ -301,6 +347,72 @@ mod tests {
                 .to_string();
             assert!(err.contains(name), "{err}");
             assert!(!err.contains("tok"), "{err}");
+        }
+    }
+
+    #[test]
+    fn per_database_selections_and_kept_labels_are_read_and_checked() {
+        let base = [
+            ("PGKEEP_REPO", "/var/repo"),
+            ("PGKEEP_KEY", "/etc/pgkeep.key"),
+            (
+                "PGKEEP_DATABASES",
+                r#"{"shop": {"url": "postgresql://u@h/shop"}, "crm": {"url": "postgresql://u@h/crm"}}"#,
+            ),
+        ];
+        let s = LambdaSettings::from_lookup(lookup(&base)).unwrap();
+        assert!(s.selections.is_empty());
+        assert!(s.retention.keep_labels.is_empty());
+
+        let mut vars = base.to_vec();
+        vars.extend([
+            (
+                "PGKEEP_SELECTIONS",
+                r#"{"shop": {"exclude_schemas": ["audit"], "exclude_table_data": ["public.sessions"]}}"#,
+            ),
+            ("PGKEEP_KEEP_LABELS", "pinned, release=v2"),
+            ("PGKEEP_KEEP_DAILY", "7"),
+        ]);
+        let s = LambdaSettings::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(s.selections["shop"].exclude_schemas, ["audit"]);
+        assert_eq!(
+            s.selections["shop"].pg_dump_args(),
+            [
+                "--exclude-schema=audit",
+                "--exclude-table-data=public.sessions"
+            ]
+        );
+        assert!(!s.selections.contains_key("crm"));
+        let kept: Vec<String> = s
+            .retention
+            .keep_labels
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        assert_eq!(kept, ["pinned", "release=v2"]);
+
+        for (name, value, needle) in [
+            ("PGKEEP_SELECTIONS", r#"{"billing": {}}"#, "billing"),
+            (
+                "PGKEEP_SELECTIONS",
+                r#"{"shop": {"exclude_schemas": [""]}}"#,
+                "is empty",
+            ),
+            (
+                "PGKEEP_SELECTIONS",
+                r#"{"shop": {"schemas": ["x"]}}"#,
+                "unknown field",
+            ),
+            ("PGKEEP_SELECTIONS", "audit", "JSON object"),
+            ("PGKEEP_KEEP_LABELS", "Pinned", "upper-case"),
+            ("PGKEEP_KEEP_LABELS", "[\"a\", 1]", "JSON array"),
+        ] {
+            let mut vars = base.to_vec();
+            vars.push((name, value));
+            let err = LambdaSettings::from_lookup(lookup(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name) && err.contains(needle), "{err}");
         }
     }
 

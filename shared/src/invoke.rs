@@ -161,6 +161,8 @@ mod tests {
             kind: BackupKind::Manual,
             backup_id: None,
             requested_by: Some("alice".into()),
+            labels: Default::default(),
+            selection: None,
         };
         DumpStarter::start(&invoker, &dump).await.unwrap();
         let verify = VerifyEvent::Verify(crate::trigger::VerifyTrigger {

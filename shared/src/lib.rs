@@ -16,12 +16,14 @@ pub mod catalog;
 pub mod config;
 pub mod invoke;
 pub mod keys;
+pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod postgres;
 pub mod retention;
+pub mod selection;
 pub mod store;
 #[cfg(test)]
 pub mod testing;

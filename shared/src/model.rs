@@ -10,6 +10,8 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::selection::Selection;
+
 /// Identifies one backup; sorts by creation time as a plain string, so every store lists in order.
 ///
 /// Form: `YYYYMMDDTHHMMSSmmmZ-xxxxxxxx` (UTC to the millisecond, then 8 random hex digits).
@@ -91,6 +93,10 @@ pub enum BackupKind {
     Manual,
     /// The safety copy taken before a restore overwrites a database.
     PreRestore,
+    /// Taken before a schema migration, to go back to if it goes wrong. Retention treats it
+    /// like a manual backup; label it (`--label`) and keep the label (`--keep-label`) to keep
+    /// it longer.
+    PreMigration,
 }
 
 /// Where a backup is in its life.
@@ -142,7 +148,12 @@ macro_rules! names {
     };
 }
 
-names!(BackupKind { Scheduled => "scheduled", Manual => "manual", PreRestore => "pre_restore" });
+names!(BackupKind {
+    Scheduled => "scheduled",
+    Manual => "manual",
+    PreRestore => "pre_restore",
+    PreMigration => "pre_migration",
+});
 names!(BackupStatus {
     InProgress => "in_progress",
     Completed => "completed",
@@ -237,6 +248,17 @@ pub struct BackupRecord {
     /// The latest attempt to prove the backup by restoring it (absent until verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Free-form `key=value` labels given when the backup was asked for (see
+    /// [`crate::labels`]); stored as given, so old records stay readable whatever the rules.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The part of the database backed up; absent (everything) in records that predate it.
+    #[serde(default, skip_serializing_if = "Selection::is_everything")]
+    pub selection: Selection,
+    /// Tables the archive holds without their rows (`exclude_table_data`): they restore empty
+    /// and have no entry in `row_counts`. Keys as in `row_counts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_only_tables: Vec<String>,
 }
 
 impl BackupRecord {
@@ -260,6 +282,9 @@ impl BackupRecord {
             duration_ms: None,
             error: None,
             verification: None,
+            labels: BTreeMap::new(),
+            selection: Selection::everything(),
+            schema_only_tables: Vec::new(),
         }
     }
 
@@ -358,11 +383,19 @@ pub struct TableCheck {
     pub expected: Option<u64>,
     /// Rows in the restored table; `None` when it was not restored.
     pub actual: Option<u64>,
+    /// The backup holds the table without its rows (`exclude_table_data`): it must be
+    /// restored, and empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub schema_only: bool,
 }
 
 impl TableCheck {
-    /// Whether the table was restored with exactly the manifest's rows.
+    /// Whether the table was restored with exactly the manifest's rows (a schema-only table:
+    /// restored, with none).
     pub fn matches(&self) -> bool {
+        if self.schema_only {
+            return self.actual == Some(0);
+        }
         self.expected.is_some() && self.expected == self.actual
     }
 }
@@ -423,8 +456,20 @@ pub struct ArchiveInfo {
     pub archive_bytes: u64,
     /// Tables whose data the archive holds, with exact row counts.
     pub tables: Vec<TableEntry>,
+    /// Ordinary tables the archive defines without their data (`exclude_table_data`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_only_tables: Vec<TableName>,
     /// Number of large objects.
     pub large_objects: u64,
+}
+
+/// A table named by its raw (unquoted) schema and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableName {
+    /// Schema name, unquoted.
+    pub schema: String,
+    /// Table name, unquoted.
+    pub table: String,
 }
 
 /// One table's data in the archive.
@@ -646,6 +691,57 @@ mod tests {
     }
 
     #[test]
+    fn labels_selection_and_schema_only_tables_are_optional_in_records_and_manifests() {
+        // A record and manifest as written before labels and selections existed.
+        let old = serde_json::json!({
+            "id": "20261124T154851222Z-29b946c0", "database": "shop", "kind": "manual",
+            "status": "completed", "created_at": "2026-11-24T15:48:51.222Z",
+            "completed_at": "2026-11-24T15:48:51.460Z",
+            "object_key": "shop/2026/11/20261124T154851222Z-29b946c0.pgkeep",
+            "size_bytes": 10, "sha256": "00", "compression": "gzip", "key_id": "file:1",
+            "server_version": "15.18", "row_counts": {"public.t": 3},
+            "duration_ms": null, "error": null
+        });
+        let r: BackupRecord = serde_json::from_value(old.clone()).unwrap();
+        assert!(r.labels.is_empty() && r.schema_only_tables.is_empty());
+        assert!(r.selection.is_everything(), "no selection: everything");
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            old,
+            "written back unchanged"
+        );
+        let manifest = serde_json::json!({
+            "manifest_version": 1, "tool_version": "0.1.0", "backup": old,
+            "encryption": {"format_version": 1, "aead": "AES-256-GCM", "chunk_size": 1048576,
+                           "key_id": "file:1", "wrapped_key": "AA=="},
+            "archive": {"format": "pg_dump custom", "archive_version": "1.14.0",
+                        "dump_version": "15.18", "archive_bytes": 100,
+                        "tables": [{"schema": "public", "table": "t", "rows": 3}],
+                        "large_objects": 0}
+        });
+        let m: Manifest = serde_json::from_value(manifest).unwrap();
+        assert!(m.archive.schema_only_tables.is_empty());
+        assert!(m.backup.selection.is_everything());
+
+        let mut r = r;
+        r.kind = BackupKind::PreMigration;
+        r.labels.insert("release".into(), "v2".into());
+        r.selection.exclude_table_data = vec!["public.sessions".into()];
+        r.schema_only_tables = vec!["public.sessions".into()];
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["kind"], "pre_migration");
+        assert_eq!(v["labels"]["release"], "v2");
+        assert_eq!(v["selection"]["exclude_table_data"][0], "public.sessions");
+        assert!(v["selection"].get("exclude_schemas").is_none());
+        assert_eq!(v["schema_only_tables"][0], "public.sessions");
+        assert_eq!(serde_json::from_value::<BackupRecord>(v).unwrap(), r);
+        assert_eq!(
+            "pre_migration".parse::<BackupKind>(),
+            Ok(BackupKind::PreMigration)
+        );
+    }
+
+    #[test]
     fn verifications_serialize_readably_and_old_records_still_read() {
         let mut r = BackupRecord::start(
             "20261124T153512123Z-9f3a1c2b".parse().unwrap(),
@@ -670,6 +766,7 @@ mod tests {
                 table: "public.t".into(),
                 expected: Some(3),
                 actual: Some(2),
+                schema_only: false,
             }],
             large_objects: Some(CountCheck {
                 expected: Some(1),

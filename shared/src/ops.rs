@@ -8,6 +8,7 @@ use std::io;
 use crate::backends::ConfigError;
 use crate::catalog::CatalogError;
 use crate::keys::KeyError;
+use crate::labels::LabelError;
 use crate::model::{BackupId, BackupStatus};
 use crate::pipeline::archive_scan::ArchiveScanError;
 use crate::pipeline::crypt::{crypt_error, CryptError};
@@ -16,6 +17,7 @@ use crate::pipeline::pg_dump::DumpError;
 use crate::pipeline::PipelineError;
 use crate::postgres::PgError;
 use crate::retention::PolicyError;
+use crate::selection::SelectionError;
 use crate::store::StoreError;
 
 pub mod backup;
@@ -60,6 +62,12 @@ pub enum Error {
     /// A retention policy that cannot be applied.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A label or label selector breaks the label rules.
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    /// A selection (schemas, tables) has a bad pattern.
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
     /// The backup is in a state the operation cannot use.
     #[error("backup {id} is {status}: {why}")]
     Unusable {
@@ -241,6 +249,7 @@ impl Error {
             Error::Postgres(_) | Error::Dump(_) | Error::Archive(_) => ErrorKind::Database,
             Error::Integrity(_) => ErrorKind::Integrity,
             Error::Policy(_) => ErrorKind::Config,
+            Error::Label(_) | Error::Selection(_) => ErrorKind::Config,
             Error::Unusable { .. } | Error::LeaseHeld { .. } => ErrorKind::Conflict,
             Error::Io { .. } => ErrorKind::Storage,
             Error::Scratch(PgError::BadUrl(_)) => ErrorKind::Config,

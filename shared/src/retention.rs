@@ -34,6 +34,15 @@
 //!   `now` for investigation (re-verifying it successfully makes it a candidate again).
 //! - `deleted`: already gone; no decision.
 //!
+//! # Labels
+//!
+//! `keep_labels` (`--keep-label KEY[=VALUE]`, like restic's `--keep-tag`) keeps every backup
+//! with an object (`completed`, `verified`, `verification_failed`; of any kind) that carries
+//! one of the labels, whatever the other rules decide. Labelled backups stay candidates of the
+//! other rules, so every other decision is exactly what it would be without `keep_labels`.
+//! `keep_labels` alone is not a policy: it only adds to one (otherwise every unlabelled
+//! backup, the newest included, would go).
+//!
 //! # Hard rules
 //!
 //! The newest `verified` backup of each database (of any kind) is always kept, and an
@@ -47,6 +56,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::labels::LabelSelector;
 use crate::model::{format_time, BackupId, BackupKind, BackupRecord, BackupStatus};
 
 /// A positive length of time written the way people write it: `30d`, `25h`, `2w`, `1d12h`,
@@ -216,6 +226,10 @@ pub struct RetentionPolicy {
     pub pre_restore_keep_within: Span,
     /// Keep backups that failed verification this long after they were taken.
     pub verification_failed_keep_within: Span,
+    /// Keep every stored backup carrying one of these labels (in addition to the rules
+    /// above, which must not all be empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_labels: Vec<LabelSelector>,
 }
 
 impl Default for RetentionPolicy {
@@ -232,6 +246,7 @@ impl Default for RetentionPolicy {
             keep_within: None,
             pre_restore_keep_within: DEFAULT_PRE_RESTORE_KEEP_WITHIN,
             verification_failed_keep_within: DEFAULT_VERIFICATION_FAILED_KEEP_WITHIN,
+            keep_labels: Vec::new(),
         }
     }
 }
@@ -240,7 +255,7 @@ impl Default for RetentionPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// No keep rule is set: refusing is safer than guessing "all" or "nothing".
-    #[error("the retention policy is empty: set at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly or --keep-within (or the PGKEEP_KEEP_* variables)")]
+    #[error("the retention policy is empty: set at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly or --keep-within (or the PGKEEP_KEEP_* variables); --keep-label only adds to those")]
     Empty,
 }
 
@@ -280,6 +295,9 @@ impl fmt::Display for RetentionPolicy {
         }
         if let Some(w) = self.keep_within {
             parts.push(format!("within {w}"));
+        }
+        for label in &self.keep_labels {
+            parts.push(format!("label {label}"));
         }
         if parts.is_empty() {
             parts.push("nothing".into());
@@ -365,6 +383,8 @@ pub enum Reason {
         /// backup is in the future, in which case all are within.
         newest: Option<DateTime<Utc>>,
     },
+    /// Carries a label the policy keeps.
+    Label(LabelSelector),
     /// The newest verified backup of its database: kept whatever the policy says.
     NewestVerified,
     /// Still being written: never touched.
@@ -406,6 +426,7 @@ impl fmt::Display for Reason {
                 ),
                 None => write!(f, "within {span} (every backup is in the future)"),
             },
+            Reason::Label(selector) => write!(f, "label {selector}"),
             Reason::NewestVerified => f.write_str("newest verified"),
             Reason::InProgress => f.write_str("in progress"),
             Reason::FailedHistory => f.write_str("failed run, kept as history (it has no object)"),
@@ -565,6 +586,22 @@ fn apply_one_database(
                         reasons.push(Reason::OutsidePolicy);
                     }
                 }
+            }
+            let labelled: Vec<&LabelSelector> = if r.status.has_object() {
+                policy
+                    .keep_labels
+                    .iter()
+                    .filter(|l| l.matches(&r.labels))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !labelled.is_empty() {
+                if !keep {
+                    reasons.clear();
+                    keep = true;
+                }
+                reasons.extend(labelled.into_iter().cloned().map(Reason::Label));
             }
             if newest_verified.as_ref() == Some(&r.id) {
                 if !keep {

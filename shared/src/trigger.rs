@@ -2,8 +2,9 @@
 //! exactly one backup.
 //!
 //! Three shapes arrive at the dump function: an EventBridge (rule or Scheduler) event, a direct
-//! console invocation `{"database": "...", "kind": "manual"}`, and an asynchronous invocation
-//! from the status API that carries a pre-allocated backup id. At-least-once delivery means
+//! console invocation `{"database": "...", "kind": "manual"}` (optionally with `labels` and a
+//! `selection`), and an asynchronous invocation from the status API that carries a
+//! pre-allocated backup id. At-least-once delivery means
 //! the same event can arrive twice: the backup id of an event is derived from the event's id
 //! and time, so the second delivery finds the record of the first and starts nothing.
 
@@ -11,7 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::labels::Labels;
 use crate::model::{BackupId, BackupKind};
+use crate::selection::Selection;
 
 /// A request to back up one database, however it arrived.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +28,14 @@ pub struct DumpTrigger {
     /// Who asked (for the audit trail): `schedule`, an IAM principal, a user.
     #[serde(default)]
     pub requested_by: Option<String>,
+    /// Labels for the backup's record.
+    #[serde(default)]
+    pub labels: Labels,
+    /// What part of the database to back up; `None`: the database's configured selection
+    /// (`PGKEEP_SELECTIONS`), else everything. When given, it replaces the configured
+    /// one.
+    #[serde(default)]
+    pub selection: Option<Selection>,
 }
 
 /// Why an event is not a dump request.
@@ -57,6 +68,10 @@ struct DirectInvocation {
     backup_id: Option<String>,
     #[serde(default)]
     requested_by: Option<String>,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default)]
+    selection: Option<Selection>,
 }
 
 /// The backup id for an event: its time to the millisecond, then 8 hex digits of SHA-256 of
@@ -94,6 +109,8 @@ impl DumpTrigger {
                 kind: BackupKind::Scheduled,
                 backup_id: Some(backup_id_for_event(e.time, &e.id)),
                 requested_by: Some("schedule".into()),
+                labels: Labels::none(),
+                selection: None,
             });
         }
         let d: DirectInvocation = serde_json::from_value(event.clone())
@@ -112,11 +129,18 @@ impl DumpTrigger {
                     .map_err(|e: crate::model::InvalidBackupId| TriggerError::Field(e.to_string()))
             })
             .transpose()?;
+        if let Some(selection) = &d.selection {
+            selection
+                .validate()
+                .map_err(|e| TriggerError::Field(e.to_string()))?;
+        }
         Ok(DumpTrigger {
             database: d.database,
             kind,
             backup_id,
             requested_by: d.requested_by,
+            labels: d.labels,
+            selection: d.selection,
         })
     }
 }
@@ -125,12 +149,19 @@ impl DumpTrigger {
     /// The payload an asynchronous invocation of the dump function carries; reads back with
     /// [`DumpTrigger::from_event`].
     pub fn to_event(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut event = serde_json::json!({
             "database": self.database,
             "kind": self.kind.as_str(),
             "backup_id": self.backup_id,
             "requested_by": self.requested_by,
-        })
+        });
+        if !self.labels.is_empty() {
+            event["labels"] = serde_json::json!(self.labels);
+        }
+        if let Some(selection) = &self.selection {
+            event["selection"] = serde_json::json!(selection);
+        }
+        event
     }
 }
 
@@ -281,8 +312,67 @@ mod tests {
             kind: BackupKind::Manual,
             backup_id: Some("20261124T020000000Z-0a1b2c3d".parse().unwrap()),
             requested_by: Some("alice".into()),
+            labels: Labels::none(),
+            selection: None,
         };
         assert_eq!(DumpTrigger::from_event(&t.to_event()).unwrap(), t);
+        let t = DumpTrigger {
+            kind: BackupKind::PreMigration,
+            labels: Labels::parse_args(&["release=2026.11", "ticket=OPS-7"]).unwrap(),
+            selection: Some(Selection {
+                exclude_schemas: vec!["audit".into()],
+                exclude_table_data: vec!["public.sessions".into()],
+                ..Selection::default()
+            }),
+            ..t
+        };
+        let event = t.to_event();
+        assert_eq!(event["kind"], "pre_migration");
+        assert_eq!(event["labels"]["release"], "2026.11");
+        assert_eq!(event["selection"]["exclude_schemas"][0], "audit");
+        assert_eq!(DumpTrigger::from_event(&event).unwrap(), t);
+    }
+
+    #[test]
+    fn labels_and_selections_in_events_are_checked() {
+        let t = DumpTrigger::from_event(&json!({
+            "database": "shop", "kind": "pre_migration",
+            "labels": {"release": "v2"},
+            "selection": {"exclude_schemas": ["audit"]}
+        }))
+        .unwrap();
+        assert_eq!(t.kind, BackupKind::PreMigration);
+        assert_eq!(t.labels.as_map()["release"], "v2");
+        assert_eq!(t.selection.unwrap().exclude_schemas, ["audit"]);
+        for (bad, needle) in [
+            (
+                json!({"database": "shop", "labels": {"Bad": "x"}}),
+                "upper-case",
+            ),
+            (
+                json!({"database": "shop", "labels": {"k": "a\nb"}}),
+                "control character",
+            ),
+            (
+                json!({"database": "shop", "labels": ["k=v"]}),
+                "an object of label keys",
+            ),
+            (
+                json!({"database": "shop", "selection": {"exclude_schemas": [""]}}),
+                "is empty",
+            ),
+            (
+                json!({"database": "shop", "selection": {"exclude_schemas": ["a\u{0}b"]}}),
+                "control character",
+            ),
+            (
+                json!({"database": "shop", "selection": {"schemas": ["x"]}}),
+                "unknown field",
+            ),
+        ] {
+            let err = DumpTrigger::from_event(&bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -174,6 +174,83 @@ async fn every_sample_event_backs_up_once_with_metrics_and_a_verification() {
 }
 
 #[tokio::test]
+async fn selections_come_from_the_configuration_or_the_event_and_labels_are_recorded() {
+    let cluster = PgCluster::start().unwrap();
+    cluster.create_database("shop").unwrap();
+    cluster
+        .psql(
+            "shop",
+            "CREATE SCHEMA audit;
+             CREATE TABLE audit.log (id int);
+             INSERT INTO audit.log SELECT generate_series(1, 40);
+             CREATE TABLE items (id int PRIMARY KEY, name text);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 250) g;
+             CREATE TABLE sessions (id int);
+             INSERT INTO sessions SELECT generate_series(1, 77);",
+        )
+        .unwrap();
+    let f = fixture(
+        &cluster.url("shop"),
+        &[(
+            "PGKEEP_SELECTIONS",
+            r#"{"shop": {"exclude_schemas": ["audit"]}}"#.to_owned(),
+        )],
+    )
+    .await;
+
+    // A scheduled run: the database's configured selection.
+    let out = handle(&f.jobs, event("scheduled")).await.unwrap();
+    assert_eq!(out["outcome"], "completed", "{out}");
+    let backup = &out["backup"];
+    assert_eq!(backup["selection"]["exclude_schemas"][0], "audit");
+    let tables: Vec<&String> = backup["row_counts"].as_object().unwrap().keys().collect();
+    assert_eq!(tables, ["public.items", "public.sessions"]);
+    assert!(backup.get("labels").is_none(), "{backup}");
+
+    // An event with its own selection replaces the configured one; its labels and kind are
+    // recorded.
+    let out = handle(&f.jobs, event("console-pre-migration"))
+        .await
+        .unwrap();
+    assert_eq!(out["outcome"], "completed", "{out}");
+    let backup = &out["backup"];
+    assert_eq!(backup["kind"], "pre_migration");
+    assert_eq!(
+        backup["labels"],
+        serde_json::json!({"release": "2026.11.3", "ticket": "OPS-7"})
+    );
+    assert_eq!(
+        backup["selection"],
+        serde_json::json!({"exclude_table_data": ["public.sessions"]})
+    );
+    assert_eq!(backup["row_counts"]["audit.log"], 40);
+    assert_eq!(backup["row_counts"]["public.items"], 250);
+    assert!(backup["row_counts"].get("public.sessions").is_none());
+    assert_eq!(
+        backup["schema_only_tables"],
+        serde_json::json!(["public.sessions"])
+    );
+
+    // A bad label in an event fails the invocation before anything is recorded.
+    let before = pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+        .await
+        .unwrap()
+        .len();
+    let mut bad = event("console-pre-migration");
+    bad["labels"]["Release"] = "x".into();
+    let err = handle(&f.jobs, bad).await.unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent", "{err:?}");
+    assert!(err.error_message.contains("upper-case"), "{err:?}");
+    assert_eq!(
+        pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+            .await
+            .unwrap()
+            .len(),
+        before
+    );
+}
+
+#[tokio::test]
 async fn unknown_databases_and_malformed_events_fail_the_invocation() {
     let cluster = PgCluster::start().unwrap();
     let f = fixture(&cluster.url("shop"), &[]).await;

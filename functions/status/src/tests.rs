@@ -130,6 +130,52 @@ async fn listing_paginates_and_filters() {
 }
 
 #[tokio::test]
+async fn labels_and_selections_are_passed_on_checked_and_filtered() {
+    let f = fixture().await;
+    let (status, body, _) = call(&f.api, &event("create-backup-pre-migration")).await;
+    assert_eq!(status, 202, "{body}");
+    let started = f.starter.0.lock().unwrap().clone();
+    assert_eq!(started.len(), 1);
+    let trigger = &started[0];
+    assert_eq!(trigger.kind, BackupKind::PreMigration);
+    assert_eq!(trigger.labels.as_map()["release"], "2026.11.3");
+    assert_eq!(trigger.labels.as_map()["ticket"], "OPS-7");
+    let selection = trigger.selection.clone().unwrap();
+    assert_eq!(selection.exclude_schemas, ["audit"]);
+    assert_eq!(selection.exclude_table_data, ["public.sessions"]);
+
+    let (status, body, _) = call(&f.api, &event("create-backup-bad-label")).await;
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("label key \"Release\"") && error.contains("upper-case"),
+        "{error}"
+    );
+    assert_eq!(f.starter.0.lock().unwrap().len(), 1, "nothing started");
+
+    // The listing keeps only backups with the label.
+    for (minute, release) in [(0, Some("2026.11.3")), (1, Some("2026.10.1")), (2, None)] {
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 1, minute, 0).unwrap();
+        let mut r = BackupRecord::start(
+            BackupId::generate(at),
+            "shop",
+            BackupKind::PreMigration,
+            Compression::Zstd,
+        );
+        if let Some(v) = release {
+            r.labels.insert("release".into(), v.into());
+        }
+        f.api.services.catalog.insert(&r).await.unwrap();
+    }
+    let (status, body, _) = call(&f.api, &event("list-backups-by-label")).await;
+    assert_eq!(status, 200, "{body}");
+    let backups = body["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "{body}");
+    assert_eq!(backups[0]["labels"]["release"], "2026.11.3");
+    assert_eq!(backups[0]["kind"], "pre_migration");
+}
+
+#[tokio::test]
 async fn showing_one_backup() {
     let f = fixture().await;
     let (status, _, _) = call(&f.api, &event("get-backup")).await;

@@ -85,6 +85,8 @@ async fn dump(jobs: &Jobs, id: Option<BackupId>) -> BackupId {
         kind: BackupKind::Manual,
         backup_id: id,
         requested_by: None,
+        labels: Default::default(),
+        selection: None,
     };
     match jobs.run_dump(&trigger).await.unwrap() {
         DumpOutcome::Completed { backup, .. } => backup.id,

@@ -28,6 +28,13 @@ variable "databases" {
       keep_yearly  = optional(number)
       keep_within  = optional(string)
     }))
+    selection = optional(object({
+      include_schemas    = optional(list(string))
+      exclude_schemas    = optional(list(string))
+      include_tables     = optional(list(string))
+      exclude_tables     = optional(list(string))
+      exclude_table_data = optional(list(string))
+    }))
   }))
 }
 

@@ -6,7 +6,8 @@
 //! `by_database` and `by_status`. Status changes are conditional writes on the status the
 //! writer last saw, so two writers can never both win; the lease is a conditional write on
 //! its expiry. Records are stored whole as JSON (`record`), beside the attributes the indexes
-//! and conditions use; conversions to and from items live in this file only.
+//! and conditions use; conversions to and from items live in this file only. A record's
+//! labels are also a map attribute (`labels`), which label filters read.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use chrono::{DateTime, Utc};
 
 use super::{check_update, decode_cursor, encode_cursor, Catalog, CatalogError, ListQuery, Page};
 use crate::aws::{describe, error_code};
+use crate::labels::LabelSelector;
 use crate::model::{format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
 
 type Item = HashMap<String, AttributeValue>;
@@ -189,6 +191,18 @@ fn n(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// Whether an item's `labels` map carries the selector's label.
+fn has_label(item: &Item, selector: &LabelSelector) -> bool {
+    let Some(AttributeValue::M(labels)) = item.get("labels") else {
+        return false;
+    };
+    match (labels.get(&selector.key), &selector.value) {
+        (Some(AttributeValue::S(_)), None) => true,
+        (Some(AttributeValue::S(found)), Some(wanted)) => found == wanted,
+        _ => false,
+    }
+}
+
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Some(v),
@@ -209,7 +223,7 @@ fn lease_pk(database: &str) -> String {
 }
 
 fn record_item(record: &BackupRecord) -> Item {
-    HashMap::from([
+    let mut item = HashMap::from([
         (PK.to_owned(), s(backup_pk(&record.id))),
         (ITEM_TYPE.to_owned(), s("backup")),
         (ID.to_owned(), s(record.id.as_str())),
@@ -228,7 +242,16 @@ fn record_item(record: &BackupRecord) -> Item {
             "record".to_owned(),
             s(serde_json::to_string(record).expect("records always serialize")),
         ),
-    ])
+    ]);
+    if !record.labels.is_empty() {
+        let labels = record
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), s(v)))
+            .collect();
+        item.insert("labels".to_owned(), AttributeValue::M(labels));
+    }
+    item
 }
 
 fn audit_item(entry: &AuditEntry) -> Item {
@@ -342,6 +365,10 @@ impl Catalog for DynamoCatalog {
         let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
         let want = query.limit.map(|l| l + 1);
         let status = query.status;
+        // Labels are filtered after the query: a page is filled from as many index pages as
+        // it takes, and the cursor is the last record returned, so none is skipped or repeated.
+        let label = query.label.as_ref();
+        let labelled = |item: &Item| label.is_none_or(|l| has_label(item, l));
         let items = match (&query.database, status) {
             (Some(database), _) => {
                 self.query_newest(
@@ -350,7 +377,10 @@ impl Catalog for DynamoCatalog {
                     format!("backup#{database}"),
                     before.as_ref(),
                     want,
-                    |item| status.is_none_or(|st| text(item, "status") == Some(st.as_str())),
+                    |item| {
+                        status.is_none_or(|st| text(item, "status") == Some(st.as_str()))
+                            && labelled(item)
+                    },
                 )
                 .await?
             }
@@ -361,7 +391,7 @@ impl Catalog for DynamoCatalog {
                     format!("backup#{st}"),
                     before.as_ref(),
                     want,
-                    |_| true,
+                    labelled,
                 )
                 .await?
             }
@@ -372,7 +402,7 @@ impl Catalog for DynamoCatalog {
                     "backup".into(),
                     before.as_ref(),
                     want,
-                    |_| true,
+                    labelled,
                 )
                 .await?
             }

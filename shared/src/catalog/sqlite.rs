@@ -2,7 +2,9 @@
 //!
 //! SQLite because it is a single durable file with transactions and real indexes, ships inside
 //! the binary (rusqlite's bundled build), and is readable with the `sqlite3` shell in an
-//! emergency. Each record is stored whole as JSON beside the columns the queries filter on.
+//! emergency. Each record is stored whole as JSON beside the columns the queries filter on;
+//! labels are filtered inside that JSON (`json_each`), so they need no column of their own
+//! and the schema is unchanged (version 1).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -230,16 +232,23 @@ impl Catalog for SqliteCatalog {
                      WHERE (?1 IS NULL OR database = ?1)
                        AND (?2 IS NULL OR status = ?2)
                        AND (?3 IS NULL OR id < ?3)
+                       AND (?5 IS NULL OR EXISTS (
+                             SELECT 1 FROM json_each(record, '$.labels') AS l
+                             WHERE l.key = ?5 AND (?6 IS NULL OR l.value = ?6)))
                      ORDER BY id DESC LIMIT ?4",
                 )
                 .map_err(backend(&location))?;
+            let label_key = query.label.as_ref().map(|l| l.key.as_str());
+            let label_value = query.label.as_ref().and_then(|l| l.value.as_deref());
             let rows = stmt
                 .query_map(
                     params![
                         query.database,
                         query.status.map(|s| s.as_str()),
                         after.as_ref().map(|a| a.as_str()),
-                        limit
+                        limit,
+                        label_key,
+                        label_value
                     ],
                     |r| r.get::<_, String>(0),
                 )

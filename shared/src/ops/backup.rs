@@ -20,6 +20,7 @@ use chrono::Utc;
 use super::Error;
 use crate::backends::Services;
 use crate::keys::KeyContext;
+use crate::labels::Labels;
 use crate::model::{
     format_time, qualified_name, ArchiveInfo, BackupId, BackupKind, BackupRecord, BackupStatus,
     Compression, EncryptionInfo, Lease, Manifest, TableEntry, MANIFEST_VERSION,
@@ -29,6 +30,7 @@ use crate::pipeline::pg_dump::PgDump;
 use crate::pipeline::{store_archive, Progress, StreamOptions};
 use crate::postgres::{locate_tool, server_version, PgTarget};
 use crate::retention::Span;
+use crate::selection::Selection;
 
 /// What to back up and how.
 #[derive(Debug, Clone)]
@@ -56,6 +58,11 @@ pub struct BackupRequest {
     /// database's name on the server (a Lambda deployment's configured name); `None` for the
     /// target's database name.
     pub database_name: Option<String>,
+    /// Labels to put on the record.
+    pub labels: Labels,
+    /// The part of the database to back up (everything by default); checked before anything
+    /// is recorded.
+    pub selection: Selection,
 }
 
 /// Default lifetime of a dump lease: longer than a Lambda can run (15 minutes) and than
@@ -77,6 +84,8 @@ impl BackupRequest {
             abandon_after: super::reaper::DEFAULT_ABANDON_AFTER,
             lease_ttl: DEFAULT_LEASE_TTL,
             database_name: None,
+            labels: Labels::none(),
+            selection: Selection::everything(),
         }
     }
 
@@ -90,12 +99,14 @@ impl BackupRequest {
 
 /// Takes one backup; on success returns the `completed` record, on failure stores a `failed`
 /// record with the reason and returns the error. Fails with [`Error::LeaseHeld`], recording
-/// nothing, while another run is dumping the same database.
+/// nothing, while another run is dumping the same database, and with [`Error::Selection`],
+/// recording nothing, when the selection has a bad pattern.
 pub async fn backup(
     services: &Services,
     request: &BackupRequest,
     progress: Arc<Progress>,
 ) -> Result<BackupRecord, Error> {
+    request.selection.validate()?;
     let id = request
         .id
         .clone()
@@ -143,6 +154,8 @@ async fn backup_leased(
         tracing::error!(database = %database, error = %e, "could not reap abandoned backups");
     }
     let mut record = BackupRecord::start(id, database, request.kind, request.compression);
+    record.labels = request.labels.as_map().clone();
+    record.selection = request.selection.clone();
     services.catalog.insert(&record).await?;
     tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
     let started = Instant::now();
@@ -243,7 +256,7 @@ async fn run(
     .map_err(|e| Error::Integrity(e.into()))?;
 
     let upload = services.store.create(&record.object_key).await?;
-    let (dump, stdout) = match PgDump::spawn(&pg_dump, target, &[]) {
+    let (dump, stdout) = match PgDump::spawn(&pg_dump, target, &request.selection.pg_dump_args()) {
         Ok(started) => started,
         Err(e) => {
             let _ = upload.abort().await;
@@ -271,6 +284,12 @@ async fn run(
         .tables
         .iter()
         .map(|t| (qualified_name(&t.schema, &t.table), t.rows))
+        .collect();
+    record.schema_only_tables = stored
+        .archive
+        .schema_only_tables
+        .iter()
+        .map(|t| qualified_name(&t.schema, &t.table))
         .collect();
 
     let mut final_record = record.clone();
@@ -305,6 +324,7 @@ async fn run(
                     rows: t.rows,
                 })
                 .collect(),
+            schema_only_tables: stored.archive.schema_only_tables.clone(),
             large_objects: stored.archive.large_objects,
         },
     };

@@ -294,6 +294,17 @@ impl Jobs {
         request.id = Some(id.clone());
         request.database_name = Some(trigger.database.clone());
         request.abandon_after = self.settings.abandon_after;
+        request.labels = trigger.labels.clone();
+        // The event's selection replaces the database's configured one.
+        request.selection = match &trigger.selection {
+            Some(selection) => selection.clone(),
+            None => self
+                .settings
+                .selections
+                .get(&trigger.database)
+                .cloned()
+                .unwrap_or_default(),
+        };
         backup(&self.services, &request, Arc::default()).await
     }
 

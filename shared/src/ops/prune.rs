@@ -352,6 +352,7 @@ pub async fn delete_backup(
                     status: Some(BackupStatus::Verified),
                     limit: Some(1),
                     cursor: None,
+                    label: None,
                 })
                 .await?;
             if newest.records.first().map(|r| &r.id) == Some(&record.id) {

@@ -361,6 +361,15 @@ impl Findings {
             .iter()
             .filter(|t| !t.matches())
             .map(|t| match (t.expected, t.actual) {
+                (None, None) if t.schema_only => {
+                    format!("{} (schema only) was not restored", t.table)
+                }
+                (None, Some(a)) if t.schema_only => {
+                    format!(
+                        "{} has {a} rows, the backup holds none (schema only)",
+                        t.table
+                    )
+                }
                 (Some(e), None) => {
                     format!("{} was not restored (the manifest says {e} rows)", t.table)
                 }
@@ -487,14 +496,17 @@ async fn compare(
         .await
         .map_err(q)?;
 
-    // Row counts: every table the manifest lists, and every restored table it does not.
+    // Row counts: every table the manifest lists (with rows, or schema only: restored empty),
+    // and every restored table it does not. Tables the backup's selection left out are in
+    // neither, so their absence is no difference.
+    let schema_only: BTreeSet<&String> = record.schema_only_tables.iter().collect();
     let mut actual: BTreeMap<String, u64> = BTreeMap::new();
     let mut own_tables = BTreeSet::new();
     for row in client.query(RESTORED_TABLES_SQL, &[]).await.map_err(q)? {
         let (schema, table, in_extension): (String, String, bool) =
             (row.get(0), row.get(1), row.get(2));
         let name = qualified_name(&schema, &table);
-        let wanted = record.row_counts.contains_key(&name);
+        let wanted = record.row_counts.contains_key(&name) || schema_only.contains(&name);
         if !in_extension || wanted {
             let sql = format!(
                 "SELECT count(*) FROM ONLY {}.{}",
@@ -508,13 +520,19 @@ async fn compare(
             }
         }
     }
-    let names: BTreeSet<&String> = record.row_counts.keys().chain(own_tables.iter()).collect();
+    let names: BTreeSet<&String> = record
+        .row_counts
+        .keys()
+        .chain(schema_only.iter().copied())
+        .chain(own_tables.iter())
+        .collect();
     findings.tables = names
         .into_iter()
         .map(|name| TableCheck {
             table: name.clone(),
             expected: record.row_counts.get(name).copied(),
             actual: actual.get(name).copied(),
+            schema_only: schema_only.contains(name) && !record.row_counts.contains_key(name),
         })
         .collect();
 
@@ -684,6 +702,35 @@ mod tests {
     }
 
     #[test]
+    fn schema_only_tables_must_be_restored_empty() {
+        let check = |actual| TableCheck {
+            table: "public.sessions".into(),
+            expected: None,
+            actual,
+            schema_only: true,
+        };
+        assert!(check(Some(0)).matches());
+        for (actual, needle) in [
+            (None, "public.sessions (schema only) was not restored"),
+            (Some(3), "public.sessions has 3 rows, the backup holds none"),
+        ] {
+            assert!(!check(actual).matches());
+            let f = Findings {
+                tables: vec![check(actual)],
+                ..Findings::default()
+            };
+            let d = f.differences();
+            assert!(d.len() == 1 && d[0].contains(needle), "{d:?}");
+        }
+        // The same table without the flag is a table the manifest does not know.
+        let unknown = TableCheck {
+            schema_only: false,
+            ..check(Some(0))
+        };
+        assert!(!unknown.matches());
+    }
+
+    #[test]
     fn differences_name_tables_and_objects_and_cut_long_lists() {
         let mut f = Findings {
             tables: (0..7)
@@ -691,6 +738,7 @@ mod tests {
                     table: format!("public.t{i}"),
                     expected: Some(1),
                     actual: if i == 0 { Some(1) } else { None },
+                    schema_only: false,
                 })
                 .collect(),
             large_objects: Some(CountCheck {

@@ -26,10 +26,18 @@
 //! those lines are recognised at the end of the block and not counted. No line of COPY
 //! data can be `\.` (a backslash in a value is written as `\\`), so the marker is unambiguous.
 //!
-//! Memory stays bounded: data is never buffered, TOC strings other than the names of
-//! entries that carry data are skipped without being stored.
+//! Tables defined without data (`pg_dump --exclude-table-data`) are listed too
+//! ([`ArchiveSummary::schema_only_tables`]): TABLE entries with no TABLE DATA entry. A
+//! partitioned table has no data of its own and is not listed; it is told apart by the TOC's
+//! relkind (archive 1.16) or by having no table access method (1.14, 1.15); older archives
+//! cannot tell, and list it.
+//!
+//! Memory stays bounded: data is never buffered, TOC strings other than entries' names are
+//! skipped without being stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use crate::model::TableName;
 
 /// Archive versions are compared as (major, minor); these bound what this parser follows.
 const MIN_MINOR: u8 = 12;
@@ -88,6 +96,8 @@ pub struct ArchiveScanner {
     /// Whether to list the schema objects of the TOC ([`ArchiveScanner::collecting_objects`]).
     collect_objects: bool,
     objects: Vec<ArchiveObject>,
+    /// Ordinary tables the TOC defines (TABLE entries), in TOC order.
+    defined_tables: Vec<TableName>,
 }
 
 /// What the archive says about itself and its tables, for the backup manifest.
@@ -103,6 +113,9 @@ pub struct ArchiveSummary {
     pub database: String,
     /// One per TABLE DATA entry whose data block was seen, in TOC order.
     pub tables: Vec<TableRows>,
+    /// Ordinary tables the TOC defines but holds no data for (`--exclude-table-data`), in
+    /// TOC order: a restore creates them empty.
+    pub schema_only_tables: Vec<TableName>,
     /// Number of large objects in BLOBS blocks.
     pub large_objects: u64,
     /// The schema objects the TOC declares, in TOC order (of the kinds in [`OBJECT_KINDS`]);
@@ -296,6 +309,11 @@ struct EntryBuilder {
     namespace: Vec<u8>,
     /// Length of copyStmt; None when NULL.
     copy_len: Option<u64>,
+    /// Whether tableam is set (archives from 1.14): ordinary tables have one, partitioned
+    /// tables none.
+    has_table_am: bool,
+    /// relkind (archives from 1.16), e.g. `b'r'`.
+    relkind: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,6 +445,7 @@ impl ArchiveScanner {
             failed: None,
             collect_objects: false,
             objects: Vec::new(),
+            defined_tables: Vec::new(),
         }
     }
 
@@ -466,6 +485,20 @@ impl ArchiveScanner {
                 what: missing.describe(),
             });
         }
+        let with_data: HashSet<(&str, &str)> = self
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Table { schema, table } => Some((schema.as_str(), table.as_str())),
+                _ => None,
+            })
+            .collect();
+        let schema_only_tables = self
+            .defined_tables
+            .iter()
+            .filter(|t| !with_data.contains(&(t.schema.as_str(), t.table.as_str())))
+            .cloned()
+            .collect();
         let tables = self
             .entries
             .into_iter()
@@ -484,6 +517,7 @@ impl ArchiveScanner {
             dump_version: self.dump_version,
             database: self.database,
             tables,
+            schema_only_tables,
             large_objects: self.large_objects,
             objects: self.objects,
         })
@@ -821,6 +855,7 @@ impl ArchiveScanner {
                     }
                     TocField::DumpId => self.entry.dump_id = value,
                     TocField::HadDumper => self.entry.had_dumper = value != 0,
+                    TocField::RelKind => self.entry.relkind = Some(value),
                     _ => {}
                 }
             }
@@ -844,9 +879,9 @@ impl ArchiveScanner {
                 return Ok(true);
             }
             _ => {
-                // Names matter only for entries with data; everything else is skipped unread.
-                let keep = (self.entry.had_dumper || self.collect_objects)
-                    && matches!(field, TocField::Tag | TocField::Desc | TocField::Namespace);
+                // Names are kept (entries with data and table definitions need them);
+                // everything else is skipped unread.
+                let keep = matches!(field, TocField::Tag | TocField::Desc | TocField::Namespace);
                 let Some(s) = self.read_str(input, keep)? else {
                     return Ok(false);
                 };
@@ -855,6 +890,7 @@ impl ArchiveScanner {
                     (TocField::Desc, Str::Kept(v)) => self.entry.desc = v,
                     (TocField::Namespace, Str::Kept(v)) => self.entry.namespace = v,
                     (TocField::CopyStmt, Str::Skipped(len)) => self.entry.copy_len = Some(len),
+                    (TocField::TableAm, Str::Skipped(_)) => self.entry.has_table_am = true,
                     _ => {}
                 }
             }
@@ -875,6 +911,12 @@ impl ArchiveScanner {
                     name: String::from_utf8_lossy(&entry.tag).into_owned(),
                 });
             }
+        }
+        if entry.desc == b"TABLE" && self.is_ordinary_table(&entry) {
+            self.defined_tables.push(TableName {
+                schema: String::from_utf8_lossy(&entry.namespace).into_owned(),
+                table: String::from_utf8_lossy(&entry.tag).into_owned(),
+            });
         }
         if entry.had_dumper && has_offset {
             let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
@@ -906,6 +948,19 @@ impl ArchiveScanner {
         }
         self.start_toc_entry();
         Ok(())
+    }
+
+    /// Whether a TABLE entry is an ordinary table (one that has rows of its own), as far as
+    /// the archive version tells: relkind `r` (1.16), a table access method (1.14, 1.15),
+    /// else assumed.
+    fn is_ordinary_table(&self, entry: &EntryBuilder) -> bool {
+        if let Some(relkind) = entry.relkind {
+            return relkind == i64::from(b'r');
+        }
+        if self.minor >= 14 {
+            return entry.has_table_am;
+        }
+        true
     }
 
     fn start_block(&mut self, block_type: u8, id: i64) -> Result<(), ArchiveScanError> {
@@ -1308,6 +1363,10 @@ mod tests {
         tag: &'a str,
         copy: Option<&'a str>,
         has_data: bool,
+        /// tableam (1.14 on): `heap` for ordinary tables, NULL for partitioned ones.
+        table_am: Option<&'a str>,
+        /// relkind (1.16 on).
+        relkind: u8,
     }
 
     fn table<'a>(id: i64, schema: &'a str, tag: &'a str) -> Entry<'a> {
@@ -1318,6 +1377,22 @@ mod tests {
             tag,
             copy: Some("COPY x FROM stdin;\n"),
             has_data: true,
+            table_am: Some("heap"),
+            relkind: b'r',
+        }
+    }
+
+    /// A TABLE entry (a definition, no data) of relkind `r` or `p`, as pg_dump writes it.
+    fn table_def<'a>(id: i64, schema: &'a str, tag: &'a str, relkind: u8) -> Entry<'a> {
+        Entry {
+            id,
+            desc: "TABLE",
+            schema: Some(schema),
+            tag,
+            copy: None,
+            has_data: false,
+            table_am: (relkind == b'r').then_some("heap"),
+            relkind,
         }
     }
 
@@ -1329,6 +1404,8 @@ mod tests {
             tag: "thing",
             copy: None,
             has_data: false,
+            table_am: None,
+            relkind: 0,
         }
     }
 
@@ -1340,6 +1417,8 @@ mod tests {
             tag: "BLOBS",
             copy: None,
             has_data: true,
+            table_am: None,
+            relkind: 0,
         }
     }
 
@@ -1403,10 +1482,10 @@ mod tests {
                 self.str(e.schema);
                 self.str(Some(""));
                 if self.minor >= 14 {
-                    self.str(Some("heap"));
+                    self.str(e.table_am);
                 }
                 if self.minor >= 16 {
-                    self.int(i64::from(b'r'));
+                    self.int(i64::from(e.relkind));
                 }
                 self.str(Some("postgres"));
                 self.str(Some("false"));
@@ -1506,6 +1585,49 @@ mod tests {
             );
             assert_eq!(summary.large_objects, 3, "1.{minor}");
         }
+    }
+
+    #[test]
+    fn tables_defined_without_data_are_listed_but_partitioned_ones_are_not() {
+        for minor in MIN_MINOR..=MAX_MINOR {
+            let entries = [
+                table_def(1, "public", "a", b'r'),
+                table_def(2, "public", "sessions", b'r'),
+                table_def(3, "public", "events", b'p'),
+                table_def(4, "s p", "Big \"One\"", b'r'),
+                table(10, "public", "a"),
+            ];
+            let archive = Synth::new(minor)
+                .toc(&entries)
+                .data(10, &[b"1\n", END])
+                .bytes;
+            let summary = scan(&archive).unwrap_or_else(|e| panic!("1.{minor}: {e}"));
+            let names: Vec<String> = summary
+                .schema_only_tables
+                .iter()
+                .map(|t| format!("{}.{}", t.schema, t.table))
+                .collect();
+            // Before 1.14 the archive cannot tell a partitioned table from an ordinary one.
+            let expected: &[&str] = if minor >= 14 {
+                &["public.sessions", "s p.Big \"One\""]
+            } else {
+                &["public.sessions", "public.events", "s p.Big \"One\""]
+            };
+            assert_eq!(names, expected, "1.{minor}");
+            assert_eq!(summary.tables.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_real_archive_with_a_partitioned_table_has_no_schema_only_tables() {
+        // The pg_dump 15 fixture defines sales.events PARTITION BY RANGE, which has no data of
+        // its own: it is not a table whose data was left out.
+        let summary = scan(SAMPLE).unwrap();
+        assert!(
+            summary.schema_only_tables.is_empty(),
+            "{:?}",
+            summary.schema_only_tables
+        );
     }
 
     #[test]

@@ -356,6 +356,108 @@ fn pre_restore_copies_do_not_take_slots_and_the_newest_verified_may_be_one() {
     );
 }
 
+fn labelled(mut r: BackupRecord, labels: &[(&str, &str)]) -> BackupRecord {
+    r.labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    r
+}
+
+fn selectors(items: &[&str]) -> Vec<LabelSelector> {
+    items.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn labelled_backups_are_kept_with_the_label_as_reason() {
+    use BackupKind::*;
+    use BackupStatus::*;
+    let mut h = History::of(&[
+        ("d01", "2026-11-24 02:00", Completed, Scheduled),
+        ("d02", "2026-11-23 14:00", Completed, PreMigration),
+        ("d03", "2026-11-23 02:00", Completed, Scheduled),
+        ("d04", "2026-11-10 02:00", Verified, Manual),
+        ("d05", "2026-10-01 02:00", VerificationFailed, PreMigration),
+        ("d06", "2026-09-01 02:00", Completed, PreRestore),
+        ("d07", "2026-08-01 02:00", Completed, Scheduled),
+        ("d08", "2026-07-01 02:00", Failed, PreMigration),
+        ("d09", "2026-06-01 02:00", Completed, Scheduled),
+    ]);
+    let labels: &[(&str, &[(&str, &str)])] = &[
+        ("d02", &[("release", "v2"), ("ticket", "OPS-1")]),
+        ("d03", &[("release", "v1")]),
+        ("d05", &[("release", "v2")]),
+        ("d06", &[("pinned", "")]),
+        ("d07", &[("release", "v1"), ("pinned", "yes")]),
+        ("d08", &[("pinned", "")]),
+        ("d09", &[("team", "ops")]),
+    ];
+    for (name, l) in labels {
+        let i = h.names.iter().position(|n| n == name).unwrap();
+        h.records[i] = labelled(h.records[i].clone(), l);
+    }
+    let now = at("2026-11-25 00:00");
+    let without = policy(|p| p.keep_last = 1);
+    let with = policy(|p| {
+        p.keep_last = 1;
+        p.keep_labels = selectors(&["release=v2", "pinned"]);
+    });
+    let text = |p: &RetentionPolicy| -> Vec<String> {
+        h.decide(p, now)
+            .iter()
+            .map(|(n, d)| format!("{n} {d}"))
+            .collect()
+    };
+    assert_eq!(
+        text(&without),
+        vec![
+            "d01 kept: last (1 of 1)",
+            "d02 removed: outside policy",
+            "d03 removed: outside policy",
+            "d04 kept: newest verified",
+            "d05 removed: failed verification, older than 30d",
+            "d06 removed: pre-restore copy older than 30d",
+            "d07 removed: outside policy",
+            "d08 kept: failed run, kept as history (it has no object)",
+            "d09 removed: outside policy",
+        ]
+    );
+    assert_eq!(
+        text(&with),
+        vec![
+            "d01 kept: last (1 of 1)",
+            "d02 kept: label release=v2",
+            // release=v1 is not kept.
+            "d03 removed: outside policy",
+            "d04 kept: newest verified",
+            // Any stored backup of any kind and status carrying the label.
+            "d05 kept: label release=v2",
+            "d06 kept: label pinned",
+            "d07 kept: label pinned",
+            // A failed run has no object: its reason stays.
+            "d08 kept: failed run, kept as history (it has no object)",
+            "d09 removed: outside policy",
+        ]
+    );
+    assert_eq!(
+        with.to_string(),
+        "keep last 1, label release=v2, label pinned; pre-restore copies 30d, failed verifications 30d"
+    );
+    // Labels alone are not a policy.
+    let only_labels = policy(|p| p.keep_labels = selectors(&["pinned"]));
+    assert_eq!(only_labels.validate(), Err(PolicyError::Empty));
+    // A label kept by another rule too shows both reasons.
+    let both = policy(|p| {
+        p.keep_last = 2;
+        p.keep_labels = selectors(&["release"]);
+    });
+    let d02 = h.decide(&both, now).into_iter().find(|(n, _)| *n == "d02");
+    assert_eq!(
+        d02.unwrap().1.to_string(),
+        "kept: last (2 of 2), label release"
+    );
+}
+
 #[test]
 fn an_empty_policy_is_refused() {
     let h = h1();
@@ -456,6 +558,7 @@ fn arb_kind() -> impl Strategy<Value = BackupKind> {
         BackupKind::Scheduled,
         BackupKind::Manual,
         BackupKind::PreRestore,
+        BackupKind::PreMigration,
     ])
 }
 
@@ -513,12 +616,44 @@ fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
                 keep_within: within.and_then(Span::from_seconds),
                 pre_restore_keep_within: Span::from_seconds(pre).unwrap(),
                 verification_failed_keep_within: Span::from_seconds(vf).unwrap(),
+                keep_labels: Vec::new(),
             };
             if p.validate().is_err() {
                 p.keep_last = 1;
             }
             p
         })
+}
+
+/// A random history whose records carry random labels from a small set, so selectors match
+/// some and miss others.
+fn arb_labelled_history() -> impl Strategy<Value = (Vec<BackupRecord>, DateTime<Utc>)> {
+    let label = prop::sample::select(vec![
+        None,
+        Some(("release", "v1")),
+        Some(("release", "v2")),
+        Some(("pinned", "")),
+        Some(("team", "ops")),
+    ]);
+    (arb_history(), prop::collection::vec(label, 60)).prop_map(|((records, now), labels)| {
+        let records = records
+            .into_iter()
+            .zip(labels)
+            .map(|(r, l)| match l {
+                Some(pair) => labelled(r, &[pair]),
+                None => r,
+            })
+            .collect();
+        (records, now)
+    })
+}
+
+fn arb_selectors() -> impl Strategy<Value = Vec<LabelSelector>> {
+    prop::collection::vec(
+        prop::sample::select(vec!["release", "release=v2", "pinned", "absent=x"]),
+        1..3,
+    )
+    .prop_map(|items| selectors(&items))
 }
 
 fn newest_verified(records: &[BackupRecord]) -> BTreeSet<BackupId> {
@@ -574,6 +709,38 @@ proptest! {
         let again = apply(&policy, &survivors, now).unwrap();
         prop_assert_eq!(again.len(), survivors.len());
         for d in &again {
+            prop_assert!(d.keeps(), "second prune removed {}: {}", d.id, d);
+        }
+    }
+
+    #[test]
+    fn labelled_backups_are_never_removed_and_other_decisions_do_not_change(
+        (records, now) in arb_labelled_history(),
+        policy in arb_policy(),
+        keep_labels in arb_selectors(),
+    ) {
+        let plain = apply(&policy, &records, now).unwrap();
+        let with = RetentionPolicy { keep_labels: keep_labels.clone(), ..policy.clone() };
+        let labelled = apply(&with, &records, now).unwrap();
+        prop_assert_eq!(plain.len(), labelled.len());
+        for (p, l) in plain.iter().zip(&labelled) {
+            prop_assert_eq!(&p.id, &l.id);
+            let record = records.iter().find(|r| r.id == l.id).unwrap();
+            let carries = keep_labels.iter().any(|s| s.matches(&record.labels));
+            if carries && record.status.has_object() {
+                // Never in the delete set, and the plan says why.
+                prop_assert!(l.keeps(), "{} labelled {:?} removed: {}", l.id, record.labels, l);
+                prop_assert!(l.reasons.iter().any(|r| matches!(r, Reason::Label(_))), "{}", l);
+            } else {
+                // Everything else is decided exactly as without the label rule.
+                prop_assert_eq!(p, l);
+            }
+        }
+        // Pruning the survivors with the same policy removes nothing more.
+        let kept: BTreeSet<_> = labelled.iter().filter(|d| d.keeps()).map(|d| d.id.clone()).collect();
+        let survivors: Vec<BackupRecord> =
+            records.iter().filter(|r| kept.contains(&r.id)).cloned().collect();
+        for d in apply(&with, &survivors, now).unwrap() {
             prop_assert!(d.keeps(), "second prune removed {}: {}", d.id, d);
         }
     }
