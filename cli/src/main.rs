@@ -229,6 +229,22 @@ enum Command {
         #[arg(long, hide = true, value_parser = parse_time, requires = "dry_run")]
         now: Option<DateTime<Utc>>,
     },
+    /// Delete one backup: its object and manifest are removed, its record stays as `deleted`
+    /// history, and the audit trail names who did it. Refused (exit 8, nothing changed, the
+    /// message starts with `refused: REASON:`) for the newest verified backup of a database
+    /// (newest_verified), a backup in progress (in_progress) and an object under S3 Object
+    /// Lock (object_locked).
+    Delete {
+        /// Backup id (from `pgkeep list`).
+        id: String,
+        /// Who is deleting, for the audit trail [default: $USER].
+        #[arg(long, env = "PGKEEP_ACTOR")]
+        actor: Option<String>,
+        /// The deleted record as JSON on stdout; a refusal prints {"id", "deleted": false,
+        /// "reason", "error"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the original pg_dump archive (decrypted, decompressed, authenticated) to stdout
     /// or a file, e.g. `pgkeep cat ID | pg_restore -d newdb`.
     Cat {
@@ -589,6 +605,11 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             };
             prune(&services, &request, *dry_run, *json).await
         }
+        Command::Delete { id, actor, json } => {
+            let id = parse_id(id)?;
+            let services = open(&cli, matches, KeyUse::None).await?;
+            delete(&services, &id, &actor_name(actor.as_deref()), *json).await
+        }
         Command::Cat { id, output } => {
             let id = parse_id(id)?;
             if output.is_none() && std::io::stdout().is_terminal() {
@@ -885,6 +906,38 @@ async fn prune(
         output::print_prune_report(&report);
     }
     Ok(0)
+}
+
+async fn delete(
+    services: &Services,
+    id: &BackupId,
+    actor: &str,
+    json: bool,
+) -> Result<u8, Failure> {
+    match ops::delete::delete(services, id, actor).await {
+        Ok(record) => {
+            if json {
+                output::print_json(&record);
+            } else {
+                println!(
+                    "deleted backup {} of {:?}: object and manifest removed, the record stays as history",
+                    record.id, record.database
+                );
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if let (true, ops::Error::DeleteRefused { reason, .. }) = (json, &e) {
+                output::print_json(&serde_json::json!({
+                    "id": id,
+                    "deleted": false,
+                    "reason": reason,
+                    "error": e.to_string(),
+                }));
+            }
+            Err(e.into())
+        }
+    }
 }
 
 async fn cat(

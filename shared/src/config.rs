@@ -16,6 +16,7 @@
 //! | `PGKEEP_KEEP_LAST`, `PGKEEP_KEEP_HOURLY`, `PGKEEP_KEEP_DAILY`, `PGKEEP_KEEP_WEEKLY`, `PGKEEP_KEEP_MONTHLY`, `PGKEEP_KEEP_YEARLY` | prune: retention counts, as the CLI's `--keep-*` |
 //! | `PGKEEP_KEEP_WITHIN` | prune: keep everything within this span of the newest backup (`30d`) |
 //! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |
+//! | `PGKEEP_DOWNLOAD_URL_TTL` | status API: how long a `GET /backups/{id}/download` URL works (`15m`, at most `7d`) |
 //!
 //! Only the functions' crates and this module read the environment; everything below takes a
 //! [`LambdaSettings`].
@@ -26,6 +27,7 @@ use serde::Deserialize;
 
 use crate::alert::webhook::WebhookUrl;
 use crate::backends::{BackendConfig, ConfigError};
+use crate::ops::download::{DEFAULT_DOWNLOAD_TTL, MAX_DOWNLOAD_TTL};
 use crate::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
 use crate::ops::reaper::DEFAULT_ABANDON_AFTER;
 use crate::retention::{RetentionPolicy, Span};
@@ -64,6 +66,8 @@ pub struct LambdaSettings {
     pub retention: RetentionPolicy,
     /// In-progress runs older than this are abandoned.
     pub abandon_after: Span,
+    /// How long a download URL of the status API works.
+    pub download_ttl: Span,
 }
 
 /// Where alerts are sent, besides the log.
@@ -108,6 +112,19 @@ fn retention(get: &impl Fn(&str) -> Option<String>) -> Result<RetentionPolicy, C
         keep_within: span(get, "PGKEEP_KEEP_WITHIN")?,
         ..RetentionPolicy::default()
     })
+}
+
+/// `PGKEEP_DOWNLOAD_URL_TTL`: 15 minutes unless set; SigV4 allows at most 7 days.
+fn download_ttl(get: &impl Fn(&str) -> Option<String>) -> Result<Span, ConfigError> {
+    let name = "PGKEEP_DOWNLOAD_URL_TTL";
+    match span(get, name)? {
+        None => Ok(DEFAULT_DOWNLOAD_TTL),
+        Some(ttl) if ttl > MAX_DOWNLOAD_TTL => Err(invalid(
+            name,
+            format!("{ttl} is longer than the 7 days a presigned URL can be valid"),
+        )),
+        Some(ttl) => Ok(ttl),
+    }
 }
 
 fn required(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, ConfigError> {
@@ -161,6 +178,7 @@ impl LambdaSettings {
             },
             retention: retention(&get)?,
             abandon_after: span(&get, "PGKEEP_ABANDON_AFTER")?.unwrap_or(DEFAULT_ABANDON_AFTER),
+            download_ttl: download_ttl(&get)?,
         })
     }
 
@@ -226,6 +244,7 @@ mod tests {
         assert_eq!(s.alerts, AlertSettings::default());
         assert!(s.retention.validate().is_err(), "no policy unless set");
         assert_eq!(s.abandon_after, DEFAULT_ABANDON_AFTER);
+        assert_eq!(s.download_ttl, Span::minutes(15));
         assert!(!s.uses_aws());
 
         let mut all = base.to_vec();
@@ -245,6 +264,7 @@ mod tests {
             ("PGKEEP_KEEP_LAST", ""),
             ("PGKEEP_KEEP_WITHIN", "2d"),
             ("PGKEEP_ABANDON_AFTER", "45m"),
+            ("PGKEEP_DOWNLOAD_URL_TTL", "5m"),
         ]);
         let s = LambdaSettings::from_lookup(lookup(&all)).unwrap();
         assert_eq!(s.verify_function.as_deref(), Some("pgkeep-verify"));
@@ -271,6 +291,7 @@ mod tests {
         );
         assert_eq!(s.retention.keep_within, Some(Span::days(2)));
         assert_eq!(s.abandon_after, Span::minutes(45));
+        assert_eq!(s.download_ttl, Span::minutes(5));
         assert!(s.uses_aws());
     }
 
@@ -289,6 +310,8 @@ mod tests {
             ("PGKEEP_KEEP_HOURLY", "-1"),
             ("PGKEEP_KEEP_WITHIN", "1 month"),
             ("PGKEEP_ABANDON_AFTER", "0s"),
+            ("PGKEEP_DOWNLOAD_URL_TTL", "8d"),
+            ("PGKEEP_DOWNLOAD_URL_TTL", "soon"),
             (
                 "PGKEEP_ALERT_WEBHOOK_URL",
                 "hooks.slack.com/services/T/B/tok",
