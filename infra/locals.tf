@@ -50,6 +50,7 @@ locals {
     PGKEEP_KEY                = "kms://${aws_kms_key.pgkeep.arn}"
     PGKEEP_DATABASES          = local.databases_json
     PGKEEP_MAX_AGE            = var.max_age
+    PGKEEP_DOWNLOAD_URL_TTL   = var.download_url_ttl
     PGKEEP_ADMIN_GROUP        = var.admin_group
     PGKEEP_DUMP_FUNCTION      = local.function_names["dump"]
     PGKEEP_VERIFY_FUNCTION    = local.function_names["verify"]

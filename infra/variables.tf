@@ -114,6 +114,17 @@ variable "max_age" {
   }
 }
 
+variable "download_url_ttl" {
+  description = "How long a download URL from the status API (GET /backups/{id}/download) works (PGKEEP_DOWNLOAD_URL_TTL), e.g. 15m; at most 7d, and never past the status function's role session."
+  type        = string
+  default     = "15m"
+
+  validation {
+    condition     = can(regex("^([0-9]+[wdhms])+$", var.download_url_ttl))
+    error_message = "download_url_ttl is a span such as 15m, 1h or 90s (units w, d, h, m, s)."
+  }
+}
+
 variable "abandon_after" {
   description = "An in-progress backup older than this is abandoned by the reaper (PGKEEP_ABANDON_AFTER); keep it above the dump function's 15-minute timeout."
   type        = string

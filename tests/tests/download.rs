@@ -14,7 +14,7 @@ use pgkeep::ops::health::HealthPolicy;
 use pgkeep::retention::Span;
 use pgkeep::store::s3::S3Options;
 use pgkeep_tests::aws::Moto;
-use pgkeep_tests::cli::Pgkeep;
+use pgkeep_tests::cli::{counts_by_name, record_counts, Pgkeep};
 use pgkeep_tests::{unique_name, PgCluster};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -129,6 +129,10 @@ fn a_presigned_download_returns_exactly_the_stored_object_with_what_decrypting_n
         record["sha256"].as_str().unwrap()
     );
 
+    // From the download to a running database, as docs/OPERATIONS.md does it: unwrap the data
+    // key with KMS and the returned context, decrypt with docs/pgkeep_decrypt.py, pg_restore.
+    restore_download(&moto, &cluster, &pgkeep, body, &bytes);
+
     // Unknown ids are 404; a backup without an object is 409.
     let unknown = BackupId::generate(now);
     let res = moto
@@ -176,4 +180,97 @@ fn a_presigned_download_returns_exactly_the_stored_object_with_what_decrypting_n
         format_time(long_ago + chrono::Duration::seconds(1))
     );
     assert!(old.expires_at < Utc::now());
+}
+
+/// The Python with `cryptography` and `zstandard` that scripts/test prepares.
+fn python() -> Option<String> {
+    match std::env::var("PGKEEP_TEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("PGKEEP_TEST_PYTHON is not set: run the tests through scripts/test")
+        }
+        Err(_) => {
+            eprintln!(
+                "skipped the decryption: PGKEEP_TEST_PYTHON is not set (scripts/test sets it)"
+            );
+            None
+        }
+    }
+}
+
+/// Decrypts a downloaded object with only what the download response says (and KMS), restores
+/// it into a new database and compares its tables with the backup's row counts.
+fn restore_download(
+    moto: &Moto,
+    cluster: &PgCluster,
+    pgkeep: &Pgkeep,
+    body: &Value,
+    object: &[u8],
+) {
+    use base64::Engine;
+    let Some(python) = python() else { return };
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(body["wrapped_key"].as_str().unwrap())
+        .unwrap();
+    let context: std::collections::HashMap<String, String> =
+        serde_json::from_value(body["encryption_context"].clone()).unwrap();
+    let data_key = moto.runtime.block_on(async {
+        aws_sdk_kms::Client::new(&moto.config)
+            .decrypt()
+            .key_id(body["key_id"].as_str().unwrap())
+            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(wrapped))
+            .set_encryption_context(Some(context))
+            .send()
+            .await
+            .expect("kms decrypt with the returned context")
+            .plaintext
+            .expect("plaintext")
+            .into_inner()
+    });
+    let dir = pgkeep.dir.path();
+    let object_file = dir.join("downloaded.pgkeep");
+    let key_file = dir.join("data.key");
+    std::fs::write(&object_file, object).unwrap();
+    std::fs::write(&key_file, data_key).unwrap();
+    let reader = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/pgkeep_decrypt.py");
+    let archive = std::process::Command::new(python)
+        .arg(reader)
+        .arg("--data-key-file")
+        .arg(&key_file)
+        .arg(&object_file)
+        .output()
+        .unwrap();
+    assert!(
+        archive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let id = body["id"].as_str().unwrap();
+    let by_pgkeep = pgkeep.command().args(["cat", id]).output().unwrap();
+    assert!(by_pgkeep.status.success());
+    assert!(
+        archive.stdout == by_pgkeep.stdout,
+        "the download decrypts to what pgkeep cat gives"
+    );
+
+    let archive_file = dir.join("downloaded.dump");
+    std::fs::write(&archive_file, &archive.stdout).unwrap();
+    let target = unique_name("from_download");
+    cluster.create_database(&target).unwrap();
+    let restored = cluster
+        .command("pg_restore")
+        .args(["--no-owner", "--exit-on-error", "--dbname", &target])
+        .arg(&archive_file)
+        .output()
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let record = pgkeep.show(id);
+    assert_eq!(
+        counts_by_name(cluster, &target).unwrap(),
+        record_counts(&record)
+    );
 }
