@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pgkeep::backends::{
-    database_target, AwsSettings, BackendConfig, CatalogUrl, KeyUrl, KeyUse, RepoUrl, Services,
+    AwsSettings, BackendConfig, CatalogUrl, DatabaseAuth, KeyUrl, KeyUse, RepoUrl, Services,
 };
 use pgkeep::catalog::{CatalogError, ListQuery};
 use pgkeep::model::{BackupId, BackupKind, BackupStatus, Compression};
@@ -90,6 +90,22 @@ struct Cli {
         value_name = "ARN"
     )]
     database_secret_arn: Option<String>,
+
+    /// Authenticate to the --database-url server with RDS IAM: a fresh auth token per
+    /// connection, signed with your AWS identity, instead of a password, over TLS. The URL
+    /// gives user, host, port and database, and no password.
+    #[arg(long, env = "PGKEEP_DATABASE_IAM_AUTH", global = true)]
+    database_iam_auth: bool,
+
+    /// With --database-iam-auth: CA bundle (PEM, e.g. the RDS global bundle) the server is
+    /// verified against (sslmode verify-full) [default: encrypted, not verified (require)].
+    #[arg(
+        long,
+        env = "PGKEEP_DATABASE_SSL_ROOT_CERT",
+        global = true,
+        value_name = "PEM"
+    )]
+    database_ssl_root_cert: Option<PathBuf>,
 
     /// Send every AWS call to this endpoint (a local emulator such as moto).
     #[arg(long, env = "PGKEEP_AWS_ENDPOINT", global = true, value_name = "URL")]
@@ -479,6 +495,14 @@ async fn open(cli: &Cli, matches: &ArgMatches, key_use: KeyUse) -> Result<Servic
     Ok(open_aws(cli, matches, key_use, false).await?.0)
 }
 
+/// How to authenticate to the --database-url server.
+fn database_auth(cli: &Cli) -> Result<DatabaseAuth, Failure> {
+    Ok(
+        DatabaseAuth::new(cli.database_iam_auth, cli.database_ssl_root_cert.clone())
+            .map_err(ops::Error::from)?,
+    )
+}
+
 fn parse_id(id: &str) -> Result<BackupId, Failure> {
     id.parse()
         .map_err(|e: pgkeep::model::InvalidBackupId| usage(e.to_string()))
@@ -498,15 +522,27 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                     "no database to back up: set PGKEEP_DATABASE_URL (or --database-url) or PGKEEP_DATABASE_SECRET_ARN",
                 ));
             }
+            let auth = database_auth(&cli)?;
+            if auth.iam && secret.is_some() {
+                return Err(usage(
+                    "--database-iam-auth (PGKEEP_DATABASE_IAM_AUTH) and a database secret (PGKEEP_DATABASE_SECRET_ARN) exclude each other: the IAM token replaces the password; give --database-url postgresql://USER@HOST:PORT/DATABASE",
+                ));
+            }
             if let Some(url) = cli.database_url.as_deref() {
                 // Refuse a malformed URL before touching any backend.
-                let target = PgTarget::parse(url).map_err(ops::Error::from)?;
+                let target = if auth.iam {
+                    DatabaseAuth::check_iam_url("--database-url", url).map_err(ops::Error::from)?
+                } else {
+                    PgTarget::parse(url).map_err(ops::Error::from)?
+                };
                 if target.has_password() && from_command_line(matches, "database_url") {
                     tracing::warn!("the database password is on the command line, where other users can see it; use PGKEEP_DATABASE_URL or ~/.pgpass");
                 }
             }
-            let (services, aws) = open_aws(&cli, matches, KeyUse::Write, secret.is_some()).await?;
-            let target = database_target(cli.database_url.as_deref(), secret, aws.as_ref())
+            let (services, aws) =
+                open_aws(&cli, matches, KeyUse::Write, secret.is_some() || auth.iam).await?;
+            let target = auth
+                .target(cli.database_url.as_deref(), secret, aws.as_ref())
                 .await
                 .map_err(ops::Error::from)?;
             let options = BackupOptions {
@@ -641,7 +677,17 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             if scratch.has_password() && from_command_line {
                 tracing::warn!("the scratch server's password is on the command line, where other users can see it; use PGKEEP_SCRATCH_URL or ~/.pgpass");
             }
-            let services = open(&cli, matches, KeyUse::Read).await?;
+            // IAM authentication is the --database-url server's; a scratch URL has its own.
+            let auth = database_auth(&cli)?;
+            let iam = auth.iam && scratch_url.is_none();
+            let (services, aws) = open_aws(&cli, matches, KeyUse::Read, iam).await?;
+            let scratch = match (iam, &aws) {
+                (true, Some(aws)) => auth
+                    .iam_target("--database-url", url, aws)
+                    .await
+                    .map_err(ops::Error::from)?,
+                _ => scratch,
+            };
             let mut request = VerifyRequest::new(scratch, id);
             request.pg_bin = cli.pg_bin.clone();
             request.actor = actor_name(actor.as_deref());
@@ -663,7 +709,12 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             let url = cli.database_url.as_deref().ok_or_else(|| {
                 usage("no server to restore on: set PGKEEP_DATABASE_URL or pass --database-url (its database is used only to connect)")
             })?;
-            let server = PgTarget::parse(url).map_err(ops::Error::from)?;
+            let auth = database_auth(&cli)?;
+            let server = if auth.iam {
+                DatabaseAuth::check_iam_url("--database-url", url).map_err(ops::Error::from)?
+            } else {
+                PgTarget::parse(url).map_err(ops::Error::from)?
+            };
             if server.has_password()
                 && matches.value_source("database_url") == Some(ValueSource::CommandLine)
             {
@@ -675,7 +726,14 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             } else {
                 KeyUse::Read
             };
-            let services = open(&cli, matches, key_use).await?;
+            let (services, aws) = open_aws(&cli, matches, key_use, auth.iam).await?;
+            let server = match (auth.iam, &aws) {
+                (true, Some(aws)) => auth
+                    .iam_target("--database-url", url, aws)
+                    .await
+                    .map_err(ops::Error::from)?,
+                _ => server,
+            };
             let mut request = RestoreRequest::new(id, server, target_db.clone());
             request.overwrite = *overwrite;
             request.confirm = confirm.clone();

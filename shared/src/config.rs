@@ -6,6 +6,8 @@
 //! |---|---|
 //! | `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_*` | backends, see [`BackendConfig::from_vars`] |
 //! | `PGKEEP_DATABASES` | JSON: database name → `{"secret_arn": "…"}` or `{"url": "postgresql://…"}` |
+//! | `PGKEEP_DATABASE_IAM_AUTH` | `true`: reach every database with RDS IAM tokens over TLS; each must be a `url` with user, host, port and database, no password (default `false`) |
+//! | `PGKEEP_DATABASE_SSL_ROOT_CERT` | with IAM authentication: CA bundle (PEM) to verify the servers against (`verify-full`); unset: TLS without verification (`require`) |
 //! | `PGKEEP_MAX_AGE` | newest good backup may be this old before health turns red (`25h`) |
 //! | `PGKEEP_ADMIN_GROUP` | JWT group allowed to use the status API (`admin`) |
 //! | `PGKEEP_DUMP_FUNCTION` | name of the dump function the status API invokes |
@@ -26,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::alert::webhook::WebhookUrl;
-use crate::backends::{BackendConfig, ConfigError};
+use crate::backends::{BackendConfig, ConfigError, DatabaseAuth};
 use crate::ops::download::{DEFAULT_DOWNLOAD_TTL, MAX_DOWNLOAD_TTL};
 use crate::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
 use crate::ops::reaper::DEFAULT_ABANDON_AFTER;
@@ -49,6 +51,8 @@ pub struct LambdaSettings {
     pub backends: BackendConfig,
     /// The databases this deployment backs up.
     pub databases: BTreeMap<String, DatabaseSource>,
+    /// How the functions authenticate to them.
+    pub database_auth: DatabaseAuth,
     /// What "healthy" means.
     pub health: HealthPolicy,
     /// JWT group of administrators.
@@ -155,6 +159,22 @@ impl LambdaSettings {
                 "PGKEEP_DATABASES names no database".into(),
             ));
         }
+        let database_auth = DatabaseAuth::from_vars(get)?;
+        if database_auth.iam {
+            for (name, source) in &databases {
+                let what = format!("PGKEEP_DATABASES[{name:?}]");
+                match source {
+                    DatabaseSource::Url(url) => {
+                        DatabaseAuth::check_iam_url(&what, url)?;
+                    }
+                    DatabaseSource::SecretArn(_) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{what}: PGKEEP_DATABASE_IAM_AUTH=true and a secret_arn exclude each other (the IAM token replaces the password); give {{\"url\": \"postgresql://USER@HOST:PORT/DATABASE\"}}"
+                        )))
+                    }
+                }
+            }
+        }
         let max_age = match get("PGKEEP_MAX_AGE") {
             Some(text) => text
                 .parse::<Span>()
@@ -167,6 +187,7 @@ impl LambdaSettings {
         Ok(LambdaSettings {
             backends,
             databases,
+            database_auth,
             health: HealthPolicy { max_age },
             admin_group: get("PGKEEP_ADMIN_GROUP").unwrap_or_else(|| "admin".into()),
             dump_function: get("PGKEEP_DUMP_FUNCTION"),
@@ -186,6 +207,7 @@ impl LambdaSettings {
     /// alert topic, another function), so the AWS configuration must be loaded.
     pub fn uses_aws(&self) -> bool {
         self.backends.uses_aws()
+            || self.database_auth.iam
             || self
                 .databases
                 .values()
@@ -324,6 +346,90 @@ mod tests {
                 .to_string();
             assert!(err.contains(name), "{err}");
             assert!(!err.contains("tok"), "{err}");
+        }
+    }
+
+    #[test]
+    fn iam_authentication_needs_complete_urls_and_excludes_passwords_and_secrets() {
+        let with = |databases: &str, extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![
+                ("PGKEEP_REPO", "/var/repo"),
+                ("PGKEEP_KEY", "/etc/pgkeep.key"),
+                ("PGKEEP_DATABASES", databases),
+                ("PGKEEP_DATABASE_IAM_AUTH", "true"),
+            ];
+            vars.extend_from_slice(extra);
+            let map: BTreeMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            LambdaSettings::from_lookup(move |k| map.get(k).cloned())
+        };
+        let ok = with(
+            r#"{"shop": {"url": "postgresql://pgkeep_backup@shop.abc.eu-west-1.rds.amazonaws.com:5432/shop"}}"#,
+            &[("PGKEEP_DATABASE_SSL_ROOT_CERT", "/opt/rds/global-bundle.pem")],
+        )
+        .unwrap();
+        assert!(ok.database_auth.iam);
+        assert_eq!(
+            ok.database_auth.ssl_root_cert.as_deref(),
+            Some(std::path::Path::new("/opt/rds/global-bundle.pem"))
+        );
+        assert!(ok.uses_aws(), "tokens are signed with the AWS identity");
+
+        for (databases, needle) in [
+            (
+                r#"{"shop": {"secret_arn": "arn:aws:secretsmanager:eu-west-1:1:secret:shop"}}"#,
+                "exclude each other",
+            ),
+            (
+                r#"{"shop": {"url": "postgresql://u:hunter2@h:5432/shop"}}"#,
+                "no password",
+            ),
+            (
+                r#"{"shop": {"url": "postgresql://u@h1,h2:5432/shop"}}"#,
+                "exactly one host",
+            ),
+            (
+                r#"{"shop": {"url": "postgresql://h:5432/shop"}}"#,
+                "the database user",
+            ),
+            (
+                r#"{"shop": {"url": "host=/run/postgresql port=5432 user=u dbname=shop"}}"#,
+                "not a Unix socket",
+            ),
+            (r#"{"shop": {"url": "postgresql://u@h:5432"}}"#, "database"),
+        ] {
+            let err = with(databases, &[]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{databases}: {err}");
+            assert!(err.contains("shop"), "names the database: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        for (name, value, needle) in [
+            ("PGKEEP_DATABASE_IAM_AUTH", "yes", "write true or false"),
+            (
+                "PGKEEP_DATABASE_IAM_AUTH",
+                "false",
+                "used with PGKEEP_DATABASE_IAM_AUTH=true only",
+            ),
+        ] {
+            let map: BTreeMap<String, String> = [
+                ("PGKEEP_REPO", "/var/repo"),
+                ("PGKEEP_KEY", "/etc/pgkeep.key"),
+                (
+                    "PGKEEP_DATABASES",
+                    r#"{"shop": {"url": "postgresql://u@h:5432/shop"}}"#,
+                ),
+                ("PGKEEP_DATABASE_SSL_ROOT_CERT", "/ca.pem"),
+                (name, value),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let err = LambdaSettings::from_lookup(move |k| map.get(k).cloned())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
         }
     }
 
