@@ -27,7 +27,8 @@ SPEC = json.loads((INFRA / "functions.json").read_text())
 FUNCTIONS = SPEC["functions"]
 GROUPS = {k for k in SPEC["permission_groups"] if k != "about"}
 # Groups that are the platform's needs, not calls in pgkeep's code.
-PLATFORM_GROUPS = {"logs", "dlq", "tracing", "key_via_s3", "key_via_sns", "login_cmk"}
+# rds_db: RDS checks rds-db:connect when the token (signed locally, no API call) is presented.
+PLATFORM_GROUPS = {"logs", "dlq", "tracing", "key_via_s3", "key_via_sns", "login_cmk", "rds_db"}
 ENV_NAME = re.compile(r"PGKEEP_[A-Z0-9_]+")
 
 # SDK operation (snake_case method of the Rust SDK client) -> the IAM action it needs.
