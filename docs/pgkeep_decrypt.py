@@ -2,7 +2,12 @@
 """Decrypt a pgkeep backup object without pgkeep, following docs/FORMAT.md.
 
     python3 pgkeep_decrypt.py --key-file pgkeep.key OBJECT.pgkeep > archive.dump
+    python3 pgkeep_decrypt.py --data-key-file data.key OBJECT.pgkeep > archive.dump
     pg_restore --list archive.dump
+
+--key-file is the local master key file; --data-key-file is the backup's own 32-byte data key,
+already unwrapped (for a KMS key: `aws kms decrypt` of the wrapped key with the backup's
+encryption context, see docs/OPERATIONS.md).
 
 Needs the `cryptography` package; zstd objects also need `zstandard` (gzip uses the standard
 library). Streams chunk by chunk, so memory stays at about one chunk. Exits non-zero, and
@@ -57,15 +62,19 @@ def decrypt_chunks(f, on_header):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--key-file", required=True, help="the 32-byte pgkeep key file")
+    keys = parser.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--key-file", help="the 32-byte pgkeep master key file")
+    keys.add_argument("--data-key-file", help="the backup's unwrapped 32-byte data key")
     parser.add_argument("object", help="a .pgkeep object")
     args = parser.parse_args()
-    key = open(args.key_file, "rb").read()
+    key = open(args.key_file or args.data_key_file, "rb").read()
+    if len(key) != 32:
+        raise ValueError(f"a key is 32 bytes, this one is {len(key)}")
     meta_seen = {}
 
     def on_header(meta):
         meta_seen.update(meta)
-        return unwrap_with_key_file(key, meta)
+        return unwrap_with_key_file(key, meta) if args.key_file else key
 
     out = sys.stdout.buffer
     with open(args.object, "rb") as f:

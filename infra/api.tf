@@ -7,6 +7,8 @@ locals {
     "GET /backups",
     "POST /backups",
     "GET /backups/{id}",
+    "DELETE /backups/{id}",
+    "GET /backups/{id}/download",
     "GET /status",
   ]
   jwt = var.jwt_authorizer != null

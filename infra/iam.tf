@@ -13,6 +13,7 @@ locals {
       key_via_sns = [aws_kms_key.pgkeep.arn]
       secrets     = f == "verify" ? concat(local.database_secret_arns, compact([var.scratch_secret_arn])) : local.database_secret_arns
       login_cmk   = var.secrets_kms_key_arns
+      rds_db      = var.rds_iam_db_users
       invoke      = [for target in s.invokes : local.function_arns[target]]
       topic       = [aws_sns_topic.alerts.arn]
       dlq         = [aws_sqs_queue.dlq.arn]
@@ -76,6 +77,17 @@ resource "aws_iam_role_policy" "function" {
   name   = "pgkeep-${each.key}"
   role   = aws_iam_role.function[each.key].id
   policy = data.aws_iam_policy_document.function[each.key].json
+
+  lifecycle {
+    precondition {
+      condition     = !var.database_iam_auth || alltrue([for n, d in var.databases : d.url != null])
+      error_message = "database_iam_auth = true reaches every database with RDS IAM tokens: give each a url (postgresql://USER@HOST:PORT/DB, no password), not a secret_arn."
+    }
+    precondition {
+      condition     = !var.database_iam_auth || length(var.rds_iam_db_users) > 0
+      error_message = "database_iam_auth = true needs rds_iam_db_users: the arn:aws:rds-db:REGION:ACCOUNT:dbuser:DBI-RESOURCE-ID/USER the functions log in as (rds-db:connect)."
+    }
+  }
 }
 
 # Elastic network interfaces in the VPC, for the functions that reach the databases.

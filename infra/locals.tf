@@ -55,7 +55,9 @@ locals {
     PGKEEP_CATALOG            = "dynamodb://${local.table_name}"
     PGKEEP_KEY                = "kms://${aws_kms_key.pgkeep.arn}"
     PGKEEP_DATABASES          = local.databases_json
+    PGKEEP_DATABASE_IAM_AUTH  = tostring(var.database_iam_auth)
     PGKEEP_MAX_AGE            = var.max_age
+    PGKEEP_DOWNLOAD_URL_TTL   = var.download_url_ttl
     PGKEEP_ADMIN_GROUP        = var.admin_group
     PGKEEP_DUMP_FUNCTION      = local.function_names["dump"]
     PGKEEP_VERIFY_FUNCTION    = local.function_names["verify"]

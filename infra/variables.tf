@@ -138,6 +138,17 @@ variable "max_age" {
   }
 }
 
+variable "download_url_ttl" {
+  description = "How long a download URL from the status API (GET /backups/{id}/download) works (PGKEEP_DOWNLOAD_URL_TTL), e.g. 15m; at most 7d, and never past the status function's role session."
+  type        = string
+  default     = "15m"
+
+  validation {
+    condition     = can(regex("^([0-9]+[wdhms])+$", var.download_url_ttl))
+    error_message = "download_url_ttl is a span such as 15m, 1h or 90s (units w, d, h, m, s)."
+  }
+}
+
 variable "abandon_after" {
   description = "An in-progress backup older than this is abandoned by the reaper (PGKEEP_ABANDON_AFTER); keep it above the dump function's 15-minute timeout."
   type        = string
@@ -170,6 +181,23 @@ variable "scratch_secret_arn" {
   default     = null
 }
 
+variable "database_iam_auth" {
+  description = "Reach the databases with RDS IAM authentication (PGKEEP_DATABASE_IAM_AUTH): a token per connection, signed with the dump and verify roles, instead of a password, over TLS. Every database then needs a url (postgresql://USER@HOST:PORT/DB, no password) and rds_iam_db_users its login."
+  type        = bool
+  default     = false
+}
+
+variable "rds_iam_db_users" {
+  description = "Database users the dump and verify functions may log in as with IAM authentication (rds-db:connect), as arn:aws:rds-db:REGION:ACCOUNT:dbuser:DBI-RESOURCE-ID/USER (the DbiResourceId of an instance, cluster-… of an Aurora cluster). Empty: no rds-db:connect statement."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.rds_iam_db_users : can(regex("^arn:aws[a-z-]*:rds-db:[a-z0-9-]+:[0-9]{12}:dbuser:(db|cluster)-[A-Za-z0-9]+/[^/]+$", a))])
+    error_message = "each rds_iam_db_users entry is arn:aws:rds-db:REGION:ACCOUNT:dbuser:DBI-RESOURCE-ID/USER (DBI-RESOURCE-ID is db-… or cluster-…, not the instance name)."
+  }
+}
+
 variable "secrets_kms_key_arns" {
   description = "Customer managed KMS keys that encrypt the database and scratch secrets (none when they use the aws/secretsmanager key)."
   type        = list(string)
@@ -190,7 +218,7 @@ variable "alert_webhook_url" {
 }
 
 variable "object_lock" {
-  description = "Optional S3 Object Lock on the bucket: mode GOVERNANCE or COMPLIANCE and a default retention in days. Object Lock can only be chosen when the bucket is created; retention must cover the longest retention rule, or prune cannot delete what it expires."
+  description = "Optional S3 Object Lock on the bucket: mode GOVERNANCE or COMPLIANCE and a default retention in days. Object Lock can only be chosen when the bucket is created; prune and DELETE leave a backup whose lock has not ended alone and delete it at the first prune after."
   type = object({
     mode = string
     days = number

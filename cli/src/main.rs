@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pgkeep::backends::{
-    database_target, AwsSettings, BackendConfig, CatalogUrl, KeyUrl, KeyUse, RepoUrl, Services,
+    AwsSettings, BackendConfig, CatalogUrl, DatabaseAuth, KeyUrl, KeyUse, RepoUrl, Services,
 };
 use pgkeep::catalog::{CatalogError, ListQuery};
 use pgkeep::labels::{parse_selector_list, LabelSelector, Labels};
@@ -92,6 +92,22 @@ struct Cli {
         value_name = "ARN"
     )]
     database_secret_arn: Option<String>,
+
+    /// Authenticate to the --database-url server with RDS IAM: a fresh auth token per
+    /// connection, signed with your AWS identity, instead of a password, over TLS. The URL
+    /// gives user, host, port and database, and no password.
+    #[arg(long, env = "PGKEEP_DATABASE_IAM_AUTH", global = true)]
+    database_iam_auth: bool,
+
+    /// With --database-iam-auth: CA bundle (PEM, e.g. the RDS global bundle) the server is
+    /// verified against (sslmode verify-full) [default: encrypted, not verified (require)].
+    #[arg(
+        long,
+        env = "PGKEEP_DATABASE_SSL_ROOT_CERT",
+        global = true,
+        value_name = "PEM"
+    )]
+    database_ssl_root_cert: Option<PathBuf>,
 
     /// Send every AWS call to this endpoint (a local emulator such as moto).
     #[arg(long, env = "PGKEEP_AWS_ENDPOINT", global = true, value_name = "URL")]
@@ -263,6 +279,22 @@ enum Command {
         /// Decide as of this time (RFC 3339); only with --dry-run.
         #[arg(long, hide = true, value_parser = parse_time, requires = "dry_run")]
         now: Option<DateTime<Utc>>,
+    },
+    /// Delete one backup: its object and manifest are removed, its record stays as `deleted`
+    /// history, and the audit trail names who did it. Refused (exit 8, nothing changed, the
+    /// message starts with `refused: REASON:`) for the newest verified backup of a database
+    /// (newest_verified), a backup in progress (in_progress) and an object under S3 Object
+    /// Lock (object_locked).
+    Delete {
+        /// Backup id (from `pgkeep list`).
+        id: String,
+        /// Who is deleting, for the audit trail [default: $USER].
+        #[arg(long, env = "PGKEEP_ACTOR")]
+        actor: Option<String>,
+        /// The deleted record as JSON on stdout; a refusal prints {"id", "deleted": false,
+        /// "reason", "error"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the original pg_dump archive (decrypted, decompressed, authenticated) to stdout
     /// or a file, e.g. `pgkeep cat ID | pg_restore -d newdb`.
@@ -503,6 +535,14 @@ async fn open(cli: &Cli, matches: &ArgMatches, key_use: KeyUse) -> Result<Servic
     Ok(open_aws(cli, matches, key_use, false).await?.0)
 }
 
+/// How to authenticate to the --database-url server.
+fn database_auth(cli: &Cli) -> Result<DatabaseAuth, Failure> {
+    Ok(
+        DatabaseAuth::new(cli.database_iam_auth, cli.database_ssl_root_cert.clone())
+            .map_err(ops::Error::from)?,
+    )
+}
+
 fn parse_id(id: &str) -> Result<BackupId, Failure> {
     id.parse()
         .map_err(|e: pgkeep::model::InvalidBackupId| usage(e.to_string()))
@@ -538,15 +578,27 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                     "no database to back up: set PGKEEP_DATABASE_URL (or --database-url) or PGKEEP_DATABASE_SECRET_ARN",
                 ));
             }
+            let auth = database_auth(&cli)?;
+            if auth.iam && secret.is_some() {
+                return Err(usage(
+                    "--database-iam-auth (PGKEEP_DATABASE_IAM_AUTH) and a database secret (PGKEEP_DATABASE_SECRET_ARN) exclude each other: the IAM token replaces the password; give --database-url postgresql://USER@HOST:PORT/DATABASE",
+                ));
+            }
             if let Some(url) = cli.database_url.as_deref() {
                 // Refuse a malformed URL before touching any backend.
-                let target = PgTarget::parse(url).map_err(ops::Error::from)?;
+                let target = if auth.iam {
+                    DatabaseAuth::check_iam_url("--database-url", url).map_err(ops::Error::from)?
+                } else {
+                    PgTarget::parse(url).map_err(ops::Error::from)?
+                };
                 if target.has_password() && from_command_line(matches, "database_url") {
                     tracing::warn!("the database password is on the command line, where other users can see it; use PGKEEP_DATABASE_URL or ~/.pgpass");
                 }
             }
-            let (services, aws) = open_aws(&cli, matches, KeyUse::Write, secret.is_some()).await?;
-            let target = database_target(cli.database_url.as_deref(), secret, aws.as_ref())
+            let (services, aws) =
+                open_aws(&cli, matches, KeyUse::Write, secret.is_some() || auth.iam).await?;
+            let target = auth
+                .target(cli.database_url.as_deref(), secret, aws.as_ref())
                 .await
                 .map_err(ops::Error::from)?;
             let options = BackupOptions {
@@ -660,6 +712,11 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             };
             prune(&services, &request, *dry_run, *json).await
         }
+        Command::Delete { id, actor, json } => {
+            let id = parse_id(id)?;
+            let services = open(&cli, matches, KeyUse::None).await?;
+            delete(&services, &id, &actor_name(actor.as_deref()), *json).await
+        }
         Command::Cat { id, output } => {
             let id = parse_id(id)?;
             if output.is_none() && std::io::stdout().is_terminal() {
@@ -691,7 +748,17 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             if scratch.has_password() && from_command_line {
                 tracing::warn!("the scratch server's password is on the command line, where other users can see it; use PGKEEP_SCRATCH_URL or ~/.pgpass");
             }
-            let services = open(&cli, matches, KeyUse::Read).await?;
+            // IAM authentication is the --database-url server's; a scratch URL has its own.
+            let auth = database_auth(&cli)?;
+            let iam = auth.iam && scratch_url.is_none();
+            let (services, aws) = open_aws(&cli, matches, KeyUse::Read, iam).await?;
+            let scratch = match (iam, &aws) {
+                (true, Some(aws)) => auth
+                    .iam_target("--database-url", url, aws)
+                    .await
+                    .map_err(ops::Error::from)?,
+                _ => scratch,
+            };
             let mut request = VerifyRequest::new(scratch, id);
             request.pg_bin = cli.pg_bin.clone();
             request.actor = actor_name(actor.as_deref());
@@ -713,7 +780,12 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             let url = cli.database_url.as_deref().ok_or_else(|| {
                 usage("no server to restore on: set PGKEEP_DATABASE_URL or pass --database-url (its database is used only to connect)")
             })?;
-            let server = PgTarget::parse(url).map_err(ops::Error::from)?;
+            let auth = database_auth(&cli)?;
+            let server = if auth.iam {
+                DatabaseAuth::check_iam_url("--database-url", url).map_err(ops::Error::from)?
+            } else {
+                PgTarget::parse(url).map_err(ops::Error::from)?
+            };
             if server.has_password()
                 && matches.value_source("database_url") == Some(ValueSource::CommandLine)
             {
@@ -725,7 +797,14 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
             } else {
                 KeyUse::Read
             };
-            let services = open(&cli, matches, key_use).await?;
+            let (services, aws) = open_aws(&cli, matches, key_use, auth.iam).await?;
+            let server = match (auth.iam, &aws) {
+                (true, Some(aws)) => auth
+                    .iam_target("--database-url", url, aws)
+                    .await
+                    .map_err(ops::Error::from)?,
+                _ => server,
+            };
             let mut request = RestoreRequest::new(id, server, target_db.clone());
             request.overwrite = *overwrite;
             request.confirm = confirm.clone();
@@ -962,6 +1041,38 @@ async fn prune(
         output::print_prune_report(&report);
     }
     Ok(0)
+}
+
+async fn delete(
+    services: &Services,
+    id: &BackupId,
+    actor: &str,
+    json: bool,
+) -> Result<u8, Failure> {
+    match ops::delete::delete(services, id, actor).await {
+        Ok(record) => {
+            if json {
+                output::print_json(&record);
+            } else {
+                println!(
+                    "deleted backup {} of {:?}: object and manifest removed, the record stays as history",
+                    record.id, record.database
+                );
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if let (true, ops::Error::DeleteRefused { reason, .. }) = (json, &e) {
+                output::print_json(&serde_json::json!({
+                    "id": id,
+                    "deleted": false,
+                    "reason": reason,
+                    "error": e.to_string(),
+                }));
+            }
+            Err(e.into())
+        }
+    }
 }
 
 async fn cat(

@@ -41,3 +41,7 @@ pg_tools_image_uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/pgkeep:0.1.0"
 
 # A test stack must be destroyable.
 deletion_protection = false
+
+# The rds-db:connect statement is deployed and checked; database_iam_auth itself stays false
+# here because it excludes the secret_arn databases above (their Secrets statement is checked).
+rds_iam_db_users = ["arn:aws:rds-db:us-east-1:123456789012:dbuser:db-ABCDEFGHIJKLMNOPQRSTUVWXYZ/pgkeep_backup"]

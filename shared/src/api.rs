@@ -5,8 +5,8 @@
 //! [`crate::ops`]) lives here, where it is tested without Lambda.
 //!
 //! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
-//! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `GET /status`. See
-//! docs/openapi.yaml.
+//! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `DELETE /backups/{id}`,
+//! `GET /backups/{id}/download`, `GET /status`. See docs/openapi.yaml.
 //!
 //! Dumps, verifications and restores run for minutes, so the API only checks the request,
 //! hands it to the function that does the work (an asynchronous invocation) and answers 202.
@@ -24,8 +24,10 @@ use crate::catalog::{CatalogError, ListQuery};
 use crate::labels::{LabelSelector, Labels};
 use crate::model::{BackupId, BackupKind, BackupStatus};
 use crate::ops::health::{health, HealthPolicy};
-use crate::ops::{self, ErrorKind};
+use crate::ops::{self, DeleteRefusal, ErrorKind};
+use crate::retention::Span;
 use crate::selection::Selection;
+use crate::store::StoreError;
 use crate::trigger::{DumpTrigger, RestoreTrigger, VerifyEvent, VerifyTrigger};
 
 /// Who is calling, as the gateway established it.
@@ -127,6 +129,8 @@ pub struct Api {
     pub admin_group: String,
     /// Databases the deployment backs up; `POST /backups` accepts only these.
     pub databases: Vec<String>,
+    /// How long a `GET /backups/{id}/download` URL works.
+    pub download_ttl: Span,
 }
 
 /// Default and largest page size of `GET /backups`.
@@ -181,10 +185,12 @@ impl Api {
             ("GET", ["backups", id]) => self.show(id).await,
             ("POST", ["backups", id, "verify"]) => self.verify(id, request).await,
             ("POST", ["backups", id, "restore"]) => self.restore(id, request).await,
+            ("DELETE", ["backups", id]) => self.delete(id, request).await,
+            ("GET", ["backups", id, "download"]) => self.download(id, now).await,
             ("GET", ["status"]) => self.status(now).await,
             (_, ["backups"])
             | (_, ["backups", _])
-            | (_, ["backups", _, "verify" | "restore"])
+            | (_, ["backups", _, "verify" | "restore" | "download"])
             | (_, ["status"]) => Err(ApiResponse::error(
                 405,
                 format!("{} is not allowed on {}", request.method, request.path),
@@ -408,6 +414,44 @@ impl Api {
         ))
     }
 
+    /// Deletes one backup for the caller (audited under the caller's name); refusals are 409
+    /// (newest verified, in progress) or 423 (S3 Object Lock), with a stable `reason`.
+    async fn delete(&self, id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+        if request
+            .body
+            .as_deref()
+            .is_some_and(|b| !b.iter().all(u8::is_ascii_whitespace))
+        {
+            return Err(ApiResponse::error(
+                400,
+                "this route takes no body; the backup is named in the path",
+            ));
+        }
+        let id: BackupId = id
+            .parse()
+            .map_err(|e: crate::model::InvalidBackupId| ApiResponse::error(400, e.to_string()))?;
+        let record = ops::delete::delete(&self.services, &id, &request.caller.name())
+            .await
+            .map_err(error_response)?;
+        Ok(ApiResponse::json(200, json!(record)))
+    }
+
+    /// A presigned URL of the encrypted object and what decrypting it takes.
+    async fn download(&self, id: &str, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
+        let id: BackupId = id
+            .parse()
+            .map_err(|e: crate::model::InvalidBackupId| ApiResponse::error(400, e.to_string()))?;
+        let download = ops::download::download(&self.services, &id, self.download_ttl, now)
+            .await
+            .map_err(error_response)?;
+        let mut response = ApiResponse::json(200, json!(download));
+        // The URL is a credential until it expires: no cache may keep it.
+        response
+            .headers
+            .push(("cache-control".into(), "no-store".into()));
+        Ok(response)
+    }
+
     async fn status(&self, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
         let databases = health(&self.services, now, &self.health)
             .await
@@ -420,10 +464,22 @@ impl Api {
     }
 }
 
-/// Maps an operation's failure to a status code and a JSON error.
+/// Maps an operation's failure to a status code and a JSON error. A refused deletion also
+/// carries its stable `reason` (`newest_verified`, `in_progress`: 409; `object_locked`: 423).
 pub fn error_response(e: ops::Error) -> ApiResponse {
+    if let ops::Error::DeleteRefused { id, reason, .. } = &e {
+        let status = match reason {
+            DeleteRefusal::ObjectLocked => 423,
+            DeleteRefusal::NewestVerified | DeleteRefusal::InProgress => 409,
+        };
+        return ApiResponse::json(
+            status,
+            json!({ "error": e.to_string(), "reason": reason, "id": id }),
+        );
+    }
     let status = match (&e, e.kind()) {
         (ops::Error::Catalog(CatalogError::BadCursor(_)), _) => 400,
+        (ops::Error::Store(StoreError::Unsupported { .. }), _) => 501,
         (_, ErrorKind::NotFound) => 404,
         (_, ErrorKind::Config) => 400,
         (_, ErrorKind::Conflict) => 409,
@@ -467,6 +523,7 @@ mod tests {
             health: HealthPolicy::default(),
             admin_group: "admin".into(),
             databases: vec!["shop".into()],
+            download_ttl: ops::download::DEFAULT_DOWNLOAD_TTL,
         };
         (api, starter)
     }
@@ -862,6 +919,148 @@ mod tests {
             2,
             "refusals queue nothing"
         );
+    }
+
+    /// Stores an object and a manifest for `r`, as a completed backup has.
+    async fn store_keys(api: &Api, r: &BackupRecord) {
+        let store = &api.services.store;
+        store.put(&r.object_key, b"object".to_vec()).await.unwrap();
+        store.put(&r.manifest_key(), b"{}".to_vec()).await.unwrap();
+    }
+
+    fn delete(id: &BackupId) -> ApiRequest {
+        let mut req = get(&format!("/backups/{id}"), admin());
+        req.method = "DELETE".into();
+        req
+    }
+
+    #[tokio::test]
+    async fn delete_refuses_with_a_stable_reason_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut api, _) = api(dir.path()).await;
+        let older = add(&api, 3, BackupStatus::Verified).await;
+        let newest = add(&api, 2, BackupStatus::Verified).await;
+        let running = add(&api, 1, BackupStatus::InProgress).await;
+        let completed = add(&api, 4, BackupStatus::Completed).await;
+        for r in [&older, &newest, &completed] {
+            store_keys(&api, r).await;
+        }
+        let plain = api.services.store.clone();
+        let locked_until = |until: DateTime<Utc>| {
+            Arc::new(
+                crate::testing::FaultyStore::new(plain.clone(), Default::default()).with_lock(
+                    crate::store::ObjectLock {
+                        mode: Some("COMPLIANCE".into()),
+                        retain_until: Some(until),
+                        legal_hold: false,
+                    },
+                ),
+            )
+        };
+
+        let refusals = [
+            (&newest, 409, "newest_verified", "newest verified backup"),
+            (&running, 409, "in_progress", "still being written"),
+        ];
+        for (r, status, reason, words) in refusals {
+            let res = api.handle(&delete(&r.id), now()).await;
+            assert_eq!(res.status, status, "{}", res.body);
+            assert_eq!(res.body["reason"], reason);
+            assert_eq!(res.body["id"], r.id.as_str());
+            let error = res.body["error"].as_str().unwrap();
+            assert!(
+                error.starts_with(&format!("refused: {reason}: ")),
+                "{error}"
+            );
+            assert!(error.contains(words), "{error}");
+        }
+        api.services.store = locked_until(Utc::now() + Duration::days(1));
+        let res = api.handle(&delete(&completed.id), now()).await;
+        assert_eq!(res.status, 423, "{}", res.body);
+        assert_eq!(res.body["reason"], "object_locked");
+        assert!(
+            res.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("COMPLIANCE retention until"),
+            "{}",
+            res.body
+        );
+        // Refusals changed nothing: statuses, keys, audit trail.
+        for r in [&older, &newest, &running, &completed] {
+            let stored = api.services.catalog.get(&r.id).await.unwrap();
+            assert_eq!(stored, *r, "{}", r.id);
+        }
+        for r in [&older, &newest, &completed] {
+            assert!(plain.head(&r.object_key).await.unwrap().is_some());
+            assert!(plain.head(&r.manifest_key()).await.unwrap().is_some());
+        }
+        assert!(api
+            .services
+            .catalog
+            .list_audit(None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // A lock that has lapsed does not hold the backup back.
+        api.services.store = locked_until(Utc::now() - Duration::days(1));
+        let res = api.handle(&delete(&completed.id), now()).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert_eq!(res.body["status"], "deleted");
+        api.services.store = plain.clone();
+        let res = api.handle(&delete(&older.id), now()).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        for r in [&older, &completed] {
+            assert_eq!(
+                api.services.catalog.get(&r.id).await.unwrap().status,
+                BackupStatus::Deleted
+            );
+            assert!(plain.head(&r.object_key).await.unwrap().is_none());
+            assert!(plain.head(&r.manifest_key()).await.unwrap().is_none());
+        }
+        let audit = api.services.catalog.list_audit(None, 10).await.unwrap();
+        assert_eq!(audit.len(), 2);
+        assert!(audit
+            .iter()
+            .all(|a| a.action == "delete" && a.actor == "alice"));
+
+        let unknown = BackupId::generate(now());
+        assert_eq!(api.handle(&delete(&unknown), now()).await.status, 404);
+        let mut malformed = delete(&unknown);
+        malformed.path = "/backups/nope".into();
+        assert_eq!(api.handle(&malformed, now()).await.status, 400);
+        let mut with_body = delete(&newest.id);
+        with_body.body = Some(br#"{"force": true}"#.to_vec());
+        assert_eq!(api.handle(&with_body, now()).await.status, 400);
+    }
+
+    #[tokio::test]
+    async fn download_needs_a_stored_backup_and_a_store_that_presigns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _) = api(dir.path()).await;
+        let stored = add(&api, 1, BackupStatus::Completed).await;
+        let failed = add(&api, 2, BackupStatus::Failed).await;
+        let download = |id: &str| get(&format!("/backups/{id}/download"), admin());
+        let res = api.handle(&download(stored.id.as_str()), now()).await;
+        assert_eq!(res.status, 501, "{}", res.body);
+        assert!(
+            res.body["error"].as_str().unwrap().contains("pgkeep cat"),
+            "{}",
+            res.body
+        );
+        let unknown = BackupId::generate(now());
+        for (req, status) in [
+            (download(failed.id.as_str()), 409),
+            (download(unknown.as_str()), 404),
+            (download("nope"), 400),
+        ] {
+            let res = api.handle(&req, now()).await;
+            assert_eq!(res.status, status, "{}: {}", req.path, res.body);
+        }
+        let mut post = download(stored.id.as_str());
+        post.method = "POST".into();
+        assert_eq!(api.handle(&post, now()).await.status, 405);
     }
 
     #[tokio::test]

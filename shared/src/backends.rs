@@ -23,6 +23,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::keys::file::FileKeyProvider;
 use crate::keys::kms::KmsKeyProvider;
 use crate::keys::{KeyError, KeyProvider, NoKey};
+use crate::postgres::rds_iam::RdsIamAuth;
 use crate::postgres::{PgError, PgTarget};
 use crate::store::fs::FsStore;
 use crate::store::s3::{S3Options, S3Store, MIN_PART_SIZE};
@@ -481,6 +482,104 @@ pub async fn database_target(
     }
 }
 
+/// How pgkeep authenticates to the database (`PGKEEP_DATABASE_IAM_AUTH`,
+/// `PGKEEP_DATABASE_SSL_ROOT_CERT`): a password (URL, `PGPASSWORD`, passfile or secret), or
+/// RDS IAM authentication.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseAuth {
+    /// RDS IAM authentication: a token per connection instead of a password, TLS required.
+    /// Host, port, user and database come from the database URL, which holds no password.
+    pub iam: bool,
+    /// CA bundle (PEM) the server is verified against (`verify-full`); without one, IAM
+    /// connections are encrypted but the certificate is not checked (`require`).
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+impl DatabaseAuth {
+    /// From `PGKEEP_DATABASE_IAM_AUTH` (`true` or `false`, default false) and
+    /// `PGKEEP_DATABASE_SSL_ROOT_CERT` (only with IAM authentication).
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let iam = match env("PGKEEP_DATABASE_IAM_AUTH").as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "PGKEEP_DATABASE_IAM_AUTH={other:?}: write true or false"
+                )))
+            }
+        };
+        let ssl_root_cert = env("PGKEEP_DATABASE_SSL_ROOT_CERT").map(PathBuf::from);
+        Self::new(iam, ssl_root_cert)
+    }
+
+    /// Checks that the settings go together.
+    pub fn new(iam: bool, ssl_root_cert: Option<PathBuf>) -> Result<Self, ConfigError> {
+        if ssl_root_cert.is_some() && !iam {
+            return Err(ConfigError::Invalid(
+                "PGKEEP_DATABASE_SSL_ROOT_CERT is used with PGKEEP_DATABASE_IAM_AUTH=true only; for a password connection put sslmode in the URL or PGSSLROOTCERT in the environment".into(),
+            ));
+        }
+        Ok(DatabaseAuth { iam, ssl_root_cert })
+    }
+
+    /// Checks a database URL for IAM authentication without contacting anything: one TCP
+    /// host, explicit port and user, a database, no password. `what` names the setting.
+    pub fn check_iam_url(what: &str, url: &str) -> Result<PgTarget, ConfigError> {
+        let target =
+            PgTarget::parse(url).map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
+        target.iam_endpoint().map_err(|needs| {
+            ConfigError::Invalid(format!(
+                "{what}: PGKEEP_DATABASE_IAM_AUTH=true needs {needs}; expected postgresql://USER@HOST:PORT/DATABASE"
+            ))
+        })?;
+        Ok(target)
+    }
+
+    /// The database at `url` (checked as [`DatabaseAuth::check_iam_url`]), reached with RDS IAM
+    /// tokens signed with the AWS identity in `aws`, over TLS.
+    pub async fn iam_target(
+        &self,
+        what: &str,
+        url: &str,
+        aws: &SdkConfig,
+    ) -> Result<PgTarget, ConfigError> {
+        let target = Self::check_iam_url(what, url)?;
+        let (host, port, user) = target
+            .iam_endpoint()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let auth = RdsIamAuth::from_aws(aws, &host, port, &user).await?;
+        Ok(target.with_rds_iam(auth, self.ssl_root_cert.clone()))
+    }
+
+    /// The database to back up, as [`database_target`] finds it, or, with IAM authentication,
+    /// at `url` with tokens (a secret is refused then: the token replaces its password).
+    pub async fn target(
+        &self,
+        url: Option<&str>,
+        secret: Option<&str>,
+        aws: Option<&SdkConfig>,
+    ) -> Result<PgTarget, ConfigError> {
+        if !self.iam {
+            return database_target(url, secret, aws).await;
+        }
+        if secret.is_some() {
+            return Err(ConfigError::Invalid(
+                "PGKEEP_DATABASE_IAM_AUTH=true and a database secret (PGKEEP_DATABASE_SECRET_ARN) exclude each other: the IAM token replaces the password; give the database as PGKEEP_DATABASE_URL=postgresql://USER@HOST:PORT/DATABASE".into(),
+            ));
+        }
+        let url = url.ok_or_else(|| {
+            ConfigError::Missing(
+                "PGKEEP_DATABASE_IAM_AUTH=true needs PGKEEP_DATABASE_URL=postgresql://USER@HOST:PORT/DATABASE".into(),
+            )
+        })?;
+        let aws = aws.ok_or_else(|| {
+            ConfigError::Missing("RDS IAM authentication needs the AWS configuration".into())
+        })?;
+        self.iam_target("PGKEEP_DATABASE_URL", url, aws).await
+    }
+}
+
 /// Whether `path` is `dir` or below it, comparing absolute, symlink-resolved forms where they
 /// exist.
 fn is_inside(path: &Path, dir: &Path) -> bool {
@@ -514,6 +613,7 @@ fn is_inside(path: &Path, dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn urls_choose_backends() {
@@ -653,6 +753,113 @@ mod tests {
         ] {
             assert!(BackendConfig::from_vars(vars(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    /// An AWS configuration with fixed credentials: nothing is fetched, tokens are signed
+    /// locally.
+    fn offline_aws() -> SdkConfig {
+        use aws_credential_types::provider::SharedCredentialsProvider;
+        SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(
+                    "AKIDEXAMPLE",
+                    "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                    None,
+                    None,
+                    "test",
+                ),
+            ))
+            .build()
+    }
+
+    fn client_env(target: &PgTarget) -> (BTreeMap<String, String>, usize) {
+        let mut cmd = tokio::process::Command::new("pg_dump");
+        target.apply_env(&mut cmd).unwrap();
+        let std = cmd.as_std();
+        let env = std
+            .get_envs()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.to_string_lossy().into_owned(),
+                    v?.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect();
+        (env, std.get_args().count())
+    }
+
+    #[tokio::test]
+    async fn an_iam_target_from_the_settings_uses_a_fresh_token_and_requires_tls() {
+        use crate::postgres::Credential;
+        let aws = offline_aws();
+        let url =
+            "postgresql://pgkeep_backup@shop.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432/shop";
+        let auth = DatabaseAuth::from_vars(|name| {
+            (name == "PGKEEP_DATABASE_IAM_AUTH").then(|| "true".to_owned())
+        })
+        .unwrap();
+        let target = auth.target(Some(url), None, Some(&aws)).await.unwrap();
+        assert_eq!(target.credential(), Credential::RdsIamToken);
+        assert!(target.requires_tls());
+        let (env, args) = client_env(&target);
+        assert_eq!(args, 0, "nothing secret (or otherwise) on the command line");
+        assert_eq!(env["PGSSLMODE"], "require");
+        assert!(!env.contains_key("PGSSLROOTCERT"));
+        assert_eq!(env["PGUSER"], "pgkeep_backup");
+        let token = &env["PGPASSWORD"];
+        assert!(
+            token.starts_with("shop.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432/?Action=connect&DBUser=pgkeep_backup&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F"),
+            "{token}"
+        );
+        assert!(
+            token.contains("%2Feu-west-1%2Frds-db%2Faws4_request&"),
+            "{token}"
+        );
+        assert!(token.contains("&X-Amz-Expires=900&"), "{token}");
+        assert!(!format!("{target:?}").contains("X-Amz"), "never shown");
+        // Another database on the same server keeps the token and TLS.
+        let other = target.with_database("postgres");
+        assert_eq!(other.credential(), Credential::RdsIamToken);
+        assert_eq!(client_env(&other).0["PGSSLMODE"], "require");
+
+        // With a CA bundle: verify-full against it.
+        let auth = DatabaseAuth::new(true, Some("/opt/rds/global-bundle.pem".into())).unwrap();
+        let target = auth.target(Some(url), None, Some(&aws)).await.unwrap();
+        let (env, _) = client_env(&target);
+        assert_eq!(env["PGSSLMODE"], "verify-full");
+        assert_eq!(env["PGSSLROOTCERT"], "/opt/rds/global-bundle.pem");
+
+        // Without IAM: the password as before, TLS as the URL says.
+        let plain = DatabaseAuth::default()
+            .target(Some(url), None, None)
+            .await
+            .unwrap();
+        assert_eq!(plain.credential(), Credential::Password);
+        assert!(!plain.requires_tls());
+        assert!(!client_env(&plain).0.contains_key("PGSSLMODE"));
+
+        // Refusals, each with what to change.
+        let iam = DatabaseAuth::new(true, None).unwrap();
+        for (url, secret, needle) in [
+            (
+                Some(url),
+                Some("arn:aws:secretsmanager:eu-west-1:1:secret:db"),
+                "exclude each other",
+            ),
+            (None, None, "needs PGKEEP_DATABASE_URL"),
+            (Some("postgresql://u:pw@h:5432/shop"), None, "no password"),
+            (Some("postgresql://h:5432/shop"), None, "the database user"),
+        ] {
+            let err = iam
+                .target(url, secret, Some(&aws))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        assert!(DatabaseAuth::new(false, Some("/ca.pem".into())).is_err());
     }
 
     #[tokio::test]

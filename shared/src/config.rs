@@ -7,6 +7,8 @@
 //! | `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_*` | backends, see [`BackendConfig::from_vars`] |
 //! | `PGKEEP_DATABASES` | JSON: database name → `{"secret_arn": "…"}` or `{"url": "postgresql://…"}` |
 //! | `PGKEEP_SELECTIONS` | JSON: database name → what its backups hold, `{"exclude_schemas": ["audit"], "exclude_table_data": ["public.sessions"]}` (fields `include_schemas`, `exclude_schemas`, `include_tables`, `exclude_tables`, `exclude_table_data`: pg_dump patterns); unset or unnamed: everything |
+//! | `PGKEEP_DATABASE_IAM_AUTH` | `true`: reach every database with RDS IAM tokens over TLS; each must be a `url` with user, host, port and database, no password (default `false`) |
+//! | `PGKEEP_DATABASE_SSL_ROOT_CERT` | with IAM authentication: CA bundle (PEM) to verify the servers against (`verify-full`); unset: TLS without verification (`require`) |
 //! | `PGKEEP_MAX_AGE` | newest good backup may be this old before health turns red (`25h`) |
 //! | `PGKEEP_ADMIN_GROUP` | JWT group allowed to use the status API (`admin`) |
 //! | `PGKEEP_DUMP_FUNCTION` | name of the dump function the status API invokes |
@@ -18,6 +20,7 @@
 //! | `PGKEEP_KEEP_WITHIN` | prune: keep everything within this span of the newest backup (`30d`) |
 //! | `PGKEEP_KEEP_LABELS` | prune: keep every backup carrying one of these labels, `KEY` or `KEY=VALUE`, comma-separated or a JSON array of strings (as the CLI's `--keep-label`) |
 //! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |
+//! | `PGKEEP_DOWNLOAD_URL_TTL` | status API: how long a `GET /backups/{id}/download` URL works (`15m`, at most `7d`) |
 //!
 //! Only the functions' crates and this module read the environment; everything below takes a
 //! [`LambdaSettings`].
@@ -27,8 +30,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::alert::webhook::WebhookUrl;
-use crate::backends::{BackendConfig, ConfigError};
+use crate::backends::{BackendConfig, ConfigError, DatabaseAuth};
 use crate::labels::parse_selector_list;
+use crate::ops::download::{DEFAULT_DOWNLOAD_TTL, MAX_DOWNLOAD_TTL};
 use crate::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
 use crate::ops::reaper::DEFAULT_ABANDON_AFTER;
 use crate::retention::{RetentionPolicy, Span};
@@ -54,6 +58,8 @@ pub struct LambdaSettings {
     /// What part of each database its backups hold, when not all of it (checked, and naming
     /// only configured databases).
     pub selections: BTreeMap<String, Selection>,
+    /// How the functions authenticate to them.
+    pub database_auth: DatabaseAuth,
     /// What "healthy" means.
     pub health: HealthPolicy,
     /// JWT group of administrators.
@@ -71,6 +77,8 @@ pub struct LambdaSettings {
     pub retention: RetentionPolicy,
     /// In-progress runs older than this are abandoned.
     pub abandon_after: Span,
+    /// How long a download URL of the status API works.
+    pub download_ttl: Span,
 }
 
 /// Where alerts are sent, besides the log.
@@ -154,6 +162,19 @@ fn selections(
     Ok(selections)
 }
 
+/// `PGKEEP_DOWNLOAD_URL_TTL`: 15 minutes unless set; SigV4 allows at most 7 days.
+fn download_ttl(get: &impl Fn(&str) -> Option<String>) -> Result<Span, ConfigError> {
+    let name = "PGKEEP_DOWNLOAD_URL_TTL";
+    match span(get, name)? {
+        None => Ok(DEFAULT_DOWNLOAD_TTL),
+        Some(ttl) if ttl > MAX_DOWNLOAD_TTL => Err(invalid(
+            name,
+            format!("{ttl} is longer than the 7 days a presigned URL can be valid"),
+        )),
+        Some(ttl) => Ok(ttl),
+    }
+}
+
 fn required(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, ConfigError> {
     get(name)
         .filter(|v| !v.is_empty())
@@ -182,6 +203,22 @@ impl LambdaSettings {
                 "PGKEEP_DATABASES names no database".into(),
             ));
         }
+        let database_auth = DatabaseAuth::from_vars(get)?;
+        if database_auth.iam {
+            for (name, source) in &databases {
+                let what = format!("PGKEEP_DATABASES[{name:?}]");
+                match source {
+                    DatabaseSource::Url(url) => {
+                        DatabaseAuth::check_iam_url(&what, url)?;
+                    }
+                    DatabaseSource::SecretArn(_) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{what}: PGKEEP_DATABASE_IAM_AUTH=true and a secret_arn exclude each other (the IAM token replaces the password); give {{\"url\": \"postgresql://USER@HOST:PORT/DATABASE\"}}"
+                        )))
+                    }
+                }
+            }
+        }
         let max_age = match get("PGKEEP_MAX_AGE") {
             Some(text) => text
                 .parse::<Span>()
@@ -196,6 +233,7 @@ impl LambdaSettings {
             backends,
             databases,
             selections,
+            database_auth,
             health: HealthPolicy { max_age },
             admin_group: get("PGKEEP_ADMIN_GROUP").unwrap_or_else(|| "admin".into()),
             dump_function: get("PGKEEP_DUMP_FUNCTION"),
@@ -207,6 +245,7 @@ impl LambdaSettings {
             },
             retention: retention(&get)?,
             abandon_after: span(&get, "PGKEEP_ABANDON_AFTER")?.unwrap_or(DEFAULT_ABANDON_AFTER),
+            download_ttl: download_ttl(&get)?,
         })
     }
 
@@ -214,6 +253,7 @@ impl LambdaSettings {
     /// alert topic, another function), so the AWS configuration must be loaded.
     pub fn uses_aws(&self) -> bool {
         self.backends.uses_aws()
+            || self.database_auth.iam
             || self
                 .databases
                 .values()
@@ -272,6 +312,7 @@ mod tests {
         assert_eq!(s.alerts, AlertSettings::default());
         assert!(s.retention.validate().is_err(), "no policy unless set");
         assert_eq!(s.abandon_after, DEFAULT_ABANDON_AFTER);
+        assert_eq!(s.download_ttl, Span::minutes(15));
         assert!(!s.uses_aws());
 
         let mut all = base.to_vec();
@@ -291,6 +332,7 @@ mod tests {
             ("PGKEEP_KEEP_LAST", ""),
             ("PGKEEP_KEEP_WITHIN", "2d"),
             ("PGKEEP_ABANDON_AFTER", "45m"),
+            ("PGKEEP_DOWNLOAD_URL_TTL", "5m"),
         ]);
         let s = LambdaSettings::from_lookup(lookup(&all)).unwrap();
         assert_eq!(s.verify_function.as_deref(), Some("pgkeep-verify"));
@@ -317,6 +359,7 @@ mod tests {
         );
         assert_eq!(s.retention.keep_within, Some(Span::days(2)));
         assert_eq!(s.abandon_after, Span::minutes(45));
+        assert_eq!(s.download_ttl, Span::minutes(5));
         assert!(s.uses_aws());
     }
 
@@ -335,6 +378,8 @@ mod tests {
             ("PGKEEP_KEEP_HOURLY", "-1"),
             ("PGKEEP_KEEP_WITHIN", "1 month"),
             ("PGKEEP_ABANDON_AFTER", "0s"),
+            ("PGKEEP_DOWNLOAD_URL_TTL", "8d"),
+            ("PGKEEP_DOWNLOAD_URL_TTL", "soon"),
             (
                 "PGKEEP_ALERT_WEBHOOK_URL",
                 "hooks.slack.com/services/T/B/tok",
@@ -413,6 +458,90 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(name) && err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn iam_authentication_needs_complete_urls_and_excludes_passwords_and_secrets() {
+        let with = |databases: &str, extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![
+                ("PGKEEP_REPO", "/var/repo"),
+                ("PGKEEP_KEY", "/etc/pgkeep.key"),
+                ("PGKEEP_DATABASES", databases),
+                ("PGKEEP_DATABASE_IAM_AUTH", "true"),
+            ];
+            vars.extend_from_slice(extra);
+            let map: BTreeMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            LambdaSettings::from_lookup(move |k| map.get(k).cloned())
+        };
+        let ok = with(
+            r#"{"shop": {"url": "postgresql://pgkeep_backup@shop.abc.eu-west-1.rds.amazonaws.com:5432/shop"}}"#,
+            &[("PGKEEP_DATABASE_SSL_ROOT_CERT", "/opt/rds/global-bundle.pem")],
+        )
+        .unwrap();
+        assert!(ok.database_auth.iam);
+        assert_eq!(
+            ok.database_auth.ssl_root_cert.as_deref(),
+            Some(std::path::Path::new("/opt/rds/global-bundle.pem"))
+        );
+        assert!(ok.uses_aws(), "tokens are signed with the AWS identity");
+
+        for (databases, needle) in [
+            (
+                r#"{"shop": {"secret_arn": "arn:aws:secretsmanager:eu-west-1:1:secret:shop"}}"#,
+                "exclude each other",
+            ),
+            (
+                r#"{"shop": {"url": "postgresql://u:hunter2@h:5432/shop"}}"#,
+                "no password",
+            ),
+            (
+                r#"{"shop": {"url": "postgresql://u@h1,h2:5432/shop"}}"#,
+                "exactly one host",
+            ),
+            (
+                r#"{"shop": {"url": "postgresql://h:5432/shop"}}"#,
+                "the database user",
+            ),
+            (
+                r#"{"shop": {"url": "host=/run/postgresql port=5432 user=u dbname=shop"}}"#,
+                "not a Unix socket",
+            ),
+            (r#"{"shop": {"url": "postgresql://u@h:5432"}}"#, "database"),
+        ] {
+            let err = with(databases, &[]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{databases}: {err}");
+            assert!(err.contains("shop"), "names the database: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        for (name, value, needle) in [
+            ("PGKEEP_DATABASE_IAM_AUTH", "yes", "write true or false"),
+            (
+                "PGKEEP_DATABASE_IAM_AUTH",
+                "false",
+                "used with PGKEEP_DATABASE_IAM_AUTH=true only",
+            ),
+        ] {
+            let map: BTreeMap<String, String> = [
+                ("PGKEEP_REPO", "/var/repo"),
+                ("PGKEEP_KEY", "/etc/pgkeep.key"),
+                (
+                    "PGKEEP_DATABASES",
+                    r#"{"shop": {"url": "postgresql://u@h:5432/shop"}}"#,
+                ),
+                ("PGKEEP_DATABASE_SSL_ROOT_CERT", "/ca.pem"),
+                (name, value),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let err = LambdaSettings::from_lookup(move |k| map.get(k).cloned())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
         }
     }
 

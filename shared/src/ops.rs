@@ -21,6 +21,8 @@ use crate::selection::SelectionError;
 use crate::store::StoreError;
 
 pub mod backup;
+pub mod delete;
+pub mod download;
 pub mod health;
 pub mod jobs;
 pub mod prune;
@@ -130,6 +132,16 @@ pub enum Error {
         /// Bytes free.
         available: u64,
     },
+    /// A deletion pgkeep refuses; `reason` is the stable name scripts match on.
+    #[error("refused: {reason}: backup {id} {why}; nothing was changed")]
+    DeleteRefused {
+        /// The backup.
+        id: BackupId,
+        /// Which rule refused it.
+        reason: DeleteRefusal,
+        /// The particulars, for a person.
+        why: String,
+    },
     /// Another run is dumping the same database (it holds the database's dump lease).
     #[error("another backup of database {database:?} is running: {holder} holds its lease until {}; wait for it to finish (a crashed run's lease lapses then)", crate::model::format_time(*expires_at))]
     LeaseHeld {
@@ -149,6 +161,37 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why a backup may not be deleted. The names (`newest_verified`, `in_progress`,
+/// `object_locked`) are stable: the CLI prints them after `refused:` and the API returns them
+/// as `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteRefusal {
+    /// The newest verified backup of its database: the one known-good copy is never deleted.
+    NewestVerified,
+    /// Still being written.
+    InProgress,
+    /// Its object (or manifest) is under S3 Object Lock retention or a legal hold.
+    ObjectLocked,
+}
+
+impl DeleteRefusal {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeleteRefusal::NewestVerified => "newest_verified",
+            DeleteRefusal::InProgress => "in_progress",
+            DeleteRefusal::ObjectLocked => "object_locked",
+        }
+    }
+}
+
+impl std::fmt::Display for DeleteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A stored object that fails its checks: corrupt, truncated, tampered with or misplaced.
@@ -238,6 +281,7 @@ impl Error {
             Error::Config(_) => ErrorKind::Config,
             Error::Store(StoreError::NotFound { .. }) => ErrorKind::NotFound,
             Error::Store(StoreError::AlreadyExists { .. }) => ErrorKind::Conflict,
+            Error::Store(StoreError::Unsupported { .. }) => ErrorKind::Config,
             Error::Store(_) => ErrorKind::Storage,
             Error::Catalog(CatalogError::NotFound(_)) => ErrorKind::NotFound,
             Error::Catalog(CatalogError::AlreadyExists(_))
@@ -251,6 +295,7 @@ impl Error {
             Error::Policy(_) => ErrorKind::Config,
             Error::Label(_) | Error::Selection(_) => ErrorKind::Config,
             Error::Unusable { .. } | Error::LeaseHeld { .. } => ErrorKind::Conflict,
+            Error::DeleteRefused { .. } => ErrorKind::Conflict,
             Error::Io { .. } => ErrorKind::Storage,
             Error::Scratch(PgError::BadUrl(_)) => ErrorKind::Config,
             Error::Scratch(_) => ErrorKind::Database,

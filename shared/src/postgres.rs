@@ -6,10 +6,16 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
+
+pub mod rds_iam;
+pub mod tls;
+
+use rds_iam::RdsIamAuth;
 
 /// Why PostgreSQL could not be reached or used.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +42,31 @@ pub enum PgError {
     /// No suitable client binary.
     #[error("{0}")]
     Tool(String),
+    /// The credentials for a connection could not be made (an RDS IAM token).
+    #[error("{0}")]
+    Auth(String),
+    /// TLS could not be set up (an unreadable CA bundle).
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// Where a target's password comes from, per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The URL's password, `PGPASSWORD` or the passfile, as libpq looks for one.
+    Password,
+    /// A fresh RDS IAM auth token for every connection (TLS required).
+    RdsIamToken,
 }
 
 /// Where and how to connect; the one parsed form of `PGKEEP_DATABASE_URL`.
 #[derive(Clone)]
 pub struct PgTarget {
     config: Config,
+    /// Signs a token per connection instead of a password.
+    iam: Option<Arc<RdsIamAuth>>,
+    /// CA bundle the server is verified against (`verify-full`); `None`: not verified.
+    root_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PgTarget {
@@ -60,7 +85,11 @@ impl PgTarget {
         if config.get_dbname().is_none() {
             return Err(PgError::BadUrl("no database name given".into()));
         }
-        Ok(PgTarget { config })
+        Ok(PgTarget {
+            config,
+            iam: None,
+            root_cert: None,
+        })
     }
 
     /// A target from separate settings (a Secrets Manager secret), with no URL to escape.
@@ -72,7 +101,79 @@ impl PgTarget {
             .user(user)
             .password(password)
             .dbname(database);
-        PgTarget { config }
+        PgTarget {
+            config,
+            iam: None,
+            root_cert: None,
+        }
+    }
+
+    /// What RDS IAM authentication needs from a URL, or why this one does not do: one TCP
+    /// host, one port (5432 unless given), an explicit user, a database, and no password (the
+    /// token replaces it). Returns the host, port and user.
+    pub fn iam_endpoint(&self) -> Result<(String, u16, String), String> {
+        let hosts = self.config.get_hosts();
+        let host = match hosts {
+            [Host::Tcp(host)] => host.clone(),
+            [Host::Unix(_)] => return Err("a TCP host, not a Unix socket".into()),
+            _ => return Err("exactly one host".into()),
+        };
+        let port = match self.config.get_ports() {
+            [port] => *port,
+            [] => 5432,
+            _ => return Err("exactly one port".into()),
+        };
+        let user = self
+            .config
+            .get_user()
+            .filter(|u| !u.is_empty())
+            .ok_or("the database user (postgresql://USER@host:5432/db)")?;
+        if self.config.get_password().is_some() {
+            return Err("no password: the IAM token replaces it".into());
+        }
+        Ok((host, port, user.to_owned()))
+    }
+
+    /// The same target, authenticating with RDS IAM tokens from `auth` and requiring TLS:
+    /// `verify-full` against `root_cert` when given, else `require`.
+    pub fn with_rds_iam(mut self, auth: RdsIamAuth, root_cert: Option<PathBuf>) -> Self {
+        self.config.ssl_mode(SslMode::Require);
+        self.iam = Some(Arc::new(auth));
+        self.root_cert = root_cert;
+        self
+    }
+
+    /// Where each connection's password comes from.
+    pub fn credential(&self) -> Credential {
+        if self.iam.is_some() {
+            Credential::RdsIamToken
+        } else {
+            Credential::Password
+        }
+    }
+
+    /// Whether connections must be encrypted (`sslmode=require` or stronger).
+    pub fn requires_tls(&self) -> bool {
+        self.config.get_ssl_mode() == SslMode::Require
+    }
+
+    /// libpq's `sslmode` for the client tools, when pgkeep decides it.
+    fn sslmode(&self) -> Option<&'static str> {
+        match (self.config.get_ssl_mode(), &self.root_cert) {
+            (SslMode::Require, Some(_)) => Some("verify-full"),
+            (SslMode::Require, None) => Some("require"),
+            (SslMode::Disable, _) => Some("disable"),
+            _ => None,
+        }
+    }
+
+    /// The password of a connection starting now: a fresh IAM token, else none from here
+    /// (libpq and [`PgTarget::connect`] look in the URL, `PGPASSWORD` and the passfile).
+    fn iam_token(&self) -> Result<Option<String>, PgError> {
+        self.iam
+            .as_ref()
+            .map(|auth| auth.token(SystemTime::now()))
+            .transpose()
     }
 
     /// The first TCP host, if any (to combine a URL with a secret that lacks one).
@@ -95,9 +196,9 @@ impl PgTarget {
 
     /// The same server and credentials, another database.
     pub fn with_database(&self, database: &str) -> Self {
-        let mut config = self.config.clone();
-        config.dbname(database);
-        PgTarget { config }
+        let mut target = self.clone();
+        target.config.dbname(database);
+        target
     }
 
     /// The role name used to connect.
@@ -170,31 +271,36 @@ impl PgTarget {
     }
 
     /// Sets libpq's environment on a client command (pg_dump, pg_restore, psql) so it connects
-    /// to this target; the password goes in `PGPASSWORD`, never in arguments.
-    pub fn apply_env(&self, cmd: &mut tokio::process::Command) {
+    /// to this target; the password (or a fresh IAM token) goes in `PGPASSWORD`, never in
+    /// arguments. Fails only when an IAM token cannot be made.
+    pub fn apply_env(&self, cmd: &mut tokio::process::Command) -> Result<(), PgError> {
         cmd.env("PGHOST", self.hosts())
             .env("PGPORT", self.ports())
             .env("PGUSER", self.user())
             .env("PGDATABASE", self.database())
             .env("PGAPPNAME", "pgkeep")
             .env("PGCONNECT_TIMEOUT", "30");
-        if let Some(pw) = self.config.get_password() {
+        if let Some(token) = self.iam_token()? {
+            cmd.env("PGPASSWORD", token);
+        } else if let Some(pw) = self.config.get_password() {
             cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
         }
-        let sslmode = match self.config.get_ssl_mode() {
-            SslMode::Disable => Some("disable"),
-            SslMode::Require => Some("require"),
-            _ => None,
-        };
-        if let Some(mode) = sslmode {
+        if let Some(mode) = self.sslmode() {
             cmd.env("PGSSLMODE", mode);
         }
+        if let Some(root) = &self.root_cert {
+            cmd.env("PGSSLROOTCERT", root);
+        }
+        Ok(())
     }
 
-    /// Opens a connection (plain TCP or Unix socket); the connection task runs in the background.
+    /// Opens a connection (TLS when the target requires it, else plain TCP or a Unix
+    /// socket); the connection task runs in the background.
     pub async fn connect(&self) -> Result<Client, PgError> {
         let mut config = self.config.clone();
-        if config.get_password().is_none() {
+        if let Some(token) = self.iam_token()? {
+            config.password(token);
+        } else if config.get_password().is_none() {
             if let Some(pw) = self.password() {
                 config.password(pw);
             }
@@ -203,15 +309,28 @@ impl PgTarget {
             config.connect_timeout(Duration::from_secs(30));
         }
         config.application_name("pgkeep");
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| PgError::Connect {
+        let connect_error = |e: tokio_postgres::Error| PgError::Connect {
             target: self.redacted(),
             message: describe(&e),
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "database connection closed with an error");
-            }
-        });
+        };
+        let client = if self.requires_tls() {
+            let tls = tls::connector(self.root_cert.as_deref())?;
+            let (client, connection) = config.connect(tls).await.map_err(connect_error)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "database connection closed with an error");
+                }
+            });
+            client
+        } else {
+            let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "database connection closed with an error");
+                }
+            });
+            client
+        };
         Ok(client)
     }
 

@@ -37,6 +37,14 @@ pub enum StoreError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// The store cannot do this at all (a directory has no presigned URLs).
+    #[error("{store}: {message}")]
+    Unsupported {
+        /// Store location.
+        store: String,
+        /// What is not supported and what to do instead.
+        message: String,
+    },
     /// The underlying filesystem or service failed.
     #[error("{op} {key} in {store}: {source}")]
     Io {
@@ -61,6 +69,36 @@ pub struct ObjectMeta {
     pub size: u64,
     /// When it was last written, when the store knows.
     pub modified: Option<DateTime<Utc>>,
+}
+
+/// What S3 Object Lock says about an object: while retained or held it cannot be deleted, so
+/// pgkeep refuses to delete its backup rather than leave a record that lies.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectLock {
+    /// `GOVERNANCE` or `COMPLIANCE` when a retention period is set.
+    pub mode: Option<String>,
+    /// The object is retained (undeletable) until this time.
+    pub retain_until: Option<DateTime<Utc>>,
+    /// A legal hold: undeletable until someone lifts it, whatever the retention.
+    pub legal_hold: bool,
+}
+
+impl ObjectLock {
+    /// Whether the lock forbids deleting the object at `now`.
+    pub fn blocks_deletion_at(&self, now: DateTime<Utc>) -> bool {
+        self.legal_hold || self.retain_until.is_some_and(|until| until > now)
+    }
+}
+
+/// A URL that lets whoever holds it GET one object until it expires, without credentials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PresignedGet {
+    /// The signed URL (a bearer credential until `expires_at`: hand it only to the caller).
+    pub url: String,
+    /// When the signature was made.
+    pub signed_at: DateTime<Utc>,
+    /// When the URL stops working.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A streaming write of one object that becomes visible only on [`ObjectUpload::commit`].
@@ -106,6 +144,25 @@ pub trait ObjectStore: Send + Sync {
         _older_than: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         Ok(0)
+    }
+    /// The Object Lock protection of an object: `None` when it has none, does not exist, or the
+    /// store has no such thing (a directory).
+    async fn object_lock(&self, _key: &str) -> Result<Option<ObjectLock>, StoreError> {
+        Ok(None)
+    }
+    /// A URL to GET the object with, signed at `signed_at` and valid for `ttl` after it, for
+    /// downloads that bypass pgkeep. Stores that cannot sign URLs say
+    /// [`StoreError::Unsupported`].
+    async fn presign_get(
+        &self,
+        _key: &str,
+        _ttl: std::time::Duration,
+        _signed_at: DateTime<Utc>,
+    ) -> Result<PresignedGet, StoreError> {
+        Err(StoreError::Unsupported {
+            store: self.location(),
+            message: "presigned download URLs are not supported by this store".into(),
+        })
     }
 }
 

@@ -13,7 +13,9 @@ use tokio::io::AsyncWrite;
 
 use crate::catalog::{Catalog, CatalogError, ListQuery, Page};
 use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
-use crate::store::{ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, StoreError};
+use crate::store::{
+    ObjectLock, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, PresignedGet, StoreError,
+};
 
 /// Which store operation fails.
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,6 +89,7 @@ pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     faults: Faults,
     crash: Option<CrashPoint>,
+    lock: Option<ObjectLock>,
 }
 
 impl FaultyStore {
@@ -96,7 +99,14 @@ impl FaultyStore {
             inner,
             faults,
             crash: None,
+            lock: None,
         }
+    }
+
+    /// Reports every object as under this Object Lock (as an S3 bucket with Object Lock would).
+    pub fn with_lock(mut self, lock: ObjectLock) -> Self {
+        self.lock = Some(lock);
+        self
     }
 
     /// Also crashes at `crash` (puts and deletes count as writes).
@@ -170,6 +180,20 @@ impl ObjectStore for FaultyStore {
         self.inner
             .abort_incomplete_uploads(prefix, older_than)
             .await
+    }
+    async fn object_lock(&self, key: &str) -> Result<Option<ObjectLock>, StoreError> {
+        match &self.lock {
+            Some(lock) => Ok(Some(lock.clone())),
+            None => self.inner.object_lock(key).await,
+        }
+    }
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        signed_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PresignedGet, StoreError> {
+        self.inner.presign_get(key, ttl, signed_at).await
     }
 }
 

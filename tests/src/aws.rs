@@ -106,6 +106,44 @@ impl Moto {
         })
     }
 
+    /// Moves the repository to a fresh bucket created with S3 Object Lock enabled (and so
+    /// versioning), without a default retention: objects are locked only when a test says so.
+    pub fn with_object_lock(mut self) -> Moto {
+        let bucket = unique("pgkeep-locked");
+        self.runtime.block_on(async {
+            self.s3()
+                .create_bucket()
+                .bucket(&bucket)
+                .object_lock_enabled_for_bucket(true)
+                .send()
+                .await
+                .expect("create a bucket with Object Lock")
+        });
+        self.bucket = bucket;
+        self
+    }
+
+    /// Puts an Object Lock retention on an object (S3 key) until `until`.
+    pub fn retain_until(&self, s3_key: &str, mode: &str, until: chrono::DateTime<chrono::Utc>) {
+        use aws_sdk_s3::primitives::DateTime;
+        use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
+        self.runtime.block_on(async {
+            self.s3()
+                .put_object_retention()
+                .bucket(&self.bucket)
+                .key(s3_key)
+                .retention(
+                    ObjectLockRetention::builder()
+                        .mode(ObjectLockRetentionMode::from(mode))
+                        .retain_until_date(DateTime::from_secs(until.timestamp()))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("retain {s3_key}: {e:?}"));
+        })
+    }
+
     /// An S3 client for the emulator.
     pub fn s3(&self) -> aws_sdk_s3::Client {
         s3(&self.config)

@@ -34,6 +34,7 @@ const PGKEEP_SETTINGS: &[&str] = &[
     "PGKEEP_DATABASE_SECRET_ARN",
     "PGKEEP_S3_PART_SIZE_MIB",
     "PGKEEP_S3_SSE_KMS_KEY_ID",
+    "PGKEEP_ACTOR",
 ];
 
 impl Pgkeep {

@@ -284,6 +284,120 @@ impl PgCluster {
         String::from_utf8(out.stdout).context("psql output is not UTF-8")
     }
 
+    /// Turns TLS on (a certificate for 127.0.0.1 issued by a throwaway CA) and lets `role` in
+    /// over TLS only, without checking a password (`hostssl … trust`, `hostnossl … reject`):
+    /// the stand-in for a server that takes RDS IAM tokens, which no local server can check.
+    /// Returns the CA certificate (PEM) that verifies the server.
+    pub fn enable_tls(&self, role: &str) -> Result<PathBuf> {
+        let dir = self.root_path.join("tls");
+        std::fs::create_dir_all(&dir).context("creating the TLS dir")?;
+        let openssl = |args: &[&str]| -> Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .context("running openssl (needed for the TLS tests)")?;
+            check_output("openssl", &out)
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pgkeep test CA",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])?;
+        std::fs::write(
+            dir.join("server.ext"),
+            "basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+             extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1
+",
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ])?;
+        for name in ["server.crt", "server.key"] {
+            let target = self.data_dir.join(name);
+            std::fs::copy(dir.join(name), &target).with_context(|| format!("copying {name}"))?;
+            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            self.give_to_server_user(&target)?;
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data_dir.join("pgkeep.conf"))?;
+        writeln!(
+            conf,
+            "ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'"
+        )?;
+        let hba_path = self.data_dir.join("pg_hba.conf");
+        let hba = std::fs::read_to_string(&hba_path)?;
+        let role = format!("\"{}\"", role.replace('"', "\"\""));
+        std::fs::write(
+            &hba_path,
+            format!(
+                "hostnossl all {role} {HOST}/32 reject\nhostssl all {role} {HOST}/32 trust\n{hba}"
+            ),
+        )?;
+        let out = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("reload")
+            .output()
+            .context("running pg_ctl reload")?;
+        check_output("pg_ctl reload", &out)?;
+        // The postmaster applies the new settings when it handles the signal; new sessions then
+        // see them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.psql("postgres", "SHOW ssl")?.trim() != "on" {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "the server did not turn TLS on; see {}",
+                    self.log_file.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(dir.join("ca.crt"))
+    }
+
     /// Like [`url`](Self::url), connecting as another role.
     pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
         format!(

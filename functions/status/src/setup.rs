@@ -32,5 +32,6 @@ pub async fn api() -> Result<Api, lambda_http::Error> {
         health: settings.health,
         admin_group: settings.admin_group.clone(),
         databases: settings.database_names(),
+        download_ttl: settings.download_ttl,
     })
 }

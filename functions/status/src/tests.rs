@@ -60,6 +60,7 @@ async fn fixture() -> Fixture {
         health: HealthPolicy::default(),
         admin_group: "admin".into(),
         databases: vec!["shop".into()],
+        download_ttl: pgkeep::ops::download::DEFAULT_DOWNLOAD_TTL,
     };
     Fixture {
         _dir: dir,
@@ -272,6 +273,58 @@ async fn restoring_a_backup_checks_the_confirmation_then_queues_it() {
         }
         other => panic!("refusals must queue nothing: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn deleting_a_backup_is_refused_while_it_is_the_newest_verified_then_audited() {
+    let f = fixture().await;
+    let (status, body, _) = call(&f.api, &event("delete-backup-iam")).await;
+    assert_eq!(status, 404, "unknown id: {body}");
+    let id: BackupId = "20261124T020000000Z-0a1b2c3d".parse().unwrap();
+    add(&f.api, id.clone(), BackupStatus::Verified).await;
+
+    let (status, body, _) = call(&f.api, &event("delete-backup-iam")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["reason"], "newest_verified");
+    assert_eq!(
+        f.api.services.catalog.get(&id).await.unwrap().status,
+        BackupStatus::Verified,
+        "a refusal changes nothing"
+    );
+
+    add(
+        &f.api,
+        BackupId::generate(Utc::now()),
+        BackupStatus::Verified,
+    )
+    .await;
+    let (status, body, _) = call(&f.api, &event("delete-backup-iam")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["status"], "deleted");
+    let audit = f.api.services.catalog.list_audit(None, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "delete");
+    assert_eq!(audit[0].backup_id.as_ref(), Some(&id));
+    assert_eq!(
+        audit[0].actor, "arn:aws:sts::123456789012:assumed-role/ops/alice",
+        "the caller the gateway authenticated"
+    );
+}
+
+#[tokio::test]
+async fn downloading_from_a_directory_repository_is_not_supported() {
+    let f = fixture().await;
+    let (status, body, _) = call(&f.api, &event("download-backup")).await;
+    assert_eq!(status, 404, "unknown id: {body}");
+    let id: BackupId = "20261124T020000000Z-0a1b2c3d".parse().unwrap();
+    add(&f.api, id, BackupStatus::Completed).await;
+    let (status, body, _) = call(&f.api, &event("download-backup")).await;
+    assert_eq!(status, 501, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("pgkeep cat"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

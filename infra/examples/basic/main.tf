@@ -32,6 +32,8 @@ module "pgkeep" {
   vpc_security_group_ids = var.vpc_security_group_ids
   scratch_secret_arn     = var.scratch_secret_arn
   secrets_kms_key_arns   = var.secrets_kms_key_arns
+  database_iam_auth      = var.database_iam_auth
+  rds_iam_db_users       = var.rds_iam_db_users
   alert_emails           = var.alert_emails
   alert_webhook_url      = var.alert_webhook_url
   object_lock            = var.object_lock

@@ -60,6 +60,18 @@ variable "scratch_secret_arn" {
   default     = null
 }
 
+variable "database_iam_auth" {
+  description = "Reach the databases with RDS IAM authentication (every database a url, no password); see the module's variable."
+  type        = bool
+  default     = false
+}
+
+variable "rds_iam_db_users" {
+  description = "arn:aws:rds-db:REGION:ACCOUNT:dbuser:DBI-RESOURCE-ID/USER the functions log in as with IAM authentication."
+  type        = list(string)
+  default     = []
+}
+
 variable "secrets_kms_key_arns" {
   description = "Customer managed keys of the database secrets, if any."
   type        = list(string)

@@ -610,8 +610,9 @@ impl Jobs {
         )
     }
 
-    /// How to reach a configured database: its URL, or its secret read now (so a rotated
-    /// password is picked up without a redeploy).
+    /// How to reach a configured database: its URL (with RDS IAM tokens when
+    /// `PGKEEP_DATABASE_IAM_AUTH` is on), or its secret read now (so a rotated password is
+    /// picked up without a redeploy).
     async fn database_target(&self, database: &str) -> Result<PgTarget, Error> {
         let source = self.settings.databases.get(database).ok_or_else(|| {
             ConfigError::Missing(format!(
@@ -620,7 +621,12 @@ impl Jobs {
             ))
         })?;
         Ok(match source {
-            DatabaseSource::Url(url) => database_target(Some(url), None, None).await?,
+            DatabaseSource::Url(url) => {
+                self.settings
+                    .database_auth
+                    .target(Some(url), None, self.aws.as_ref())
+                    .await?
+            }
             DatabaseSource::SecretArn(arn) => {
                 database_target(None, Some(arn), self.aws.as_ref()).await?
             }

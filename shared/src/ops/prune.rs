@@ -25,11 +25,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{reaper, status::list_all, Error};
+use super::{reaper, status::list_all, DeleteRefusal, Error};
 use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
-use crate::model::{path_segment, AuditEntry, BackupId, BackupRecord, BackupStatus};
+use crate::model::{format_time, path_segment, AuditEntry, BackupId, BackupRecord, BackupStatus};
 use crate::retention::{self, Decision, RetentionPolicy, Span};
+use crate::store::ObjectLock;
 
 /// What to prune.
 #[derive(Debug, Clone)]
@@ -288,6 +289,10 @@ pub async fn execute(
                 id: d.id.clone(),
                 why,
             }),
+            Err(e @ Error::DeleteRefused { .. }) => report.skipped.push(Skipped {
+                id: d.id.clone(),
+                why: e.to_string(),
+            }),
             Err(e) => return Err(e),
         }
     }
@@ -310,9 +315,11 @@ pub struct DeleteRequest {
 /// Deletes one backup crash-safely (see the module documentation) and audits it; returns the
 /// `deleted` record.
 ///
-/// Refuses ([`Error::Unusable`]) a backup that is in progress, the newest verified backup of
-/// its database, and one whose status is not `request.expected_status`. Deleting an already
-/// deleted backup finishes removing its keys and succeeds.
+/// Refuses ([`Error::DeleteRefused`]) a backup that is in progress, the newest verified backup
+/// of its database, and one whose object or manifest is under S3 Object Lock (checked before
+/// anything changes); refuses ([`Error::Unusable`]) one whose status is not
+/// `request.expected_status`. Deleting an already deleted backup finishes removing its keys
+/// and succeeds.
 pub async fn delete_backup(
     services: &Services,
     id: &BackupId,
@@ -322,6 +329,11 @@ pub async fn delete_backup(
     let refuse = |record: &BackupRecord, why: String| Error::Unusable {
         id: record.id.clone(),
         status: record.status,
+        why,
+    };
+    let refused = |record: &BackupRecord, reason, why: String| Error::DeleteRefused {
+        id: record.id.clone(),
+        reason,
         why,
     };
     if let Some(expected) = request.expected_status {
@@ -334,9 +346,10 @@ pub async fn delete_backup(
     }
     match record.status {
         BackupStatus::InProgress => {
-            return Err(refuse(
+            return Err(refused(
                 &record,
-                "it is still being written; wait for it to finish (or to be reaped as abandoned)"
+                DeleteRefusal::InProgress,
+                "is still being written; wait for it to finish (or to be reaped as abandoned)"
                     .into(),
             ))
         }
@@ -356,16 +369,29 @@ pub async fn delete_backup(
                 })
                 .await?;
             if newest.records.first().map(|r| &r.id) == Some(&record.id) {
-                return Err(refuse(
+                return Err(refused(
                     &record,
+                    DeleteRefusal::NewestVerified,
                     format!(
-                        "it is the newest verified backup of {:?}, which pgkeep never deletes",
+                        "is the newest verified backup of {:?}, which pgkeep never deletes; verify a newer backup first",
                         record.database
                     ),
                 ));
             }
         }
         _ => {}
+    }
+    let now = Utc::now();
+    for key in [&record.object_key, &record.manifest_key()] {
+        if let Some(lock) = services.store.object_lock(key).await? {
+            if lock.blocks_deletion_at(now) {
+                return Err(refused(
+                    &record,
+                    DeleteRefusal::ObjectLocked,
+                    locked_why(key, &lock),
+                ));
+            }
+        }
     }
     let before = record.status;
     record
@@ -387,6 +413,25 @@ pub async fn delete_backup(
     .await?;
     tracing::info!(backup = %record.id, database = %record.database, reason = %request.reason, "backup deleted");
     Ok(record)
+}
+
+/// What an Object Lock that forbids deletion says, for the refusal.
+fn locked_why(key: &str, lock: &ObjectLock) -> String {
+    let mut held = Vec::new();
+    if let Some(until) = lock.retain_until {
+        held.push(format!(
+            "{} retention until {}",
+            lock.mode.as_deref().unwrap_or("Object Lock"),
+            format_time(until)
+        ));
+    }
+    if lock.legal_hold {
+        held.push("a legal hold".to_owned());
+    }
+    format!(
+        "has {key} under S3 Object Lock ({}); it can be deleted once the lock ends",
+        held.join(" and ")
+    )
 }
 
 /// Manifest first, then the object (see the module documentation).

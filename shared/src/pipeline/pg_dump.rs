@@ -108,7 +108,10 @@ impl PgDump {
             "--lock-wait-timeout=600s",
         ])
         .args(extra_args);
-        target.apply_env(&mut cmd);
+        target.apply_env(&mut cmd).map_err(|e| DumpError::Spawn {
+            program: "pg_dump".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         Self::spawn_command(cmd)
     }
 

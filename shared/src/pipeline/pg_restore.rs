@@ -45,7 +45,10 @@ impl PgRestore {
         file: Option<&Path>,
     ) -> Result<(PgRestore, Option<ChildStdin>), DumpError> {
         let mut cmd = Command::new(program);
-        target.apply_env(&mut cmd);
+        target.apply_env(&mut cmd).map_err(|e| DumpError::Spawn {
+            program: "pg_restore".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         // A connection string, so that no database name is ever taken for one.
         cmd.arg(format!(
             "--dbname=dbname={}",

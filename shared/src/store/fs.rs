@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use tokio::fs::File;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{validate_key, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, StoreError};
+use super::{
+    validate_key, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, PresignedGet, StoreError,
+};
 
 /// Objects as files under a root directory; keys map to relative paths.
 #[derive(Debug, Clone)]
@@ -201,6 +203,19 @@ impl ObjectStore for FsStore {
             key: String::new(),
             source: io::Error::other(e),
         })?
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        _ttl: std::time::Duration,
+        _signed_at: DateTime<Utc>,
+    ) -> Result<PresignedGet, StoreError> {
+        validate_key(key)?;
+        Err(StoreError::Unsupported {
+            store: self.location(),
+            message: "download URLs are not supported on a filesystem repository; use `pgkeep cat ID` (or copy the object file and decrypt it with docs/pgkeep_decrypt.py)".into(),
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use crate::catalog::Catalog;
 use crate::keys::NoKey;
 use crate::model::{BackupKind, Compression};
 use crate::store::fs::FsStore;
-use crate::store::ObjectStore;
+use crate::store::{ObjectLock, ObjectStore};
 use crate::testing::{CatalogFaults, CrashPoint, Faults, FaultyCatalog, FaultyStore};
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -498,15 +498,27 @@ async fn delete_backup_refuses_what_must_stay() {
         reason: "asked".into(),
         expected_status,
     };
-    for (name, why) in [
-        ("d5", "newest verified backup of \"shop\""),
-        ("a2", "still being written"),
+    for (name, refusal, why) in [
+        (
+            "d5",
+            DeleteRefusal::NewestVerified,
+            "newest verified backup of \"shop\"",
+        ),
+        ("a2", DeleteRefusal::InProgress, "still being written"),
     ] {
         let err = delete_backup(&s, &f.ids[name], &by_hand(None))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Unusable { .. }), "{name}: {err}");
+        assert!(
+            matches!(err, Error::DeleteRefused { reason, .. } if reason == refusal),
+            "{name}: {err}"
+        );
         assert_eq!(err.kind(), super::super::ErrorKind::Conflict);
+        assert!(
+            err.to_string()
+                .starts_with(&format!("refused: {}: ", refusal.as_str())),
+            "{name}: {err}"
+        );
         assert!(err.to_string().contains(why), "{name}: {err}");
     }
     // A plan's stale view is refused.
@@ -547,6 +559,83 @@ async fn delete_backup_refuses_what_must_stay() {
     delete_backup(&s, &f.ids["d5"], &by_hand(None))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn locked_objects_are_refused_before_anything_changes_and_prune_skips_them() {
+    let f = Fixture::new().await;
+    let (statuses, keys) = f.state().await;
+    let held = |legal_hold: bool, until: Option<DateTime<Utc>>| Services {
+        store: Arc::new(
+            FaultyStore::new(f.store.clone(), Faults::default()).with_lock(ObjectLock {
+                mode: until.map(|_| "GOVERNANCE".to_owned()),
+                retain_until: until,
+                legal_hold,
+            }),
+        ),
+        ..f.services()
+    };
+    let by_hand = DeleteRequest {
+        actor: "alice".into(),
+        action: "delete".into(),
+        reason: "asked".into(),
+        expected_status: None,
+    };
+    let tomorrow = Utc::now() + chrono::Duration::days(1);
+    for (services, words) in [
+        (held(false, Some(tomorrow)), "GOVERNANCE retention until"),
+        (held(true, None), "a legal hold"),
+    ] {
+        let err = delete_backup(&services, &f.ids["d3"], &by_hand)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::DeleteRefused {
+                    reason: DeleteRefusal::ObjectLocked,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(words), "{err}");
+        // Prune skips what it may not delete, and says why.
+        let report = prune(&services).await.unwrap();
+        assert!(report.deleted.is_empty(), "{report:?}");
+        assert!(
+            report
+                .skipped
+                .iter()
+                .all(|s| s.why.starts_with("refused: object_locked")),
+            "{report:?}"
+        );
+        assert_eq!(report.skipped.len(), 4, "{report:?}");
+    }
+    // The backups prune wanted gone are untouched: records, objects, manifests. (Its reaping
+    // and repairs ran; they delete no locked backup.)
+    let (after, after_keys) = f.state().await;
+    for name in ["d3", "d4", "d6", "p1"] {
+        assert_eq!(after[name], statuses[name], "{name}");
+        let r = f.catalog.get(&f.ids[name]).await.unwrap();
+        for key in [r.object_key.clone(), r.manifest_key()] {
+            assert!(keys.contains(&key) && after_keys.contains(&key), "{key}");
+        }
+    }
+    let audit = f.catalog.list_audit(None, 100).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .all(|a| a.details.get("status_before").is_none()),
+        "{audit:?}"
+    );
+
+    // A lapsed retention no longer holds anything back.
+    let lapsed = held(false, Some(Utc::now() - chrono::Duration::days(1)));
+    let d3 = delete_backup(&lapsed, &f.ids["d3"], &by_hand)
+        .await
+        .unwrap();
+    assert_eq!(d3.status, BackupStatus::Deleted);
 }
 
 #[tokio::test]
