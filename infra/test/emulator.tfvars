@@ -7,6 +7,7 @@ databases = {
   shop = {
     secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/shop-AbCdEf"
     retention  = { keep_last = 3, keep_within = "2d" }
+    selection  = { exclude_schemas = ["audit"], exclude_table_data = ["public.sessions"] }
   }
   crm = {
     secret_arn    = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/crm-GhIjKl"
@@ -23,6 +24,7 @@ retention = {
   keep_monthly = 12
   keep_yearly  = 3
   keep_within  = "1d"
+  keep_labels  = ["release", "pinned=yes"]
 }
 
 vpc_subnet_ids         = ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002"]
