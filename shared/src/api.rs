@@ -465,7 +465,8 @@ impl Api {
 }
 
 /// Maps an operation's failure to a status code and a JSON error. A refused deletion also
-/// carries its stable `reason` (`newest_verified`, `in_progress`: 409; `object_locked`: 423).
+/// carries its stable `reason` (`newest_verified`, `in_progress`: 409; `object_locked`: 423);
+/// a backup that was deleted answers 410, one without a stored object yet (or ever) 409.
 pub fn error_response(e: ops::Error) -> ApiResponse {
     if let ops::Error::DeleteRefused { id, reason, .. } = &e {
         let status = match reason {
@@ -480,6 +481,14 @@ pub fn error_response(e: ops::Error) -> ApiResponse {
     let status = match (&e, e.kind()) {
         (ops::Error::Catalog(CatalogError::BadCursor(_)), _) => 400,
         (ops::Error::Store(StoreError::Unsupported { .. }), _) => 501,
+        // Deleted (by hand or by retention): the id was valid, the backup is gone for good.
+        (
+            ops::Error::Unusable {
+                status: BackupStatus::Deleted,
+                ..
+            },
+            _,
+        ) => 410,
         (_, ErrorKind::NotFound) => 404,
         (_, ErrorKind::Config) => 400,
         (_, ErrorKind::Conflict) => 409,
@@ -1041,6 +1050,13 @@ mod tests {
         let (api, _) = api(dir.path()).await;
         let stored = add(&api, 1, BackupStatus::Completed).await;
         let failed = add(&api, 2, BackupStatus::Failed).await;
+        let mut deleted = add(&api, 3, BackupStatus::Completed).await;
+        deleted.transition(BackupStatus::Deleted).unwrap();
+        api.services
+            .catalog
+            .update(&deleted, BackupStatus::Completed)
+            .await
+            .unwrap();
         let download = |id: &str| get(&format!("/backups/{id}/download"), admin());
         let res = api.handle(&download(stored.id.as_str()), now()).await;
         assert_eq!(res.status, 501, "{}", res.body);
@@ -1052,6 +1068,7 @@ mod tests {
         let unknown = BackupId::generate(now());
         for (req, status) in [
             (download(failed.id.as_str()), 409),
+            (download(deleted.id.as_str()), 410),
             (download(unknown.as_str()), 404),
             (download("nope"), 400),
         ] {
