@@ -7,6 +7,8 @@ locals {
     "GET /backups",
     "POST /backups",
     "GET /backups/{id}",
+    "POST /backups/{id}/verify",
+    "POST /backups/{id}/restore",
     "DELETE /backups/{id}",
     "GET /backups/{id}/download",
     "GET /status",

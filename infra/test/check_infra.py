@@ -213,6 +213,25 @@ def check_static() -> None:
     data = blocks(tree, "data")
     loc = module_locals(tree)
 
+    # Each function's environment lists a variable once (merges have doubled entries before).
+    for name, spec in FUNCTIONS.items():
+        doubled = sorted({v for v in spec["env"] if spec["env"].count(v) > 1})
+        if doubled:
+            fail(f"functions.json: {name} lists {doubled} more than once")
+
+    # API Gateway routes exactly what the status function serves (shared/src/api.rs's match).
+    served = set()
+    for method, segments in re.findall(r'\("(GET|POST|PUT|PATCH|DELETE)", \[([^\]]*)\]\) =>',
+                                       (ROOT / "shared" / "src" / "api.rs").read_text()):
+        parts = [p.strip() for p in segments.split(",") if p.strip()]
+        served.add(method + " /" + "/".join(p.strip('"') if p.startswith('"') else "{" + p + "}" for p in parts))
+    routed = set(loc.get("api_routes", []))
+    if not served:
+        fail("found no routes in shared/src/api.rs (has its match changed shape?)")
+    elif routed != served:
+        fail(f"infra/api.tf api_routes differ from the routes shared/src/api.rs serves: "
+             f"missing {sorted(served - routed)}, extra {sorted(routed - served)}")
+
     # Every crate under functions/ has a Lambda function, and every function a crate.
     if set(FUNCTIONS) != crates():
         fail(f"functions.json names {sorted(FUNCTIONS)} but functions/ holds crates {sorted(crates())}")
