@@ -75,75 +75,38 @@ pub fn print_list(records: &[BackupRecord]) {
         println!("no backups yet");
         return;
     }
-    if records.iter().any(|r| !r.labels.is_empty()) {
-        print_list_with_labels(records);
-        return;
-    }
-    let rows: Vec<[String; 7]> = records
-        .iter()
-        .map(|r| {
-            [
-                r.id.to_string(),
-                r.database.clone(),
-                r.kind.to_string(),
-                r.status.to_string(),
-                format_time(r.created_at),
-                r.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
-                r.duration_ms
-                    .map(human_duration)
-                    .unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    let header = [
+    const HEADER: [&str; 7] = [
         "ID", "DATABASE", "KIND", "STATUS", "CREATED", "SIZE", "TOOK",
     ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        cells
+    if records.iter().any(|r| !r.labels.is_empty()) {
+        let rows: Vec<[String; 8]> = records
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    println!("{}", line(header.to_vec()));
-    for row in &rows {
-        println!("{}", line(row.iter().map(String::as_str).collect()));
+            .map(|r| {
+                let [id, db, kind, status, created, size, took] = list_cells(r);
+                [id, db, kind, status, created, size, took, labels_text(r)]
+            })
+            .collect();
+        let [id, db, kind, status, created, size, took] = HEADER;
+        print_table([id, db, kind, status, created, size, took, "LABELS"], &rows);
+    } else {
+        let rows: Vec<[String; 7]> = records.iter().map(list_cells).collect();
+        print_table(HEADER, &rows);
     }
 }
 
-fn print_list_with_labels(records: &[BackupRecord]) {
-    let rows: Vec<[String; 8]> = records
-        .iter()
-        .map(|r| {
-            [
-                r.id.to_string(),
-                r.database.clone(),
-                r.kind.to_string(),
-                r.status.to_string(),
-                format_time(r.created_at),
-                r.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
-                r.duration_ms
-                    .map(human_duration)
-                    .unwrap_or_else(|| "-".into()),
-                labels_text(r),
-            ]
-        })
-        .collect();
-    print_table(
-        [
-            "ID", "DATABASE", "KIND", "STATUS", "CREATED", "SIZE", "TOOK", "LABELS",
-        ],
-        &rows,
-    );
+/// One backup's cells in the listing, label column aside.
+fn list_cells(r: &BackupRecord) -> [String; 7] {
+    [
+        r.id.to_string(),
+        r.database.clone(),
+        r.kind.to_string(),
+        r.status.to_string(),
+        format_time(r.created_at),
+        r.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+        r.duration_ms
+            .map(human_duration)
+            .unwrap_or_else(|| "-".into()),
+    ]
 }
 
 /// One record in full.
