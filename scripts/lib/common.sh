@@ -21,6 +21,10 @@
 #                       wait until it answers; exports PGKEEP_TEST_AWS_ENDPOINT and dummy AWS
 #                       credentials and region for the tests
 #   moto_stop           stop the server moto_start started (safe to call when none runs)
+#   skip_or_fail MSG    outside CI: log that a check is skipped, and why; under CI (CI=true):
+#                       fail, since CI must never pass by skipping
+#   ensure_apt_tool CMD PKG  install Debian package PKG when command CMD is missing; when it
+#                       cannot be installed: skip_or_fail (returns 1 when skipping)
 
 PG_SUPERUSER=pgkeep_admin
 
@@ -54,6 +58,30 @@ _pg_find_bin_dir() {
 
 pg_bin_dir() {
     _pg_find_bin_dir || die "PostgreSQL server binaries (initdb) not found; set PGKEEP_PG_BIN or run ensure_postgres"
+}
+
+skip_or_fail() {
+    if [[ ${CI:-} == true ]]; then
+        die "$1 (under CI a missing tool fails the run)"
+    fi
+    log "SKIPPED: $1"
+}
+
+ensure_apt_tool() {
+    local cmd=$1 pkg=$2
+    command -v "$cmd" >/dev/null && return 0
+    log "$cmd not found: installing the Debian package $pkg"
+    local sudo=()
+    if [[ $EUID -ne 0 ]] && command -v sudo >/dev/null; then
+        sudo=(sudo -n)
+    fi
+    if [[ $EUID -eq 0 || ${#sudo[@]} -gt 0 ]]; then
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || true
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null || true
+    fi
+    command -v "$cmd" >/dev/null && return 0
+    skip_or_fail "$cmd is not installed and the package $pkg could not be installed"
+    return 1
 }
 
 ensure_postgres() {
