@@ -249,7 +249,7 @@ impl Api {
             cursor: q.get("cursor").cloned(),
             label,
         };
-        let page = ops::status::list(&self.services, &query)
+        let page = ops::list::list(&self.services, &query)
             .await
             .map_err(error_response)?;
         Ok(ApiResponse::json(
