@@ -14,13 +14,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
+use crate::invoke::{DumpStarter, VerifyStarter};
 use crate::labels::{LabelSelector, Labels};
 use crate::model::{BackupId, BackupKind, BackupStatus};
 use crate::ops::health::{health, HealthPolicy};
@@ -98,21 +98,6 @@ impl ApiResponse {
     fn error(status: u16, message: impl Into<String>) -> Self {
         Self::json(status, json!({ "error": message.into() }))
     }
-}
-
-/// Starts a dump without waiting for it (an asynchronous Lambda invocation in AWS).
-#[async_trait]
-pub trait DumpStarter: Send + Sync {
-    /// Hands the trigger to the dump function; returns once it is queued.
-    async fn start(&self, trigger: &DumpTrigger) -> Result<(), String>;
-}
-
-/// Starts a verification or a restore without waiting for it (an asynchronous invocation of
-/// the verify function in AWS).
-#[async_trait]
-pub trait VerifyStarter: Send + Sync {
-    /// Hands the event to the verify function; returns once it is queued.
-    async fn start(&self, event: &VerifyEvent) -> Result<(), String>;
 }
 
 /// The API's settings and backends, built once per Lambda container.
