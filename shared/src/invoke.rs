@@ -208,29 +208,3 @@ mod tests {
         assert!(err.contains("PGKEEP_VERIFY_FUNCTION"), "{err}");
     }
 }
-
-/// Remembers the dumps it was asked to start instead of invoking anything: the stand-in for
-/// [`LambdaInvoker`] in tests of the API and the functions.
-#[derive(Debug, Default)]
-pub struct RecordingStarter(pub std::sync::Mutex<Vec<DumpTrigger>>);
-
-#[async_trait]
-impl DumpStarter for RecordingStarter {
-    async fn start(&self, trigger: &DumpTrigger) -> Result<(), String> {
-        self.0.lock().expect("not poisoned").push(trigger.clone());
-        Ok(())
-    }
-}
-
-/// Remembers the verifications (and restores) it was asked to start instead of invoking
-/// anything.
-#[derive(Debug, Default)]
-pub struct RecordingVerifyStarter(pub std::sync::Mutex<Vec<VerifyEvent>>);
-
-#[async_trait]
-impl VerifyStarter for RecordingVerifyStarter {
-    async fn start(&self, event: &VerifyEvent) -> Result<(), String> {
-        self.0.lock().expect("not poisoned").push(event.clone());
-        Ok(())
-    }
-}

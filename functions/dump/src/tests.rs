@@ -1,7 +1,6 @@
 //! Every sample event in events/dump/ through the real handler, over the embedded backends and
 //! a real PostgreSQL; the failure alerts through the real SNS (moto) and webhook notifiers.
 
-use pgkeep::invoke::RecordingVerifyStarter;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -9,12 +8,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use pgkeep::alert::{AlertKind, RecordingNotifier};
+use pgkeep::alert::AlertKind;
 use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
-use pgkeep::metrics::RecordingMetrics;
 use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression, Lease};
 use pgkeep::ops::jobs::Jobs;
+use pgkeep::testing::{RecordingMetrics, RecordingNotifier, RecordingVerifyStarter};
 use pgkeep::trigger::VerifyEvent;
 use pgkeep_tests::aws::Moto;
 use pgkeep_tests::PgCluster;

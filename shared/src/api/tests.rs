@@ -1,7 +1,7 @@
 use super::*;
 use crate::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
-use crate::invoke::{RecordingStarter, RecordingVerifyStarter};
 use crate::model::{BackupRecord, Compression};
+use crate::testing::{RecordingStarter, RecordingVerifyStarter};
 use chrono::{Duration, TimeZone};
 
 fn now() -> DateTime<Utc> {

@@ -46,7 +46,8 @@ pub struct S3Options {
     /// Encrypt objects at rest with this KMS key (SSE-KMS); `None` leaves the bucket's default.
     pub sse_kms_key_id: Option<String>,
     /// Failure injection for tests: this part fails this many attempts.
-    pub fault: Option<PartFault>,
+    #[cfg(any(test, feature = "testing"))]
+    pub fault: Option<crate::testing::PartFault>,
 }
 
 impl Default for S3Options {
@@ -56,19 +57,10 @@ impl Default for S3Options {
             max_in_flight: 3,
             part_attempts: 4,
             sse_kms_key_id: None,
+            #[cfg(any(test, feature = "testing"))]
             fault: None,
         }
     }
-}
-
-/// A simulated part-upload failure (tests only): part `part` fails its first `failures`
-/// attempts.
-#[derive(Debug, Clone, Copy)]
-pub struct PartFault {
-    /// Part number (from 1).
-    pub part: i32,
-    /// Attempts that fail; at least `part_attempts` makes the whole upload fail.
-    pub failures: u32,
 }
 
 /// Objects in an S3 bucket under a key prefix.

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::PollSender;
 
-use super::{sse, Inner, MAX_PART_SIZE};
+use super::{sse, Inner, S3Options, MAX_PART_SIZE};
 use crate::aws::{describe, error_code};
 use crate::store::{ObjectUpload, StoreError};
 
@@ -496,11 +496,7 @@ async fn upload_part(
     let mut delay = Duration::from_millis(250);
     let mut attempt = 1;
     loop {
-        let injected = store
-            .options
-            .fault
-            .is_some_and(|f| f.part == number && attempt <= f.failures);
-        let result = if injected {
+        let result = if injected_failure(&store.options, number, attempt) {
             Err(("injected failure".to_owned(), true))
         } else {
             store
@@ -537,6 +533,18 @@ async fn upload_part(
             }
         }
     }
+}
+
+/// Whether a test asked for this attempt to fail ([`S3Options::fault`]).
+#[cfg(any(test, feature = "testing"))]
+fn injected_failure(options: &S3Options, part: i32, attempt: u32) -> bool {
+    options.fault.is_some_and(|f| f.fails(part, attempt))
+}
+
+/// Without the `testing` feature nothing is injected.
+#[cfg(not(any(test, feature = "testing")))]
+fn injected_failure(_: &S3Options, _: i32, _: u32) -> bool {
+    false
 }
 
 /// Worth another attempt: no answer, a timeout, throttling or a server-side error.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::store::contract::{pattern, write_uneven};
-use crate::testing::{moto, moto_bucket};
+use crate::testing::{moto, moto_bucket, PartFault};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn options() -> S3Options {
