@@ -627,8 +627,8 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8, Failure> {
                 label: label.clone(),
             };
             let records = match limit {
-                Some(_) => ops::status::list(&services, &query).await?.records,
-                None => ops::status::list_all(&services, &query).await?,
+                Some(_) => ops::list::list(&services, &query).await?.records,
+                None => ops::list::list_all(&services, &query).await?,
             };
             if *json {
                 output::print_json(&records);

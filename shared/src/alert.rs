@@ -2,12 +2,13 @@
 //!
 //! What an alert says is composed here ([`Alert`], its text, JSON and webhook renderings); how
 //! it travels is a [`Notifier`]: [`sns::SnsNotifier`], [`webhook::WebhookNotifier`],
-//! [`LogNotifier`], [`RecordingNotifier`] for tests, and [`Notifiers`] to send to several.
+//! [`LogNotifier`], a recorder for tests (`testing::RecordingNotifier`), and [`Notifiers`] to
+//! send to several.
 //! Every rendering passes through [`redact`], so a database URL with a password or a
 //! `password=` setting that ended up in an error message never leaves in an alert.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -216,38 +217,6 @@ impl Notifier for LogNotifier {
     }
 }
 
-/// Keeps every alert in memory, for tests.
-#[derive(Debug, Default)]
-pub struct RecordingNotifier {
-    alerts: Mutex<Vec<Alert>>,
-}
-
-impl RecordingNotifier {
-    /// An empty recorder.
-    pub fn new() -> Self {
-        RecordingNotifier::default()
-    }
-
-    /// The alerts received so far, in order.
-    pub fn alerts(&self) -> Vec<Alert> {
-        self.alerts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-#[async_trait]
-impl Notifier for RecordingNotifier {
-    async fn notify(&self, alert: &Alert) -> Result<(), NotifyError> {
-        self.alerts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(alert.clone());
-        Ok(())
-    }
-}
-
 /// Sends every alert to each of several notifiers (SNS and a webhook, say). All are tried even
 /// when one fails; the failures are returned together.
 #[derive(Clone, Default)]
@@ -384,6 +353,7 @@ mod tests {
     use super::*;
     use crate::model::{BackupKind, BackupStatus, Compression};
     use crate::ops::health::{assess, HealthPolicy};
+    use crate::testing::RecordingNotifier;
     use chrono::{TimeDelta, TimeZone};
 
     const SECRET: &str = "s3cr3t";

@@ -4,14 +4,31 @@
 //!
 //! Lambda queues the event and answers 202; retries and the dead-letter queue are the target
 //! function's asynchronous invocation settings.
+//!
+//! The API and the jobs see only the [`DumpStarter`] and [`VerifyStarter`] traits;
+//! [`LambdaInvoker`] is their AWS implementation.
 
 use async_trait::async_trait;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 
-use crate::api::{DumpStarter, VerifyStarter};
 use crate::aws::{describe, error_code, SdkConfig};
 use crate::trigger::{DumpTrigger, VerifyEvent};
+
+/// Starts a dump without waiting for it (an asynchronous Lambda invocation in AWS).
+#[async_trait]
+pub trait DumpStarter: Send + Sync {
+    /// Hands the trigger to the dump function; returns once it is queued.
+    async fn start(&self, trigger: &DumpTrigger) -> Result<(), String>;
+}
+
+/// Starts a verification or a restore without waiting for it (an asynchronous invocation of
+/// the verify function in AWS).
+#[async_trait]
+pub trait VerifyStarter: Send + Sync {
+    /// Hands the event to the verify function; returns once it is queued.
+    async fn start(&self, event: &VerifyEvent) -> Result<(), String>;
+}
 
 /// Invokes one function asynchronously.
 #[derive(Debug, Clone)]
@@ -189,31 +206,5 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.contains("PGKEEP_VERIFY_FUNCTION"), "{err}");
-    }
-}
-
-/// Remembers the dumps it was asked to start instead of invoking anything: the stand-in for
-/// [`LambdaInvoker`] in tests of the API and the functions.
-#[derive(Debug, Default)]
-pub struct RecordingStarter(pub std::sync::Mutex<Vec<DumpTrigger>>);
-
-#[async_trait]
-impl DumpStarter for RecordingStarter {
-    async fn start(&self, trigger: &DumpTrigger) -> Result<(), String> {
-        self.0.lock().expect("not poisoned").push(trigger.clone());
-        Ok(())
-    }
-}
-
-/// Remembers the verifications (and restores) it was asked to start instead of invoking
-/// anything.
-#[derive(Debug, Default)]
-pub struct RecordingVerifyStarter(pub std::sync::Mutex<Vec<VerifyEvent>>);
-
-#[async_trait]
-impl VerifyStarter for RecordingVerifyStarter {
-    async fn start(&self, event: &VerifyEvent) -> Result<(), String> {
-        self.0.lock().expect("not poisoned").push(event.clone());
-        Ok(())
     }
 }

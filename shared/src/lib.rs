@@ -6,7 +6,8 @@
 //! [`retention`] decides what to keep; [`alert`] and [`metrics`] tell people and CloudWatch.
 //! [`aws`] the AWS configuration shared by the S3, DynamoDB and KMS backends. The Lambda
 //! functions each make one call into [`ops::jobs`]; [`api`] is the status API; [`invoke`]
-//! starts one function from another.
+//! starts one function from another. Test doubles live in `testing`, behind the `testing`
+//! feature.
 
 pub mod alert;
 pub mod api;
@@ -25,6 +26,6 @@ pub mod postgres;
 pub mod retention;
 pub mod selection;
 pub mod store;
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod trigger;

@@ -218,7 +218,7 @@ pub fn health_metrics(health: &[DatabaseHealth], at: DateTime<Utc>) -> Vec<Metri
 }
 
 /// Where metric documents go: stdout in Lambda ([`StdoutMetrics`]), memory in tests
-/// ([`RecordingMetrics`]).
+/// (`testing::RecordingMetrics`).
 pub trait MetricSink: Send + Sync {
     /// Emits one document (nothing when it has no values).
     fn emit(&self, record: &MetricRecord);
@@ -233,33 +233,6 @@ impl MetricSink for StdoutMetrics {
     fn emit(&self, record: &MetricRecord) {
         if let Err(e) = record.write_to(&mut io::stdout().lock()) {
             tracing::warn!(error = %e, database = %record.database, "could not write a metric line");
-        }
-    }
-}
-
-/// Keeps the lines that would have been written, for tests.
-#[derive(Debug, Default)]
-pub struct RecordingMetrics {
-    lines: std::sync::Mutex<Vec<String>>,
-}
-
-impl RecordingMetrics {
-    /// The lines emitted so far, each one EMF document without its newline.
-    pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl MetricSink for RecordingMetrics {
-    fn emit(&self, record: &MetricRecord) {
-        let mut out = Vec::new();
-        record.write_to(&mut out).expect("writing to memory");
-        if !out.is_empty() {
-            let line = String::from_utf8(out).expect("JSON is UTF-8");
-            self.lines
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(line.trim_end().to_owned());
         }
     }
 }

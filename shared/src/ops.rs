@@ -25,13 +25,13 @@ pub mod delete;
 pub mod download;
 pub mod health;
 pub mod jobs;
+pub mod list;
 pub mod prune;
 pub mod read;
 pub mod reaper;
 mod replay;
 pub mod restore;
 pub mod scratch;
-pub mod status;
 pub mod verify;
 
 /// Why an operation failed; every message says what happened and, where it can, what to do.

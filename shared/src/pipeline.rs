@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::ChildStdout;
 
 use crate::keys::DataKey;
-use crate::model::Compression;
+use crate::model::{ArchiveInfo, Compression, TableEntry};
 use crate::store::{ObjectUpload, StoreError};
 
 pub mod archive_scan;
@@ -107,6 +107,30 @@ pub struct StoredObject {
     pub archive_bytes: u64,
     /// What the archive held.
     pub archive: ArchiveSummary,
+}
+
+impl StoredObject {
+    /// What the archive holds, as the manifest records it.
+    pub fn archive_info(&self) -> ArchiveInfo {
+        let archive = &self.archive;
+        ArchiveInfo {
+            format: "pg_dump custom".into(),
+            archive_version: archive.archive_version.clone(),
+            dump_version: archive.dump_version.clone(),
+            archive_bytes: self.archive_bytes,
+            tables: archive
+                .tables
+                .iter()
+                .map(|t| TableEntry {
+                    schema: t.schema.clone(),
+                    table: t.table.clone(),
+                    rows: t.rows,
+                })
+                .collect(),
+            schema_only_tables: archive.schema_only_tables.clone(),
+            large_objects: archive.large_objects,
+        }
+    }
 }
 
 /// Streams pg_dump's output into `upload` and commits it only if pg_dump succeeded and the

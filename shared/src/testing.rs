@@ -1,5 +1,9 @@
 //! Test doubles with failure injection: decorators over the real backends, so tests exercise
-//! our own code paths and only the failure is simulated.
+//! our own code paths and only the failure is simulated; recording stand-ins for notifiers,
+//! metrics and starters (`testing/recording.rs`); helpers for the AWS emulator.
+//!
+//! Compiled for this crate's unit tests and, through the `testing` feature, for the tests of
+//! the other crates (a `[dev-dependencies]` entry), never into a release binary.
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +19,12 @@ use crate::catalog::{Catalog, CatalogError, ListQuery, Page};
 use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
 use crate::store::{
     ObjectLock, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, PresignedGet, StoreError,
+};
+
+mod recording;
+
+pub use recording::{
+    RecordingMetrics, RecordingNotifier, RecordingStarter, RecordingVerifyStarter,
 };
 
 /// Which store operation fails.
@@ -334,6 +344,23 @@ impl Catalog for FaultyCatalog {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, CatalogError> {
         self.inner.list_audit(database, limit).await
+    }
+}
+
+/// A simulated S3 part-upload failure ([`S3Options::fault`](crate::store::s3::S3Options)):
+/// part `part` fails its first `failures` attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct PartFault {
+    /// Part number (from 1).
+    pub part: i32,
+    /// Attempts that fail; at least `part_attempts` makes the whole upload fail.
+    pub failures: u32,
+}
+
+impl PartFault {
+    /// Whether attempt `attempt` (from 1) of part `part` fails.
+    pub fn fails(&self, part: i32, attempt: u32) -> bool {
+        part == self.part && attempt <= self.failures
     }
 }
 

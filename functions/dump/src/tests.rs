@@ -1,7 +1,6 @@
 //! Every sample event in events/dump/ through the real handler, over the embedded backends and
 //! a real PostgreSQL; the failure alerts through the real SNS (moto) and webhook notifiers.
 
-use pgkeep::invoke::RecordingVerifyStarter;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -9,12 +8,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use pgkeep::alert::{AlertKind, RecordingNotifier};
+use pgkeep::alert::AlertKind;
 use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
-use pgkeep::metrics::RecordingMetrics;
 use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression, Lease};
 use pgkeep::ops::jobs::Jobs;
+use pgkeep::testing::{RecordingMetrics, RecordingNotifier, RecordingVerifyStarter};
 use pgkeep::trigger::VerifyEvent;
 use pgkeep_tests::aws::Moto;
 use pgkeep_tests::PgCluster;
@@ -117,7 +116,7 @@ async fn every_sample_event_backs_up_once_with_metrics_and_a_verification() {
     let again = handle(&f.jobs, event("scheduled")).await.unwrap();
     assert_eq!(again["outcome"], "duplicate", "{again}");
     assert_eq!(again["backup"]["id"], id.as_str());
-    let records = pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+    let records = pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
         .await
         .unwrap();
     assert_eq!(records.len(), 1, "one record for two deliveries");
@@ -232,7 +231,7 @@ async fn selections_come_from_the_configuration_or_the_event_and_labels_are_reco
     );
 
     // A bad label in an event fails the invocation before anything is recorded.
-    let before = pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+    let before = pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
         .await
         .unwrap()
         .len();
@@ -242,7 +241,7 @@ async fn selections_come_from_the_configuration_or_the_event_and_labels_are_reco
     assert_eq!(err.error_type, "InvalidEvent", "{err:?}");
     assert!(err.error_message.contains("upper-case"), "{err:?}");
     assert_eq!(
-        pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+        pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
             .await
             .unwrap()
             .len(),
@@ -476,7 +475,7 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
         assert_eq!(err.error_type, "Failed", "{err:?}");
         assert!(err.error_message.contains("shop"), "{err:?}");
         assert!(!err.error_message.contains(&password), "{err:?}");
-        let records = pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+        let records = pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
             .await
             .unwrap();
         assert_eq!(records.len(), 1);
@@ -495,7 +494,7 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
         let again = handle(&f.jobs, event("scheduled")).await.unwrap_err();
         assert_eq!(again.error_type, "AlreadyFailed", "{again:?}");
         assert_eq!(
-            pgkeep::ops::status::list_all(&f.jobs.services, &Default::default())
+            pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
                 .await
                 .unwrap()
                 .len(),

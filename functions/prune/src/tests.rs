@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use pgkeep::alert::{AlertKind, RecordingNotifier};
+use pgkeep::alert::AlertKind;
 use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
-use pgkeep::metrics::RecordingMetrics;
 use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
 use pgkeep::ops::jobs::Jobs;
+use pgkeep::testing::{RecordingMetrics, RecordingNotifier};
 use serde_json::{json, Value};
 
 use super::handle;

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use pgkeep::api::{Api, DumpStarter, VerifyStarter};
+use pgkeep::api::Api;
 use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
-use pgkeep::invoke::{LambdaInvoker, Unconfigured};
+use pgkeep::invoke::{DumpStarter, LambdaInvoker, Unconfigured, VerifyStarter};
 
 /// The API with everything it needs; fails fast on bad configuration.
 pub async fn api() -> Result<Api, lambda_http::Error> {

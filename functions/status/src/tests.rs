@@ -1,6 +1,5 @@
 //! Every sample event in events/status/ through the real handler, over embedded backends.
 
-use pgkeep::invoke::{RecordingStarter, RecordingVerifyStarter};
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
@@ -8,6 +7,7 @@ use pgkeep::api::Api;
 use pgkeep::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
 use pgkeep::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
 use pgkeep::ops::health::HealthPolicy;
+use pgkeep::testing::{RecordingStarter, RecordingVerifyStarter};
 use pgkeep::trigger::VerifyEvent;
 use serde_json::Value;
 

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pgkeep::alert::{AlertKind, RecordingNotifier};
+use pgkeep::alert::AlertKind;
 use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
-use pgkeep::metrics::RecordingMetrics;
 use pgkeep::model::{BackupId, BackupKind, BackupStatus};
 use pgkeep::ops::jobs::{DumpOutcome, Jobs};
+use pgkeep::testing::{RecordingMetrics, RecordingNotifier};
 use pgkeep::trigger::DumpTrigger;
 use pgkeep_tests::aws::Moto;
 use pgkeep_tests::PgCluster;

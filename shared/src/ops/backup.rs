@@ -22,8 +22,8 @@ use crate::backends::Services;
 use crate::keys::KeyContext;
 use crate::labels::Labels;
 use crate::model::{
-    format_time, qualified_name, ArchiveInfo, BackupId, BackupKind, BackupRecord, BackupStatus,
-    Compression, EncryptionInfo, Lease, Manifest, TableEntry, MANIFEST_VERSION,
+    format_time, qualified_name, BackupId, BackupKind, BackupRecord, BackupStatus, Compression,
+    EncryptionInfo, Lease, Manifest,
 };
 use crate::pipeline::crypt::{Header, HeaderFields, DEFAULT_CHUNK_SIZE, FORMAT_VERSION};
 use crate::pipeline::pg_dump::PgDump;
@@ -295,39 +295,16 @@ async fn run(
     let mut final_record = record.clone();
     final_record.status = BackupStatus::Completed;
     final_record.completed_at = Some(Utc::now());
-    let manifest = Manifest {
-        manifest_version: MANIFEST_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-        backup: final_record,
-        encryption: EncryptionInfo {
-            format_version: FORMAT_VERSION,
-            aead: "AES-256-GCM".into(),
-            chunk_size: request.chunk_size,
-            key_id: data_key.key_id.clone(),
-            wrapped_key: base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                &data_key.wrapped,
-            ),
-        },
-        archive: ArchiveInfo {
-            format: "pg_dump custom".into(),
-            archive_version: stored.archive.archive_version.clone(),
-            dump_version: stored.archive.dump_version.clone(),
-            archive_bytes: stored.archive_bytes,
-            tables: stored
-                .archive
-                .tables
-                .iter()
-                .map(|t| TableEntry {
-                    schema: t.schema.clone(),
-                    table: t.table.clone(),
-                    rows: t.rows,
-                })
-                .collect(),
-            schema_only_tables: stored.archive.schema_only_tables.clone(),
-            large_objects: stored.archive.large_objects,
-        },
-    };
+    let manifest = Manifest::new(
+        final_record,
+        EncryptionInfo::aes_256_gcm(
+            FORMAT_VERSION,
+            request.chunk_size,
+            &data_key.key_id,
+            &data_key.wrapped,
+        ),
+        stored.archive_info(),
+    );
     let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
     if let Err(e) = services.store.put(&record.manifest_key(), json).await {
         // Without its manifest the object is not a complete backup: remove it.

@@ -6,15 +6,19 @@
 //! verification are warnings: the next run may fix them, and the age check catches a database
 //! that stays broken. A catalog with no database at all is unhealthy too (see
 //! [`overall_problem`]): a monitor pointed at the wrong repository must not stay green.
+//! The per-database summary it judges (newest good, verified and failed backup, counts per
+//! status) is built here too: `pgkeep status` prints it with the verdict.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::status::{list_all, summarise, BackupRef, DatabaseStatus};
+use super::list::list_all;
 use super::Error;
 use crate::backends::Services;
 use crate::catalog::ListQuery;
-use crate::model::{BackupRecord, BackupStatus};
+use crate::model::{BackupId, BackupRecord, BackupStatus};
 use crate::retention::Span;
 
 /// Default [`HealthPolicy::max_age`]: 25 hours, a daily schedule plus an hour of slack.
@@ -33,6 +37,93 @@ impl Default for HealthPolicy {
             max_age: DEFAULT_MAX_AGE,
         }
     }
+}
+
+/// The newest backup of a given state, in brief.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRef {
+    /// Its id.
+    pub id: BackupId,
+    /// Its status.
+    pub status: BackupStatus,
+    /// When it started.
+    pub created_at: DateTime<Utc>,
+    /// Seconds between its start and `now`.
+    pub age_seconds: i64,
+    /// Why it failed, for failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl BackupRef {
+    fn of(r: &BackupRecord, now: DateTime<Utc>) -> Self {
+        BackupRef {
+            id: r.id.clone(),
+            status: r.status,
+            created_at: r.created_at,
+            age_seconds: (now - r.created_at).num_seconds(),
+            error: r.error.clone(),
+        }
+    }
+}
+
+/// Where one database stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseStatus {
+    /// The database.
+    pub database: String,
+    /// The newest backup of any status.
+    pub latest: Option<BackupRef>,
+    /// The newest backup that has a readable object (completed or verified).
+    pub latest_good: Option<BackupRef>,
+    /// The newest verified backup.
+    pub latest_verified: Option<BackupRef>,
+    /// The newest failed backup.
+    pub latest_failure: Option<BackupRef>,
+    /// Failed backups in the 30 days before `now`.
+    pub failures_30d: usize,
+    /// Backups per status.
+    pub counts: BTreeMap<String, usize>,
+}
+
+/// Records (newest first) to one summary per database, the ground [`assess`] judges.
+fn summarise(records: &[BackupRecord], now: DateTime<Utc>) -> Vec<DatabaseStatus> {
+    let mut by_db: BTreeMap<&str, Vec<&BackupRecord>> = BTreeMap::new();
+    for r in records {
+        by_db.entry(&r.database).or_default().push(r);
+    }
+    by_db
+        .into_iter()
+        .map(|(database, rs)| {
+            let newest = |pred: &dyn Fn(&BackupRecord) -> bool| {
+                rs.iter()
+                    .filter(|r| pred(r))
+                    .max_by_key(|r| (r.created_at, r.id.clone()))
+                    .map(|r| BackupRef::of(r, now))
+            };
+            let mut counts = BTreeMap::new();
+            for r in &rs {
+                *counts.entry(r.status.to_string()).or_insert(0) += 1;
+            }
+            DatabaseStatus {
+                database: database.to_owned(),
+                latest: newest(&|_| true),
+                latest_good: newest(&|r| {
+                    matches!(r.status, BackupStatus::Completed | BackupStatus::Verified)
+                }),
+                latest_verified: newest(&|r| r.status == BackupStatus::Verified),
+                latest_failure: newest(&|r| r.status == BackupStatus::Failed),
+                failures_30d: rs
+                    .iter()
+                    .filter(|r| {
+                        r.status == BackupStatus::Failed
+                            && now - r.created_at <= chrono::Duration::days(30)
+                    })
+                    .count(),
+                counts,
+            }
+        })
+        .collect()
 }
 
 /// One database's health, with the summary it was computed from.
@@ -113,13 +204,7 @@ fn assess_one(
             )
         })
         .max_by_key(|r| (r.created_at, r.id.clone()))
-        .map(|r| BackupRef {
-            id: r.id.clone(),
-            status: r.status,
-            created_at: r.created_at,
-            age_seconds: (now - r.created_at).num_seconds(),
-            error: r.error.clone(),
-        });
+        .map(|r| BackupRef::of(r, now));
     match &newest_verification {
         Some(v) if v.status == BackupStatus::VerificationFailed => problems.push(format!(
             "the newest verification failed (backup {}){}",
@@ -311,5 +396,29 @@ mod tests {
         assert_eq!(shop["healthy"], true);
         assert_eq!(shop["max_age_seconds"], 25 * 3600);
         assert_eq!(shop["latest_good"]["age_seconds"], 2 * 3600);
+    }
+
+    #[test]
+    fn summaries_pick_the_newest_of_each_kind() {
+        use BackupStatus::*;
+        let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap();
+        let records = vec![
+            rec("shop", 24, Failed, now),
+            rec("shop", 48, Completed, now),
+            rec("shop", 72, Verified, now),
+            rec("shop", 480, Failed, now),
+            rec("crm", 264, Deleted, now),
+        ];
+        let s = summarise(&records, now);
+        assert_eq!(s.len(), 2);
+        let shop = s.iter().find(|d| d.database == "shop").unwrap();
+        assert_eq!(shop.latest.as_ref().unwrap().status, Failed);
+        assert_eq!(shop.latest_good.as_ref().unwrap().id, records[1].id);
+        assert_eq!(shop.latest_good.as_ref().unwrap().age_seconds, 2 * 86400);
+        assert_eq!(shop.latest_verified.as_ref().unwrap().id, records[2].id);
+        assert_eq!(shop.failures_30d, 2);
+        assert_eq!(shop.counts["failed"], 2);
+        let crm = s.iter().find(|d| d.database == "crm").unwrap();
+        assert!(crm.latest_good.is_none());
     }
 }

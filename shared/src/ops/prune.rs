@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{reaper, status::list_all, DeleteRefusal, Error};
+use super::{list::list_all, reaper, DeleteRefusal, Error};
 use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
 use crate::model::{format_time, path_segment, AuditEntry, BackupId, BackupRecord, BackupStatus};

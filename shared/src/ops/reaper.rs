@@ -38,7 +38,7 @@ pub async fn find_abandoned(
     now: DateTime<Utc>,
     limit: Span,
 ) -> Result<Vec<BackupRecord>, Error> {
-    let in_progress = super::status::list_all(
+    let in_progress = super::list::list_all(
         services,
         &ListQuery {
             database: database.map(str::to_owned),

@@ -166,14 +166,10 @@ impl PgDump {
 /// Asks for a 1 MiB pipe instead of Linux's 64 KiB default: fewer wake-ups and larger reads
 /// while pg_dump and the pipeline run on different cores. Best effort: the kernel may refuse.
 fn widen_pipe(stdout: &ChildStdout) {
-    use std::os::fd::AsRawFd;
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: fcntl on a file descriptor we own; F_SETPIPE_SZ only resizes the pipe buffer.
-        let _ = unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-    }
+    let _ = rustix::pipe::fcntl_setpipe_size(stdout, 1 << 20);
     #[cfg(not(target_os = "linux"))]
-    let _ = stdout.as_raw_fd();
+    let _ = stdout;
 }
 
 #[cfg(test)]

@@ -1,0 +1,26 @@
+//! Listing backups: one page of the catalog, or every record a query matches.
+
+use super::Error;
+use crate::backends::Services;
+use crate::catalog::{ListQuery, Page};
+use crate::model::BackupRecord;
+
+/// One page of records, newest first.
+pub async fn list(services: &Services, query: &ListQuery) -> Result<Page, Error> {
+    Ok(services.catalog.list(query).await?)
+}
+
+/// Every record matching `query`, following cursors to the end.
+pub async fn list_all(services: &Services, query: &ListQuery) -> Result<Vec<BackupRecord>, Error> {
+    let mut query = query.clone();
+    query.limit = Some(500);
+    let mut out = Vec::new();
+    loop {
+        let page = services.catalog.list(&query).await?;
+        out.extend(page.records);
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
