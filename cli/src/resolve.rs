@@ -128,6 +128,26 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// The server at `url` (`parsed` already): with RDS IAM tokens when `iam`, which needs
+    /// the AWS configuration `aws` loaded for it.
+    pub async fn server(
+        &self,
+        database: &DatabaseChoice,
+        iam: bool,
+        url: &str,
+        parsed: PgTarget,
+        aws: Option<&pgkeep::aws::SdkConfig>,
+    ) -> Result<PgTarget, Failure> {
+        match (iam, aws) {
+            (true, Some(aws)) => Ok(database
+                .auth
+                .iam_target("--database-url", url, aws)
+                .await
+                .map_err(ops::Error::from)?),
+            _ => Ok(parsed),
+        }
+    }
+
     /// Who the audit trail names.
     pub fn actor(&self, actor: &ActorSettings) -> String {
         actor.resolve(env)

@@ -191,7 +191,7 @@ fn cli_view_in(vars: &BTreeMap<String, String>) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
-        .find_map(|l| l.strip_prefix(ANSWER))
+        .find_map(|l| l.split_once(ANSWER).map(|(_, answer)| answer))
         .unwrap_or_else(|| {
             panic!(
                 "the probe gave no answer: {stdout} {}",

@@ -35,14 +35,9 @@ pub async fn run(resolver: &Resolver<'_>, args: &RestoreArgs) -> Result<u8, Fail
     };
     let iam = database.auth.iam;
     let (services, aws) = resolver.open_aws(key_use, iam).await?;
-    let server = match (iam, &aws) {
-        (true, Some(aws)) => database
-            .auth
-            .iam_target("--database-url", url, aws)
-            .await
-            .map_err(ops::Error::from)?,
-        _ => server,
-    };
+    let server = resolver
+        .server(&database, iam, url, server, aws.as_ref())
+        .await?;
     let mut request = RestoreRequest::new(id, server, args.target_db.clone());
     request.overwrite = args.overwrite;
     request.confirm = args.confirm.clone();

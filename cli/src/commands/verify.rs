@@ -30,14 +30,9 @@ pub async fn run(resolver: &Resolver<'_>, args: &VerifyArgs) -> Result<u8, Failu
     // IAM authentication is the --database-url server's; a scratch URL has its own.
     let iam = database.auth.iam && args.scratch_url.is_none();
     let (services, aws) = resolver.open_aws(KeyUse::Read, iam).await?;
-    let scratch = match (iam, &aws) {
-        (true, Some(aws)) => database
-            .auth
-            .iam_target("--database-url", url, aws)
-            .await
-            .map_err(ops::Error::from)?,
-        _ => scratch,
-    };
+    let scratch = resolver
+        .server(&database, iam, url, scratch, aws.as_ref())
+        .await?;
     let mut request = VerifyRequest::new(scratch, id);
     request.pg_bin = resolver.cli.pg_bin.clone();
     request.actor = resolver.actor(&args.actor);
