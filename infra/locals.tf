@@ -51,29 +51,30 @@ locals {
   }
 
   env_values = {
-    PGKEEP_REPO               = "s3://${local.bucket_name}/${var.repository_prefix}"
-    PGKEEP_CATALOG            = "dynamodb://${local.table_name}"
-    PGKEEP_KEY                = "kms://${aws_kms_key.pgkeep.arn}"
-    PGKEEP_DATABASES          = local.databases_json
-    PGKEEP_DATABASE_IAM_AUTH  = tostring(var.database_iam_auth)
-    PGKEEP_MAX_AGE            = var.max_age
-    PGKEEP_DOWNLOAD_URL_TTL   = var.download_url_ttl
-    PGKEEP_ADMIN_GROUP        = var.admin_group
-    PGKEEP_DUMP_FUNCTION      = local.function_names["dump"]
-    PGKEEP_VERIFY_FUNCTION    = local.function_names["verify"]
-    PGKEEP_ABANDON_AFTER      = var.abandon_after
-    PGKEEP_ALERT_TOPIC_ARN    = aws_sns_topic.alerts.arn
-    PGKEEP_ALERT_WEBHOOK_URL  = var.alert_webhook_url
-    PGKEEP_SCRATCH_SECRET_ARN = var.scratch_secret_arn
-    PGKEEP_SELECTIONS         = length(local.database_selections) == 0 ? null : jsonencode(local.database_selections)
-    PGKEEP_KEEP_LAST          = try(tostring(var.retention.keep_last), null)
-    PGKEEP_KEEP_HOURLY        = try(tostring(var.retention.keep_hourly), null)
-    PGKEEP_KEEP_DAILY         = try(tostring(var.retention.keep_daily), null)
-    PGKEEP_KEEP_WEEKLY        = try(tostring(var.retention.keep_weekly), null)
-    PGKEEP_KEEP_MONTHLY       = try(tostring(var.retention.keep_monthly), null)
-    PGKEEP_KEEP_YEARLY        = try(tostring(var.retention.keep_yearly), null)
-    PGKEEP_KEEP_WITHIN        = var.retention.keep_within
-    PGKEEP_KEEP_LABELS        = var.retention.keep_labels == null ? null : jsonencode(var.retention.keep_labels)
+    PGKEEP_REPO                    = "s3://${local.bucket_name}/${var.repository_prefix}"
+    PGKEEP_CATALOG                 = "dynamodb://${local.table_name}"
+    PGKEEP_KEY                     = "kms://${aws_kms_key.pgkeep.arn}"
+    PGKEEP_DATABASES               = local.databases_json
+    PGKEEP_DATABASE_IAM_AUTH       = tostring(var.database_iam_auth)
+    PGKEEP_MAX_AGE                 = var.max_age
+    PGKEEP_DOWNLOAD_URL_TTL        = var.download_url_ttl
+    PGKEEP_ADMIN_GROUP             = var.admin_group
+    PGKEEP_DUMP_FUNCTION           = local.function_names["dump"]
+    PGKEEP_VERIFY_FUNCTION         = local.function_names["verify"]
+    PGKEEP_ABANDON_AFTER           = var.abandon_after
+    PGKEEP_ALERT_TOPIC_ARN         = aws_sns_topic.alerts.arn
+    PGKEEP_ALERT_WEBHOOK_URL       = var.alert_webhook_url
+    PGKEEP_SCRATCH_SECRET_ARN      = var.scratch_secret_arn
+    PGKEEP_SELECTIONS              = length(local.database_selections) == 0 ? null : jsonencode(local.database_selections)
+    PGKEEP_KEEP_LAST               = try(tostring(var.retention.keep_last), null)
+    PGKEEP_KEEP_HOURLY             = try(tostring(var.retention.keep_hourly), null)
+    PGKEEP_KEEP_DAILY              = try(tostring(var.retention.keep_daily), null)
+    PGKEEP_KEEP_WEEKLY             = try(tostring(var.retention.keep_weekly), null)
+    PGKEEP_KEEP_MONTHLY            = try(tostring(var.retention.keep_monthly), null)
+    PGKEEP_KEEP_YEARLY             = try(tostring(var.retention.keep_yearly), null)
+    PGKEEP_KEEP_WITHIN             = var.retention.keep_within
+    PGKEEP_KEEP_LABELS             = var.retention.keep_labels == null ? null : jsonencode(var.retention.keep_labels)
+    PGKEEP_PRE_RESTORE_KEEP_WITHIN = var.retention.pre_restore_keep_within
   }
 
   function_env = {

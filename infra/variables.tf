@@ -114,12 +114,19 @@ variable "retention" {
     keep_within  = optional(string)
     # KEY or KEY=VALUE: also keep every backup carrying one of these labels (PGKEEP_KEEP_LABELS).
     keep_labels = optional(list(string))
+    # How long pre_restore safety copies are kept (PGKEEP_PRE_RESTORE_KEEP_WITHIN); prune's
+    # default (30d) when unset. Not a keep rule of its own.
+    pre_restore_keep_within = optional(string)
   })
   default = {}
 
   validation {
-    condition     = length([for k, v in var.retention : v if v != null && k != "keep_labels"]) > 0
-    error_message = "the retention policy needs at least one keep rule (keep_labels only adds to the others)."
+    condition     = length([for k, v in var.retention : v if v != null && !contains(["keep_labels", "pre_restore_keep_within"], k)]) > 0
+    error_message = "the retention policy needs at least one keep rule (keep_labels and pre_restore_keep_within only add to the others)."
+  }
+  validation {
+    condition     = var.retention.pre_restore_keep_within == null || can(regex("^([0-9]+[wdhms])+$", var.retention.pre_restore_keep_within))
+    error_message = "pre_restore_keep_within is a span such as 30d, 2w or 1d12h (units w, d, h, m, s)."
   }
   validation {
     condition     = alltrue([for l in coalesce(var.retention.keep_labels, []) : can(regex("^[a-z0-9][a-z0-9_.-]{0,62}(=.*)?$", l))])

@@ -13,6 +13,16 @@ use pgkeep::ops::verify::VerifyReport;
 use pgkeep::pipeline::Progress;
 use serde::Serialize;
 
+/// The one choice between the two outputs: `value` as JSON for scripts (`--json`), or what
+/// `human` prints for people.
+pub fn print<T: Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce()) {
+    if json {
+        print_json(value);
+    } else {
+        human();
+    }
+}
+
 /// Pretty JSON on stdout.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     println!(

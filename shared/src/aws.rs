@@ -11,7 +11,7 @@ use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation}
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use serde::Deserialize;
 
-use crate::backends::ConfigError;
+use crate::config::ConfigError;
 use crate::postgres::PgTarget;
 
 /// Loads the AWS configuration the usual way (environment, profile, container or instance

@@ -1,4 +1,6 @@
-//! The one place that turns configuration into backends.
+//! The one place that turns configuration into backends: the backends' URLs and the chooser
+//! ([`BackendConfig::open_with`]). The settings these come from are read in
+//! [`crate::config`] ([`crate::config::BackendSettings`]).
 //!
 //! Each URL picks one implementation of [`ObjectStore`], [`Catalog`] or [`KeyProvider`]:
 //!
@@ -19,69 +21,17 @@ use aws_config::SdkConfig;
 
 use crate::catalog::dynamodb::DynamoCatalog;
 use crate::catalog::sqlite::SqliteCatalog;
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::Catalog;
+use crate::config::ConfigError;
 use crate::keys::file::FileKeyProvider;
 use crate::keys::kms::KmsKeyProvider;
-use crate::keys::{KeyError, KeyProvider, NoKey};
-use crate::postgres::rds_iam::RdsIamAuth;
-use crate::postgres::{PgError, PgTarget};
+use crate::keys::{KeyProvider, NoKey};
 use crate::store::fs::FsStore;
-use crate::store::s3::{S3Options, S3Store, MIN_PART_SIZE};
+use crate::store::s3::{S3Options, S3Store};
 use crate::store::{validate_key, ObjectStore};
 
 /// File name of the embedded catalog inside a repository directory.
 pub const CATALOG_FILE: &str = "catalog.sqlite3";
-
-/// Configuration that cannot work, with what to change.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A URL with a scheme pgkeep does not know.
-    #[error("{what} {url:?}: unsupported scheme; use {expected}")]
-    Scheme {
-        /// Which setting.
-        what: &'static str,
-        /// The value given.
-        url: String,
-        /// The accepted forms.
-        expected: &'static str,
-    },
-    /// A URL with a known scheme whose rest is not usable.
-    #[error("{what} {url:?}: {why}")]
-    BadUrl {
-        /// Which setting.
-        what: &'static str,
-        /// The value given.
-        url: String,
-        /// What is wrong and the expected form.
-        why: String,
-    },
-    /// A required setting is missing.
-    #[error("{0}")]
-    Missing(String),
-    /// A setting's value cannot be used.
-    #[error("{0}")]
-    Invalid(String),
-    /// Settings that contradict a safety rule.
-    #[error("{0}")]
-    Unsafe(String),
-    /// The catalog could not be opened.
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    /// The key could not be loaded.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// The database settings do not work.
-    #[error(transparent)]
-    Database(#[from] PgError),
-    /// The database secret could not be read or is not in the expected form.
-    #[error("database secret {secret}: {message}")]
-    Secret {
-        /// The secret's ARN or name.
-        secret: String,
-        /// What went wrong (never the secret's content).
-        message: String,
-    },
-}
 
 /// Where backup objects go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,57 +239,6 @@ pub enum KeyUse {
 }
 
 impl BackendConfig {
-    /// The configuration from the environment, for the Lambda functions (the CLI reads the
-    /// same variables through its flags): `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY` (or
-    /// `PGKEEP_KEY_FILE`), `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_PART_SIZE_MIB`,
-    /// `PGKEEP_S3_SSE_KMS_KEY_ID`. There are no defaults: a missing repository or key fails.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(|name| std::env::var(name).ok())
-    }
-
-    /// [`BackendConfig::from_env`] over any source of variables (empty values count as unset).
-    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let repo = env("PGKEEP_REPO").ok_or_else(|| {
-            ConfigError::Missing("PGKEEP_REPO is not set (e.g. s3://bucket/prefix)".into())
-        })?;
-        let key = match (env("PGKEEP_KEY"), env("PGKEEP_KEY_FILE")) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Unsafe(
-                    "both PGKEEP_KEY and PGKEEP_KEY_FILE are set; set only one".into(),
-                ))
-            }
-            (Some(url), None) => KeyUrl::parse(&url)?,
-            (None, Some(path)) => KeyUrl::File(file_path("key", &path, "")?),
-            (None, None) => {
-                return Err(ConfigError::Missing(
-                    "PGKEEP_KEY is not set (e.g. kms://alias/pgkeep)".into(),
-                ))
-            }
-        };
-        let part_size_mib = env("PGKEEP_S3_PART_SIZE_MIB")
-            .map(|v| {
-                v.parse::<usize>().map_err(|_| {
-                    ConfigError::Invalid(format!(
-                        "PGKEEP_S3_PART_SIZE_MIB={v:?} is not a whole number of MiB"
-                    ))
-                })
-            })
-            .transpose()?;
-        Ok(BackendConfig {
-            repo: RepoUrl::parse(&repo)?,
-            catalog: env("PGKEEP_CATALOG")
-                .map(|c| CatalogUrl::parse(&c))
-                .transpose()?,
-            key,
-            aws: AwsSettings::new(
-                env("PGKEEP_AWS_ENDPOINT"),
-                part_size_mib,
-                env("PGKEEP_S3_SSE_KMS_KEY_ID"),
-            )?,
-        })
-    }
-
     /// The catalog actually used.
     pub fn catalog_url(&self) -> Result<CatalogUrl, ConfigError> {
         match (&self.catalog, &self.repo) {
@@ -434,152 +333,6 @@ impl BackendConfig {
     }
 }
 
-impl AwsSettings {
-    /// Settings from their textual forms, checking the part size against S3's minimum.
-    pub fn new(
-        endpoint: Option<String>,
-        part_size_mib: Option<usize>,
-        sse_kms_key_id: Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let mut s3 = S3Options {
-            sse_kms_key_id,
-            ..S3Options::default()
-        };
-        if let Some(mib) = part_size_mib {
-            let bytes = mib.saturating_mul(1024 * 1024);
-            if bytes < MIN_PART_SIZE {
-                return Err(ConfigError::Invalid(format!(
-                    "an S3 part size of {mib} MiB is below S3's minimum of {} MiB",
-                    MIN_PART_SIZE >> 20
-                )));
-            }
-            s3.part_size = bytes;
-        }
-        Ok(AwsSettings { endpoint, s3 })
-    }
-}
-
-/// The database to back up: `url` (`PGKEEP_DATABASE_URL`), or the Secrets Manager secret
-/// `secret` (`PGKEEP_DATABASE_SECRET_ARN`, standard RDS JSON) completed by `url` where the
-/// secret lacks the host or database. `aws` is needed only with a secret.
-pub async fn database_target(
-    url: Option<&str>,
-    secret: Option<&str>,
-    aws: Option<&SdkConfig>,
-) -> Result<PgTarget, ConfigError> {
-    let base = url.map(PgTarget::parse).transpose()?;
-    match (secret, base) {
-        (Some(secret), base) => {
-            let aws = aws.ok_or_else(|| {
-                ConfigError::Missing("a database secret needs the AWS configuration".into())
-            })?;
-            crate::aws::database_from_secret(aws, secret, base.as_ref()).await
-        }
-        (None, Some(target)) => Ok(target),
-        (None, None) => Err(ConfigError::Missing(
-            "no database to back up: set PGKEEP_DATABASE_URL (or --database-url), or PGKEEP_DATABASE_SECRET_ARN".into(),
-        )),
-    }
-}
-
-/// How pgkeep authenticates to the database (`PGKEEP_DATABASE_IAM_AUTH`,
-/// `PGKEEP_DATABASE_SSL_ROOT_CERT`): a password (URL, `PGPASSWORD`, passfile or secret), or
-/// RDS IAM authentication.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DatabaseAuth {
-    /// RDS IAM authentication: a token per connection instead of a password, TLS required.
-    /// Host, port, user and database come from the database URL, which holds no password.
-    pub iam: bool,
-    /// CA bundle (PEM) the server is verified against (`verify-full`); without one, IAM
-    /// connections are encrypted but the certificate is not checked (`require`).
-    pub ssl_root_cert: Option<PathBuf>,
-}
-
-impl DatabaseAuth {
-    /// From `PGKEEP_DATABASE_IAM_AUTH` (`true` or `false`, default false) and
-    /// `PGKEEP_DATABASE_SSL_ROOT_CERT` (only with IAM authentication).
-    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let iam = match env("PGKEEP_DATABASE_IAM_AUTH").as_deref().map(str::trim) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(ConfigError::Invalid(format!(
-                    "PGKEEP_DATABASE_IAM_AUTH={other:?}: write true or false"
-                )))
-            }
-        };
-        let ssl_root_cert = env("PGKEEP_DATABASE_SSL_ROOT_CERT").map(PathBuf::from);
-        Self::new(iam, ssl_root_cert)
-    }
-
-    /// Checks that the settings go together.
-    pub fn new(iam: bool, ssl_root_cert: Option<PathBuf>) -> Result<Self, ConfigError> {
-        if ssl_root_cert.is_some() && !iam {
-            return Err(ConfigError::Invalid(
-                "PGKEEP_DATABASE_SSL_ROOT_CERT is used with PGKEEP_DATABASE_IAM_AUTH=true only; for a password connection put sslmode in the URL or PGSSLROOTCERT in the environment".into(),
-            ));
-        }
-        Ok(DatabaseAuth { iam, ssl_root_cert })
-    }
-
-    /// Checks a database URL for IAM authentication without contacting anything: one TCP
-    /// host, explicit port and user, a database, no password. `what` names the setting.
-    pub fn check_iam_url(what: &str, url: &str) -> Result<PgTarget, ConfigError> {
-        let target =
-            PgTarget::parse(url).map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
-        target.iam_endpoint().map_err(|needs| {
-            ConfigError::Invalid(format!(
-                "{what}: PGKEEP_DATABASE_IAM_AUTH=true needs {needs}; expected postgresql://USER@HOST:PORT/DATABASE"
-            ))
-        })?;
-        Ok(target)
-    }
-
-    /// The database at `url` (checked as [`DatabaseAuth::check_iam_url`]), reached with RDS IAM
-    /// tokens signed with the AWS identity in `aws`, over TLS.
-    pub async fn iam_target(
-        &self,
-        what: &str,
-        url: &str,
-        aws: &SdkConfig,
-    ) -> Result<PgTarget, ConfigError> {
-        let target = Self::check_iam_url(what, url)?;
-        let (host, port, user) = target
-            .iam_endpoint()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let auth = RdsIamAuth::from_aws(aws, &host, port, &user).await?;
-        Ok(target.with_rds_iam(auth, self.ssl_root_cert.clone()))
-    }
-
-    /// The database to back up, as [`database_target`] finds it, or, with IAM authentication,
-    /// at `url` with tokens (a secret is refused then: the token replaces its password).
-    pub async fn target(
-        &self,
-        url: Option<&str>,
-        secret: Option<&str>,
-        aws: Option<&SdkConfig>,
-    ) -> Result<PgTarget, ConfigError> {
-        if !self.iam {
-            return database_target(url, secret, aws).await;
-        }
-        if secret.is_some() {
-            return Err(ConfigError::Invalid(
-                "PGKEEP_DATABASE_IAM_AUTH=true and a database secret (PGKEEP_DATABASE_SECRET_ARN) exclude each other: the IAM token replaces the password; give the database as PGKEEP_DATABASE_URL=postgresql://USER@HOST:PORT/DATABASE".into(),
-            ));
-        }
-        let url = url.ok_or_else(|| {
-            ConfigError::Missing(
-                "PGKEEP_DATABASE_IAM_AUTH=true needs PGKEEP_DATABASE_URL=postgresql://USER@HOST:PORT/DATABASE".into(),
-            )
-        })?;
-        let aws = aws.ok_or_else(|| {
-            ConfigError::Missing("RDS IAM authentication needs the AWS configuration".into())
-        })?;
-        self.iam_target("PGKEEP_DATABASE_URL", url, aws).await
-    }
-}
-
 /// Whether `path` is `dir` or below it, comparing absolute, symlink-resolved forms where they
 /// exist.
 fn is_inside(path: &Path, dir: &Path) -> bool {
@@ -613,7 +366,6 @@ fn is_inside(path: &Path, dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn urls_choose_backends() {
@@ -681,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn an_s3_repository_needs_a_catalog_and_small_parts_are_refused() {
+    fn an_s3_repository_needs_a_catalog() {
         let config = BackendConfig {
             repo: RepoUrl::parse("s3://bucket/p").unwrap(),
             catalog: None,
@@ -690,176 +442,6 @@ mod tests {
         };
         assert!(config.uses_aws());
         assert!(matches!(config.catalog_url(), Err(ConfigError::Missing(_))));
-        assert!(AwsSettings::new(None, Some(4), None).is_err());
-        assert_eq!(
-            AwsSettings::new(None, Some(5), None).unwrap().s3.part_size,
-            5 << 20
-        );
-    }
-
-    #[test]
-    fn lambda_settings_come_from_the_environment() {
-        let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        let config = BackendConfig::from_vars(vars(&[
-            ("PGKEEP_REPO", "s3://bucket/pgkeep"),
-            ("PGKEEP_CATALOG", "dynamodb://pgkeep"),
-            ("PGKEEP_KEY", "kms://alias/pgkeep"),
-            ("PGKEEP_KEY_FILE", ""),
-            ("PGKEEP_AWS_ENDPOINT", "http://127.0.0.1:5000"),
-            ("PGKEEP_S3_PART_SIZE_MIB", "8"),
-            ("PGKEEP_S3_SSE_KMS_KEY_ID", "alias/s3"),
-        ]))
-        .unwrap();
-        assert_eq!(
-            config.catalog_url().unwrap(),
-            CatalogUrl::DynamoDb("pgkeep".into())
-        );
-        assert_eq!(config.key, KeyUrl::Kms("alias/pgkeep".into()));
-        assert_eq!(
-            config.aws.endpoint.as_deref(),
-            Some("http://127.0.0.1:5000")
-        );
-        assert_eq!(config.aws.s3.part_size, 8 << 20);
-        assert_eq!(config.aws.s3.sse_kms_key_id.as_deref(), Some("alias/s3"));
-
-        let file = BackendConfig::from_vars(vars(&[
-            ("PGKEEP_REPO", "/var/b"),
-            ("PGKEEP_KEY_FILE", "/etc/k"),
-        ]))
-        .unwrap();
-        assert_eq!(file.key, KeyUrl::File("/etc/k".into()));
-        assert!(!file.uses_aws());
-
-        for bad in [
-            &[("PGKEEP_KEY", "kms://k")][..],
-            &[("PGKEEP_REPO", "s3://bucket/p")][..],
-            &[
-                ("PGKEEP_REPO", "s3://bucket/p"),
-                ("PGKEEP_KEY", "kms://k"),
-                ("PGKEEP_KEY_FILE", "/k"),
-            ][..],
-            &[
-                ("PGKEEP_REPO", "s3://bucket/p"),
-                ("PGKEEP_KEY", "kms://k"),
-                ("PGKEEP_S3_PART_SIZE_MIB", "lots"),
-            ][..],
-        ] {
-            assert!(BackendConfig::from_vars(vars(bad)).is_err(), "{bad:?}");
-        }
-    }
-
-    /// An AWS configuration with fixed credentials: nothing is fetched, tokens are signed
-    /// locally.
-    fn offline_aws() -> SdkConfig {
-        use aws_credential_types::provider::SharedCredentialsProvider;
-        SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("eu-west-1"))
-            .credentials_provider(SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new(
-                    "AKIDEXAMPLE",
-                    "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-                    None,
-                    None,
-                    "test",
-                ),
-            ))
-            .build()
-    }
-
-    fn client_env(target: &PgTarget) -> (BTreeMap<String, String>, usize) {
-        let mut cmd = tokio::process::Command::new("pg_dump");
-        target.apply_env(&mut cmd).unwrap();
-        let std = cmd.as_std();
-        let env = std
-            .get_envs()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.to_string_lossy().into_owned(),
-                    v?.to_string_lossy().into_owned(),
-                ))
-            })
-            .collect();
-        (env, std.get_args().count())
-    }
-
-    #[tokio::test]
-    async fn an_iam_target_from_the_settings_uses_a_fresh_token_and_requires_tls() {
-        use crate::postgres::Credential;
-        let aws = offline_aws();
-        let url =
-            "postgresql://pgkeep_backup@shop.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432/shop";
-        let auth = DatabaseAuth::from_vars(|name| {
-            (name == "PGKEEP_DATABASE_IAM_AUTH").then(|| "true".to_owned())
-        })
-        .unwrap();
-        let target = auth.target(Some(url), None, Some(&aws)).await.unwrap();
-        assert_eq!(target.credential(), Credential::RdsIamToken);
-        assert!(target.requires_tls());
-        let (env, args) = client_env(&target);
-        assert_eq!(args, 0, "nothing secret (or otherwise) on the command line");
-        assert_eq!(env["PGSSLMODE"], "require");
-        assert!(!env.contains_key("PGSSLROOTCERT"));
-        assert_eq!(env["PGUSER"], "pgkeep_backup");
-        let token = &env["PGPASSWORD"];
-        assert!(
-            token.starts_with("shop.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432/?Action=connect&DBUser=pgkeep_backup&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F"),
-            "{token}"
-        );
-        assert!(
-            token.contains("%2Feu-west-1%2Frds-db%2Faws4_request&"),
-            "{token}"
-        );
-        assert!(token.contains("&X-Amz-Expires=900&"), "{token}");
-        assert!(!format!("{target:?}").contains("X-Amz"), "never shown");
-        // Another database on the same server keeps the token and TLS.
-        let other = target.with_database("postgres");
-        assert_eq!(other.credential(), Credential::RdsIamToken);
-        assert_eq!(client_env(&other).0["PGSSLMODE"], "require");
-
-        // With a CA bundle: verify-full against it.
-        let auth = DatabaseAuth::new(true, Some("/opt/rds/global-bundle.pem".into())).unwrap();
-        let target = auth.target(Some(url), None, Some(&aws)).await.unwrap();
-        let (env, _) = client_env(&target);
-        assert_eq!(env["PGSSLMODE"], "verify-full");
-        assert_eq!(env["PGSSLROOTCERT"], "/opt/rds/global-bundle.pem");
-
-        // Without IAM: the password as before, TLS as the URL says.
-        let plain = DatabaseAuth::default()
-            .target(Some(url), None, None)
-            .await
-            .unwrap();
-        assert_eq!(plain.credential(), Credential::Password);
-        assert!(!plain.requires_tls());
-        assert!(!client_env(&plain).0.contains_key("PGSSLMODE"));
-
-        // Refusals, each with what to change.
-        let iam = DatabaseAuth::new(true, None).unwrap();
-        for (url, secret, needle) in [
-            (
-                Some(url),
-                Some("arn:aws:secretsmanager:eu-west-1:1:secret:db"),
-                "exclude each other",
-            ),
-            (None, None, "needs PGKEEP_DATABASE_URL"),
-            (Some("postgresql://u:pw@h:5432/shop"), None, "no password"),
-            (Some("postgresql://h:5432/shop"), None, "the database user"),
-        ] {
-            let err = iam
-                .target(url, secret, Some(&aws))
-                .await
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(needle), "{err}");
-        }
-        assert!(DatabaseAuth::new(false, Some("/ca.pem".into())).is_err());
     }
 
     #[tokio::test]

@@ -1,10 +1,18 @@
-//! Settings of the Lambda functions, read from the environment once at cold start and
-//! validated there, so a misconfigured function fails its first invocation loudly instead of
-//! half-working.
+//! Settings, read once and validated there: by the `pgkeep` command from its flags and the
+//! environment, and by the Lambda functions from the environment at cold start (so a
+//! misconfigured function fails its first invocation loudly instead of half-working).
+//!
+//! Each concern has one settings type, shared by both edges: [`BackendSettings`] (repository,
+//! catalog, key, AWS endpoint, S3 options), [`DatabaseSettings`] and [`DatabaseAuthSettings`],
+//! [`RetentionSettings`], [`AbandonSettings`], [`HealthSettings`], [`ActorSettings`]. Each holds
+//! the raw text of its settings (derived as clap arguments behind the `clap` feature, with the
+//! variable as `env`), is built by the functions with `from_lookup`, and turns into the
+//! library's values in one `resolve` step that both edges go through: every default, exclusion
+//! and check is written there once. Empty values count as unset on both edges.
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_*` | backends, see [`BackendConfig::from_vars`] |
+//! | `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_*` | backends, see [`BackendSettings`] |
 //! | `PGKEEP_DATABASES` | JSON: database name → `{"secret_arn": "…"}` or `{"url": "postgresql://…"}` |
 //! | `PGKEEP_SELECTIONS` | JSON: database name → what its backups hold, `{"exclude_schemas": ["audit"], "exclude_table_data": ["public.sessions"]}` (fields `include_schemas`, `exclude_schemas`, `include_tables`, `exclude_tables`, `exclude_table_data`: pg_dump patterns); unset or unnamed: everything |
 //! | `PGKEEP_DATABASE_IAM_AUTH` | `true`: reach every database with RDS IAM tokens over TLS; each must be a `url` with user, host, port and database, no password (default `false`) |
@@ -18,27 +26,131 @@
 //! | `PGKEEP_ALERT_WEBHOOK_URL` | Slack-compatible webhook alerts are also POSTed to (a credential: never logged) |
 //! | `PGKEEP_KEEP_LAST`, `PGKEEP_KEEP_HOURLY`, `PGKEEP_KEEP_DAILY`, `PGKEEP_KEEP_WEEKLY`, `PGKEEP_KEEP_MONTHLY`, `PGKEEP_KEEP_YEARLY` | prune: retention counts, as the CLI's `--keep-*` |
 //! | `PGKEEP_KEEP_WITHIN` | prune: keep everything within this span of the newest backup (`30d`) |
+//! | `PGKEEP_PRE_RESTORE_KEEP_WITHIN` | prune: keep `pre_restore` safety copies this long (`30d`) |
 //! | `PGKEEP_KEEP_LABELS` | prune: keep every backup carrying one of these labels, `KEY` or `KEY=VALUE`, comma-separated or a JSON array of strings (as the CLI's `--keep-label`) |
 //! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |
 //! | `PGKEEP_DOWNLOAD_URL_TTL` | status API: how long a `GET /backups/{id}/download` URL works (`15m`, at most `7d`) |
 //!
-//! Only the functions' crates and this module read the environment; everything below takes a
-//! [`LambdaSettings`].
+//! Only the functions' crates, the `pgkeep` command and this module read the environment;
+//! everything below takes resolved settings.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use crate::alert::webhook::WebhookUrl;
-use crate::backends::{BackendConfig, ConfigError, DatabaseAuth};
-use crate::labels::parse_selector_list;
+use crate::backends::BackendConfig;
+use crate::catalog::CatalogError;
+use crate::keys::KeyError;
 use crate::ops::download::{DEFAULT_DOWNLOAD_TTL, MAX_DOWNLOAD_TTL};
-use crate::ops::health::{HealthPolicy, DEFAULT_MAX_AGE};
-use crate::ops::reaper::DEFAULT_ABANDON_AFTER;
+use crate::ops::health::HealthPolicy;
+use crate::postgres::auth::DatabaseAuth;
+use crate::postgres::PgError;
 use crate::retention::{RetentionPolicy, Span};
 use crate::selection::Selection;
 
-/// How a function reaches one database.
+mod backend;
+mod database;
+mod retention;
+mod runs;
+
+pub use backend::{AwsOptions, BackendDefaults, BackendSettings, KeyPrecedence, S3Settings};
+pub use database::{parse_flag, DatabaseAuthSettings, DatabaseChoice, DatabaseSettings};
+pub use retention::RetentionSettings;
+pub use runs::{AbandonSettings, ActorSettings, HealthSettings};
+
+/// Configuration that cannot work, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL with a scheme pgkeep does not know.
+    #[error("{what} {url:?}: unsupported scheme; use {expected}")]
+    Scheme {
+        /// Which setting.
+        what: &'static str,
+        /// The value given.
+        url: String,
+        /// The accepted forms.
+        expected: &'static str,
+    },
+    /// A URL with a known scheme whose rest is not usable.
+    #[error("{what} {url:?}: {why}")]
+    BadUrl {
+        /// Which setting.
+        what: &'static str,
+        /// The value given.
+        url: String,
+        /// What is wrong and the expected form.
+        why: String,
+    },
+    /// A required setting is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// A setting's value cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// Settings that contradict a safety rule.
+    #[error("{0}")]
+    Unsafe(String),
+    /// The catalog could not be opened.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The database settings do not work.
+    #[error(transparent)]
+    Database(#[from] PgError),
+    /// The database secret could not be read or is not in the expected form.
+    #[error("database secret {secret}: {message}")]
+    Secret {
+        /// The secret's ARN or name.
+        secret: String,
+        /// What went wrong (never the secret's content).
+        message: String,
+    },
+}
+
+/// One setting by both of its names, so that a message names what the user may have set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Setting {
+    /// The environment variable.
+    pub env: &'static str,
+    /// The command-line flag.
+    pub flag: &'static str,
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.env, self.flag)
+    }
+}
+
+impl Setting {
+    pub(crate) fn invalid(self, why: impl std::fmt::Display) -> ConfigError {
+        ConfigError::Invalid(format!("{self}: {why}"))
+    }
+
+    /// A span, or `None` when unset.
+    pub(crate) fn span(self, value: Option<&str>) -> Result<Option<Span>, ConfigError> {
+        given(value)
+            .map(|v| v.parse::<Span>().map_err(|e| self.invalid(e)))
+            .transpose()
+    }
+}
+
+/// The value, unless it is unset or empty: the environment cannot tell the two apart reliably
+/// (Terraform, container files and shells all write empty values), so both edges treat an
+/// empty value as unset.
+pub(crate) fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// [`given`] for an owned value.
+pub(crate) fn given_owned(value: &Option<String>) -> Option<String> {
+    given(value.as_deref()).map(str::to_owned)
+}
+
+/// How the functions reach one database.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum DatabaseSource {
@@ -46,6 +158,16 @@ pub enum DatabaseSource {
     SecretArn(String),
     /// A connection URL (its password, if any, stays in the environment).
     Url(String),
+}
+
+impl DatabaseSource {
+    /// The source as a URL and a secret, the way [`DatabaseAuth::check`] takes a database.
+    pub fn parts(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            DatabaseSource::Url(url) => (Some(url), None),
+            DatabaseSource::SecretArn(arn) => (None, Some(arn)),
+        }
+    }
 }
 
 /// Everything a function needs besides the event.
@@ -94,43 +216,6 @@ fn invalid(name: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid(format!("{name}: {why}"))
 }
 
-fn count(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<u32, ConfigError> {
-    match get(name).filter(|v| !v.is_empty()) {
-        None => Ok(0),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| invalid(name, format!("{v:?} is not a whole number"))),
-    }
-}
-
-fn span(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<Span>, ConfigError> {
-    get(name)
-        .filter(|v| !v.is_empty())
-        .map(|v| v.parse::<Span>().map_err(|e| invalid(name, e)))
-        .transpose()
-}
-
-/// `PGKEEP_KEEP_*`, read the way the CLI reads its `--keep-*` flags.
-fn retention(get: &impl Fn(&str) -> Option<String>) -> Result<RetentionPolicy, ConfigError> {
-    Ok(RetentionPolicy {
-        keep_last: count(get, "PGKEEP_KEEP_LAST")?,
-        keep_hourly: count(get, "PGKEEP_KEEP_HOURLY")?,
-        keep_daily: count(get, "PGKEEP_KEEP_DAILY")?,
-        keep_weekly: count(get, "PGKEEP_KEEP_WEEKLY")?,
-        keep_monthly: count(get, "PGKEEP_KEEP_MONTHLY")?,
-        keep_yearly: count(get, "PGKEEP_KEEP_YEARLY")?,
-        keep_within: span(get, "PGKEEP_KEEP_WITHIN")?,
-        keep_labels: match get("PGKEEP_KEEP_LABELS") {
-            Some(text) => {
-                parse_selector_list(&text).map_err(|e| invalid("PGKEEP_KEEP_LABELS", e))?
-            }
-            None => Vec::new(),
-        },
-        ..RetentionPolicy::default()
-    })
-}
-
 /// `PGKEEP_SELECTIONS`: checked patterns, for databases `PGKEEP_DATABASES` names.
 fn selections(
     get: &impl Fn(&str) -> Option<String>,
@@ -165,7 +250,10 @@ fn selections(
 /// `PGKEEP_DOWNLOAD_URL_TTL`: 15 minutes unless set; SigV4 allows at most 7 days.
 fn download_ttl(get: &impl Fn(&str) -> Option<String>) -> Result<Span, ConfigError> {
     let name = "PGKEEP_DOWNLOAD_URL_TTL";
-    match span(get, name)? {
+    let ttl = get(name)
+        .map(|v| v.trim().parse::<Span>().map_err(|e| invalid(name, e)))
+        .transpose()?;
+    match ttl {
         None => Ok(DEFAULT_DOWNLOAD_TTL),
         Some(ttl) if ttl > MAX_DOWNLOAD_TTL => Err(invalid(
             name,
@@ -176,9 +264,7 @@ fn download_ttl(get: &impl Fn(&str) -> Option<String>) -> Result<Span, ConfigErr
 }
 
 fn required(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, ConfigError> {
-    get(name)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ConfigError::Missing(format!("{name} is not set")))
+    get(name).ok_or_else(|| ConfigError::Missing(format!("{name} is not set")))
 }
 
 impl LambdaSettings {
@@ -187,10 +273,15 @@ impl LambdaSettings {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads settings through `get` (tests pass a map).
+    /// Reads settings through `get` (tests pass a map), through the same settings types and
+    /// `resolve` steps as the `pgkeep` command, with no defaults for the repository and key.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| get(name).filter(|v| !v.is_empty());
-        let backends = BackendConfig::from_vars(get)?;
+        let backends = BackendSettings::from_lookup(get).resolve(
+            &AwsOptions::from_lookup(get),
+            &BackendDefaults::required(),
+            KeyPrecedence::Refuse,
+        )?;
         let databases_json = required(&get, "PGKEEP_DATABASES")?;
         let databases: BTreeMap<String, DatabaseSource> = serde_json::from_str(&databases_json)
             .map_err(|e| {
@@ -203,28 +294,14 @@ impl LambdaSettings {
                 "PGKEEP_DATABASES names no database".into(),
             ));
         }
-        let database_auth = DatabaseAuth::from_vars(get)?;
-        if database_auth.iam {
-            for (name, source) in &databases {
-                let what = format!("PGKEEP_DATABASES[{name:?}]");
-                match source {
-                    DatabaseSource::Url(url) => {
-                        DatabaseAuth::check_iam_url(&what, url)?;
-                    }
-                    DatabaseSource::SecretArn(_) => {
-                        return Err(ConfigError::Invalid(format!(
-                            "{what}: PGKEEP_DATABASE_IAM_AUTH=true and a secret_arn exclude each other (the IAM token replaces the password); give {{\"url\": \"postgresql://USER@HOST:PORT/DATABASE\"}}"
-                        )))
-                    }
-                }
-            }
+        let database_auth = DatabaseAuthSettings::from_lookup(get)?.resolve()?;
+        for (name, source) in &databases {
+            let (url, secret) = source.parts();
+            database_auth.check(&format!("PGKEEP_DATABASES[{name:?}]"), url, secret)?;
         }
-        let max_age = match get("PGKEEP_MAX_AGE") {
-            Some(text) => text
-                .parse::<Span>()
-                .map_err(|e| ConfigError::Missing(format!("PGKEEP_MAX_AGE: {e}")))?,
-            None => DEFAULT_MAX_AGE,
-        };
+        let health = HealthSettings::from_lookup(get).resolve()?;
+        let retention = RetentionSettings::from_lookup(get).resolve(get)?;
+        let abandon_after = AbandonSettings::from_lookup(get).resolve()?;
         let selections = selections(&get, &databases)?;
         let webhook_url = get("PGKEEP_ALERT_WEBHOOK_URL")
             .map(|url| WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_URL", e)))
@@ -234,7 +311,7 @@ impl LambdaSettings {
             databases,
             selections,
             database_auth,
-            health: HealthPolicy { max_age },
+            health,
             admin_group: get("PGKEEP_ADMIN_GROUP").unwrap_or_else(|| "admin".into()),
             dump_function: get("PGKEEP_DUMP_FUNCTION"),
             verify_function: get("PGKEEP_VERIFY_FUNCTION"),
@@ -243,8 +320,8 @@ impl LambdaSettings {
                 topic_arn: get("PGKEEP_ALERT_TOPIC_ARN"),
                 webhook_url,
             },
-            retention: retention(&get)?,
-            abandon_after: span(&get, "PGKEEP_ABANDON_AFTER")?.unwrap_or(DEFAULT_ABANDON_AFTER),
+            retention,
+            abandon_after,
             download_ttl: download_ttl(&get)?,
         })
     }
@@ -273,6 +350,7 @@ impl LambdaSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::reaper::DEFAULT_ABANDON_AFTER;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: BTreeMap<String, String> = pairs

@@ -5,8 +5,8 @@
 
 use std::io;
 
-use crate::backends::ConfigError;
 use crate::catalog::CatalogError;
+use crate::config::ConfigError;
 use crate::keys::KeyError;
 use crate::labels::LabelError;
 use crate::model::{BackupId, BackupStatus};

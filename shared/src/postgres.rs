@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
 
+pub mod auth;
 pub mod rds_iam;
 pub mod tls;
 

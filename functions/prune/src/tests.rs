@@ -69,13 +69,19 @@ async fn fixture(keep: &[(&str, &str)]) -> Fixture {
 /// A record of `database` taken `hours_ago`, in `status`, with its object and manifest stored
 /// when it has them.
 async fn add(jobs: &Jobs, database: &str, hours_ago: i64, status: BackupStatus) -> BackupId {
+    add_kind(jobs, database, hours_ago, status, BackupKind::Scheduled).await
+}
+
+/// [`add`] for a backup of `kind`.
+async fn add_kind(
+    jobs: &Jobs,
+    database: &str,
+    hours_ago: i64,
+    status: BackupStatus,
+    kind: BackupKind,
+) -> BackupId {
     let at = Utc::now() - Duration::hours(hours_ago);
-    let mut r = BackupRecord::start(
-        BackupId::generate(at),
-        database,
-        BackupKind::Scheduled,
-        Compression::Zstd,
-    );
+    let mut r = BackupRecord::start(BackupId::generate(at), database, kind, Compression::Zstd);
     r.created_at = at;
     jobs.services.catalog.insert(&r).await.unwrap();
     if status == BackupStatus::InProgress {
@@ -229,6 +235,47 @@ async fn a_healthy_deployment_gets_no_alert_and_odd_events_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.error_type, "InvalidEvent");
+}
+
+/// `PGKEEP_PRE_RESTORE_KEEP_WITHIN` reaches the prune function (it once reached only the
+/// CLI): a safety copy younger than the span is kept, an older one removed.
+#[tokio::test]
+async fn pre_restore_copies_are_kept_as_long_as_the_environment_says() {
+    for (keep_within, kept) in [("3d", true), ("1d", false)] {
+        let f = fixture(&[
+            ("PGKEEP_KEEP_LAST", "5"),
+            ("PGKEEP_PRE_RESTORE_KEEP_WITHIN", keep_within),
+        ])
+        .await;
+        assert_eq!(
+            f.jobs
+                .settings
+                .retention
+                .pre_restore_keep_within
+                .to_string(),
+            keep_within
+        );
+        for db in ["shop", "crm", "ledger"] {
+            add(&f.jobs, db, 1, BackupStatus::Completed).await;
+        }
+        let safety = add_kind(
+            &f.jobs,
+            "shop",
+            48,
+            BackupStatus::Completed,
+            BackupKind::PreRestore,
+        )
+        .await;
+        let out = handle(&f.jobs, event("scheduled")).await.unwrap();
+        let deleted = out["report"]["deleted"].as_array().unwrap();
+        let expected = if kept {
+            BackupStatus::Completed
+        } else {
+            BackupStatus::Deleted
+        };
+        assert_eq!(status(&f.jobs, &safety).await, expected, "{out}");
+        assert_eq!(deleted.len(), usize::from(!kept), "{out}");
+    }
 }
 
 #[test]

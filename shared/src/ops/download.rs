@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Error, IntegrityError};
-use crate::backends::{ConfigError, Services};
+use crate::backends::Services;
+use crate::config::ConfigError;
 use crate::keys::kms::{CONTEXT_BACKUP_ID, CONTEXT_DATABASE};
 use crate::model::{BackupId, BackupStatus, Compression, Manifest, MANIFEST_VERSION};
 use crate::retention::Span;

@@ -29,12 +29,13 @@ use super::{reaper, Error};
 use crate::alert::sns::SnsNotifier;
 use crate::alert::webhook::WebhookNotifier;
 use crate::alert::{Alert, AlertKind, LogNotifier, Notifier, Notifiers, NotifyError};
-use crate::backends::{database_target, ConfigError, KeyUse, Services};
+use crate::backends::{KeyUse, Services};
 use crate::catalog::CatalogError;
-use crate::config::{DatabaseSource, LambdaSettings};
+use crate::config::{ConfigError, LambdaSettings};
 use crate::invoke::{LambdaInvoker, VerifyStarter};
 use crate::metrics::{backup_metrics, health_metrics, verify_metrics, MetricSink, StdoutMetrics};
 use crate::model::{BackupId, BackupRecord, BackupStatus};
+use crate::postgres::auth::database_target;
 use crate::postgres::PgTarget;
 use crate::trigger::{DumpTrigger, RestoreTrigger, TriggerError, VerifyEvent, VerifyTrigger};
 
@@ -619,17 +620,13 @@ impl Jobs {
                 self.settings.database_names().join(", ")
             ))
         })?;
-        Ok(match source {
-            DatabaseSource::Url(url) => {
-                self.settings
-                    .database_auth
-                    .target(Some(url), None, self.aws.as_ref())
-                    .await?
-            }
-            DatabaseSource::SecretArn(arn) => {
-                database_target(None, Some(arn), self.aws.as_ref()).await?
-            }
-        })
+        let (url, secret) = source.parts();
+        let what = format!("PGKEEP_DATABASES[{database:?}]");
+        Ok(self
+            .settings
+            .database_auth
+            .target(&what, url, secret, self.aws.as_ref())
+            .await?)
     }
 
     /// The server a backup of `database` is verified on.

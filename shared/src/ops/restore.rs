@@ -297,9 +297,9 @@ fn server_address(target: &PgTarget) -> String {
 
 fn check_target_name(name: &str) -> Result<(), Error> {
     let bad = |why: &str| {
-        Err(Error::Config(crate::backends::ConfigError::Missing(
-            format!("invalid target database name {name:?}: {why}"),
-        )))
+        Err(Error::Config(crate::config::ConfigError::Missing(format!(
+            "invalid target database name {name:?}: {why}"
+        ))))
     };
     if name.is_empty() {
         return bad("empty");

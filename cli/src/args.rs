@@ -1,0 +1,300 @@
+//! The command line: every flag and subcommand, and nothing else. The settings shared with the
+//! Lambda functions are the library's settings types (`pgkeep::config`), flattened here under
+//! help headings; turning them into library values is `resolve.rs`'s job.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use pgkeep::config::{
+    AbandonSettings, ActorSettings, AwsOptions, BackendSettings, DatabaseSettings, HealthSettings,
+    RetentionSettings,
+};
+use pgkeep::labels::LabelSelector;
+use pgkeep::model::{BackupKind, BackupStatus, Compression};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgkeep",
+    version,
+    about = "Streaming, encrypted, verified PostgreSQL backups",
+    long_about = "Streaming, encrypted, verified PostgreSQL backups.\n\n\
+        pg_dump's archive is compressed (zstd or gzip), encrypted with a fresh AES-256-GCM key \
+        per backup, checksummed and stored with a manifest of exact row counts. The embedded \
+        default needs no AWS account: a repository directory with its own catalog, and a key \
+        file kept outside it.",
+    after_help = "Exit codes: 0 ok, 1 unexpected, 2 bad usage or configuration, 3 integrity failure, \
+        4 not found, 5 key problem, 6 database problem, 7 storage problem, 8 conflicting state, \
+        9 verification found differences, 10 missing database privilege, 11 unhealthy (status),
+        130 interrupted."
+)]
+pub struct Cli {
+    /// Repository, catalog and master key.
+    #[command(flatten, next_help_heading = "Repository")]
+    pub backends: BackendSettings,
+
+    /// The database and how to reach it.
+    #[command(flatten, next_help_heading = "Database")]
+    pub database: DatabaseSettings,
+
+    /// Directory holding pg_dump/pg_restore [default: /usr/lib/postgresql/<server major>/bin, then PATH].
+    #[arg(
+        long,
+        env = "PGKEEP_PG_BIN",
+        global = true,
+        value_name = "DIR",
+        help_heading = "Database"
+    )]
+    pub pg_bin: Option<PathBuf>,
+
+    /// AWS endpoint and S3 options.
+    #[command(flatten, next_help_heading = "AWS")]
+    pub aws: AwsOptions,
+
+    /// When runs are abandoned.
+    #[command(flatten, next_help_heading = "Behaviour")]
+    pub abandon: AbandonSettings,
+
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Behaviour")]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Back up the database named by --database-url or --database-secret-arn.
+    ///
+    /// --schema, --exclude-schema, --table, --exclude-table and --exclude-table-data take
+    /// pg_dump's patterns (psql patterns: `*`, `?`, `schema.table`, "Quoted"."Names"), each
+    /// repeatable; without them the whole database is backed up. The selection is recorded in
+    /// the manifest, and `verify` compares only what was selected.
+    Backup(BackupArgs),
+    /// List backups, newest first.
+    List(ListArgs),
+    /// Show one backup in full, with its row counts.
+    Show(ShowArgs),
+    /// Summarise each database's health: newest good backup and its age, verification,
+    /// failures. Exits 11 when a database is unhealthy (or the catalog is empty), for cron and
+    /// monitoring agents.
+    Status(StatusArgs),
+    /// Delete backups the retention policy does not keep (restic's forget semantics, per
+    /// database), mark abandoned runs failed, and finish deletions a crash interrupted.
+    ///
+    /// The newest verified backup of a database and backups in progress are never deleted.
+    /// Records of deleted backups stay in the catalog as history.
+    Prune(PruneArgs),
+    /// Delete one backup: its object and manifest are removed, its record stays as `deleted`
+    /// history, and the audit trail names who did it. Refused (exit 8, nothing changed, the
+    /// message starts with `refused: REASON:`) for the newest verified backup of a database
+    /// (newest_verified), a backup in progress (in_progress) and an object under S3 Object
+    /// Lock (object_locked).
+    Delete(DeleteArgs),
+    /// Write the original pg_dump archive (decrypted, decompressed, authenticated) to stdout
+    /// or a file, e.g. `pgkeep cat ID | pg_restore -d newdb`.
+    Cat(CatArgs),
+    /// Prove a backup: restore it into a scratch database, compare every table's row count
+    /// with the manifest and the objects with the archive, drop the scratch database, and
+    /// record `verified` or `verification_failed`.
+    Verify(VerifyArgs),
+    /// Restore a backup into a new database on the --database-url server, or replace an
+    /// existing one (after a safety backup) with --overwrite --confirm NAME.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Compression inside the encryption.
+    #[arg(long, default_value = "zstd", value_parser = parse_compression)]
+    pub compression: Compression,
+    /// Why the backup is taken: manual, scheduled or pre-migration.
+    #[arg(long, default_value = "manual", value_parser = parse_kind)]
+    pub kind: BackupKind,
+    /// Put this label on the backup (repeatable): KEY=VALUE, keys of a-z 0-9 _ . - (at most
+    /// 63), values up to 255 characters.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Back up only schemas matching PATTERN (repeatable; an unknown name fails the backup).
+    #[arg(long = "schema", value_name = "PATTERN")]
+    pub schemas: Vec<String>,
+    /// Leave out schemas matching PATTERN (repeatable).
+    #[arg(long = "exclude-schema", value_name = "PATTERN")]
+    pub exclude_schemas: Vec<String>,
+    /// Back up only tables matching PATTERN (repeatable; then functions and other
+    /// non-table objects are left out, as with pg_dump --table).
+    #[arg(long = "table", value_name = "PATTERN")]
+    pub tables: Vec<String>,
+    /// Leave out tables matching PATTERN (repeatable).
+    #[arg(long = "exclude-table", value_name = "PATTERN")]
+    pub exclude_tables: Vec<String>,
+    /// Keep the definition of tables matching PATTERN but not their rows (repeatable).
+    #[arg(long = "exclude-table-data", value_name = "PATTERN")]
+    pub exclude_table_data: Vec<String>,
+    /// Print the final record as JSON on stdout (also when the backup fails).
+    #[arg(long)]
+    pub json: bool,
+    /// Minutes after which this run's lock on the database lapses if it crashes (another
+    /// backup of the database is refused meanwhile); longer than the backup takes.
+    #[arg(long, default_value_t = 60, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_minutes: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only this database.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Only this status.
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<BackupStatus>,
+    /// At most this many.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Only backups carrying this label: KEY (any value) or KEY=VALUE.
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub label: Option<LabelSelector>,
+    /// JSON array of records on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Backup id (from `pgkeep list`).
+    pub id: String,
+    /// The record as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// What "healthy" means.
+    #[command(flatten)]
+    pub health: HealthSettings,
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Assess as of this time (RFC 3339) instead of now.
+    #[arg(long, hide = true, value_parser = parse_time)]
+    pub now: Option<DateTime<Utc>>,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Print what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The policy.
+    #[command(flatten, next_help_heading = "Retention")]
+    pub retention: RetentionSettings,
+    /// Only this database.
+    #[arg(long, help_heading = "Options")]
+    pub database: Option<String>,
+    /// Who is pruning, for the audit trail.
+    #[command(flatten, next_help_heading = "Options")]
+    pub actor: ActorSettings,
+    /// The plan (and what was done) as JSON on stdout.
+    #[arg(long, help_heading = "Options")]
+    pub json: bool,
+    /// Decide as of this time (RFC 3339); only with --dry-run.
+    #[arg(long, hide = true, value_parser = parse_time, requires = "dry_run")]
+    pub now: Option<DateTime<Utc>>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Backup id (from `pgkeep list`).
+    pub id: String,
+    /// Who is deleting, for the audit trail.
+    #[command(flatten)]
+    pub actor: ActorSettings,
+    /// The deleted record as JSON on stdout; a refusal prints {"id", "deleted": false,
+    /// "reason", "error"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// Backup id.
+    pub id: String,
+    /// Write to this file instead of stdout (it appears only when complete and intact).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Backup id [default: the newest completed backup not yet verified].
+    pub id: Option<String>,
+    /// Scratch server: postgresql://user@host:port/dbname (any existing database; the role
+    /// needs CREATEDB) [default: the --database-url server].
+    #[arg(
+        long,
+        env = "PGKEEP_SCRATCH_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub scratch_url: Option<String>,
+    /// Who is verifying, for the audit trail.
+    #[command(flatten)]
+    pub actor: ActorSettings,
+    /// Print the record with its verification as JSON on stdout (also when it fails).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Backup id.
+    pub id: String,
+    /// The database to restore into; it must not exist unless --overwrite is given.
+    #[arg(long, value_name = "NAME")]
+    pub target_db: String,
+    /// Replace the target if it exists: a pre_restore backup of it is taken first.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// The target's name typed again, required by --overwrite.
+    #[arg(long, value_name = "NAME", requires = "overwrite")]
+    pub confirm: Option<String>,
+    /// Check the checksum, decrypt and list the archive (pg_restore --list); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Parallel pg_restore workers; the archive is staged to a temporary file first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Restore without the original owners and grants (for a server lacking those roles).
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Where --jobs stages the decrypted archive [default: the system temp directory].
+    #[arg(long, env = "PGKEEP_STAGING_DIR", value_name = "DIR")]
+    pub staging_dir: Option<PathBuf>,
+    /// Who is restoring, for the audit trail.
+    #[command(flatten)]
+    pub actor: ActorSettings,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse()
+}
+/// A kind by its stored name, or with dashes (`pre-migration`).
+fn parse_kind(s: &str) -> Result<BackupKind, String> {
+    s.replace('-', "_").parse()
+}
+fn parse_status(s: &str) -> Result<BackupStatus, String> {
+    s.parse()
+}
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

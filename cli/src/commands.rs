@@ -1,0 +1,68 @@
+//! One module per subcommand; each turns its arguments into one library call and prints the
+//! result. What they share: how a failure becomes a message and an exit code.
+
+use pgkeep::model::BackupId;
+use pgkeep::ops::{self, ErrorKind};
+
+pub mod backup;
+pub mod cat;
+pub mod delete;
+pub mod list;
+pub mod prune;
+pub mod restore;
+pub mod show;
+pub mod status;
+pub mod verify;
+
+/// Exit code when interrupted (128 + SIGINT), as shells report it.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Exit code of `pgkeep status` when a database is unhealthy (distinct from every failure).
+pub const EXIT_UNHEALTHY: u8 = 11;
+
+/// A failure: the one line to print and the exit code it deserves.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<ops::Error> for Failure {
+    /// The library's messages already carry their causes, so only the top is printed.
+    fn from(e: ops::Error) -> Self {
+        Failure {
+            code: e.kind().exit_code() as u8,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure {
+            code: 1,
+            message: format!("{error:#}"),
+        }
+    }
+}
+
+/// A usage or configuration mistake (exit 2).
+pub fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: ErrorKind::Config.exit_code() as u8,
+        message: message.into(),
+    }
+}
+
+/// A failed operation: `message` and the exit code of `error`'s kind.
+pub fn failed(error: &ops::Error, message: String) -> Failure {
+    Failure {
+        code: error.kind().exit_code() as u8,
+        message,
+    }
+}
+
+/// A backup id from the command line.
+pub fn parse_id(id: &str) -> Result<BackupId, Failure> {
+    id.parse()
+        .map_err(|e: pgkeep::model::InvalidBackupId| usage(e.to_string()))
+}

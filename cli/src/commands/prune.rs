@@ -1,0 +1,74 @@
+//! `pgkeep prune`: plan with the retention policy, print the plan, then (unless a dry run)
+//! execute it.
+
+use chrono::Utc;
+use pgkeep::backends::{KeyUse, Services};
+use pgkeep::ops;
+use pgkeep::ops::prune::PruneRequest;
+
+use super::{failed, Failure};
+use crate::args::PruneArgs;
+use crate::output;
+use crate::resolve::{env, Resolver};
+
+pub async fn run(resolver: &Resolver<'_>, args: &PruneArgs) -> Result<u8, Failure> {
+    let policy = args.retention.resolve(env).map_err(ops::Error::from)?;
+    policy.validate().map_err(ops::Error::from)?;
+    let services = resolver.open(KeyUse::None).await?;
+    let request = PruneRequest {
+        policy,
+        database: args.database.clone(),
+        now: args.now.unwrap_or_else(Utc::now),
+        abandon_after: resolver.abandon_after,
+    };
+    let actor = resolver.actor(&args.actor);
+    prune(&services, &request, args, &actor).await
+}
+
+async fn prune(
+    services: &Services,
+    request: &PruneRequest,
+    args: &PruneArgs,
+    actor: &str,
+) -> Result<u8, Failure> {
+    let plan = ops::prune::plan(services, request).await?;
+    for m in &plan.missing {
+        eprintln!(
+            "pgkeep: warning: backup {} of {:?} is {} but {} is missing from the repository",
+            m.id, m.database, m.status, m.key
+        );
+    }
+    if args.dry_run {
+        output::print(
+            args.json,
+            &serde_json::json!({ "dry_run": true, "plan": plan }),
+            || {
+                output::print_prune_plan(&plan);
+                println!("dry run: nothing was changed");
+            },
+        );
+        return Ok(0);
+    }
+    if !args.json {
+        output::print_prune_plan(&plan);
+    }
+    let report = ops::prune::execute(services, &plan, actor)
+        .await
+        .map_err(|e| {
+            failed(
+                &e,
+                format!(
+                    "prune stopped: {e}; run it again to finish (half-done deletions are repaired)"
+                ),
+            )
+        })?;
+    for s in &report.skipped {
+        eprintln!("pgkeep: skipped {}: {}", s.id, s.why);
+    }
+    output::print(
+        args.json,
+        &serde_json::json!({ "dry_run": false, "plan": plan, "report": report }),
+        || output::print_prune_report(&report),
+    );
+    Ok(0)
+}
