@@ -6,7 +6,8 @@
 //! [`retention`] decides what to keep; [`alert`] and [`metrics`] tell people and CloudWatch.
 //! [`aws`] the AWS configuration shared by the S3, DynamoDB and KMS backends. The Lambda
 //! functions each make one call into [`ops::jobs`]; [`api`] is the status API; [`invoke`]
-//! starts one function from another.
+//! starts one function from another. [`wiring`] builds an edge's parts once per process, and
+//! `lambda` (feature `lambda`) is what every Lambda function's `main` shares.
 
 pub mod alert;
 pub mod api;
@@ -17,6 +18,8 @@ pub mod config;
 pub mod invoke;
 pub mod keys;
 pub mod labels;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod metrics;
 pub mod model;
 pub mod ops;
@@ -28,3 +31,4 @@ pub mod store;
 #[cfg(test)]
 pub mod testing;
 pub mod trigger;
+pub mod wiring;
