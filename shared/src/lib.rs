@@ -6,8 +6,9 @@
 //! [`retention`] decides what to keep; [`alert`] and [`metrics`] tell people and CloudWatch.
 //! [`aws`] the AWS configuration shared by the S3, DynamoDB and KMS backends. The Lambda
 //! functions each make one call into [`ops::jobs`]; [`api`] is the status API; [`invoke`]
-//! starts one function from another. Test doubles live in `testing`, behind the `testing`
-//! feature.
+//! starts one function from another. [`wiring`] builds an edge's parts once per
+//! process, `lambda` (feature `lambda`) is what every Lambda function's `main` shares, and
+//! test doubles live in `testing`, behind the `testing` feature.
 
 pub mod alert;
 pub mod api;
@@ -18,6 +19,8 @@ pub mod config;
 pub mod invoke;
 pub mod keys;
 pub mod labels;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod metrics;
 pub mod model;
 pub mod ops;
@@ -29,3 +32,4 @@ pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod trigger;
+pub mod wiring;

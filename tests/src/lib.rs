@@ -1,8 +1,12 @@
 //! End-to-end test harness for pgkeep: a throwaway PostgreSQL cluster ([`PgCluster`]), sample
-//! data ([`load_sample`]) and the path of the real `pgkeep` binary ([`pgkeep_bin`]).
+//! data ([`load_sample`]), the paths of the real `pgkeep` binary ([`pgkeep_bin`]) and Lambda
+//! binaries ([`function_bin`]), a fake Lambda Runtime API to run those in
+//! ([`lambda_runtime`]), and the sample events ([`events`]).
 
 pub mod aws;
 pub mod cli;
+pub mod events;
+pub mod lambda_runtime;
 mod pg;
 mod sys;
 
@@ -62,11 +66,35 @@ pub fn pgkeep_bin() -> PathBuf {
         return PathBuf::from(path);
     }
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| locate_or_build_pgkeep().unwrap_or_else(|e| panic!("pgkeep binary: {e:#}")))
-        .clone()
+    BIN.get_or_init(|| {
+        locate_or_build("pgkeep-cli", "pgkeep", "cli")
+            .unwrap_or_else(|e| panic!("pgkeep binary: {e:#}"))
+    })
+    .clone()
 }
 
-fn locate_or_build_pgkeep() -> Result<PathBuf> {
+/// Path of the built binary of a Lambda function (`dump`, `verify`, `prune`, `status`), found
+/// and rebuilt like [`pgkeep_bin`] (package `pgkeep-NAME`, sources `functions/NAME/`).
+/// Panics if that build fails.
+pub fn function_bin(name: &str) -> PathBuf {
+    static BINS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut bins = BINS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = bins.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let path = locate_or_build(
+        &format!("pgkeep-{name}"),
+        name,
+        &format!("functions/{name}"),
+    )
+    .unwrap_or_else(|e| panic!("{name} binary: {e:#}"));
+    bins.push((name.to_owned(), path.clone()));
+    path
+}
+
+/// `<target>/<profile>/BIN`, built with `cargo build -p PACKAGE --bin BIN` unless it is newer
+/// than `sources` (a directory of the workspace), `shared/` and `Cargo.lock`.
+fn locate_or_build(package: &str, bin_name: &str, sources: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("current_exe")?;
     let mut profile_dir = exe.parent().context("test exe has no parent")?;
     if profile_dir.file_name().is_some_and(|n| n == "deps") {
@@ -77,14 +105,14 @@ fn locate_or_build_pgkeep() -> Result<PathBuf> {
         .file_name()
         .and_then(|n| n.to_str())
         .context("profile dir name")?;
-    let bin = profile_dir.join("pgkeep");
+    let bin = profile_dir.join(bin_name);
 
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
     if let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified()) {
         let sources = [
-            workspace.join("cli"),
+            workspace.join(sources),
             workspace.join("shared"),
             workspace.join("Cargo.lock"),
         ];
@@ -97,7 +125,7 @@ fn locate_or_build_pgkeep() -> Result<PathBuf> {
         .or_else(|| option_env!("CARGO").map(Into::into))
         .unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "-p", "pgkeep-cli", "--bin", "pgkeep"])
+    cmd.args(["build", "-p", package, "--bin", bin_name])
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(workspace);
     match profile {

@@ -5,32 +5,34 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
+use pgkeep::backends::KeyUse;
+use pgkeep::config::LambdaSettings;
+use pgkeep::lambda::{self, diagnostic, Diagnostic, Error};
 use pgkeep::ops::jobs::Jobs;
 use pgkeep::trigger::DumpTrigger;
 use serde_json::Value;
 
-mod setup;
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    setup::tracing();
-    let jobs = Arc::new(setup::jobs().await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let jobs = jobs.clone();
-        async move { handle(&jobs, event.payload).await }
-    }))
+    lambda::init_tracing();
+    let settings = LambdaSettings::from_env()?;
+    // A new backup may need a new data key, so the key is for writing.
+    let jobs = Arc::new(Jobs::connect(settings, KeyUse::Write).await?);
+    lambda::serve(
+        jobs,
+        |jobs, event| async move { handle(&jobs, event).await },
+    )
     .await
 }
 
 /// One event: which database, then the dump. A failed dump fails the invocation.
 async fn handle(jobs: &Jobs, event: Value) -> Result<Value, Diagnostic> {
-    let trigger = DumpTrigger::from_event(&event).map_err(|e| setup::diagnostic(&e.into()))?;
+    let trigger = DumpTrigger::from_event(&event).map_err(|e| diagnostic(&e.into()))?;
     // Boxed: the job's future is large and deeply nested (keeps the stack and the
     // compiler's layout queries small).
     let outcome = Box::pin(jobs.run_dump(&trigger))
         .await
-        .map_err(|e| setup::diagnostic(&e))?;
+        .map_err(|e| diagnostic(&e))?;
     Ok(serde_json::to_value(outcome).expect("outcomes serialize"))
 }
 

@@ -22,12 +22,7 @@ use serde_json::Value;
 use super::handle;
 
 fn event(name: &str) -> Value {
-    let path = format!(
-        "{}/../../events/dump/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    pgkeep_tests::events::load("dump", name)
 }
 
 /// Settings for the embedded backends in `dir`, backing up `shop` at `url`, plus `extra`.
@@ -570,19 +565,31 @@ fn a_database_named_by_a_secret_is_backed_up_under_its_configured_name() {
     });
 }
 
-#[test]
-fn every_sample_event_is_covered_by_a_test() {
-    let source = include_str!("tests.rs");
-    let dir = format!("{}/../../events/dump", env!("CARGO_MANIFEST_DIR"));
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .replace(".json", "");
-        assert!(
-            source.contains(&format!("event(\"{name}\")")),
-            "events/dump/{name}.json is not exercised"
-        );
+/// Each file of events/dump/ through the handler, one after the other against one database:
+/// each takes its own backup of `shop`.
+#[tokio::test]
+async fn every_sample_event_goes_through_the_handler() {
+    let cluster = PgCluster::start().unwrap();
+    cluster.create_database("shop").unwrap();
+    cluster
+        .psql(
+            "shop",
+            "CREATE TABLE sessions (id int); INSERT INTO sessions VALUES (1);",
+        )
+        .unwrap();
+    let f = fixture(&cluster.url("shop"), &[]).await;
+    let expected = [
+        ("scheduled", "scheduled"),
+        ("console", "manual"),
+        ("console-pre-migration", "pre_migration"),
+        ("from-api", "manual"),
+    ];
+    for (name, event, kind) in pgkeep_tests::events::each("dump", &expected) {
+        let out = handle(&f.jobs, event)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(out["outcome"], "completed", "{name}: {out}");
+        assert_eq!(out["backup"]["kind"], *kind, "{name}: {out}");
     }
+    assert_eq!(objects(&f.jobs).await.len(), expected.len());
 }

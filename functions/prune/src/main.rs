@@ -4,32 +4,38 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
+use pgkeep::backends::KeyUse;
+use pgkeep::config::LambdaSettings;
+use pgkeep::lambda::{self, diagnostic, Diagnostic, Error};
 use pgkeep::ops::jobs::Jobs;
 use pgkeep::trigger::PruneTrigger;
 use serde_json::Value;
 
-mod setup;
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    setup::tracing();
-    let jobs = Arc::new(setup::jobs().await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let jobs = jobs.clone();
-        async move { handle(&jobs, event.payload).await }
-    }))
+    lambda::init_tracing();
+    let settings = LambdaSettings::from_env()?;
+    // An empty policy fails the container's start, not every night's prune.
+    settings.retention.validate().map_err(|e| {
+        format!("{e}: set at least one of PGKEEP_KEEP_LAST, _HOURLY, _DAILY, _WEEKLY, _MONTHLY, _YEARLY, _WITHIN")
+    })?;
+    // Records and objects only: no key.
+    let jobs = Arc::new(Jobs::connect(settings, KeyUse::None).await?);
+    lambda::serve(
+        jobs,
+        |jobs, event| async move { handle(&jobs, event).await },
+    )
     .await
 }
 
 /// One schedule tick: prune, then check health.
 async fn handle(jobs: &Jobs, event: Value) -> Result<Value, Diagnostic> {
-    PruneTrigger::from_event(&event).map_err(|e| setup::diagnostic(&e.into()))?;
+    PruneTrigger::from_event(&event).map_err(|e| diagnostic(&e.into()))?;
     // Boxed: the job's future is large and deeply nested (keeps the stack and the
     // compiler's layout queries small).
     let outcome = Box::pin(jobs.run_prune(chrono::Utc::now()))
         .await
-        .map_err(|e| setup::diagnostic(&e))?;
+        .map_err(|e| diagnostic(&e))?;
     Ok(serde_json::to_value(outcome).expect("outcomes serialize"))
 }
 

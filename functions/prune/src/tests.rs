@@ -17,12 +17,7 @@ use serde_json::{json, Value};
 use super::handle;
 
 fn event(name: &str) -> Value {
-    let path = format!(
-        "{}/../../events/prune/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    pgkeep_tests::events::load("prune", name)
 }
 
 struct Fixture {
@@ -278,19 +273,20 @@ async fn pre_restore_copies_are_kept_as_long_as_the_environment_says() {
     }
 }
 
-#[test]
-fn every_sample_event_is_covered_by_a_test() {
-    let source = include_str!("tests.rs");
-    let dir = format!("{}/../../events/prune", env!("CARGO_MANIFEST_DIR"));
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .replace(".json", "");
-        assert!(
-            source.contains(&format!("event(\"{name}\")")),
-            "events/prune/{name}.json is not exercised"
+/// Each file of events/prune/ through the handler, with how many databases it finds stale (none
+/// has a backup here).
+#[tokio::test]
+async fn every_sample_event_goes_through_the_handler() {
+    let expected = [("scheduled", 3)];
+    for (name, event, stale) in pgkeep_tests::events::each("prune", &expected) {
+        let f = fixture(&[("PGKEEP_KEEP_LAST", "3")]).await;
+        let out = handle(&f.jobs, event)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(
+            out["stale"].as_array().map(Vec::len),
+            Some(*stale),
+            "{name}: {out}"
         );
     }
 }

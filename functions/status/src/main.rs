@@ -1,113 +1,18 @@
 //! The `status` Lambda function: API Gateway (HTTP API, payload 2.0) in front of
-//! [`pgkeep::api::Api`]. This file only translates requests and responses and builds the
-//! backends once per container; routing, authorization and every rule live in the library.
+//! [`pgkeep::api::Api`]. The translation of requests and responses is
+//! [`pgkeep::lambda::http`]; routing, authorization and every rule live in the library.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use lambda_http::request::RequestContext;
-use lambda_http::{service_fn, Body, Error, Request, RequestExt, Response};
-use pgkeep::api::{Api, ApiRequest, ApiResponse, Caller};
-
-mod setup;
+use pgkeep::config::LambdaSettings;
+use pgkeep::lambda::{self, http, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_current_span(false)
-        .without_time()
-        .init();
-    let api = Arc::new(setup::api().await?);
-    lambda_http::run(service_fn(move |request: Request| {
-        let api = api.clone();
-        async move { handle(&api, request).await }
-    }))
-    .await
-}
-
-/// One request: translate, answer, translate back.
-async fn handle(api: &Api, request: Request) -> Result<Response<Body>, Error> {
-    let response = api
-        .handle(&to_api_request(&request), chrono::Utc::now())
-        .await;
-    to_response(response)
-}
-
-/// The parts of a gateway request the API looks at.
-fn to_api_request(request: &Request) -> ApiRequest {
-    let path = match request.raw_http_path() {
-        "" => request.uri().path(),
-        raw => raw,
-    };
-    let query: BTreeMap<String, String> = request
-        .query_string_parameters()
-        .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let body = match request.body() {
-        Body::Empty => None,
-        other => Some(other.as_ref().to_vec()),
-    };
-    ApiRequest {
-        method: request.method().as_str().to_owned(),
-        path: path.to_owned(),
-        query,
-        body,
-        caller: caller(request),
-    }
-}
-
-/// Who the gateway says is calling: the JWT authorizer's claims, or the IAM principal.
-fn caller(request: &Request) -> Caller {
-    #[allow(irrefutable_let_patterns)]
-    let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
-        return Caller::Anonymous;
-    };
-    let Some(authorizer) = &context.authorizer else {
-        return Caller::Anonymous;
-    };
-    if let Some(jwt) = &authorizer.jwt {
-        let claims = &jwt.claims;
-        let groups = claims
-            .get("cognito:groups")
-            .or_else(|| claims.get("groups"))
-            .map(|g| parse_groups(g))
-            .unwrap_or_default();
-        return Caller::Jwt {
-            subject: claims.get("sub").cloned().unwrap_or_default(),
-            groups,
-        };
-    }
-    if let Some(iam) = &authorizer.iam {
-        if let Some(principal) = iam.user_arn.clone().or_else(|| iam.caller_id.clone()) {
-            return Caller::Iam { principal };
-        }
-    }
-    Caller::Anonymous
-}
-
-/// HTTP APIs flatten a JWT's array claim to text like `[admin ops]`; a plain string claim may
-/// hold one group or a comma-separated list.
-fn parse_groups(claim: &str) -> Vec<String> {
-    claim
-        .trim_matches(|c| c == '[' || c == ']')
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .map(|g| g.trim_matches('"'))
-        .filter(|g| !g.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn to_response(response: ApiResponse) -> Result<Response<Body>, Error> {
-    let mut builder = Response::builder()
-        .status(response.status)
-        .header("content-type", "application/json");
-    for (name, value) in &response.headers {
-        builder = builder.header(name, value);
-    }
-    Ok(builder.body(Body::from(response.body.to_string()))?)
+    lambda::init_tracing();
+    let settings = LambdaSettings::from_env()?;
+    // Built once per container: the backends and the starters of the dump and verify
+    // functions.
+    let api = pgkeep::wiring::api(&settings).await?;
+    http::serve(api).await
 }
 
 #[cfg(test)]

@@ -19,12 +19,7 @@ use serde_json::{json, Value};
 use super::handle;
 
 fn event(name: &str) -> Value {
-    let path = format!(
-        "{}/../../events/verify/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    pgkeep_tests::events::load("verify", name)
 }
 
 /// The backup id a sample event names.
@@ -302,19 +297,29 @@ fn the_scratch_server_comes_from_its_secret_and_a_broken_one_is_alerted() {
     assert!(scratch_databases(&cluster).is_empty());
 }
 
-#[test]
-fn every_sample_event_is_covered_by_a_test() {
-    let source = include_str!("tests.rs");
-    let dir = format!("{}/../../events/verify", env!("CARGO_MANIFEST_DIR"));
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .replace(".json", "");
-        assert!(
-            source.contains(&format!("\"{name}\"")),
-            "events/verify/{name}.json is not exercised"
-        );
+/// Each file of events/verify/ through the handler, one after the other over the backups the
+/// events name: each names the outcome it must have.
+#[tokio::test]
+async fn every_sample_event_goes_through_the_handler() {
+    let cluster = PgCluster::start().unwrap();
+    shop(&cluster);
+    let f = fixture(&cluster.url("shop")).await;
+    dump(&f.jobs, Some(event_id("direct"))).await;
+    dump(&f.jobs, Some(event_id("from-dump"))).await;
+    let expected = [
+        ("direct", "verified"),
+        ("from-dump", "verified"),
+        ("restore-dry-run", "restored"),
+        ("restore", "restored"),
+        // Both backups are verified by now.
+        ("scheduled", "nothing_to_verify"),
+    ];
+    for (name, event, outcome) in pgkeep_tests::events::each("verify", &expected) {
+        let out = handle(&f.jobs, event)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(out["outcome"], *outcome, "{name}: {out}");
     }
+    assert!(f.alerts.alerts().is_empty(), "{:?}", f.alerts.alerts());
+    assert!(scratch_databases(&cluster).is_empty());
 }

@@ -32,7 +32,7 @@ use crate::alert::{Alert, AlertKind, LogNotifier, Notifier, Notifiers, NotifyErr
 use crate::backends::{KeyUse, Services};
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, LambdaSettings};
-use crate::invoke::{LambdaInvoker, VerifyStarter};
+use crate::invoke::VerifyStarter;
 use crate::metrics::{backup_metrics, health_metrics, verify_metrics, MetricSink, StdoutMetrics};
 use crate::model::{BackupId, BackupRecord, BackupStatus};
 use crate::postgres::auth::database_target;
@@ -195,12 +195,8 @@ impl Jobs {
     /// webhook when configured), the verify starter (when `PGKEEP_VERIFY_FUNCTION` is set)
     /// and metrics on stdout.
     pub async fn connect(settings: LambdaSettings, key_use: KeyUse) -> Result<Jobs, ConfigError> {
-        let aws = if settings.uses_aws() {
-            Some(settings.backends.load_aws().await?)
-        } else {
-            None
-        };
-        let services = settings.backends.open_with(key_use, aws.as_ref())?;
+        let (services, aws) =
+            crate::wiring::connect(&settings.backends, key_use, settings.uses_aws()).await?;
         let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(LogNotifier)];
         if let Some(topic) = &settings.alerts.topic_arn {
             let aws = aws.as_ref().expect("uses_aws covers the alert topic");
@@ -211,10 +207,9 @@ impl Jobs {
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             notifiers.push(Arc::new(webhook));
         }
-        let verify_starter = settings.verify_function.as_ref().map(|name| {
-            let aws = aws.as_ref().expect("uses_aws covers the verify function");
-            Arc::new(LambdaInvoker::new(aws, name)) as Arc<dyn VerifyStarter>
-        });
+        let verify_starter =
+            crate::wiring::invoker(settings.verify_function.as_deref(), aws.as_ref())
+                .map(|invoker| invoker as Arc<dyn VerifyStarter>);
         Ok(Jobs {
             services,
             settings,

@@ -1,0 +1,289 @@
+//! A fake Lambda Runtime API on 127.0.0.1, to run a real function binary the way Lambda does:
+//! the binary asks for the next invocation, gets one of the queued events, and posts its
+//! answer back. <https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html>
+//!
+//! Plain HTTP/1.1 over `std::net` (the runtime's client keeps its connection alive, so each
+//! connection serves requests until it closes). Once the queue is empty, `next` is never
+//! answered, as in Lambda between invocations; the test then ends the process.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PREFIX: &str = "/2018-06-01/runtime";
+
+/// How one invocation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// `POST …/invocation/{id}/response`: the function's result.
+    Response(Value),
+    /// `POST …/invocation/{id}/error`: the error the function reported.
+    Error(Value),
+}
+
+impl Answer {
+    /// The result, or a panic naming the error.
+    pub fn response(&self) -> &Value {
+        match self {
+            Answer::Response(v) => v,
+            Answer::Error(e) => panic!("the invocation failed: {e}"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queued: VecDeque<(String, Value)>,
+    answers: Vec<(String, Answer)>,
+    init_error: Option<Value>,
+}
+
+/// The fake API; it stops serving when dropped (after the function process is gone).
+pub struct FakeRuntimeApi {
+    address: String,
+    state: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl FakeRuntimeApi {
+    /// Serves `events` in order, with request ids `req-1`, `req-2`, ….
+    pub fn start(events: Vec<Value>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?.to_string();
+        let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
+        state.0.lock().unwrap().queued = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (format!("req-{}", i + 1), e))
+            .collect();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &shared);
+                });
+            }
+        });
+        Ok(FakeRuntimeApi { address, state })
+    }
+
+    /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Waits until `count` invocations were answered (or the function reported an
+    /// initialization error), at most `timeout`; returns the answers by request id.
+    pub fn wait_for(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<(String, Answer)>, String> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.state;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if let Some(e) = &state.init_error {
+                return Err(format!("the function failed to start: {e}"));
+            }
+            if state.answers.len() >= count {
+                return Ok(state.answers.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "{} of {count} invocations answered after {timeout:?}",
+                    state.answers.len()
+                ));
+            }
+            state = cond.wait_timeout(state, left).unwrap().0;
+        }
+    }
+
+    /// A command running the function binary `bin` against this API, in an environment of only
+    /// the variables Lambda sets (nothing inherited from the test: no `RUST_LOG`, no
+    /// `PGKEEP_*`); the caller adds the function's own. stdout and stderr are piped.
+    pub fn command(&self, bin: &Path) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.env_clear();
+        let name = bin
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        cmd.env("AWS_LAMBDA_RUNTIME_API", &self.address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", format!("pgkeep-test-{name}"))
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/pgkeep-test-{name}"),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+/// Reads one request; `None` when the client closed the connection.
+fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut length = 0;
+    let mut chunked = false;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let (name, value) = (name.trim(), value.trim());
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+    let body = if chunked {
+        read_chunked(reader)?
+    } else {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        body
+    };
+    Ok(Some(Request { method, path, body }))
+}
+
+/// A chunked body (a streamed response): sizes in hex, each chunk followed by CRLF, then a
+/// zero-sized chunk and the (ignored) trailers.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size)?;
+        let size = size.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if size == 0 {
+            loop {
+                let mut trailer = String::new();
+                if reader.read_line(&mut trailer)? == 0 || trailer.trim().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = [0; 2];
+        reader.read_exact(&mut crlf)?;
+    }
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let (lock, cond) = shared;
+    while let Some(request) = read_request(&mut reader)? {
+        let body = || serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let rest = request.path.strip_prefix(PREFIX).unwrap_or(&request.path);
+        match (request.method.as_str(), rest) {
+            ("GET", "/invocation/next") => {
+                let next = lock.lock().unwrap().queued.pop_front();
+                let Some((id, event)) = next else {
+                    // Nothing more to run: hold the request, as Lambda does between events.
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                };
+                let deadline = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    + Duration::from_secs(300);
+                let headers = [
+                    ("content-type", "application/json".to_owned()),
+                    ("lambda-runtime-aws-request-id", id),
+                    (
+                        "lambda-runtime-deadline-ms",
+                        deadline.as_millis().to_string(),
+                    ),
+                    (
+                        "lambda-runtime-invoked-function-arn",
+                        "arn:aws:lambda:eu-west-1:123456789012:function:pgkeep-test".to_owned(),
+                    ),
+                    (
+                        "lambda-runtime-trace-id",
+                        "Root=1-00000000-000000000000000000000000".to_owned(),
+                    ),
+                ];
+                respond(
+                    &mut writer,
+                    "200 OK",
+                    &headers,
+                    event.to_string().as_bytes(),
+                )?;
+            }
+            ("POST", "/init/error") => {
+                lock.lock().unwrap().init_error = Some(body());
+                cond.notify_all();
+                respond(&mut writer, "202 Accepted", &[], b"{}")?;
+            }
+            ("POST", path) => {
+                let answer = match path.strip_prefix("/invocation/") {
+                    Some(tail) => match tail.rsplit_once('/') {
+                        Some((id, "response")) => Some((id.to_owned(), Answer::Response(body()))),
+                        Some((id, "error")) => Some((id.to_owned(), Answer::Error(body()))),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                match answer {
+                    Some(answer) => {
+                        lock.lock().unwrap().answers.push(answer);
+                        cond.notify_all();
+                        respond(&mut writer, "202 Accepted", &[], b"{}")?;
+                    }
+                    None => respond(&mut writer, "404 Not Found", &[], b"{}")?,
+                }
+            }
+            _ => respond(&mut writer, "404 Not Found", &[], b"{}")?,
+        }
+    }
+    Ok(())
+}
