@@ -84,24 +84,17 @@ impl<'a> Resolver<'a> {
             .map_err(ops::Error::from)?)
     }
 
-    /// Builds the backends; also returns the AWS configuration when a backend (or `need_aws`)
-    /// wants one, loaded once. (One small function, so that a shared wiring step can take
-    /// its place.)
+    /// Builds the backends through the wiring every edge shares; also returns the AWS
+    /// configuration when a backend (or `need_aws`) wants one, loaded once.
     pub async fn open_aws(
         &self,
         key_use: KeyUse,
         need_aws: bool,
     ) -> Result<(Services, Option<pgkeep::aws::SdkConfig>), Failure> {
         let config = self.backend_config()?;
-        let aws = if config.uses_aws() || need_aws {
-            Some(config.load_aws().await.map_err(ops::Error::from)?)
-        } else {
-            None
-        };
-        let services = config
-            .open_with(key_use, aws.as_ref())
-            .map_err(ops::Error::from)?;
-        Ok((services, aws))
+        Ok(pgkeep::wiring::connect(&config, key_use, need_aws)
+            .await
+            .map_err(ops::Error::from)?)
     }
 
     /// Builds the backends.
