@@ -25,6 +25,8 @@ retention = {
   keep_yearly  = 3
   keep_within  = "1d"
   keep_labels  = ["release", "pinned=yes"]
+  # Safety copies taken before a restore: kept two weeks here instead of prune's 30 days.
+  pre_restore_keep_within = "14d"
 }
 
 vpc_subnet_ids         = ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002"]
