@@ -108,7 +108,7 @@ pub fn print_list(records: &[BackupRecord]) {
 fn list_cells(r: &BackupRecord) -> [String; 7] {
     [
         r.id.to_string(),
-        r.database.clone(),
+        shown(&r.database).into_owned(),
         r.kind.to_string(),
         r.status.to_string(),
         format_time(r.created_at),
@@ -123,7 +123,7 @@ fn list_cells(r: &BackupRecord) -> [String; 7] {
 pub fn print_record(r: &BackupRecord) {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     println!("id:              {}", r.id);
-    println!("database:        {}", r.database);
+    println!("database:        {}", shown(&r.database));
     println!("kind:            {}", r.kind);
     println!("status:          {}", r.status);
     println!("created:         {}", format_time(r.created_at));
@@ -209,7 +209,7 @@ pub fn print_verification(report: &VerifyReport) {
         println!(
             "backup {} of {} verified: {} tables with {} rows, {} large objects and {} declared objects match; restored in {}",
             r.id,
-            r.database,
+            shown(&r.database),
             v.tables.len(),
             rows,
             v.large_objects.and_then(|l| l.actual).unwrap_or(0),
@@ -220,7 +220,9 @@ pub fn print_verification(report: &VerifyReport) {
     }
     println!(
         "backup {} of {}: verification failed ({})",
-        r.id, r.database, v.result
+        r.id,
+        shown(&r.database),
+        v.result
     );
     if let Some(reason) = &v.reason {
         println!("  {reason}");
@@ -261,7 +263,7 @@ pub fn print_restore(r: &RestoreReport) {
         };
         println!(
             "dry run: backup {} of {} is intact ({} tables, {} rows, {} large objects); a restore would {action} on {}. Nothing was written.",
-            r.backup_id, r.source_database, r.tables, r.rows, r.large_objects, r.server
+            r.backup_id, shown(&r.source_database), r.tables, r.rows, r.large_objects, r.server
         );
         return;
     }
@@ -273,7 +275,7 @@ pub fn print_restore(r: &RestoreReport) {
     println!(
         "restored backup {} of {} into {:?} on {} in {}: {} tables, {} rows{safety}",
         r.backup_id,
-        r.source_database,
+        shown(&r.source_database),
         r.target_database,
         r.server,
         human_duration(r.duration_ms),
@@ -292,7 +294,7 @@ pub fn print_status(summary: &[DatabaseHealth]) {
         let db = &health.status;
         println!(
             "{}: {}",
-            db.database,
+            shown(&db.database),
             if health.healthy {
                 "healthy"
             } else {
@@ -372,7 +374,7 @@ pub fn print_prune_plan(plan: &PrunePlan) {
                 [
                     if d.keeps() { "keep" } else { "remove" }.to_owned(),
                     d.id.to_string(),
-                    d.database.clone(),
+                    shown(&d.database).into_owned(),
                     d.status.to_string(),
                     d.kind.to_string(),
                     reasons.join(", "),
@@ -434,7 +436,7 @@ pub fn print_backup_done(r: &BackupRecord) {
     println!(
         "backup {} of {} completed: {} stored in {}, {} tables, {} rows{schema_only}",
         r.id,
-        r.database,
+        shown(&r.database),
         r.size_bytes.map(human_bytes).unwrap_or_default(),
         r.duration_ms.map(human_duration).unwrap_or_default(),
         r.row_counts.len(),
@@ -470,7 +472,7 @@ impl ProgressBar {
             .expect("valid template"),
         );
         bar.set_prefix(verb.to_owned());
-        bar.set_message(label.to_owned());
+        bar.set_message(shown(label).into_owned());
         let ticking = bar.clone();
         let ticker = tokio::spawn(async move {
             loop {
@@ -493,5 +495,34 @@ impl ProgressBar {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+/// A name from the catalog as a terminal may show it: control characters (an escape sequence
+/// in a database name could rewrite the screen) are printed escaped, like `\u{1b}`.
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::shown;
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        assert_eq!(shown("shop's db"), "shop's db");
+        assert_eq!(shown("évé"), "évé");
+        assert_eq!(shown("a\x1b[2Jb\nc\u{9b}d"), "a\\u{1b}[2Jb\\nc\\u{9b}d");
     }
 }

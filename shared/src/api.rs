@@ -319,13 +319,14 @@ impl Api {
             .await
             .map_err(|e| error_response(e.into()))?;
         if !record.status.has_object() {
-            return Err(ApiResponse::error(
-                409,
-                format!(
-                    "backup {id} is {}: only a stored backup (completed, verified or verification_failed) can be {action}",
-                    record.status
+            // Through `error_response`, so that a deleted backup answers 410 like everywhere.
+            return Err(error_response(ops::Error::Unusable {
+                id,
+                status: record.status,
+                why: format!(
+                    "only a stored backup (completed, verified or verification_failed) can be {action}"
                 ),
-            ));
+            }));
         }
         Ok(id)
     }

@@ -1,4 +1,5 @@
-//! `pgkeep cat`: the original archive to stdout, or to a file that appears only when complete.
+//! `pgkeep cat`: the original archive to stdout, or to a file that appears only when complete
+//! (written through `pgkeep::outfile`: private, exclusive, never through a symlink).
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -7,11 +8,16 @@ use anyhow::Context as _;
 use pgkeep::backends::KeyUse;
 use pgkeep::model::BackupId;
 use pgkeep::ops;
+use pgkeep::outfile::{OutputError, OutputFile};
 use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
 
-use super::{parse_id, usage, Failure};
+use super::{parse_id, usage, Failure, EXIT_INTERRUPTED};
 use crate::args::CatArgs;
 use crate::resolve::Resolver;
+
+/// Exit code when terminated (128 + SIGTERM).
+const EXIT_TERMINATED: u8 = 143;
 
 pub async fn run(resolver: &Resolver<'_>, args: &CatArgs) -> Result<u8, Failure> {
     let id = parse_id(&args.id)?;
@@ -39,46 +45,43 @@ async fn cat(
             stdout.flush().await.context("flushing stdout")?;
         }
         Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let name = path
-                .file_name()
-                .ok_or_else(|| usage(format!("{} is not a file name", path.display())))?;
-            let temp = dir.join(format!(
-                ".{}.pgkeep-partial-{}",
-                name.to_string_lossy(),
-                std::process::id()
-            ));
-            let result = async {
-                let mut file =
-                    tokio::fs::File::create(&temp)
-                        .await
-                        .map_err(|e| ops::Error::Io {
-                            context: "creating the output file",
-                            source: e,
-                        })?;
-                tokio::io::copy(&mut archive, &mut file)
-                    .await
-                    .map_err(|e| ops::Error::from_read("writing the archive", e))?;
-                file.sync_all().await.map_err(|e| ops::Error::Io {
-                    context: "syncing the output file",
-                    source: e,
-                })?;
-                tokio::fs::rename(&temp, path)
-                    .await
-                    .map_err(|e| ops::Error::Io {
-                        context: "renaming the output file into place",
-                        source: e,
-                    })
+            let mut out = OutputFile::create(path).await.map_err(output_failure)?;
+            let copied = tokio::select! {
+                r = tokio::io::copy(&mut archive, out.writer()) => Ok(r),
+                code = interrupted() => Err(code),
+            };
+            match copied {
+                // Dropping `out` removes the unfinished temporary file.
+                Err(code) => {
+                    drop(out);
+                    eprintln!("pgkeep: interrupted; {} was not written", path.display());
+                    return Ok(code);
+                }
+                Ok(r) => {
+                    r.map_err(|e| ops::Error::from_read("writing the archive", e))?;
+                }
             }
-            .await;
-            if result.is_err() {
-                let _ = tokio::fs::remove_file(&temp).await;
-            }
-            result?;
+            out.commit().await.map_err(output_failure)?;
         }
     }
     Ok(0)
+}
+
+fn output_failure(e: OutputError) -> Failure {
+    Failure {
+        code: e.kind().exit_code() as u8,
+        message: e.to_string(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM with the exit code a shell reports for it.
+async fn interrupted() -> u8 {
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return EXIT_INTERRUPTED;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => EXIT_INTERRUPTED,
+        _ = term.recv() => EXIT_TERMINATED,
+    }
 }

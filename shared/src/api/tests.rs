@@ -339,6 +339,13 @@ async fn verify_and_restore_routes_check_before_queueing() {
     api.verify_starter = verifies.clone();
     let stored = add(&api, 1, BackupStatus::Completed).await;
     let failed = add(&api, 2, BackupStatus::Failed).await;
+    let mut deleted = add(&api, 3, BackupStatus::Completed).await;
+    deleted.transition(BackupStatus::Deleted).unwrap();
+    api.services
+        .catalog
+        .update(&deleted, BackupStatus::Completed)
+        .await
+        .unwrap();
     let post = |path: String, body: &str| {
         let mut req = get(&path, admin());
         req.method = "POST".into();
@@ -371,6 +378,9 @@ async fn verify_and_restore_routes_check_before_queueing() {
     for (req, status) in [
         (post(verify(&unknown), ""), 404),
         (post(verify(&failed.id), ""), 409),
+        // Deleted: gone for good (issue 13), not a conflict.
+        (post(verify(&deleted.id), ""), 410),
+        (post(restore(&deleted.id), r#"{"target_db": "copy"}"#), 410),
         (post(verify(&stored.id), r#"{"x": 1}"#), 400),
         (post("/backups/nope/verify".into(), ""), 400),
         (post(restore(&unknown), r#"{"target_db": "copy"}"#), 404),

@@ -18,7 +18,7 @@ use super::list::list_all;
 use super::Error;
 use crate::backends::Services;
 use crate::catalog::ListQuery;
-use crate::model::{BackupId, BackupRecord, BackupStatus};
+use crate::model::{BackupId, BackupKind, BackupRecord, BackupStatus};
 use crate::retention::Span;
 
 /// Default [`HealthPolicy::max_age`]: 25 hours, a daily schedule plus an hour of slack.
@@ -108,8 +108,11 @@ fn summarise(records: &[BackupRecord], now: DateTime<Utc>) -> Vec<DatabaseStatus
             DatabaseStatus {
                 database: database.to_owned(),
                 latest: newest(&|_| true),
+                // A restore's safety copy is of the database it overwrote, not a scheduled
+                // protection: it never makes a database look protected.
                 latest_good: newest(&|r| {
                     matches!(r.status, BackupStatus::Completed | BackupStatus::Verified)
+                        && r.kind != BackupKind::PreRestore
                 }),
                 latest_verified: newest(&|r| r.status == BackupStatus::Verified),
                 latest_failure: newest(&|r| r.status == BackupStatus::Failed),
@@ -420,5 +423,16 @@ mod tests {
         assert_eq!(shop.counts["failed"], 2);
         let crm = s.iter().find(|d| d.database == "crm").unwrap();
         assert!(crm.latest_good.is_none());
+    }
+
+    #[test]
+    fn a_pre_restore_safety_copy_is_never_the_newest_good_backup() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap();
+        let mut safety = rec("shop", 1, BackupStatus::Completed, now);
+        safety.kind = BackupKind::PreRestore;
+        let records = vec![safety, rec("shop", 30, BackupStatus::Completed, now)];
+        let s = summarise(&records, now);
+        assert_eq!(s[0].latest_good.as_ref().unwrap().id, records[1].id);
+        assert_eq!(s[0].latest.as_ref().unwrap().id, records[0].id);
     }
 }
