@@ -7,6 +7,10 @@
 //! pre-allocated backup id. At-least-once delivery means
 //! the same event can arrive twice: the backup id of an event is derived from the event's id
 //! and time, so the second delivery finds the record of the first and starts nothing.
+//!
+//! A retry after a *failure* must take the backup, though: each request (an event, an API
+//! call) names a fixed sequence of attempt ids ([`attempt_id`]); a delivery runs the first
+//! attempt without a record, unless an earlier attempt is still running or succeeded.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,7 +91,34 @@ pub fn backup_id_for_event(time: DateTime<Utc>, event_id: &str) -> BackupId {
     .expect("a formatted id parses")
 }
 
+/// Most attempts one request gets: a redelivered or retried event whose attempts all failed
+/// stops here rather than loop (Lambda retries an asynchronous invocation twice, Scheduler
+/// three times, so this leaves room for both).
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// The id of attempt `n` (from 1) of the request whose first attempt is `first`. Attempt 1 is
+/// `first` itself; a later one keeps its time (when the backup was asked for) and takes 8 hex
+/// digits of SHA-256 of `first` and `n`, so every delivery of one request computes the same
+/// sequence and finds the attempts already made.
+pub fn attempt_id(first: &BackupId, n: u32) -> BackupId {
+    if n <= 1 {
+        return first.clone();
+    }
+    let digest = Sha256::digest(format!("{first}#attempt-{n}").as_bytes());
+    let time = &first.as_str()[..19];
+    format!("{time}-{}", hex::encode(&digest[..4]))
+        .parse()
+        .expect("a formatted id parses")
+}
+
 impl DumpTrigger {
+    /// Whether this request came from a schedule (an EventBridge event), whose backups nobody
+    /// waits for by id: when another run of the database holds the lease, that run is the one
+    /// that counts.
+    pub fn is_scheduled(&self) -> bool {
+        self.kind == BackupKind::Scheduled && self.requested_by.as_deref() == Some("schedule")
+    }
+
     /// Reads any accepted event shape.
     pub fn from_event(event: &serde_json::Value) -> Result<Self, TriggerError> {
         if event.get("source").is_some() && event.get("detail-type").is_some() {
@@ -468,6 +499,20 @@ mod tests {
             DumpTrigger::from_event(&other).unwrap().backup_id,
             a.backup_id
         );
+    }
+
+    #[test]
+    fn attempts_of_one_request_are_fixed_and_distinct() {
+        let first: BackupId = "20261124T020000000Z-0a1b2c3d".parse().unwrap();
+        assert_eq!(attempt_id(&first, 1), first);
+        let ids: Vec<BackupId> = (1..=MAX_ATTEMPTS).map(|n| attempt_id(&first, n)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(id.as_str().starts_with("20261124T020000000Z-"), "{id}");
+            assert_eq!(attempt_id(&first, i as u32 + 1), *id, "the same on every call");
+            assert!(!ids[..i].contains(id), "attempt {} repeats an id", i + 1);
+        }
+        let other: BackupId = "20261124T020000000Z-0a1b2c3e".parse().unwrap();
+        assert_ne!(attempt_id(&other, 2), ids[1]);
     }
 
     #[test]
