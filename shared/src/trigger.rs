@@ -305,22 +305,49 @@ impl VerifyEvent {
     }
 }
 
-/// The prune function's event: an EventBridge schedule, or `{}` from the console. It carries
-/// nothing: the policy is the deployment's (`PGKEEP_KEEP_*`).
+/// The prune function's event: an EventBridge schedule, or `{}` from the console, to prune;
+/// the hourly health check's schedule (`detail.check = "health"`), or `{"check": "health"}`,
+/// to check every database for staleness without pruning. Neither carries a policy: it is the
+/// deployment's (`PGKEEP_KEEP_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PruneTrigger;
+pub enum PruneTrigger {
+    /// Reap, prune, then check health.
+    Prune,
+    /// Only check health: metrics and `stale` alerts.
+    Health,
+}
 
 impl PruneTrigger {
-    /// Accepts a schedule's event or an empty object; refuses anything else, so a prune meant
-    /// for something else (a database, a dry run) is not mistaken for a full prune.
+    /// Accepts a schedule's event or an empty object (prune), or a health check; refuses
+    /// anything else, so a prune meant for something else (a database, a dry run) is not
+    /// mistaken for a full prune.
     pub fn from_event(event: &serde_json::Value) -> Result<Self, TriggerError> {
         let scheduled = event.get("source").is_some() && event.get("detail-type").is_some();
+        let check = if scheduled {
+            event.get("detail").and_then(|d| d.get("check"))
+        } else {
+            event.get("check")
+        };
+        match check {
+            Some(c) if c == "health" => {
+                let fields = event.as_object().map_or(0, |o| o.len());
+                if scheduled || fields == 1 {
+                    return Ok(PruneTrigger::Health);
+                }
+            }
+            Some(other) => {
+                return Err(TriggerError::Field(format!(
+                    "unknown check {other}; the only check is \"health\""
+                )))
+            }
+            None => {}
+        }
         let empty = event.as_object().is_some_and(|o| o.is_empty());
         if scheduled || empty {
-            Ok(PruneTrigger)
+            Ok(PruneTrigger::Prune)
         } else {
             Err(TriggerError::Shape(format!(
-                "{event}; prune takes an EventBridge schedule or {{}} (its policy comes from PGKEEP_KEEP_*)"
+                "{event}; prune takes an EventBridge schedule or {{}} (its policy comes from PGKEEP_KEEP_*), or {{\"check\": \"health\"}}"
             )))
         }
     }
@@ -409,9 +436,31 @@ mod tests {
     #[test]
     fn prune_takes_a_schedule_or_nothing() {
         let scheduled = json!({"source": "aws.scheduler", "detail-type": "Scheduled Event", "id": "e", "time": "2026-11-24T04:00:00Z", "detail": {}});
-        assert!(PruneTrigger::from_event(&scheduled).is_ok());
-        assert!(PruneTrigger::from_event(&json!({})).is_ok());
-        for bad in [json!({"dry_run": true}), json!([]), json!("prune")] {
+        assert_eq!(
+            PruneTrigger::from_event(&scheduled).unwrap(),
+            PruneTrigger::Prune
+        );
+        assert_eq!(
+            PruneTrigger::from_event(&json!({})).unwrap(),
+            PruneTrigger::Prune
+        );
+        let mut health = scheduled.clone();
+        health["detail"] = json!({"check": "health"});
+        assert_eq!(
+            PruneTrigger::from_event(&health).unwrap(),
+            PruneTrigger::Health
+        );
+        assert_eq!(
+            PruneTrigger::from_event(&json!({"check": "health"})).unwrap(),
+            PruneTrigger::Health
+        );
+        for bad in [
+            json!({"dry_run": true}),
+            json!([]),
+            json!("prune"),
+            json!({"check": "everything"}),
+            json!({"check": "health", "dry_run": true}),
+        ] {
             assert!(PruneTrigger::from_event(&bad).is_err(), "{bad}");
         }
     }
@@ -508,7 +557,11 @@ mod tests {
         let ids: Vec<BackupId> = (1..=MAX_ATTEMPTS).map(|n| attempt_id(&first, n)).collect();
         for (i, id) in ids.iter().enumerate() {
             assert!(id.as_str().starts_with("20261124T020000000Z-"), "{id}");
-            assert_eq!(attempt_id(&first, i as u32 + 1), *id, "the same on every call");
+            assert_eq!(
+                attempt_id(&first, i as u32 + 1),
+                *id,
+                "the same on every call"
+            );
             assert!(!ids[..i].contains(id), "attempt {} repeats an id", i + 1);
         }
         let other: BackupId = "20261124T020000000Z-0a1b2c3e".parse().unwrap();

@@ -605,7 +605,9 @@ async fn a_backup_that_cannot_be_started_is_recorded_failed() {
     assert_eq!(record.labels["ticket"], "OPS-9");
     let reason = record.error.unwrap();
     assert!(reason.contains("PGKEEP_DUMP_FUNCTION"), "{reason}");
-    let shown = api.handle(&get(&format!("/backups/{id}"), admin()), now()).await;
+    let shown = api
+        .handle(&get(&format!("/backups/{id}"), admin()), now())
+        .await;
     assert_eq!(shown.status, 200);
     assert_eq!(shown.body["status"], "failed");
 }

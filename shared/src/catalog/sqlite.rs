@@ -415,7 +415,11 @@ mod tests {
         use chrono::TimeZone;
         let dir = tempfile::tempdir().unwrap();
         let catalog = SqliteCatalog::open(dir.path().join("catalog.sqlite3")).unwrap();
-        let at = |minute| chrono::Utc.with_ymd_and_hms(2026, 11, 24, 2, minute, 0).unwrap();
+        let at = |minute| {
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 24, 2, minute, 0)
+                .unwrap()
+        };
         let mut ids = Vec::new();
         // (id time, start): the retry of the 02:00 event started at 02:30, after the 02:10 one.
         for (asked, started) in [(0, 30), (10, 10), (20, 40)] {

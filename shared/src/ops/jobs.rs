@@ -8,6 +8,7 @@
 //! | dump | [`Jobs::run_dump`] | `backup_failed`: this run, or earlier runs found abandoned | backup duration, size, throughput |
 //! | verify | [`Jobs::run_verify_event`] | `verification_failed` (a failed verdict, or no verdict reached); `restore_failed` | verify duration |
 //! | prune | [`Jobs::run_prune`] | `backup_failed` for abandoned runs; one `stale` per database without a recent good backup | age of the newest good backup |
+//! | prune, hourly `health` event | [`Jobs::run_health`] | one `stale` per database without a recent good backup | age of the newest good backup |
 //!
 //! A failure is never logged and then answered with success: a failed dump, a verification
 //! that could not run, a failed prune or an alert that could not be sent fails the invocation,
@@ -177,6 +178,15 @@ pub enum VerifyOutcome {
         /// What was done.
         report: RestoreReport,
     },
+}
+
+/// What a health check found (the prune function's JSON result for a `health` event).
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthOutcome {
+    /// Databases with records that were assessed.
+    pub databases: usize,
+    /// Databases that got a `stale` alert.
+    pub stale: Vec<String>,
 }
 
 /// What a prune invocation did (its JSON result).
@@ -349,7 +359,9 @@ impl Jobs {
                 Some(record) => return Ok(Attempt::Exists(record)),
             }
         }
-        Ok(Attempt::Exhausted(failed.expect("MAX_ATTEMPTS is at least 1")))
+        Ok(Attempt::Exhausted(
+            failed.expect("MAX_ATTEMPTS is at least 1"),
+        ))
     }
 
     /// A run found out to be a repeated delivery after it started (it lost the race for the
@@ -416,8 +428,12 @@ impl Jobs {
         retry_of: Option<BackupId>,
         error: &Error,
     ) -> Result<BackupRecord, CatalogError> {
-        let mut record =
-            BackupRecord::start(id.clone(), &trigger.database, trigger.kind, Compression::Zstd);
+        let mut record = BackupRecord::start(
+            id.clone(),
+            &trigger.database,
+            trigger.kind,
+            Compression::Zstd,
+        );
         record.labels = trigger.labels.as_map().clone();
         if let Some(selection) = &trigger.selection {
             record.selection = selection.clone();
@@ -611,16 +627,7 @@ impl Jobs {
     pub async fn run_prune(&self, now: DateTime<Utc>) -> Result<PruneOutcome, JobError> {
         let abandoned = self.reap(None, now).await;
         let pruned = self.prune(now).await;
-        let assessed = health(&self.services, now, &self.settings.health).await;
-        let (stale, alerted) = match &assessed {
-            Ok(databases) => {
-                for m in health_metrics(databases, now) {
-                    self.metrics.emit(&m);
-                }
-                self.alert_stale(databases, now).await
-            }
-            Err(_) => (Vec::new(), Ok(())),
-        };
+        let (assessed, stale, alerted) = self.check_health(now).await;
         let (report, kept, missing) = pruned?;
         assessed?;
         let alerted = abandoned.and(alerted);
@@ -640,6 +647,45 @@ impl Jobs {
             missing,
             stale,
         })
+    }
+
+    /// The hourly health check (the prune function's `health` event): every database's
+    /// backup age metric, and one `stale` alert per database without a good backup younger
+    /// than the limit, so staleness is noticed within the hour rather than at the next prune.
+    /// Nothing is reaped or deleted.
+    pub async fn run_health(&self, now: DateTime<Utc>) -> Result<HealthOutcome, JobError> {
+        let (assessed, stale, alerted) = self.check_health(now).await;
+        let databases = assessed?.len();
+        if let Err(source) = alerted {
+            return Err(JobError::Unalerted {
+                done: format!("the health check found {} stale databases", stale.len()),
+                source,
+            });
+        }
+        Ok(HealthOutcome { databases, stale })
+    }
+
+    /// Assesses every database, writes the age metrics and alerts the stale ones; returns the
+    /// assessment, the stale databases and the first alert delivery failure.
+    async fn check_health(
+        &self,
+        now: DateTime<Utc>,
+    ) -> (
+        Result<Vec<DatabaseHealth>, Error>,
+        Vec<String>,
+        Result<(), NotifyError>,
+    ) {
+        let assessed = health(&self.services, now, &self.settings.health).await;
+        let (stale, alerted) = match &assessed {
+            Ok(databases) => {
+                for m in health_metrics(databases, now) {
+                    self.metrics.emit(&m);
+                }
+                self.alert_stale(databases, now).await
+            }
+            Err(_) => (Vec::new(), Ok(())),
+        };
+        (assessed, stale, alerted)
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<(PruneReport, usize, Vec<Missing>), Error> {

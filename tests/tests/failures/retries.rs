@@ -126,10 +126,17 @@ fn a_scheduled_event_retried_after_a_failure_takes_a_second_attempt_that_succeed
     let failed = &first[0];
     assert_eq!(failed.status, BackupStatus::Failed);
     assert!(
-        failed.error.as_deref().unwrap_or_default().contains("does not exist"),
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not exist"),
         "the record says why: {failed:?}"
     );
-    assert!(log.contains("backup_failed"), "the failure was alerted:\n{log}");
+    assert!(
+        log.contains("backup_failed"),
+        "the failure was alerted:\n{log}"
+    );
 
     // The database becomes reachable; Lambda retries the same event.
     cluster.create_database("shop").unwrap();
@@ -213,9 +220,9 @@ impl Locked {
             ))
             .unwrap();
         rt.spawn(connection);
-        rt.block_on(client.batch_execute(
-            "BEGIN; LOCK TABLE public.notes IN ACCESS EXCLUSIVE MODE",
-        ))
+        rt.block_on(
+            client.batch_execute("BEGIN; LOCK TABLE public.notes IN ACCESS EXCLUSIVE MODE"),
+        )
         .unwrap();
         Locked { client }
     }
@@ -299,5 +306,97 @@ fn an_accepted_api_backup_that_cannot_start_is_recorded_failed_and_alerted() {
     let (answers, log) = DumpFunction::start(&pgkeep, &cluster, vec![event]).answers(1);
     let retaken = answers[0].response();
     assert_eq!(retaken["outcome"], "completed", "{retaken}\n{log}");
-    assert_eq!(retaken["backup"]["retry_of"], accepted.as_str(), "{retaken}");
+    assert_eq!(
+        retaken["backup"]["retry_of"],
+        accepted.as_str(),
+        "{retaken}"
+    );
+}
+
+/// A completed record of `database` that started `hours_ago` (the health check reads only the
+/// catalog).
+fn add_completed(
+    rt: &tokio::runtime::Runtime,
+    services: &Services,
+    database: &str,
+    hours_ago: i64,
+) -> BackupRecord {
+    let started = chrono::Utc::now() - chrono::Duration::hours(hours_ago);
+    let mut r = BackupRecord::start(
+        pgkeep::model::BackupId::generate(started),
+        database,
+        pgkeep::model::BackupKind::Scheduled,
+        pgkeep::model::Compression::Zstd,
+    );
+    r.created_at = started;
+    rt.block_on(services.catalog.insert(&r)).unwrap();
+    r.transition(BackupStatus::Completed).unwrap();
+    rt.block_on(services.catalog.update(&r, BackupStatus::InProgress))
+        .unwrap();
+    r
+}
+
+/// A database whose newest good backup is older than the maximum age is noticed by the hourly
+/// health check (the real prune binary given the `health` sample event), not only when prune
+/// runs: a `stale` alert and the age metric, and nothing reaped or deleted.
+#[test]
+fn the_hourly_health_check_alerts_a_stale_database_without_pruning() {
+    let pgkeep = Pgkeep::new();
+    let rt = runtime();
+    let services = rt.block_on(services(&pgkeep));
+    let stale = add_completed(&rt, &services, "shop", 26);
+    add_completed(&rt, &services, "crm", 1);
+
+    let api = FakeRuntimeApi::start(vec![events::load("prune", "health")]).unwrap();
+    let mut child = api
+        .command(&function_bin("prune"))
+        .env("PGKEEP_REPO", &pgkeep.repo)
+        .env("PGKEEP_KEY_FILE", &pgkeep.key)
+        .env("PGKEEP_KEEP_LAST", "1")
+        .env("PGKEEP_MAX_AGE", "25h")
+        .env(
+            "PGKEEP_DATABASES",
+            json!({
+                "shop": {"url": "postgresql://u@127.0.0.1:1/shop"},
+                "crm": {"url": "postgresql://u@127.0.0.1:1/crm"}
+            })
+            .to_string(),
+        )
+        .spawn()
+        .unwrap();
+    let answers = api.wait_for(1, ANSWER_WITHIN);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let answers = answers.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let out = answers[0].1.response();
+    assert_eq!(out["stale"], json!(["shop"]), "{out}\n{log}");
+
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let alert = lines
+        .iter()
+        .find(|l| l["fields"]["alert"] == "stale")
+        .unwrap_or_else(|| panic!("no stale alert in:\n{log}"));
+    assert_eq!(alert["fields"]["database"], "shop", "{alert}");
+    assert!(
+        log.contains("NewestGoodBackupAge"),
+        "the age metric is written:\n{log}"
+    );
+    let after = rt.block_on(services.catalog.get(&stale.id)).unwrap();
+    assert_eq!(after.status, BackupStatus::Completed, "nothing pruned");
 }
