@@ -400,3 +400,73 @@ fn the_hourly_health_check_alerts_a_stale_database_without_pruning() {
     let after = rt.block_on(services.catalog.get(&stale.id)).unwrap();
     assert_eq!(after.status, BackupStatus::Completed, "nothing pruned");
 }
+
+/// A verified record of `database` whose id carries `asked` and that started at `started`.
+fn add_verified(
+    rt: &tokio::runtime::Runtime,
+    services: &Services,
+    asked: chrono::DateTime<chrono::Utc>,
+    started: chrono::DateTime<chrono::Utc>,
+) -> BackupRecord {
+    let mut r = BackupRecord::start(
+        pgkeep::model::BackupId::generate(asked),
+        "shop",
+        pgkeep::model::BackupKind::Scheduled,
+        pgkeep::model::Compression::Zstd,
+    );
+    r.created_at = started;
+    rt.block_on(services.catalog.insert(&r)).unwrap();
+    for (before, next) in [
+        (BackupStatus::InProgress, BackupStatus::Completed),
+        (BackupStatus::Completed, BackupStatus::Verified),
+    ] {
+        r.transition(next).unwrap();
+        rt.block_on(services.catalog.update(&r, before)).unwrap();
+    }
+    r
+}
+
+/// "Newest verified" is the newest by start everywhere: a retried backup asked for at 02:00
+/// but started at 02:30 is newer than one asked for and started at 02:10, although its id
+/// sorts first. `pgkeep list` shows it first and `pgkeep delete` refuses it (and deletes the
+/// other), as `status` and retention already judged.
+#[test]
+fn newest_verified_is_the_newest_by_start_for_delete_and_list() {
+    let pgkeep = Pgkeep::new();
+    let rt = runtime();
+    let services = rt.block_on(services(&pgkeep));
+    let at = |minutes: i64| chrono::Utc::now() - chrono::Duration::minutes(60 - minutes);
+    let retried = add_verified(&rt, &services, at(0), at(30));
+    let earlier = add_verified(&rt, &services, at(10), at(10));
+    assert!(retried.id < earlier.id, "the retried one's id sorts first");
+
+    let listed: Vec<String> = pgkeep
+        .list()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        [retried.id.to_string(), earlier.id.to_string()],
+        "newest start first"
+    );
+
+    let refused = pgkeep.run(&["delete", retried.id.as_str(), "--json"]);
+    assert!(
+        !refused.status.success(),
+        "the newest verified backup is kept"
+    );
+    let answer: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(answer["reason"], "newest_verified", "{answer}");
+    let deleted = pgkeep.run(&["delete", earlier.id.as_str(), "--json"]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let status = records(&rt, &services);
+    assert_eq!(status.len(), 2);
+    assert_eq!(status[1].id, retried.id);
+    assert_eq!(status[1].status, BackupStatus::Verified);
+    assert_eq!(status[0].status, BackupStatus::Deleted);
+}
