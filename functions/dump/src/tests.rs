@@ -484,20 +484,23 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
             "a failed run stores nothing"
         );
 
-        // The event again (Lambda's retry, or a duplicate delivery): the same failure, no
-        // second backup and no second alert.
+        // The event again (Lambda's retry): a second attempt, which fails the same way and
+        // is recorded (naming the first) and alerted on its own.
         let again = handle(&f.jobs, event("scheduled")).await.unwrap_err();
-        assert_eq!(again.error_type, "AlreadyFailed", "{again:?}");
-        assert_eq!(
-            pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(again.error_type, "Failed", "{again:?}");
+        let records = pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records[0].retry_of.as_ref(), Some(&failed.id));
+        assert_eq!(records[0].status, BackupStatus::Failed);
 
         let messages = topic.received().await;
-        assert_eq!(messages.len(), 1, "exactly one SNS message: {messages:?}");
+        assert_eq!(
+            messages.len(),
+            2,
+            "one SNS message per attempt: {messages:?}"
+        );
         let sns = &messages[0];
         let text = sns["Message"].as_str().unwrap();
         assert_eq!(sns["Subject"], "pgkeep: backup of shop failed");
@@ -508,7 +511,13 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
         assert!(!sns.to_string().contains(&password), "{sns}");
 
         let post = hook.posts.try_recv().expect("one webhook POST");
-        assert!(hook.posts.try_recv().is_err(), "exactly one webhook POST");
+        hook.posts
+            .try_recv()
+            .expect("a second webhook POST, for the second attempt");
+        assert!(
+            hook.posts.try_recv().is_err(),
+            "one webhook POST per attempt"
+        );
         let body: Value = serde_json::from_str(&post).unwrap();
         let text = body["text"].as_str().unwrap();
         assert!(text.contains("database: shop"), "{text}");
