@@ -63,3 +63,45 @@ resource "aws_scheduler_schedule" "run" {
     }
   }
 }
+
+# The hourly health check: the prune function asked only to check (detail.check = "health").
+# It writes every database's NewestGoodBackupAge metric (which the stale alarm in alerts.tf
+# watches) and sends a `stale` alert for each database whose newest good backup is past its
+# maximum age, so a stale database is noticed within the hour, not at the next prune.
+resource "aws_scheduler_schedule" "health" {
+  name                         = "${var.name}-health"
+  group_name                   = aws_scheduler_schedule_group.pgkeep.name
+  description                  = "pgkeep: health check (stale backups)"
+  schedule_expression          = var.health_schedule
+  schedule_expression_timezone = var.schedule_timezone
+  kms_key_arn                  = aws_kms_key.pgkeep.arn
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = aws_lambda_function.function["prune"].arn
+    role_arn = aws_iam_role.scheduler.arn
+    input = jsonencode({
+      version       = "0"
+      id            = "<aws.scheduler.execution-id>"
+      "detail-type" = "Scheduled Event"
+      source        = "aws.scheduler"
+      account       = local.account
+      time          = "<aws.scheduler.scheduled-time>"
+      region        = local.region
+      resources     = ["<aws.scheduler.schedule-arn>"]
+      detail        = { check = "health" }
+    })
+
+    retry_policy {
+      maximum_event_age_in_seconds = 900
+      maximum_retry_attempts       = 1
+    }
+
+    dead_letter_config {
+      arn = aws_sqs_queue.dlq.arn
+    }
+  }
+}

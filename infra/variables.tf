@@ -96,6 +96,12 @@ variable "databases" {
   }
 }
 
+variable "health_schedule" {
+  description = "How often the health check runs (the prune function with detail.check = \"health\"): it writes each database's backup age metric and alerts stale databases. An EventBridge Scheduler expression; at most an hour apart, so staleness is noticed within the hour."
+  type        = string
+  default     = "rate(1 hour)"
+}
+
 variable "schedule_timezone" {
   description = "Time zone of the schedule expressions (IANA name)."
   type        = string

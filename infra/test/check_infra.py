@@ -476,7 +476,18 @@ def check_deployed(state_path: str) -> None:
         if json.loads(target["input"])["detail"]["database"] != db:
             fail(f"schedule {key_name} does not name database {db}")
 
-    print(f"deployed: {len(functions)} functions, {len(schedules)} schedules, roles and key policy match functions.json")
+    # The health check: the prune function, asked only to check.
+    health = by_key(res, "aws_scheduler_schedule", "health")
+    if len(health) != 1:
+        fail(f"health check schedules {sorted(health)}, expected one")
+    for s in health.values():
+        target = s["target"][0]
+        if target["arn"] != functions["prune"]["arn"]:
+            fail(f"the health check starts {target['arn']}, not the prune function")
+        if json.loads(target["input"])["detail"] != {"check": "health"}:
+            fail(f"the health check's detail is {json.loads(target['input'])['detail']}")
+
+    print(f"deployed: {len(functions)} functions, {len(schedules)} schedules and the health check, roles and key policy match functions.json")
     finish("deployed")
 
 

@@ -22,7 +22,7 @@ use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
 use crate::invoke::{DumpStarter, VerifyStarter};
 use crate::labels::{LabelSelector, Labels};
-use crate::model::{BackupId, BackupKind, BackupStatus};
+use crate::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
 use crate::ops::health::{health, HealthPolicy};
 use crate::ops::{self, DeleteRefusal, ErrorKind};
 use crate::retention::Span;
@@ -293,10 +293,9 @@ impl Api {
             labels: body.labels,
             selection: body.selection,
         };
-        self.starter
-            .start(&trigger)
-            .await
-            .map_err(|e| ApiResponse::error(502, format!("could not start the dump: {e}")))?;
+        if let Err(e) = self.starter.start(&trigger).await {
+            return Err(self.not_started(&trigger, &id, &e).await);
+        }
         let mut response = ApiResponse::json(
             202,
             json!({ "id": id, "status": "accepted", "database": trigger.database }),
@@ -305,6 +304,38 @@ impl Api {
             .headers
             .push(("location".into(), format!("/backups/{id}")));
         Ok(response)
+    }
+
+    /// A dump the API could not hand to the dump function: its id gets a `failed` record that
+    /// says why (so `GET /backups/{id}` and the history show the attempt), and the caller a
+    /// 502 naming the id.
+    async fn not_started(&self, trigger: &DumpTrigger, id: &BackupId, error: &str) -> ApiResponse {
+        let reason = format!("could not start the dump: {error}");
+        let mut record = BackupRecord::start(
+            id.clone(),
+            &trigger.database,
+            trigger.kind,
+            Compression::Zstd,
+        );
+        record.labels = trigger.labels.as_map().clone();
+        if let Some(selection) = &trigger.selection {
+            record.selection = selection.clone();
+        }
+        record.status = BackupStatus::Failed;
+        record.completed_at = Some(record.created_at);
+        record.error = Some(reason.clone());
+        let recorded = match self.services.catalog.insert(&record).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(backup = %id, error = %e, "could not record the dump that did not start");
+                false
+            }
+        };
+        tracing::error!(backup = %id, database = %trigger.database, error = %reason, "an asked-for backup did not start");
+        ApiResponse::json(
+            502,
+            json!({ "error": reason, "id": id, "status": if recorded { "failed" } else { "not_recorded" } }),
+        )
     }
 
     /// The stored backup `id` (400 malformed, 404 unknown, 409 without an object).

@@ -163,6 +163,18 @@ names!(BackupStatus {
     Deleted => "deleted",
 });
 
+/// The newest `verified` backup among `records` (by [`BackupRecord::start_order`]): the one
+/// of its database that pgkeep never deletes, and the one `status` reports. Callers pass one
+/// database's records.
+pub fn newest_verified<'a>(
+    records: impl IntoIterator<Item = &'a BackupRecord>,
+) -> Option<&'a BackupRecord> {
+    records
+        .into_iter()
+        .filter(|r| r.status == BackupStatus::Verified)
+        .max_by(|a, b| a.start_order().cmp(&b.start_order()))
+}
+
 /// A status change the lifecycle does not allow (a bug or a lost race, never user input).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("backup {id} cannot go from {from} to {to}")]
@@ -259,6 +271,10 @@ pub struct BackupRecord {
     /// and have no entry in `row_counts`. Keys as in `row_counts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schema_only_tables: Vec<String>,
+    /// The failed attempt this backup retakes, when a retried or redelivered request (a
+    /// scheduled event, an API call) ran again after a failure; absent on a first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<BackupId>,
 }
 
 impl BackupRecord {
@@ -285,7 +301,16 @@ impl BackupRecord {
             labels: BTreeMap::new(),
             selection: Selection::everything(),
             schema_only_tables: Vec::new(),
+            retry_of: None,
         }
+    }
+
+    /// Where the backup stands in time: its start (`created_at`), then its id for equal
+    /// starts. This is the one order "newest" means everywhere (delete, prune, status,
+    /// listings); the time in an id is when the backup was asked for, which can be earlier
+    /// (a retried event, a queued API request; see docs/FORMAT.md).
+    pub fn start_order(&self) -> (DateTime<Utc>, &BackupId) {
+        (self.created_at, &self.id)
     }
 
     /// Moves to `to` if the lifecycle allows it.

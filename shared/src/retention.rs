@@ -548,10 +548,8 @@ fn apply_one_database(
         .filter(|r| is_candidate(r))
         .collect();
     let mut policy_reasons = restic_keep_reasons(policy, &candidates, now);
-    let newest_verified = records
-        .iter()
-        .find(|r| r.status == BackupStatus::Verified)
-        .map(|r| r.id.clone());
+    let newest_verified =
+        crate::model::newest_verified(records.iter().copied()).map(|r| r.id.clone());
 
     records
         .iter()

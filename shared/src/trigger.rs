@@ -7,6 +7,10 @@
 //! pre-allocated backup id. At-least-once delivery means
 //! the same event can arrive twice: the backup id of an event is derived from the event's id
 //! and time, so the second delivery finds the record of the first and starts nothing.
+//!
+//! A retry after a *failure* must take the backup, though: each request (an event, an API
+//! call) names a fixed sequence of attempt ids ([`attempt_id`]); a delivery runs the first
+//! attempt without a record, unless an earlier attempt is still running or succeeded.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,7 +91,34 @@ pub fn backup_id_for_event(time: DateTime<Utc>, event_id: &str) -> BackupId {
     .expect("a formatted id parses")
 }
 
+/// Most attempts one request gets: a redelivered or retried event whose attempts all failed
+/// stops here rather than loop (Lambda retries an asynchronous invocation twice, Scheduler
+/// three times, so this leaves room for both).
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// The id of attempt `n` (from 1) of the request whose first attempt is `first`. Attempt 1 is
+/// `first` itself; a later one keeps its time (when the backup was asked for) and takes 8 hex
+/// digits of SHA-256 of `first` and `n`, so every delivery of one request computes the same
+/// sequence and finds the attempts already made.
+pub fn attempt_id(first: &BackupId, n: u32) -> BackupId {
+    if n <= 1 {
+        return first.clone();
+    }
+    let digest = Sha256::digest(format!("{first}#attempt-{n}").as_bytes());
+    let time = &first.as_str()[..19];
+    format!("{time}-{}", hex::encode(&digest[..4]))
+        .parse()
+        .expect("a formatted id parses")
+}
+
 impl DumpTrigger {
+    /// Whether this request came from a schedule (an EventBridge event), whose backups nobody
+    /// waits for by id: when another run of the database holds the lease, that run is the one
+    /// that counts.
+    pub fn is_scheduled(&self) -> bool {
+        self.kind == BackupKind::Scheduled && self.requested_by.as_deref() == Some("schedule")
+    }
+
     /// Reads any accepted event shape.
     pub fn from_event(event: &serde_json::Value) -> Result<Self, TriggerError> {
         if event.get("source").is_some() && event.get("detail-type").is_some() {
@@ -274,22 +305,49 @@ impl VerifyEvent {
     }
 }
 
-/// The prune function's event: an EventBridge schedule, or `{}` from the console. It carries
-/// nothing: the policy is the deployment's (`PGKEEP_KEEP_*`).
+/// The prune function's event: an EventBridge schedule, or `{}` from the console, to prune;
+/// the hourly health check's schedule (`detail.check = "health"`), or `{"check": "health"}`,
+/// to check every database for staleness without pruning. Neither carries a policy: it is the
+/// deployment's (`PGKEEP_KEEP_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PruneTrigger;
+pub enum PruneTrigger {
+    /// Reap, prune, then check health.
+    Prune,
+    /// Only check health: metrics and `stale` alerts.
+    Health,
+}
 
 impl PruneTrigger {
-    /// Accepts a schedule's event or an empty object; refuses anything else, so a prune meant
-    /// for something else (a database, a dry run) is not mistaken for a full prune.
+    /// Accepts a schedule's event or an empty object (prune), or a health check; refuses
+    /// anything else, so a prune meant for something else (a database, a dry run) is not
+    /// mistaken for a full prune.
     pub fn from_event(event: &serde_json::Value) -> Result<Self, TriggerError> {
         let scheduled = event.get("source").is_some() && event.get("detail-type").is_some();
+        let check = if scheduled {
+            event.get("detail").and_then(|d| d.get("check"))
+        } else {
+            event.get("check")
+        };
+        match check {
+            Some(c) if c == "health" => {
+                let fields = event.as_object().map_or(0, |o| o.len());
+                if scheduled || fields == 1 {
+                    return Ok(PruneTrigger::Health);
+                }
+            }
+            Some(other) => {
+                return Err(TriggerError::Field(format!(
+                    "unknown check {other}; the only check is \"health\""
+                )))
+            }
+            None => {}
+        }
         let empty = event.as_object().is_some_and(|o| o.is_empty());
         if scheduled || empty {
-            Ok(PruneTrigger)
+            Ok(PruneTrigger::Prune)
         } else {
             Err(TriggerError::Shape(format!(
-                "{event}; prune takes an EventBridge schedule or {{}} (its policy comes from PGKEEP_KEEP_*)"
+                "{event}; prune takes an EventBridge schedule or {{}} (its policy comes from PGKEEP_KEEP_*), or {{\"check\": \"health\"}}"
             )))
         }
     }
@@ -378,9 +436,31 @@ mod tests {
     #[test]
     fn prune_takes_a_schedule_or_nothing() {
         let scheduled = json!({"source": "aws.scheduler", "detail-type": "Scheduled Event", "id": "e", "time": "2026-11-24T04:00:00Z", "detail": {}});
-        assert!(PruneTrigger::from_event(&scheduled).is_ok());
-        assert!(PruneTrigger::from_event(&json!({})).is_ok());
-        for bad in [json!({"dry_run": true}), json!([]), json!("prune")] {
+        assert_eq!(
+            PruneTrigger::from_event(&scheduled).unwrap(),
+            PruneTrigger::Prune
+        );
+        assert_eq!(
+            PruneTrigger::from_event(&json!({})).unwrap(),
+            PruneTrigger::Prune
+        );
+        let mut health = scheduled.clone();
+        health["detail"] = json!({"check": "health"});
+        assert_eq!(
+            PruneTrigger::from_event(&health).unwrap(),
+            PruneTrigger::Health
+        );
+        assert_eq!(
+            PruneTrigger::from_event(&json!({"check": "health"})).unwrap(),
+            PruneTrigger::Health
+        );
+        for bad in [
+            json!({"dry_run": true}),
+            json!([]),
+            json!("prune"),
+            json!({"check": "everything"}),
+            json!({"check": "health", "dry_run": true}),
+        ] {
             assert!(PruneTrigger::from_event(&bad).is_err(), "{bad}");
         }
     }
@@ -468,6 +548,24 @@ mod tests {
             DumpTrigger::from_event(&other).unwrap().backup_id,
             a.backup_id
         );
+    }
+
+    #[test]
+    fn attempts_of_one_request_are_fixed_and_distinct() {
+        let first: BackupId = "20261124T020000000Z-0a1b2c3d".parse().unwrap();
+        assert_eq!(attempt_id(&first, 1), first);
+        let ids: Vec<BackupId> = (1..=MAX_ATTEMPTS).map(|n| attempt_id(&first, n)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(id.as_str().starts_with("20261124T020000000Z-"), "{id}");
+            assert_eq!(
+                attempt_id(&first, i as u32 + 1),
+                *id,
+                "the same on every call"
+            );
+            assert!(!ids[..i].contains(id), "attempt {} repeats an id", i + 1);
+        }
+        let other: BackupId = "20261124T020000000Z-0a1b2c3e".parse().unwrap();
+        assert_ne!(attempt_id(&other, 2), ids[1]);
     }
 
     #[test]

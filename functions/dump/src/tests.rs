@@ -264,7 +264,8 @@ async fn unknown_databases_and_malformed_events_fail_the_invocation() {
 }
 
 #[tokio::test]
-async fn a_held_lease_refuses_quietly_and_abandoned_runs_are_alerted() {
+async fn a_held_lease_refuses_a_schedule_quietly_a_request_on_record_and_abandoned_runs_are_alerted(
+) {
     let cluster = PgCluster::start().unwrap();
     cluster.create_database("shop").unwrap();
     let mut f = fixture(&cluster.url("shop"), &[]).await;
@@ -272,7 +273,8 @@ async fn a_held_lease_refuses_quietly_and_abandoned_runs_are_alerted() {
     f.jobs.notifier = alerts.clone();
     let catalog = &f.jobs.services.catalog;
 
-    // Another run of shop holds the lease: this one is refused, records nothing, alerts nothing.
+    // Another run of shop holds the lease: a scheduled dump is refused, records nothing,
+    // alerts nothing (the running backup is the one that counts).
     let now = Utc::now();
     let lease = Lease {
         database: "shop".into(),
@@ -280,10 +282,33 @@ async fn a_held_lease_refuses_quietly_and_abandoned_runs_are_alerted() {
         expires_at: now + Duration::minutes(30),
     };
     assert!(catalog.acquire_lease(&lease, now).await.unwrap().is_none());
-    let err = handle(&f.jobs, event("console")).await.unwrap_err();
+    let err = handle(&f.jobs, event("scheduled")).await.unwrap_err();
     assert_eq!(err.error_type, "LeaseHeld", "{err:?}");
     assert!(err.error_message.contains(&lease.holder), "{err:?}");
     assert!(alerts.alerts().is_empty());
+    assert!(catalog
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .records
+        .is_empty());
+    // A dump someone asked for (here from the console) is refused too, but recorded failed
+    // and alerted: someone holds its id.
+    let err = handle(&f.jobs, event("console")).await.unwrap_err();
+    assert_eq!(err.error_type, "LeaseHeld", "{err:?}");
+    let refused = alerts.alerts();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let refused_id = refused[0].backup_id.clone().unwrap();
+    let record = catalog.get(&refused_id).await.unwrap();
+    assert_eq!(record.status, BackupStatus::Failed);
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&lease.holder),
+        "{record:?}"
+    );
     catalog.release_lease("shop", &lease.holder).await.unwrap();
 
     // A run that never finished (its Lambda timed out): the next dump fails it and says so.
@@ -303,13 +328,13 @@ async fn a_held_lease_refuses_quietly_and_abandoned_runs_are_alerted() {
         BackupStatus::Failed
     );
     let alerts = alerts.alerts();
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
-    assert_eq!(alerts[0].kind, AlertKind::BackupFailed);
-    assert_eq!(alerts[0].backup_id.as_ref(), Some(&stuck.id));
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts[1].kind, AlertKind::BackupFailed);
+    assert_eq!(alerts[1].backup_id.as_ref(), Some(&stuck.id));
     assert!(
-        alerts[0].reason.contains("abandoned"),
+        alerts[1].reason.contains("abandoned"),
         "{}",
-        alerts[0].reason
+        alerts[1].reason
     );
 }
 
@@ -484,20 +509,23 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
             "a failed run stores nothing"
         );
 
-        // The event again (Lambda's retry, or a duplicate delivery): the same failure, no
-        // second backup and no second alert.
+        // The event again (Lambda's retry): a second attempt, which fails the same way and
+        // is recorded (naming the first) and alerted on its own.
         let again = handle(&f.jobs, event("scheduled")).await.unwrap_err();
-        assert_eq!(again.error_type, "AlreadyFailed", "{again:?}");
-        assert_eq!(
-            pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(again.error_type, "Failed", "{again:?}");
+        let records = pgkeep::ops::list::list_all(&f.jobs.services, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records[0].retry_of.as_ref(), Some(&failed.id));
+        assert_eq!(records[0].status, BackupStatus::Failed);
 
         let messages = topic.received().await;
-        assert_eq!(messages.len(), 1, "exactly one SNS message: {messages:?}");
+        assert_eq!(
+            messages.len(),
+            2,
+            "one SNS message per attempt: {messages:?}"
+        );
         let sns = &messages[0];
         let text = sns["Message"].as_str().unwrap();
         assert_eq!(sns["Subject"], "pgkeep: backup of shop failed");
@@ -508,7 +536,13 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
         assert!(!sns.to_string().contains(&password), "{sns}");
 
         let post = hook.posts.try_recv().expect("one webhook POST");
-        assert!(hook.posts.try_recv().is_err(), "exactly one webhook POST");
+        hook.posts
+            .try_recv()
+            .expect("a second webhook POST, for the second attempt");
+        assert!(
+            hook.posts.try_recv().is_err(),
+            "one webhook POST per attempt"
+        );
         let body: Value = serde_json::from_str(&post).unwrap();
         let text = body["text"].as_str().unwrap();
         assert!(text.contains("database: shop"), "{text}");

@@ -1,6 +1,7 @@
 //! The `prune` Lambda function, on a schedule: fails runs left in progress too long, deletes
 //! what the retention policy (`PGKEEP_KEEP_*`) does not keep, and sends a `stale` alert for
-//! each database without a recent good backup. What it does is [`Jobs::run_prune`].
+//! each database without a recent good backup. What it does is [`Jobs::run_prune`]. Hourly,
+//! a health check event (`detail.check = "health"`) only checks: [`Jobs::run_health`].
 
 use std::sync::Arc;
 
@@ -28,15 +29,21 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
-/// One schedule tick: prune, then check health.
+/// One schedule tick: prune, then check health; or (the hourly health check) only check.
 async fn handle(jobs: &Jobs, event: Value) -> Result<Value, Diagnostic> {
-    PruneTrigger::from_event(&event).map_err(|e| diagnostic(&e.into()))?;
+    let trigger = PruneTrigger::from_event(&event).map_err(|e| diagnostic(&e.into()))?;
+    let now = chrono::Utc::now();
     // Boxed: the job's future is large and deeply nested (keeps the stack and the
     // compiler's layout queries small).
-    let outcome = Box::pin(jobs.run_prune(chrono::Utc::now()))
-        .await
-        .map_err(|e| diagnostic(&e))?;
-    Ok(serde_json::to_value(outcome).expect("outcomes serialize"))
+    let outcome = match trigger {
+        PruneTrigger::Prune => Box::pin(jobs.run_prune(now))
+            .await
+            .map(|o| serde_json::to_value(o).expect("outcomes serialize")),
+        PruneTrigger::Health => Box::pin(jobs.run_health(now))
+            .await
+            .map(|o| serde_json::to_value(o).expect("outcomes serialize")),
+    };
+    outcome.map_err(|e| diagnostic(&e))
 }
 
 #[cfg(test)]

@@ -277,7 +277,7 @@ async fn pre_restore_copies_are_kept_as_long_as_the_environment_says() {
 /// has a backup here).
 #[tokio::test]
 async fn every_sample_event_goes_through_the_handler() {
-    let expected = [("scheduled", 3)];
+    let expected = [("scheduled", 3), ("health", 3)];
     for (name, event, stale) in pgkeep_tests::events::each("prune", &expected) {
         let f = fixture(&[("PGKEEP_KEEP_LAST", "3")]).await;
         let out = handle(&f.jobs, event)

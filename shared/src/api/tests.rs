@@ -595,3 +595,29 @@ async fn status_turns_503_when_the_newest_good_backup_is_too_old() {
     let res = api.handle(&get("/status", admin()), now()).await;
     assert_eq!(res.status, 200, "{}", res.body);
 }
+
+/// The dump function cannot be invoked (here: not configured): the caller gets 502 with the
+/// id, and the id's record is `failed` with the reason, never nothing.
+#[tokio::test]
+async fn a_backup_that_cannot_be_started_is_recorded_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut api, _) = api(dir.path()).await;
+    api.starter = Arc::new(crate::invoke::Unconfigured("PGKEEP_DUMP_FUNCTION"));
+    let mut req = get("/backups", admin());
+    req.method = "POST".into();
+    req.body = Some(br#"{"database": "shop", "labels": {"ticket": "OPS-9"}}"#.to_vec());
+    let res = api.handle(&req, now()).await;
+    assert_eq!(res.status, 502, "{}", res.body);
+    assert_eq!(res.body["status"], "failed", "{}", res.body);
+    let id: BackupId = res.body["id"].as_str().unwrap().parse().unwrap();
+    let record = api.services.catalog.get(&id).await.unwrap();
+    assert_eq!(record.status, BackupStatus::Failed);
+    assert_eq!(record.labels["ticket"], "OPS-9");
+    let reason = record.error.unwrap();
+    assert!(reason.contains("PGKEEP_DUMP_FUNCTION"), "{reason}");
+    let shown = api
+        .handle(&get(&format!("/backups/{id}"), admin()), now())
+        .await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.body["status"], "failed");
+}

@@ -4,7 +4,9 @@
 //! the binary (rusqlite's bundled build), and is readable with the `sqlite3` shell in an
 //! emergency. Each record is stored whole as JSON beside the columns the queries filter on;
 //! labels are filtered inside that JSON (`json_each`), so they need no column of their own
-//! and the schema is unchanged (version 1).
+//! and the schema is unchanged (version 1). Listings are newest first by the backup's start
+//! (`created_at`, then id), the order every "newest" in pgkeep means; a cursor names the last
+//! record returned and the next page continues below its start.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,7 @@ CREATE TABLE IF NOT EXISTS backups (
 );
 CREATE INDEX IF NOT EXISTS backups_by_database ON backups (database, id);
 CREATE INDEX IF NOT EXISTS backups_by_status ON backups (status, id);
+CREATE INDEX IF NOT EXISTS backups_by_start ON backups (database, created_at, id);
 CREATE TABLE IF NOT EXISTS leases (
     database   TEXT PRIMARY KEY,
     holder     TEXT NOT NULL,
@@ -231,11 +234,12 @@ impl Catalog for SqliteCatalog {
                     "SELECT record FROM backups
                      WHERE (?1 IS NULL OR database = ?1)
                        AND (?2 IS NULL OR status = ?2)
-                       AND (?3 IS NULL OR id < ?3)
+                       AND (?3 IS NULL OR (created_at, id) <
+                             (SELECT created_at, id FROM backups WHERE id = ?3))
                        AND (?5 IS NULL OR EXISTS (
                              SELECT 1 FROM json_each(record, '$.labels') AS l
                              WHERE l.key = ?5 AND (?6 IS NULL OR l.value = ?6)))
-                     ORDER BY id DESC LIMIT ?4",
+                     ORDER BY created_at DESC, id DESC LIMIT ?4",
                 )
                 .map_err(backend(&location))?;
             let label_key = query.label.as_ref().map(|l| l.key.as_str());
@@ -402,6 +406,56 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = SqliteCatalog::open(dir.path().join("c/catalog.sqlite3")).unwrap();
         crate::catalog::contract::run(&catalog).await;
+    }
+
+    /// A backup asked for earlier but started later (a retried event keeps its event's time in
+    /// its id) lists as the newer one, and pages continue by start.
+    #[tokio::test]
+    async fn listings_follow_the_start_not_the_id() {
+        use chrono::TimeZone;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = SqliteCatalog::open(dir.path().join("catalog.sqlite3")).unwrap();
+        let at = |minute| {
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 24, 2, minute, 0)
+                .unwrap()
+        };
+        let mut ids = Vec::new();
+        // (id time, start): the retry of the 02:00 event started at 02:30, after the 02:10 one.
+        for (asked, started) in [(0, 30), (10, 10), (20, 40)] {
+            let mut r = BackupRecord::start(
+                BackupId::generate(at(asked)),
+                "shop",
+                crate::model::BackupKind::Scheduled,
+                crate::model::Compression::Zstd,
+            );
+            r.created_at = at(started);
+            catalog.insert(&r).await.unwrap();
+            ids.push(r.id);
+        }
+        let expected = vec![ids[2].clone(), ids[0].clone(), ids[1].clone()];
+        let all = catalog.list(&ListQuery::default()).await.unwrap();
+        let listed: Vec<_> = all.records.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(listed, expected);
+        let mut paged = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = catalog
+                .list(&ListQuery {
+                    database: Some("shop".into()),
+                    limit: Some(1),
+                    cursor: cursor.take(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            paged.extend(page.records.into_iter().map(|r| r.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(paged, expected);
     }
 
     #[tokio::test]

@@ -63,6 +63,8 @@ pub struct BackupRequest {
     /// The part of the database to back up (everything by default); checked before anything
     /// is recorded.
     pub selection: Selection,
+    /// The failed attempt this backup retakes (a retried request), for its record.
+    pub retry_of: Option<BackupId>,
 }
 
 /// Default lifetime of a dump lease: longer than a Lambda can run (15 minutes) and than
@@ -86,6 +88,7 @@ impl BackupRequest {
             database_name: None,
             labels: Labels::none(),
             selection: Selection::everything(),
+            retry_of: None,
         }
     }
 
@@ -156,6 +159,7 @@ async fn backup_leased(
     let mut record = BackupRecord::start(id, database, request.kind, request.compression);
     record.labels = request.labels.as_map().clone();
     record.selection = request.selection.clone();
+    record.retry_of = request.retry_of.clone();
     services.catalog.insert(&record).await?;
     tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
     let started = Instant::now();

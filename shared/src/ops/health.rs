@@ -98,7 +98,7 @@ fn summarise(records: &[BackupRecord], now: DateTime<Utc>) -> Vec<DatabaseStatus
             let newest = |pred: &dyn Fn(&BackupRecord) -> bool| {
                 rs.iter()
                     .filter(|r| pred(r))
-                    .max_by_key(|r| (r.created_at, r.id.clone()))
+                    .max_by(|a, b| a.start_order().cmp(&b.start_order()))
                     .map(|r| BackupRef::of(r, now))
             };
             let mut counts = BTreeMap::new();

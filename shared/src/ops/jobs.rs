@@ -8,12 +8,14 @@
 //! | dump | [`Jobs::run_dump`] | `backup_failed`: this run, or earlier runs found abandoned | backup duration, size, throughput |
 //! | verify | [`Jobs::run_verify_event`] | `verification_failed` (a failed verdict, or no verdict reached); `restore_failed` | verify duration |
 //! | prune | [`Jobs::run_prune`] | `backup_failed` for abandoned runs; one `stale` per database without a recent good backup | age of the newest good backup |
+//! | prune, hourly `health` event | [`Jobs::run_health`] | one `stale` per database without a recent good backup | age of the newest good backup |
 //!
 //! A failure is never logged and then answered with success: a failed dump, a verification
 //! that could not run, a failed prune or an alert that could not be sent fails the invocation,
 //! so Lambda's error metrics, retries and dead-letter queue see it. Each failure is alerted
-//! exactly once: a repeated delivery of an event whose dump failed finds the failed record and
-//! fails again without a second alert (or a second backup).
+//! exactly once. A repeated delivery of an event whose dump is running or done takes no
+//! second backup; a retry after a failure takes the backup again, as a new attempt with its
+//! own record (see [`Jobs::run_dump`]).
 
 use std::sync::Arc;
 
@@ -34,10 +36,12 @@ use crate::catalog::CatalogError;
 use crate::config::{ConfigError, LambdaSettings};
 use crate::invoke::VerifyStarter;
 use crate::metrics::{backup_metrics, health_metrics, verify_metrics, MetricSink, StdoutMetrics};
-use crate::model::{BackupId, BackupRecord, BackupStatus};
+use crate::model::{BackupId, BackupRecord, BackupStatus, Compression};
 use crate::postgres::auth::database_target;
 use crate::postgres::PgTarget;
-use crate::trigger::{DumpTrigger, RestoreTrigger, TriggerError, VerifyEvent, VerifyTrigger};
+use crate::trigger::{
+    attempt_id, DumpTrigger, RestoreTrigger, TriggerError, VerifyEvent, VerifyTrigger, MAX_ATTEMPTS,
+};
 
 /// Everything the functions' jobs need, built once per Lambda container.
 pub struct Jobs {
@@ -85,9 +89,9 @@ pub enum JobError {
         /// Why its alert could not be sent, if it could not.
         alert: Option<NotifyError>,
     },
-    /// A repeated delivery of a dump event whose first run failed: nothing was retried (the
-    /// backup id is taken) or alerted again.
-    #[error("backup {id} of {database:?} failed earlier (this is a repeated delivery of its event; nothing was retried or alerted again): {reason}")]
+    /// A delivery of a dump request whose attempts all failed ([`MAX_ATTEMPTS`]), or whose
+    /// run failed while this delivery raced it: nothing was run or alerted again.
+    #[error("backup {id} of {database:?} failed earlier and this delivery of its request runs nothing (its attempts are used up, or it raced the failed run; the next delivery or schedule takes it again): {reason}")]
     AlreadyFailed {
         /// The backup.
         id: BackupId,
@@ -176,6 +180,15 @@ pub enum VerifyOutcome {
     },
 }
 
+/// What a health check found (the prune function's JSON result for a `health` event).
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthOutcome {
+    /// Databases with records that were assessed.
+    pub databases: usize,
+    /// Databases that got a `stale` alert.
+    pub stale: Vec<String>,
+}
+
 /// What a prune invocation did (its JSON result).
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneOutcome {
@@ -222,26 +235,37 @@ impl Jobs {
 
     /// The dump function: back up `trigger.database` once per event.
     ///
-    /// A repeated delivery (the trigger's backup id is in the catalog already, or its run is
-    /// under way) returns the existing record and takes no second backup. Runs of the database
-    /// left in progress too long are failed first, each with a `backup_failed` alert. On
-    /// success the backup's metrics are written and its verification started; on failure one
-    /// `backup_failed` alert is sent and the error returned. A dump refused because another run
-    /// of the database holds its lease is an error without an alert: the running backup is the
-    /// one that counts, and Lambda's retry of the invocation runs once the lease is free.
+    /// Each request (an event, an API call) names a fixed sequence of attempt ids
+    /// ([`attempt_id`]). A delivery looks at them in order: one still running or that
+    /// succeeded makes it a repeated delivery (the existing record is returned, no second
+    /// backup is taken); one that failed is skipped, so a retry after a failure runs the next
+    /// attempt (its record names the failed one in `retry_of`). After [`MAX_ATTEMPTS`] failed
+    /// attempts the request fails without running (`AlreadyFailed`).
+    ///
+    /// Runs of the database left in progress too long are failed first, each with a
+    /// `backup_failed` alert. On success the backup's metrics are written and its verification
+    /// started; on failure the attempt's record says why (one is written when the run failed
+    /// before it recorded anything, so an accepted request never vanishes) and one
+    /// `backup_failed` alert is sent. A scheduled dump refused because another run of the
+    /// database holds its lease is an error without a record or an alert: the running backup
+    /// is the one that counts, and Lambda's retry runs once the lease is free.
     pub async fn run_dump(&self, trigger: &DumpTrigger) -> Result<DumpOutcome, JobError> {
         let now = Utc::now();
-        let id = trigger
+        let first = trigger
             .backup_id
             .clone()
             .unwrap_or_else(|| BackupId::generate(now));
-        match self.find(&id).await {
-            Ok(Some(existing)) => return duplicate(existing),
-            Ok(None) => {}
-            Err(e) => return Err(self.dump_failed(&trigger.database, &id, e).await),
+        let (id, retry_of) = match self.next_attempt(&first).await {
+            Ok(Attempt::Run { id, retry_of }) => (id, retry_of),
+            Ok(Attempt::Exists(existing)) => return Ok(duplicate(existing)),
+            Ok(Attempt::Exhausted(last)) => return Err(exhausted(last)),
+            Err(e) => return Err(self.dump_failed(trigger, &first, None, e).await),
+        };
+        if let Some(failed) = &retry_of {
+            tracing::info!(backup = %id, retry_of = %failed, database = %trigger.database, "an earlier attempt of this request failed: taking the backup again");
         }
         let abandoned = self.reap(Some(&trigger.database), now).await;
-        let result = self.dump(trigger, &id).await;
+        let result = self.dump(trigger, &id, retry_of.clone()).await;
         let record = match result {
             Ok(record) => record,
             Err(Error::LeaseHeld { ref holder, .. }) if holder == id.as_str() => {
@@ -250,8 +274,8 @@ impl Jobs {
             Err(Error::Catalog(CatalogError::AlreadyExists(_))) => {
                 return self.duplicate_of(&id).await
             }
-            Err(e @ Error::LeaseHeld { .. }) => return Err(e.into()),
-            Err(e) => return Err(self.dump_failed(&trigger.database, &id, e).await),
+            Err(e @ Error::LeaseHeld { .. }) if trigger.is_scheduled() => return Err(e.into()),
+            Err(e) => return Err(self.dump_failed(trigger, &id, retry_of, e).await),
         };
         self.metrics.emit(&backup_metrics(&record));
         let (verify_started, verify_error) = match &self.verify_starter {
@@ -283,10 +307,16 @@ impl Jobs {
         })
     }
 
-    async fn dump(&self, trigger: &DumpTrigger, id: &BackupId) -> Result<BackupRecord, Error> {
+    async fn dump(
+        &self,
+        trigger: &DumpTrigger,
+        id: &BackupId,
+        retry_of: Option<BackupId>,
+    ) -> Result<BackupRecord, Error> {
         let target = self.database_target(&trigger.database).await?;
         let mut request = BackupRequest::new(target, trigger.kind);
         request.id = Some(id.clone());
+        request.retry_of = retry_of;
         request.database_name = Some(trigger.database.clone());
         request.abandon_after = self.settings.abandon_after;
         request.labels = trigger.labels.clone();
@@ -312,23 +342,73 @@ impl Jobs {
         }
     }
 
+    /// The attempt a delivery of the request whose first attempt is `first` runs, or the
+    /// record that makes it a repeated delivery.
+    async fn next_attempt(&self, first: &BackupId) -> Result<Attempt, Error> {
+        let mut failed = None;
+        for n in 1..=MAX_ATTEMPTS {
+            let id = attempt_id(first, n);
+            match self.find(&id).await? {
+                None => {
+                    return Ok(Attempt::Run {
+                        id,
+                        retry_of: failed.map(|r: BackupRecord| r.id),
+                    })
+                }
+                Some(record) if retakeable(&record) => failed = Some(record),
+                Some(record) => return Ok(Attempt::Exists(record)),
+            }
+        }
+        Ok(Attempt::Exhausted(
+            failed.expect("MAX_ATTEMPTS is at least 1"),
+        ))
+    }
+
     /// A run found out to be a repeated delivery after it started (it lost the race for the
     /// lease or the insert to the first delivery).
     async fn duplicate_of(&self, id: &BackupId) -> Result<DumpOutcome, JobError> {
-        duplicate(self.services.catalog.get(id).await?)
+        let existing = self.services.catalog.get(id).await?;
+        if retakeable(&existing) {
+            // The run it raced has failed meanwhile: the next delivery retakes it.
+            return Err(exhausted(existing));
+        }
+        Ok(duplicate(existing))
     }
 
-    /// Alerts a failed dump once (from its `failed` record when it has one) and returns the
-    /// error to fail the invocation with.
-    async fn dump_failed(&self, database: &str, id: &BackupId, error: Error) -> JobError {
+    /// Alerts a failed dump once (from its `failed` record) and returns the error to fail the
+    /// invocation with. A run that failed before it recorded anything (its database's secret
+    /// unreadable, the lease held by a restore's safety backup) gets its `failed` record here:
+    /// an accepted request never ends without one.
+    async fn dump_failed(
+        &self,
+        trigger: &DumpTrigger,
+        id: &BackupId,
+        retry_of: Option<BackupId>,
+        error: Error,
+    ) -> JobError {
         let now = Utc::now();
         let alert = match self.services.catalog.get(id).await {
             Ok(record) if record.status == BackupStatus::Failed => {
                 Alert::backup_failed(&record, now)
             }
+            Err(CatalogError::NotFound(_)) => {
+                match self.record_not_started(trigger, id, retry_of, &error).await {
+                    Ok(record) => Alert::backup_failed(&record, now),
+                    Err(e) => {
+                        tracing::error!(backup = %id, database = %trigger.database, error = %e, "could not record the failure of a backup that never started");
+                        Alert::new(
+                            AlertKind::BackupFailed,
+                            &trigger.database,
+                            Some(id.clone()),
+                            &error.to_string(),
+                            now,
+                        )
+                    }
+                }
+            }
             _ => Alert::new(
                 AlertKind::BackupFailed,
-                database,
+                &trigger.database,
                 Some(id.clone()),
                 &error.to_string(),
                 now,
@@ -338,6 +418,33 @@ impl Jobs {
             source: Box::new(error),
             alert: self.notify(&alert).await.err(),
         }
+    }
+
+    /// Writes the `failed` record of a run that ended before it recorded anything.
+    async fn record_not_started(
+        &self,
+        trigger: &DumpTrigger,
+        id: &BackupId,
+        retry_of: Option<BackupId>,
+        error: &Error,
+    ) -> Result<BackupRecord, CatalogError> {
+        let mut record = BackupRecord::start(
+            id.clone(),
+            &trigger.database,
+            trigger.kind,
+            Compression::Zstd,
+        );
+        record.labels = trigger.labels.as_map().clone();
+        if let Some(selection) = &trigger.selection {
+            record.selection = selection.clone();
+        }
+        record.retry_of = retry_of;
+        record.status = BackupStatus::Failed;
+        record.completed_at = Some(record.created_at);
+        record.error = Some(format!("the backup could not start: {error}"));
+        self.services.catalog.insert(&record).await?;
+        tracing::info!(backup = %id, database = %trigger.database, error = %error, "backup failed before it started");
+        Ok(record)
     }
 
     /// Fails the runs (of one database, or all) left in progress longer than the limit, and
@@ -520,16 +627,7 @@ impl Jobs {
     pub async fn run_prune(&self, now: DateTime<Utc>) -> Result<PruneOutcome, JobError> {
         let abandoned = self.reap(None, now).await;
         let pruned = self.prune(now).await;
-        let assessed = health(&self.services, now, &self.settings.health).await;
-        let (stale, alerted) = match &assessed {
-            Ok(databases) => {
-                for m in health_metrics(databases, now) {
-                    self.metrics.emit(&m);
-                }
-                self.alert_stale(databases, now).await
-            }
-            Err(_) => (Vec::new(), Ok(())),
-        };
+        let (assessed, stale, alerted) = self.check_health(now).await;
         let (report, kept, missing) = pruned?;
         assessed?;
         let alerted = abandoned.and(alerted);
@@ -549,6 +647,45 @@ impl Jobs {
             missing,
             stale,
         })
+    }
+
+    /// The hourly health check (the prune function's `health` event): every database's
+    /// backup age metric, and one `stale` alert per database without a good backup younger
+    /// than the limit, so staleness is noticed within the hour rather than at the next prune.
+    /// Nothing is reaped or deleted.
+    pub async fn run_health(&self, now: DateTime<Utc>) -> Result<HealthOutcome, JobError> {
+        let (assessed, stale, alerted) = self.check_health(now).await;
+        let databases = assessed?.len();
+        if let Err(source) = alerted {
+            return Err(JobError::Unalerted {
+                done: format!("the health check found {} stale databases", stale.len()),
+                source,
+            });
+        }
+        Ok(HealthOutcome { databases, stale })
+    }
+
+    /// Assesses every database, writes the age metrics and alerts the stale ones; returns the
+    /// assessment, the stale databases and the first alert delivery failure.
+    async fn check_health(
+        &self,
+        now: DateTime<Utc>,
+    ) -> (
+        Result<Vec<DatabaseHealth>, Error>,
+        Vec<String>,
+        Result<(), NotifyError>,
+    ) {
+        let assessed = health(&self.services, now, &self.settings.health).await;
+        let (stale, alerted) = match &assessed {
+            Ok(databases) => {
+                for m in health_metrics(databases, now) {
+                    self.metrics.emit(&m);
+                }
+                self.alert_stale(databases, now).await
+            }
+            Err(_) => (Vec::new(), Ok(())),
+        };
+        (assessed, stale, alerted)
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<(PruneReport, usize, Vec<Missing>), Error> {
@@ -639,19 +776,41 @@ impl Jobs {
     }
 }
 
-/// The answer to a repeated delivery: the existing record, or, when that run failed, the same
-/// failure again (without a second alert).
-fn duplicate(existing: BackupRecord) -> Result<DumpOutcome, JobError> {
-    if existing.status == BackupStatus::Failed {
-        return Err(JobError::AlreadyFailed {
-            reason: existing
-                .error
-                .clone()
-                .unwrap_or_else(|| "no reason recorded".into()),
-            id: existing.id,
-            database: existing.database,
-        });
-    }
+/// What a delivery of a dump request does.
+enum Attempt {
+    /// Runs this attempt (the failed one before it, if any, in `retry_of`).
+    Run {
+        id: BackupId,
+        retry_of: Option<BackupId>,
+    },
+    /// Nothing: this attempt is running or succeeded.
+    Exists(BackupRecord),
+    /// Nothing: every attempt failed; the last one.
+    Exhausted(BackupRecord),
+}
+
+/// A failed attempt, which a later delivery of its request takes again (also once prune
+/// deleted its record: it never stored a backup).
+fn retakeable(record: &BackupRecord) -> bool {
+    record.status == BackupStatus::Failed
+        || (record.status == BackupStatus::Deleted && record.error.is_some())
+}
+
+/// The answer to a repeated delivery: the existing record.
+fn duplicate(existing: BackupRecord) -> DumpOutcome {
     tracing::info!(backup = %existing.id, status = %existing.status, "repeated delivery: the backup exists, no second one taken");
-    Ok(DumpOutcome::Duplicate { backup: existing })
+    DumpOutcome::Duplicate { backup: existing }
+}
+
+/// The answer to a delivery that finds the request's attempts used up (or its run failed
+/// while this delivery raced it): the last failure again, without a second alert.
+fn exhausted(last: BackupRecord) -> JobError {
+    JobError::AlreadyFailed {
+        reason: last
+            .error
+            .clone()
+            .unwrap_or_else(|| "no reason recorded".into()),
+        id: last.id,
+        database: last.database,
+    }
 }

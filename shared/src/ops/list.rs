@@ -5,12 +5,14 @@ use crate::backends::Services;
 use crate::catalog::{ListQuery, Page};
 use crate::model::BackupRecord;
 
-/// One page of records, newest first.
+/// One page of records, newest first: by start (`created_at`) in the embedded catalog; by id
+/// (the time the backup was asked for) in DynamoDB, whose indexes sort by id (docs/DYNAMODB.md).
 pub async fn list(services: &Services, query: &ListQuery) -> Result<Page, Error> {
     Ok(services.catalog.list(query).await?)
 }
 
-/// Every record matching `query`, following cursors to the end.
+/// Every record matching `query`, following cursors to the end, newest first by start
+/// ([`BackupRecord::start_order`]) whatever the catalog's page order.
 pub async fn list_all(services: &Services, query: &ListQuery) -> Result<Vec<BackupRecord>, Error> {
     let mut query = query.clone();
     query.limit = Some(500);
@@ -20,7 +22,10 @@ pub async fn list_all(services: &Services, query: &ListQuery) -> Result<Vec<Back
         out.extend(page.records);
         match page.next_cursor {
             Some(c) => query.cursor = Some(c),
-            None => return Ok(out),
+            None => {
+                out.sort_by(|a, b| b.start_order().cmp(&a.start_order()));
+                return Ok(out);
+            }
         }
     }
 }

@@ -358,17 +358,16 @@ pub async fn delete_backup(
             return Ok(record);
         }
         BackupStatus::Verified => {
-            let newest = services
-                .catalog
-                .list(&ListQuery {
+            let verified = super::list::list_all(
+                services,
+                &ListQuery {
                     database: Some(record.database.clone()),
                     status: Some(BackupStatus::Verified),
-                    limit: Some(1),
-                    cursor: None,
-                    label: None,
-                })
-                .await?;
-            if newest.records.first().map(|r| &r.id) == Some(&record.id) {
+                    ..ListQuery::default()
+                },
+            )
+            .await?;
+            if crate::model::newest_verified(&verified).map(|r| &r.id) == Some(&record.id) {
                 return Err(refused(
                     &record,
                     DeleteRefusal::NewestVerified,
