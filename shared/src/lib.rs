@@ -26,8 +26,10 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod postgres;
+pub mod process;
 pub mod retention;
 pub mod selection;
+pub mod signals;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
