@@ -88,13 +88,19 @@ mod tests {
             started: me.started + 1,
             ..me.clone()
         };
-        assert!(is_gone(&reused), "same pid, other start time: not the holder");
+        assert!(
+            is_gone(&reused),
+            "same pid, other start time: not the holder"
+        );
         let elsewhere = ProcessIdentity {
             host: "another host".into(),
             pid: u32::MAX - 1,
             ..me.clone()
         };
-        assert!(!is_gone(&elsewhere), "another host cannot be judged from here");
+        assert!(
+            !is_gone(&elsewhere),
+            "another host cannot be judged from here"
+        );
     }
 
     #[test]
@@ -103,10 +109,7 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let gone = ProcessIdentity {
-            pid,
-            ..me
-        };
+        let gone = ProcessIdentity { pid, ..me };
         assert!(is_gone(&gone));
     }
 }

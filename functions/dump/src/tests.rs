@@ -278,6 +278,7 @@ async fn a_held_lease_refuses_quietly_and_abandoned_runs_are_alerted() {
         database: "shop".into(),
         holder: "20261124T000000000Z-00000000".into(),
         expires_at: now + Duration::minutes(30),
+        process: None,
     };
     assert!(catalog.acquire_lease(&lease, now).await.unwrap().is_none());
     let err = handle(&f.jobs, event("console")).await.unwrap_err();

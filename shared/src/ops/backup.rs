@@ -209,13 +209,22 @@ async fn heartbeat(services: &Services, lease: &Lease, ttl: chrono::Duration) ->
         tokio::time::sleep(interval).await;
         lease.expires_at = Utc::now() + ttl;
         match services.catalog.renew_lease(&lease).await {
-            Ok(true) => tracing::debug!(database = %lease.database, holder = %lease.holder, "lease renewed"),
+            Ok(true) => {
+                tracing::debug!(database = %lease.database, holder = %lease.holder, "lease renewed")
+            }
             Ok(false) => {
-                let current = services.catalog.get_lease(&lease.database).await.ok().flatten();
+                let current = services
+                    .catalog
+                    .get_lease(&lease.database)
+                    .await
+                    .ok()
+                    .flatten();
                 tracing::error!(database = %lease.database, holder = %lease.holder, "the dump lease was lost to another run");
                 return Error::LeaseHeld {
                     database: lease.database.clone(),
-                    holder: current.as_ref().map_or_else(|| "nobody".to_owned(), |l| l.holder.clone()),
+                    holder: current
+                        .as_ref()
+                        .map_or_else(|| "nobody".to_owned(), |l| l.holder.clone()),
                     expires_at: current.map_or(lease.expires_at, |l| l.expires_at),
                 };
             }

@@ -44,17 +44,20 @@ pub fn lease_is_dead(lease: &Lease, now: DateTime<Utc>) -> Option<String> {
         ));
     }
     match &lease.process {
-        Some(p) if crate::process::is_gone(p) => Some(format!(
-            "its process (pid {} on this host) is gone",
-            p.pid
-        )),
+        Some(p) if crate::process::is_gone(p) => {
+            Some(format!("its process (pid {} on this host) is gone", p.pid))
+        }
         _ => None,
     }
 }
 
 /// Why the run of in-progress `record` is dead at `now` (given its database's current
 /// lease), or `None` while it is alive.
-pub fn run_is_dead(record: &BackupRecord, lease: Option<&Lease>, now: DateTime<Utc>) -> Option<String> {
+pub fn run_is_dead(
+    record: &BackupRecord,
+    lease: Option<&Lease>,
+    now: DateTime<Utc>,
+) -> Option<String> {
     if record.status != BackupStatus::InProgress {
         return None;
     }
@@ -223,7 +226,11 @@ pub async fn remove_run_leftovers(
     for key in [record.object_key.clone(), record.manifest_key()] {
         let aborted = services.store.abort_incomplete_uploads(&key, now).await?;
         if aborted > 0 {
-            tracing::warn!(key, aborted, "removed unfinished uploads of a run that ended");
+            tracing::warn!(
+                key,
+                aborted,
+                "removed unfinished uploads of a run that ended"
+            );
         }
     }
     Ok(())
@@ -305,7 +312,10 @@ mod tests {
                     expires_at: now + Duration::minutes(2),
                     process: crate::process::current(),
                 };
-                assert_eq!(services.catalog.acquire_lease(&lease, now).await.unwrap(), None);
+                assert_eq!(
+                    services.catalog.acquire_lease(&lease, now).await.unwrap(),
+                    None
+                );
             }
             let upload = client
                 .create_multipart_upload()

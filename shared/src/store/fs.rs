@@ -336,11 +336,7 @@ fn walk_partials(
                 None => target.to_owned(),
             };
             if key.starts_with(prefix) {
-                let modified = entry
-                    .metadata()?
-                    .modified()
-                    .ok()
-                    .map(DateTime::<Utc>::from);
+                let modified = entry.metadata()?.modified().ok().map(DateTime::<Utc>::from);
                 out.push((path, modified));
             }
         }
