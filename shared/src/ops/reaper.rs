@@ -168,7 +168,7 @@ pub async fn reap_one(
         .transition(BackupStatus::Failed)
         .map_err(CatalogError::from)?;
     record.error = Some(format!(
-        "abandoned: its run stopped {age} after it started ({why}); it crashed, was killed or timed out"
+        "abandoned: its run is gone ({why}), found {age} after it started; it crashed, was killed or timed out"
     ));
     record.completed_at = Some(now);
     match services

@@ -289,7 +289,16 @@ fn a_dump_longer_than_the_abandon_after_is_not_reaped() {
         String::from_utf8_lossy(&prune.stderr)
     );
     let report: Value = serde_json::from_slice(&prune.stdout).unwrap();
-    assert_eq!(report["reaped"], serde_json::json!([]), "{report:#}");
+    assert_eq!(
+        report["plan"]["abandoned"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["report"]["reaped"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
     let (second, _) = pgkeep.backup(&[
         "--abandon-after",
         "1s",

@@ -398,7 +398,7 @@ async fn prune_reaps_repairs_deletes_and_audits() {
     assert!(a1
         .error
         .unwrap()
-        .starts_with("abandoned: still in progress 2h after it started (limit 20m)"));
+        .starts_with("abandoned: its run is gone (the lease belongs to another run"));
 
     // One audit entry per deletion and per repaired backup.
     let audit = f.catalog.list_audit(None, 100).await.unwrap();
