@@ -15,7 +15,6 @@ use pgkeep::model::{BackupId, BackupKind, BackupStatus};
 use pgkeep::ops::backup::{backup, BackupRequest};
 use pgkeep::postgres::PgTarget;
 use pgkeep::store::fs::FsStore;
-use pgkeep::store::ObjectStore;
 use pgkeep::testing::{CatalogFaults, FaultyCatalog};
 use pgkeep_tests::cli::Pgkeep;
 use pgkeep_tests::{load_sample, unique_name, PgCluster};
@@ -465,4 +464,47 @@ fn a_failed_final_catalog_write_is_settled_by_the_next_reaper_pass() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(verified["status"], "verified");
+}
+
+/// `kill -9` of a backup to S3 with the DynamoDB catalog (moto): the next backup starts at
+/// once (same host: the lease's process is gone; elsewhere it would wait at most the
+/// heartbeat timeout), the killed run is recorded as abandoned, and no multipart upload stays
+/// open.
+#[test]
+fn kill_9_of_an_s3_backup_blocks_nothing_and_leaves_no_open_upload() {
+    let Some(moto) = pgkeep_tests::aws::Moto::start() else {
+        return;
+    };
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new()
+        .database_url(cluster.url(&db))
+        .with_urls(&moto.repo_url(), &moto.catalog_url(), &moto.key_url())
+        .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint)
+        .env("PGKEEP_S3_PART_SIZE_MIB", "5");
+    let marker = pgkeep.dir.path().join("pg_dump-hangs");
+    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
+
+    let mut child = start_backup(&pgkeep, &bin, &[]);
+    wait_for("pg_dump to finish writing", || marker.exists());
+    let killed = wait_for_in_progress(&pgkeep);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kill_leftover_dump(&marker);
+
+    let started = Instant::now();
+    let next = pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let failed = pgkeep.show(killed["id"].as_str().unwrap());
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert!(failed["error"].as_str().unwrap().starts_with("abandoned"));
+    assert_eq!(
+        pgkeep.show(next["id"].as_str().unwrap())["status"],
+        "completed"
+    );
+    assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
+    assert!(!moto
+        .objects()
+        .iter()
+        .any(|k| k.contains(killed["id"].as_str().unwrap())));
 }
