@@ -26,7 +26,7 @@ use pgkeep::model::{BackupKind, BackupStatus, Compression};
     after_help = "Exit codes: 0 ok, 1 unexpected, 2 bad usage or configuration, 3 integrity failure, \
         4 not found, 5 key problem, 6 database problem, 7 storage problem, 8 conflicting state, \
         9 verification found differences, 10 missing database privilege, 11 unhealthy (status),
-        130 interrupted."
+        130 interrupted (SIGINT), 143 terminated (SIGTERM)."
 )]
 pub struct Cli {
     /// Repository, catalog and master key.
@@ -135,9 +135,10 @@ pub struct BackupArgs {
     /// Print the final record as JSON on stdout (also when the backup fails).
     #[arg(long)]
     pub json: bool,
-    /// Minutes after which this run's lock on the database lapses if it crashes (another
-    /// backup of the database is refused meanwhile); longer than the backup takes.
-    #[arg(long, default_value_t = 60, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Heartbeat timeout of this run's lock on the database: the run renews it every quarter
+    /// of this while alive; if the run dies, another backup may start after at most this
+    /// long (at once on the same host with the embedded catalog).
+    #[arg(long, default_value_t = 2, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..))]
     pub lease_minutes: u32,
 }
 

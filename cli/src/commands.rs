@@ -14,9 +14,6 @@ pub mod show;
 pub mod status;
 pub mod verify;
 
-/// Exit code when interrupted (128 + SIGINT), as shells report it.
-pub const EXIT_INTERRUPTED: u8 = 130;
-
 /// Exit code of `pgkeep status` when a database is unhealthy (distinct from every failure).
 pub const EXIT_UNHEALTHY: u8 = 11;
 

@@ -28,7 +28,13 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(&cli, &matches)) {
+    let outcome = runtime.block_on(async {
+        if let Err(e) = pgkeep::signals::install() {
+            eprintln!("pgkeep: warning: cannot handle SIGINT/SIGTERM: {e}");
+        }
+        run(&cli, &matches).await
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
             eprintln!("pgkeep: error: {}", failure.message);
@@ -53,8 +59,22 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// One subcommand, one module.
+/// One subcommand, one module. Backup, restore and verify end their own runs on SIGINT or
+/// SIGTERM; any other command simply stops (exit 130 or 143).
 async fn run(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
+    if matches!(
+        cli.command,
+        Command::Backup(_) | Command::Restore(_) | Command::Verify(_)
+    ) {
+        return dispatch(cli, matches).await;
+    }
+    tokio::select! {
+        result = dispatch(cli, matches) => result,
+        signal = pgkeep::signals::received() => Ok(signal.exit_code()),
+    }
+}
+
+async fn dispatch(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
     let resolver = Resolver::new(cli, matches)?;
     match &cli.command {
         Command::Backup(args) => commands::backup::run(&resolver, args).await,

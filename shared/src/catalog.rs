@@ -103,6 +103,11 @@ pub trait Catalog: Send + Sync {
     /// Gives the lease back if `holder` still holds it (a lapsed lease taken over by another
     /// holder is left alone).
     async fn release_lease(&self, database: &str, holder: &str) -> Result<(), CatalogError>;
+    /// The heartbeat: moves the lease's expiry to `lease.expires_at` if `lease.holder` still
+    /// holds it; `Ok(false)` when it does not (it lapsed and another run took it).
+    async fn renew_lease(&self, lease: &Lease) -> Result<bool, CatalogError>;
+    /// The current lease of `database`, expired or not; `None` when nobody holds one.
+    async fn get_lease(&self, database: &str) -> Result<Option<Lease>, CatalogError>;
 
     /// Appends to the audit trail.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), CatalogError>;
@@ -390,6 +395,7 @@ pub(crate) mod contract {
             database: "shop".into(),
             holder: holder.into(),
             expires_at: now + Duration::minutes(minutes),
+            process: None,
         };
         assert_eq!(
             catalog.acquire_lease(&lease("a", 15), now).await.unwrap(),
@@ -424,6 +430,29 @@ pub(crate) mod contract {
         catalog.release_lease("shop", "c").await.unwrap();
         let held = catalog.acquire_lease(&lease("e", 30), later).await.unwrap();
         assert_eq!(held.map(|l| l.holder), Some("d".to_owned()));
+
+        // The heartbeat: only the holder renews, and the renewal (with its process) is read back.
+        let process = crate::model::ProcessIdentity {
+            host: "db1 pid:[1]".into(),
+            pid: 42,
+            started: 7,
+        };
+        let renewed = Lease {
+            process: Some(process.clone()),
+            ..lease("d", 45)
+        };
+        assert!(catalog.renew_lease(&renewed).await.unwrap());
+        assert_eq!(catalog.get_lease("shop").await.unwrap(), Some(renewed));
+        assert!(!catalog.renew_lease(&lease("e", 45)).await.unwrap());
+        let after_old_expiry = now + Duration::minutes(31);
+        assert!(catalog
+            .acquire_lease(&lease("e", 60), after_old_expiry)
+            .await
+            .unwrap()
+            .is_some());
+        catalog.release_lease("shop", "d").await.unwrap();
+        assert_eq!(catalog.get_lease("shop").await.unwrap(), None);
+        assert!(!catalog.renew_lease(&lease("d", 60)).await.unwrap());
     }
 
     async fn audit(catalog: &dyn Catalog) {

@@ -28,8 +28,10 @@ pub mod ops;
 pub mod outfile;
 pub mod pipeline;
 pub mod postgres;
+pub mod process;
 pub mod retention;
 pub mod selection;
+pub mod signals;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -568,14 +568,33 @@ pub struct AuditEntry {
 }
 
 /// Who holds a database's dump lease, so a second concurrent dump can say whom it yields to.
+///
+/// The lease follows its run: the holder renews `expires_at` while it is alive (a heartbeat),
+/// so a lease that was not renewed within its timeout belongs to a dead run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The database the lease is for.
     pub database: String,
     /// The holder (a backup id, usually).
     pub holder: String,
-    /// When the lease lapses if not released (a crashed holder cannot block forever).
+    /// When the lease lapses unless its holder renews it (a crashed holder cannot block for
+    /// longer than one heartbeat timeout).
     pub expires_at: DateTime<Utc>,
+    /// The holder's process, when known: on the same host a holder whose process is gone is
+    /// dead at once, without waiting out the timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessIdentity>,
+}
+
+/// A process, told apart from a later one that reuses its pid by its start time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    /// The host name and PID namespace (`db1 pid:[4026531836]`): pids compare only within one.
+    pub host: String,
+    /// The process id.
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub started: u64,
 }
 
 /// `schema.table`, each part double-quoted when it is not a plain lowercase identifier, so the

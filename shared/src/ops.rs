@@ -143,7 +143,7 @@ pub enum Error {
         why: String,
     },
     /// Another run is dumping the same database (it holds the database's dump lease).
-    #[error("another backup of database {database:?} is running: {holder} holds its lease until {}; wait for it to finish (a crashed run's lease lapses then)", crate::model::format_time(*expires_at))]
+    #[error("another backup of database {database:?} is running: {holder} holds its lease until {} (renewed while it runs); wait for it to finish", crate::model::format_time(*expires_at))]
     LeaseHeld {
         /// The database.
         database: String,

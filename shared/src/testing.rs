@@ -334,6 +334,19 @@ impl Catalog for FaultyCatalog {
         self.write(false)?;
         self.inner.release_lease(database, holder).await
     }
+    async fn renew_lease(&self, lease: &Lease) -> Result<bool, CatalogError> {
+        // A heartbeat is not a step of the run: it does not count, but fails once crashed.
+        if self.crash.as_ref().is_some_and(CrashPoint::crashed) {
+            return Err(CatalogError::Backend {
+                location: "faulty://catalog".into(),
+                message: "injected failure".into(),
+            });
+        }
+        self.inner.renew_lease(lease).await
+    }
+    async fn get_lease(&self, database: &str) -> Result<Option<Lease>, CatalogError> {
+        self.inner.get_lease(database).await
+    }
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), CatalogError> {
         self.write(self.faults.append_audit)?;
         self.inner.append_audit(entry).await

@@ -141,6 +141,7 @@ fn a_part_failing_mid_upload_leaves_no_upload_open_and_a_failed_record() {
         database: db.clone(),
         holder: "next".into(),
         expires_at: chrono::Utc::now() + pgkeep::ops::backup::DEFAULT_LEASE_TTL,
+        process: None,
     };
     let held = moto
         .runtime

@@ -1,5 +1,5 @@
 //! `pgkeep backup`: labels, selection and database checked before anything is touched, then
-//! one backup with a progress bar; Ctrl-C records the run as failed.
+//! one backup with a progress bar; SIGINT or SIGTERM records the run as failed (exit 130, 143).
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use pgkeep::ops::backup::BackupRequest;
 use pgkeep::pipeline::Progress;
 use pgkeep::selection::Selection;
 
-use super::{failed, Failure, EXIT_INTERRUPTED};
+use super::{failed, Failure};
 use crate::args::BackupArgs;
 use crate::output;
 use crate::resolve::Resolver;
@@ -61,14 +61,24 @@ async fn backup(services: &Services, request: &BackupRequest, json: bool) -> Res
 
     let result = tokio::select! {
         r = ops::backup::backup(services, request, progress.clone()) => r,
-        _ = tokio::signal::ctrl_c() => {
+        signal = pgkeep::signals::received() => {
             bar.finish();
-            // Dropping the backup future killed pg_dump and discarded the partial object.
-            if let Err(e) = ops::backup::mark_failed(services, &id, "interrupted by the user").await {
-                eprintln!("pgkeep: could not record the interruption: {e}");
+            // Dropping the backup future killed pg_dump and discarded the partial object; the
+            // record, any upload left and the lease are settled here.
+            let why = format!("interrupted ({})", signal.name());
+            match ops::backup::end_interrupted(services, request.database_name(), &id, &why).await {
+                Ok(ops::backup::Ended::MarkedFailed) => {
+                    eprintln!("pgkeep: {why}; backup {id} recorded as failed");
+                }
+                Ok(ops::backup::Ended::AlreadyEnded(status)) => {
+                    eprintln!("pgkeep: {why}; backup {id} had already ended ({status})");
+                }
+                Ok(ops::backup::Ended::NeverRecorded) => {
+                    eprintln!("pgkeep: {why} before backup {id} started; nothing was recorded");
+                }
+                Err(e) => eprintln!("pgkeep: {why}; could not record it: {e}"),
             }
-            eprintln!("pgkeep: interrupted; backup {id} recorded as failed");
-            return Ok(EXIT_INTERRUPTED);
+            return Ok(signal.exit_code());
         }
     };
     bar.finish();

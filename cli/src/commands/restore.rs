@@ -1,12 +1,11 @@
 //! `pgkeep restore`: into a new database, or over an existing one after a safety backup.
 
 use pgkeep::backends::{KeyUse, Services};
-use pgkeep::catalog::CatalogError;
 use pgkeep::model::BackupId;
 use pgkeep::ops;
 use pgkeep::ops::restore::RestoreRequest;
 
-use super::{failed, parse_id, usage, Failure, EXIT_INTERRUPTED};
+use super::{failed, parse_id, usage, Failure};
 use crate::args::RestoreArgs;
 use crate::output;
 use crate::resolve::Resolver;
@@ -61,19 +60,19 @@ async fn restore(services: &Services, request: &RestoreRequest, json: bool) -> R
     let bar = output::ProgressBar::start_with(verb, &label, request.progress.clone());
     let result = tokio::select! {
         r = ops::restore::restore(services, request) => r,
-        _ = tokio::signal::ctrl_c() => {
+        signal = pgkeep::signals::received() => {
             bar.finish();
             // Dropping the restore killed pg_restore and removed any staged file; the new
             // database is dropped here, and an unfinished safety backup is recorded as failed.
             ops::scratch::finish_cleanup().await;
             if let Some(id) = &request.safety_backup_id {
-                match ops::backup::mark_failed(services, id, "interrupted by the user").await {
-                    Ok(()) | Err(ops::Error::Catalog(CatalogError::NotFound(_))) => {}
-                    Err(e) => eprintln!("pgkeep: could not record the interrupted safety backup: {e}"),
+                let why = format!("interrupted ({})", signal.name());
+                if let Err(e) = ops::backup::end_interrupted(services, &request.target_db, id, &why).await {
+                    eprintln!("pgkeep: could not record the interrupted safety backup: {e}");
                 }
             }
-            eprintln!("pgkeep: interrupted; nothing was restored and {:?} was left as it was", request.target_db);
-            return Ok(EXIT_INTERRUPTED);
+            eprintln!("pgkeep: interrupted ({}); nothing was restored and {:?} was left as it was", signal.name(), request.target_db);
+            return Ok(signal.exit_code());
         }
     };
     bar.finish();

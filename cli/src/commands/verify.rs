@@ -5,7 +5,7 @@ use pgkeep::ops;
 use pgkeep::ops::verify::VerifyRequest;
 use pgkeep::postgres::PgTarget;
 
-use super::{failed, parse_id, usage, Failure, EXIT_INTERRUPTED};
+use super::{failed, parse_id, usage, Failure};
 use crate::args::VerifyArgs;
 use crate::output;
 use crate::resolve::Resolver;
@@ -47,12 +47,12 @@ async fn verify(services: &Services, request: &VerifyRequest, json: bool) -> Res
     let bar = output::ProgressBar::start_with("verifying", &what, request.progress.clone());
     let result = tokio::select! {
         r = ops::verify::verify(services, request) => r,
-        _ = tokio::signal::ctrl_c() => {
+        signal = pgkeep::signals::received() => {
             bar.finish();
             // Dropping the verification killed pg_restore; its scratch database is dropped here.
             ops::scratch::finish_cleanup().await;
             eprintln!("pgkeep: interrupted; the scratch database was dropped and the backup's status left as it was");
-            return Ok(EXIT_INTERRUPTED);
+            return Ok(signal.exit_code());
         }
     };
     bar.finish();

@@ -280,6 +280,7 @@ async fn a_held_lease_refuses_a_schedule_quietly_a_request_on_record_and_abandon
         database: "shop".into(),
         holder: "20261124T000000000Z-00000000".into(),
         expires_at: now + Duration::minutes(30),
+        process: None,
     };
     assert!(catalog.acquire_lease(&lease, now).await.unwrap().is_none());
     let err = handle(&f.jobs, event("scheduled")).await.unwrap_err();

@@ -173,12 +173,17 @@ impl DynamoCatalog {
             text(item, name).ok_or_else(|| self.corrupt("lease", format!("no {name} attribute")))
         };
         let expires = field("expires_at")?;
+        let process = text(item, "process")
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| self.corrupt("lease", e))?;
         Ok(Lease {
             database: field("database")?.to_owned(),
             holder: field("holder")?.to_owned(),
             expires_at: DateTime::parse_from_rfc3339(expires)
                 .map_err(|e| self.corrupt("lease", e))?
                 .with_timezone(&Utc),
+            process,
         })
     }
 }
@@ -273,7 +278,7 @@ fn audit_item(entry: &AuditEntry) -> Item {
 }
 
 fn lease_item(lease: &Lease) -> Item {
-    HashMap::from([
+    let mut item = HashMap::from([
         (PK.to_owned(), s(lease_pk(&lease.database))),
         ("database".to_owned(), s(&lease.database)),
         ("holder".to_owned(), s(&lease.holder)),
@@ -286,7 +291,14 @@ fn lease_item(lease: &Lease) -> Item {
             TTL.to_owned(),
             n(lease.expires_at.timestamp() + LEASE_TTL_GRACE_SECS),
         ),
-    ])
+    ]);
+    if let Some(process) = &lease.process {
+        item.insert(
+            "process".to_owned(),
+            s(serde_json::to_string(process).expect("process identities serialize")),
+        );
+    }
+    item
 }
 
 #[async_trait]
@@ -489,6 +501,36 @@ impl Catalog for DynamoCatalog {
         }
     }
 
+    async fn renew_lease(&self, lease: &Lease) -> Result<bool, CatalogError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lease_item(lease)))
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":holder", s(&lease.holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.backend("PutItem", &e)),
+        }
+    }
+
+    async fn get_lease(&self, database: &str) -> Result<Option<Lease>, CatalogError> {
+        match self.get_item(lease_pk(database)).await? {
+            Some(item) => Ok(Some(self.lease_from(&item)?)),
+            None => Ok(None),
+        }
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), CatalogError> {
         self.client
             .put_item()
@@ -675,6 +717,7 @@ mod tests {
             database: "shop".into(),
             holder: holder.into(),
             expires_at: now + chrono::Duration::minutes(5),
+            process: None,
         };
         let (lx, ly) = (lease("x"), lease("y"));
         let (x, y) = tokio::join!(

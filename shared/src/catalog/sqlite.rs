@@ -81,6 +81,19 @@ impl SqliteCatalog {
         }
         conn.execute_batch(SCHEMA)
             .map_err(|e| fail(e.to_string()))?;
+        // The lease's holder process (JSON) came later: a nullable column older versions ignore.
+        let has_process: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('leases') WHERE name = 'process'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| fail(e.to_string()))?
+            > 0;
+        if !has_process {
+            conn.execute_batch("ALTER TABLE leases ADD COLUMN process TEXT")
+                .map_err(|e| fail(e.to_string()))?;
+        }
         Ok(SqliteCatalog {
             path,
             conn: Arc::new(Mutex::new(conn)),
@@ -287,30 +300,20 @@ impl Catalog for SqliteCatalog {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend(&location))?;
-            let current: Option<(String, String, String)> = tx
-                .query_row(
-                    "SELECT database, holder, expires_at FROM leases WHERE database = ?1",
-                    [&lease.database],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-                .map_err(backend(&location))?;
-            if let Some((database, holder, expires)) = current {
-                let current =
-                    Self::lease_from_row(database, holder, expires).map_err(|message| {
-                        CatalogError::Backend {
-                            location: location.clone(),
-                            message,
-                        }
-                    })?;
+            if let Some(current) = Self::read_lease(&tx, &lease.database, &location)? {
                 if current.expires_at > now {
                     return Ok(Some(current));
                 }
             }
             tx.execute(
-                "INSERT INTO leases (database, holder, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (database) DO UPDATE SET holder = ?2, expires_at = ?3",
-                params![lease.database, lease.holder, format_time(lease.expires_at)],
+                "INSERT INTO leases (database, holder, expires_at, process) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (database) DO UPDATE SET holder = ?2, expires_at = ?3, process = ?4",
+                params![
+                    lease.database,
+                    lease.holder,
+                    format_time(lease.expires_at),
+                    Self::process_json(&lease)
+                ],
             )
             .map_err(backend(&location))?;
             tx.commit().map_err(backend(&location))?;
@@ -331,6 +334,34 @@ impl Catalog for SqliteCatalog {
             Ok(())
         })
         .await
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<bool, CatalogError> {
+        let lease = lease.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE leases SET expires_at = ?3, process = ?4
+                     WHERE database = ?1 AND holder = ?2",
+                    params![
+                        lease.database,
+                        lease.holder,
+                        format_time(lease.expires_at),
+                        Self::process_json(&lease)
+                    ],
+                )
+                .map_err(backend(&location))?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn get_lease(&self, database: &str) -> Result<Option<Lease>, CatalogError> {
+        let database = database.to_owned();
+        let location = self.location();
+        self.with(move |conn| Self::read_lease(conn, &database, &location))
+            .await
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), CatalogError> {
@@ -385,15 +416,46 @@ impl Catalog for SqliteCatalog {
 }
 
 impl SqliteCatalog {
-    fn lease_from_row(database: String, holder: String, expires: String) -> Result<Lease, String> {
-        let expires_at = DateTime::parse_from_rfc3339(&expires)
-            .map_err(|e| format!("unreadable lease expiry {expires:?}: {e}"))?
-            .with_timezone(&Utc);
-        Ok(Lease {
-            database,
-            holder,
-            expires_at,
+    fn read_lease(
+        conn: &Connection,
+        database: &str,
+        location: &str,
+    ) -> Result<Option<Lease>, CatalogError> {
+        let row: Option<(String, String, String, Option<String>)> = conn
+            .query_row(
+                "SELECT database, holder, expires_at, process FROM leases WHERE database = ?1",
+                [database],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(backend(location))?;
+        row.map(|(database, holder, expires, process)| {
+            let expires_at = DateTime::parse_from_rfc3339(&expires)
+                .map_err(|e| format!("unreadable lease expiry {expires:?}: {e}"))?
+                .with_timezone(&Utc);
+            let process = process
+                .map(|p| serde_json::from_str(&p))
+                .transpose()
+                .map_err(|e| format!("unreadable lease holder process: {e}"))?;
+            Ok(Lease {
+                database,
+                holder,
+                expires_at,
+                process,
+            })
         })
+        .transpose()
+        .map_err(|message| CatalogError::Backend {
+            location: location.to_owned(),
+            message,
+        })
+    }
+
+    fn process_json(lease: &Lease) -> Option<String> {
+        lease
+            .process
+            .as_ref()
+            .map(|p| serde_json::to_string(p).expect("process identities serialize"))
     }
 }
 

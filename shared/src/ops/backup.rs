@@ -1,21 +1,26 @@
 //! Taking a backup: record it, stream pg_dump into the store, write the manifest, complete it.
 //!
 //! Only one dump of a database runs at a time: a backup first takes the database's lease in
-//! the catalog (holder: its backup id, lapsing after [`DEFAULT_LEASE_TTL`] so a crashed run
-//! cannot block forever). When another run holds it, the backup fails with
-//! [`Error::LeaseHeld`] naming that run and records nothing: it never started, and the
-//! running backup is the one that counts. The lease is given back at the end on every path.
+//! the catalog (holder: its backup id and its process). The lease follows the run: a heartbeat
+//! renews it every quarter of its timeout ([`DEFAULT_LEASE_TTL`]) while the run is alive, and it
+//! is free as soon as its holder's record is terminal, its heartbeat is older than the timeout,
+//! or (same host) its process is gone. When a live run holds it, the backup fails with
+//! [`Error::LeaseHeld`] naming that run and records nothing: it never started, and the running
+//! backup is the one that counts. The lease is given back at the end on every path; if the
+//! process dies, the rules above free it.
 //!
-//! Order matters for crash safety: the record exists (`in_progress`) before any byte is
-//! written, the object is published only after pg_dump succeeded, the manifest follows the
-//! object, and only then does the record become `completed`. A failure at any step leaves no
-//! object and a `failed` record that says why.
+//! Order matters for crash safety: the lease is taken before the record exists (so a refused
+//! run records nothing), the record exists (`in_progress`) before any byte is written, the
+//! object is published only after pg_dump succeeded, the manifest follows the object, and only
+//! then does the record become `completed`. A failure at any step leaves no object and a
+//! `failed` record that says why; a crash leaves what the reaper settles
+//! ([`super::reaper`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::Error;
 use crate::backends::Services;
@@ -51,8 +56,8 @@ pub struct BackupRequest {
     pub zstd_workers: u32,
     /// Earlier runs of this database still `in_progress` after this long are reaped first.
     pub abandon_after: Span,
-    /// How long the database's dump lease lasts if this run never gives it back (a crash);
-    /// longer than any backup takes.
+    /// The heartbeat timeout: a lease not renewed for this long belongs to a dead run. The
+    /// run renews it every quarter of this.
     pub lease_ttl: chrono::Duration,
     /// The name the record, the lease and the object key use, when it differs from the
     /// database's name on the server (a Lambda deployment's configured name); `None` for the
@@ -67,9 +72,10 @@ pub struct BackupRequest {
     pub retry_of: Option<BackupId>,
 }
 
-/// Default lifetime of a dump lease: longer than a Lambda can run (15 minutes) and than
-/// typical CLI backups.
-pub const DEFAULT_LEASE_TTL: chrono::Duration = chrono::Duration::hours(1);
+/// Default heartbeat timeout of a dump lease: a run renews its lease every 30 seconds, so a
+/// crashed run on another host (a Lambda, a DynamoDB catalog) blocks its database for at most
+/// two minutes.
+pub const DEFAULT_LEASE_TTL: chrono::Duration = chrono::Duration::minutes(2);
 
 impl BackupRequest {
     /// A request with the defaults: zstd, 1 MiB chunks, one zstd worker per spare core.
@@ -102,8 +108,8 @@ impl BackupRequest {
 
 /// Takes one backup; on success returns the `completed` record, on failure stores a `failed`
 /// record with the reason and returns the error. Fails with [`Error::LeaseHeld`], recording
-/// nothing, while another run is dumping the same database, and with [`Error::Selection`],
-/// recording nothing, when the selection has a bad pattern.
+/// nothing, while another live run is dumping the same database, and with
+/// [`Error::Selection`], recording nothing, when the selection has a bad pattern.
 pub async fn backup(
     services: &Services,
     request: &BackupRequest,
@@ -115,23 +121,121 @@ pub async fn backup(
         .clone()
         .unwrap_or_else(|| BackupId::generate(Utc::now()));
     let database = request.database_name();
-    let now = Utc::now();
-    let lease = Lease {
-        database: database.to_owned(),
-        holder: id.to_string(),
-        expires_at: now + request.lease_ttl,
+    let lease = take_lease(services, database, &id, request.lease_ttl).await?;
+    let result = tokio::select! {
+        result = backup_leased(services, request, id.clone(), progress) => result,
+        lost = heartbeat(services, &lease, request.lease_ttl) => {
+            // Another run took the lease (this one's heartbeat could not reach the catalog
+            // for a whole timeout): stop, and leave nothing behind.
+            let why = format!("stopped: {lost}");
+            if let Err(e) = end_interrupted(services, database, &id, &why).await {
+                tracing::error!(backup = %id, error = %e, "could not record the stop");
+            }
+            Err(lost)
+        }
     };
-    if let Some(held) = services.catalog.acquire_lease(&lease, now).await? {
-        tracing::warn!(database, holder = %held.holder, expires_at = %format_time(held.expires_at), "another backup of this database is running");
-        return Err(Error::LeaseHeld {
-            database: held.database,
-            holder: held.holder,
-            expires_at: held.expires_at,
-        });
-    }
-    let result = backup_leased(services, request, id.clone(), progress).await;
     release_lease(services, database, &id).await;
     result
+}
+
+/// Takes the dump lease of `database` for run `id`, first freeing it from a holder that is
+/// dead (its record terminal, its heartbeat lapsed, its process gone).
+async fn take_lease(
+    services: &Services,
+    database: &str,
+    id: &BackupId,
+    ttl: chrono::Duration,
+) -> Result<Lease, Error> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let now = Utc::now();
+        let lease = Lease {
+            database: database.to_owned(),
+            holder: id.to_string(),
+            expires_at: now + ttl,
+            process: crate::process::current(),
+        };
+        let Some(held) = services.catalog.acquire_lease(&lease, now).await? else {
+            return Ok(lease);
+        };
+        let dead = if held.holder == id.as_str() {
+            None
+        } else {
+            holder_is_dead(services, &held, now).await
+        };
+        match dead {
+            Some(why) if attempts < 3 => {
+                tracing::warn!(database, holder = %held.holder, why = %why, "the lease's holder is dead; taking the lease over");
+                services
+                    .catalog
+                    .release_lease(database, &held.holder)
+                    .await?;
+            }
+            _ => {
+                tracing::warn!(database, holder = %held.holder, expires_at = %format_time(held.expires_at), "another backup of this database is running");
+                return Err(Error::LeaseHeld {
+                    database: held.database,
+                    holder: held.holder,
+                    expires_at: held.expires_at,
+                });
+            }
+        }
+    }
+}
+
+/// Why the holder of `lease` is dead at `now`, or `None` while it may be alive.
+async fn holder_is_dead(services: &Services, lease: &Lease, now: DateTime<Utc>) -> Option<String> {
+    if let Some(why) = super::reaper::lease_is_dead(lease, now) {
+        return Some(why);
+    }
+    let id: BackupId = lease.holder.parse().ok()?;
+    match services.catalog.get(&id).await {
+        Ok(record) if record.status != BackupStatus::InProgress => {
+            Some(format!("its backup {id} is already {}", record.status))
+        }
+        // In progress, or not yet recorded (a run records itself just after taking the lease).
+        _ => None,
+    }
+}
+
+/// Renews `lease` every quarter of `ttl` for as long as it is polled; returns only when the
+/// lease was lost to another run. A renewal that fails (the catalog unreachable) is retried at
+/// the next beat.
+async fn heartbeat(services: &Services, lease: &Lease, ttl: chrono::Duration) -> Error {
+    let interval = (ttl / 4)
+        .to_std()
+        .unwrap_or(std::time::Duration::from_secs(1))
+        .max(std::time::Duration::from_millis(100));
+    let mut lease = lease.clone();
+    loop {
+        tokio::time::sleep(interval).await;
+        lease.expires_at = Utc::now() + ttl;
+        match services.catalog.renew_lease(&lease).await {
+            Ok(true) => {
+                tracing::debug!(database = %lease.database, holder = %lease.holder, "lease renewed")
+            }
+            Ok(false) => {
+                let current = services
+                    .catalog
+                    .get_lease(&lease.database)
+                    .await
+                    .ok()
+                    .flatten();
+                tracing::error!(database = %lease.database, holder = %lease.holder, "the dump lease was lost to another run");
+                return Error::LeaseHeld {
+                    database: lease.database.clone(),
+                    holder: current
+                        .as_ref()
+                        .map_or_else(|| "nobody".to_owned(), |l| l.holder.clone()),
+                    expires_at: current.map_or(lease.expires_at, |l| l.expires_at),
+                };
+            }
+            Err(e) => {
+                tracing::warn!(database = %lease.database, error = %e, "could not renew the dump lease; trying again");
+            }
+        }
+    }
 }
 
 /// Gives the dump lease back; a failure only delays the next run until the lease lapses.
@@ -206,24 +310,69 @@ async fn backup_leased(
     }
 }
 
+/// What [`end_interrupted`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The run was in progress and is now recorded as failed.
+    MarkedFailed,
+    /// The run had already ended with this status; nothing was changed.
+    AlreadyEnded(BackupStatus),
+    /// The run was stopped before it recorded anything.
+    NeverRecorded,
+}
+
+/// Ends a run that will never finish (interrupted by a signal, its future dropped): records it
+/// failed with `why` if it is still in progress, removes whatever it stored (object, manifest,
+/// temporary files, open uploads), and gives back its dump lease of `database` in every case.
+pub async fn end_interrupted(
+    services: &Services,
+    database: &str,
+    id: &BackupId,
+    why: &str,
+) -> Result<Ended, Error> {
+    let ended = match services.catalog.get(id).await {
+        Err(crate::catalog::CatalogError::NotFound(_)) => Ended::NeverRecorded,
+        Err(e) => {
+            release_lease(services, database, id).await;
+            return Err(e.into());
+        }
+        Ok(record) if record.status != BackupStatus::InProgress => {
+            Ended::AlreadyEnded(record.status)
+        }
+        Ok(mut record) => {
+            let now = Utc::now();
+            record.status = BackupStatus::Failed;
+            record.error = Some(why.to_owned());
+            record.completed_at = Some(now);
+            // The record first, then the deletions (the reaper's order).
+            match services
+                .catalog
+                .update(&record, BackupStatus::InProgress)
+                .await
+            {
+                Ok(()) => {
+                    super::reaper::remove_run_leftovers(services, &record, now).await?;
+                    Ended::MarkedFailed
+                }
+                Err(crate::catalog::CatalogError::Conflict { found, .. }) => {
+                    Ended::AlreadyEnded(found)
+                }
+                Err(e) => {
+                    release_lease(services, database, id).await;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    release_lease(services, database, id).await;
+    Ok(ended)
+}
+
 /// Marks a backup that will never finish (interrupted, abandoned) as failed, and gives back
-/// its dump lease.
+/// its dump lease ([`end_interrupted`] for a backup known to be recorded).
 pub async fn mark_failed(services: &Services, id: &BackupId, why: &str) -> Result<(), Error> {
-    let mut record = services.catalog.get(id).await?;
-    release_lease(services, &record.database, id).await;
-    if record.status != BackupStatus::InProgress {
-        return Ok(());
-    }
-    // The upload may have been committed just before the interruption.
-    services.store.delete(&record.manifest_key()).await?;
-    services.store.delete(&record.object_key).await?;
-    record.status = BackupStatus::Failed;
-    record.error = Some(why.to_owned());
-    record.completed_at = Some(Utc::now());
-    services
-        .catalog
-        .update(&record, BackupStatus::InProgress)
-        .await?;
+    let record = services.catalog.get(id).await?;
+    end_interrupted(services, &record.database, id, why).await?;
     Ok(())
 }
 

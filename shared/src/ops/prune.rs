@@ -152,10 +152,10 @@ pub async fn plan(services: &Services, request: &PruneRequest) -> Result<PrunePl
         },
     )
     .await?;
-    let abandoned: Vec<Abandoned> = records
-        .iter()
-        .filter(|r| reaper::is_abandoned(r, request.now, request.abandon_after))
-        .map(|r| Abandoned {
+    let abandoned: Vec<Abandoned> = reaper::abandoned_among(services, &records, request.now)
+        .await?
+        .into_iter()
+        .map(|(r, _)| Abandoned {
             id: r.id.clone(),
             database: r.database.clone(),
             created_at: r.created_at,

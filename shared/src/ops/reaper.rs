@@ -1,12 +1,18 @@
 //! The reaper: backups left `in_progress` by a run that crashed, was killed or timed out become
 //! `failed` ("abandoned: ...") and whatever they wrote is removed.
 //!
-//! It runs at the start of every dump (for that database) and of every prune. A record counts
-//! as abandoned once it has been in progress longer than a limit (default
-//! [`DEFAULT_ABANDON_AFTER`]: the 15-minute Lambda timeout plus a margin). A dump that really
-//! runs longer than the limit must be given a larger one (`PGKEEP_ABANDON_AFTER`), or a
-//! concurrent prune will fail it; that dump then fails loudly (its final compare-and-set finds
-//! `failed`) and removes its object.
+//! It runs at the start of every dump (for that database) and of every prune. A run is alive
+//! while it holds its database's dump lease and keeps renewing it (its heartbeat, every quarter
+//! of the lease timeout; see [`crate::ops::backup`]). A record `in_progress` whose run does not
+//! hold a live lease is abandoned: its lease lapsed (no heartbeat within the timeout), names
+//! another run, or names a process that is gone (same host). How long a run has been going
+//! does not matter: a long dump that keeps its heartbeat is never reaped.
+//!
+//! A run that died after publishing its object and manifest, but before the catalog said so
+//! (the final write failed, the process was killed just then), is settled rather than failed:
+//! when the manifest names the record and the object has the manifest's size, the record
+//! becomes `completed` from the manifest; otherwise it becomes `failed` and its keys are
+//! removed. Never is an `in_progress` record left beside a finished object.
 //!
 //! Order: first the compare-and-set `in_progress` → `failed`, then the deletions. The other
 //! order could delete an object that a slow but live dump publishes a moment later, and let that
@@ -14,29 +20,86 @@
 //! on the record and cleans up after itself; if the reaper crashes between the steps, the next
 //! prune finds the leftover keys of a `failed` record and removes them.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use super::Error;
 use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
-use crate::model::{BackupId, BackupRecord, BackupStatus};
+use crate::model::{BackupId, BackupRecord, BackupStatus, Lease, Manifest};
 use crate::retention::Span;
 
-/// How long a backup may stay `in_progress` before it is taken for abandoned: 20 minutes, the
-/// 15-minute Lambda limit plus a margin for the catalog write after it.
+/// How old an unfinished upload that no record explains (no run can own it) must be before
+/// it is removed, and the default of `--abandon-after`: 20 minutes, the 15-minute Lambda limit
+/// plus a margin.
 pub const DEFAULT_ABANDON_AFTER: Span = Span::minutes(20);
 
-/// Whether `record` has been in progress for longer than `limit` at `now`.
-pub fn is_abandoned(record: &BackupRecord, now: DateTime<Utc>, limit: Span) -> bool {
-    record.status == BackupStatus::InProgress && now - record.created_at > limit.as_delta()
+/// Why the run that holds (or held) `lease` is dead at `now`, or `None` while it may be alive.
+pub fn lease_is_dead(lease: &Lease, now: DateTime<Utc>) -> Option<String> {
+    if lease.expires_at <= now {
+        return Some(format!(
+            "its lease was not renewed (no heartbeat since before {})",
+            crate::model::format_time(lease.expires_at)
+        ));
+    }
+    match &lease.process {
+        Some(p) if crate::process::is_gone(p) => {
+            Some(format!("its process (pid {} on this host) is gone", p.pid))
+        }
+        _ => None,
+    }
 }
 
-/// The in-progress records (of one database, or all) that are abandoned at `now`.
+/// Why the run of in-progress `record` is dead at `now` (given its database's current
+/// lease), or `None` while it is alive.
+pub fn run_is_dead(
+    record: &BackupRecord,
+    lease: Option<&Lease>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if record.status != BackupStatus::InProgress {
+        return None;
+    }
+    match lease {
+        None => Some("it holds no lease".to_owned()),
+        Some(l) if l.holder != record.id.as_str() => {
+            Some(format!("the lease belongs to another run ({})", l.holder))
+        }
+        Some(l) => lease_is_dead(l, now),
+    }
+}
+
+/// The in-progress records among `records` whose runs are dead at `now`, with why.
+pub async fn abandoned_among<'a>(
+    services: &Services,
+    records: &'a [BackupRecord],
+    now: DateTime<Utc>,
+) -> Result<Vec<(&'a BackupRecord, String)>, Error> {
+    let mut leases: BTreeMap<&str, Option<Lease>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for record in records {
+        if record.status != BackupStatus::InProgress {
+            continue;
+        }
+        if !leases.contains_key(record.database.as_str()) {
+            let lease = services.catalog.get_lease(&record.database).await?;
+            leases.insert(&record.database, lease);
+        }
+        let lease = leases[record.database.as_str()].as_ref();
+        if let Some(why) = run_is_dead(record, lease, now) {
+            out.push((record, why));
+        }
+    }
+    Ok(out)
+}
+
+/// The in-progress records (of one database, or all) whose runs are dead at `now`.
 pub async fn find_abandoned(
     services: &Services,
     database: Option<&str>,
     now: DateTime<Utc>,
-    limit: Span,
+    _limit: Span,
 ) -> Result<Vec<BackupRecord>, Error> {
     let in_progress = super::list::list_all(
         services,
@@ -47,13 +110,15 @@ pub async fn find_abandoned(
         },
     )
     .await?;
-    Ok(in_progress
+    Ok(abandoned_among(services, &in_progress, now)
+        .await?
         .into_iter()
-        .filter(|r| is_abandoned(r, now, limit))
+        .map(|(r, _)| r.clone())
         .collect())
 }
 
-/// Reaps every abandoned backup (of one database, or all); returns the records now `failed`.
+/// Reaps every abandoned backup (of one database, or all); returns the records now `failed`
+/// (or `completed`, when settled from a published object).
 pub async fn reap(
     services: &Services,
     database: Option<&str>,
@@ -69,17 +134,33 @@ pub async fn reap(
     Ok(reaped)
 }
 
-/// Marks backup `id` failed and removes its keys if it is still abandoned; `Ok(None)` when it
-/// is not (it finished, or is younger than `limit`).
+/// Settles backup `id` if its run is dead: `completed` from its published object and
+/// manifest, else `failed` with its keys removed, its open uploads aborted and its lease given
+/// back. `Ok(None)` when it is not abandoned (it finished, or its run is alive).
 pub async fn reap_one(
     services: &Services,
     id: &BackupId,
     now: DateTime<Utc>,
-    limit: Span,
+    _limit: Span,
 ) -> Result<Option<BackupRecord>, Error> {
     let mut record = services.catalog.get(id).await?;
-    if !is_abandoned(&record, now, limit) {
+    let lease = services.catalog.get_lease(&record.database).await?;
+    let Some(why) = run_is_dead(&record, lease.as_ref(), now) else {
         return Ok(None);
+    };
+    if let Some(settled) = published(services, &record).await? {
+        match services
+            .catalog
+            .update(&settled, BackupStatus::InProgress)
+            .await
+        {
+            Ok(()) => {}
+            Err(CatalogError::Conflict { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        release_if_held(services, &settled).await;
+        tracing::warn!(backup = %settled.id, database = %settled.database, "a run that died after publishing its backup was settled as completed");
+        return Ok(Some(settled));
     }
     let age = Span::from_seconds((now - record.created_at).num_seconds())
         .map_or_else(|| "?".to_owned(), |s| s.to_string());
@@ -87,7 +168,7 @@ pub async fn reap_one(
         .transition(BackupStatus::Failed)
         .map_err(CatalogError::from)?;
     record.error = Some(format!(
-        "abandoned: still in progress {age} after it started (limit {limit}); the run crashed, was killed or timed out"
+        "abandoned: its run is gone ({why}), found {age} after it started; it crashed, was killed or timed out"
     ));
     record.completed_at = Some(now);
     match services
@@ -100,33 +181,71 @@ pub async fn reap_one(
         Err(CatalogError::Conflict { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    services.store.delete(&record.manifest_key()).await?;
-    services.store.delete(&record.object_key).await?;
-    abort_incomplete_uploads(services, &record.object_key, now - limit.as_delta()).await?;
-    tracing::warn!(backup = %record.id, database = %record.database, age = %age, "abandoned backup marked failed");
+    remove_run_leftovers(services, &record, now).await?;
+    release_if_held(services, &record).await;
+    tracing::warn!(backup = %record.id, database = %record.database, age = %age, why = %why, "abandoned backup marked failed");
     Ok(Some(record))
 }
 
-/// Removes what an interrupted streaming upload of `key` may have left besides the object
-/// itself (open S3 multipart uploads, which cost storage but are invisible to listings).
-/// The directory store needs nothing here: a killed process leaves only hidden temporary files.
-async fn abort_incomplete_uploads(
+/// The record as `completed`, when its run published the object and a manifest that says so
+/// (the manifest names this backup and the object has the recorded size); `None` otherwise.
+async fn published(
     services: &Services,
-    key: &str,
-    older_than: DateTime<Utc>,
+    record: &BackupRecord,
+) -> Result<Option<BackupRecord>, Error> {
+    let Some(object) = services.store.head(&record.object_key).await? else {
+        return Ok(None);
+    };
+    let bytes = match services.store.get(&record.manifest_key()).await {
+        Ok(bytes) => bytes,
+        Err(crate::store::StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+        return Ok(None);
+    };
+    let settled = manifest.backup;
+    let checks_out = settled.id == record.id
+        && settled.database == record.database
+        && settled.object_key == record.object_key
+        && settled.status == BackupStatus::Completed
+        && settled.size_bytes == Some(object.size)
+        && settled.sha256.is_some();
+    Ok(checks_out.then_some(settled))
+}
+
+/// Removes everything a dead run of `record` may have stored: the object, the manifest, and
+/// unfinished uploads of either (hidden temporary files, open multipart uploads).
+pub async fn remove_run_leftovers(
+    services: &Services,
+    record: &BackupRecord,
+    now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let aborted = services
-        .store
-        .abort_incomplete_uploads(key, older_than)
-        .await?;
-    if aborted > 0 {
-        tracing::warn!(
-            key,
-            aborted,
-            "aborted open multipart uploads of an abandoned backup"
-        );
+    services.store.delete(&record.manifest_key()).await?;
+    services.store.delete(&record.object_key).await?;
+    for key in [record.object_key.clone(), record.manifest_key()] {
+        let aborted = services.store.abort_incomplete_uploads(&key, now).await?;
+        if aborted > 0 {
+            tracing::warn!(
+                key,
+                aborted,
+                "removed unfinished uploads of a run that ended"
+            );
+        }
     }
     Ok(())
+}
+
+/// Gives back the lease `record`'s run still holds; a failure only delays the next run until
+/// the lease lapses.
+async fn release_if_held(services: &Services, record: &BackupRecord) {
+    if let Err(e) = services
+        .catalog
+        .release_lease(&record.database, record.id.as_str())
+        .await
+    {
+        tracing::warn!(backup = %record.id, error = %e, "could not release the lease of an ended run; it lapses on its own");
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +276,7 @@ mod tests {
 
     /// What a dump killed mid-upload leaves in S3 (an open multipart upload, a part uploaded)
     /// and in the catalog (an `in_progress` record): the reaper fails the record and aborts
-    /// the upload, and leaves a young run and other databases alone.
+    /// the upload, and leaves a live run (it holds its lease) and other databases alone.
     #[tokio::test]
     async fn an_abandoned_run_and_its_open_multipart_upload_are_cleaned() {
         let Some(config) = moto().await else { return };
@@ -185,6 +304,19 @@ mod tests {
             );
             r.created_at = started;
             services.catalog.insert(&r).await.unwrap();
+            if age == 1 {
+                // The young run is alive: it holds its lease.
+                let lease = Lease {
+                    database: db.into(),
+                    holder: r.id.to_string(),
+                    expires_at: now + Duration::minutes(2),
+                    process: crate::process::current(),
+                };
+                assert_eq!(
+                    services.catalog.acquire_lease(&lease, now).await.unwrap(),
+                    None
+                );
+            }
             let upload = client
                 .create_multipart_upload()
                 .bucket(&bucket)

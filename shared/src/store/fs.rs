@@ -205,6 +205,38 @@ impl ObjectStore for FsStore {
         })?
     }
 
+    /// Removes the hidden temporary files (`.NAME.tmp-…`) of unfinished writes whose key
+    /// starts with `prefix`, last written before `older_than`: what a killed run leaves.
+    /// Symbolic links are never followed.
+    async fn abort_incomplete_uploads(
+        &self,
+        prefix: &str,
+        older_than: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let root = self.root.clone();
+        let prefix_owned = prefix.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk_partials(&root, &root, &prefix_owned, &mut out).map(|()| out)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(self.io("list unfinished writes under", prefix))?;
+        let mut removed = 0;
+        for (path, modified) in found {
+            if modified.is_some_and(|m| m >= older_than) {
+                continue;
+            }
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io("remove unfinished write", prefix)(e)),
+            }
+        }
+        Ok(removed)
+    }
+
     async fn presign_get(
         &self,
         key: &str,
@@ -252,6 +284,61 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> io:
                 size: meta.len(),
                 modified: meta.modified().ok().map(DateTime::<Utc>::from),
             });
+        }
+    }
+    Ok(())
+}
+
+/// The key a hidden temporary file (`.NAME.tmp-HEX`) in `dir` was writing, if it is one.
+fn partial_target(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?;
+    let (target, suffix) = rest.rsplit_once(".tmp-")?;
+    (!target.is_empty() && !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(target)
+}
+
+/// Collects the temporary files of unfinished writes under `dir` whose target key starts with
+/// `prefix`, with their modification times; symlinks (files or directories) are skipped.
+fn walk_partials(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(PathBuf, Option<DateTime<Utc>>)>,
+) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // Does not follow symlinks: a link is neither a directory nor a file here.
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        let relative = path
+            .strip_prefix(root)
+            .expect("walked paths are under the root")
+            .to_string_lossy()
+            .into_owned();
+        if kind.is_dir() && !name.starts_with('.') {
+            let as_dir = format!("{relative}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk_partials(root, &path, prefix, out)?;
+            }
+        } else if kind.is_file() {
+            let Some(target) = partial_target(name) else {
+                continue;
+            };
+            let key = match relative.rsplit_once('/') {
+                Some((parent, _)) => format!("{parent}/{target}"),
+                None => target.to_owned(),
+            };
+            if key.starts_with(prefix) {
+                let modified = entry.metadata()?.modified().ok().map(DateTime::<Utc>::from);
+                out.push((path, modified));
+            }
         }
     }
     Ok(())

@@ -1,1 +1,510 @@
-//! See the table in `main.rs`.
+//! Runs that die, are stopped, or cannot record their end: the next backup of the database
+//! starts at once, nothing they stored is left over, and the record says what happened. See
+//! the table in `main.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgkeep::backends::Services;
+use pgkeep::catalog::sqlite::SqliteCatalog;
+use pgkeep::catalog::Catalog;
+use pgkeep::keys::file::FileKeyProvider;
+use pgkeep::model::{BackupId, BackupKind, BackupStatus};
+use pgkeep::ops::backup::{backup, BackupRequest};
+use pgkeep::postgres::PgTarget;
+use pgkeep::store::fs::FsStore;
+use pgkeep::testing::{CatalogFaults, FaultyCatalog};
+use pgkeep_tests::cli::Pgkeep;
+use pgkeep_tests::{load_sample, unique_name, PgCluster};
+use serde_json::Value;
+
+/// A database with the sample data (scale 1: a dump of a few MB).
+fn source(cluster: &PgCluster) -> String {
+    let db = unique_name("runs");
+    cluster.create_database(&db).unwrap();
+    load_sample(cluster, &db, 1).unwrap();
+    db
+}
+
+/// A directory holding a `pg_dump` that runs the real one, then announces itself by writing
+/// its pid to `marker` and (with `hang`) keeps its stdout open so pgkeep waits: a dump
+/// frozen after writing everything, for as long as the test wants. Without `hang` it first
+/// sleeps `delay` and then dumps: a slow dump.
+fn fake_pg_dump(pgkeep: &Pgkeep, cluster: &PgCluster, name: &str, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = pgkeep.dir.path().join(name);
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = cluster.bin_dir().join("pg_dump");
+    let text = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec '{}' --version; fi\nREAL='{}'\n{script}\n",
+        real.display(),
+        real.display()
+    );
+    let path = bin.join("pg_dump");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// pg_dump that dumps everything, writes its pid to `marker` and then hangs with its stdout
+/// open (pgkeep has streamed the whole archive into its partial object and waits for EOF).
+fn hanging_pg_dump(pgkeep: &Pgkeep, cluster: &PgCluster, marker: &Path) -> PathBuf {
+    fake_pg_dump(
+        pgkeep,
+        cluster,
+        "hanging-bin",
+        &format!(
+            "\"$REAL\" \"$@\" || exit $?\necho $$ > '{m}.tmp' && mv '{m}.tmp' '{m}'\nexec sleep 600",
+            m = marker.display()
+        ),
+    )
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after 60 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `pgkeep backup --json` with the pg_dump of `bin`.
+fn start_backup(pgkeep: &Pgkeep, bin: &Path, extra: &[&str]) -> Child {
+    pgkeep
+        .command()
+        .env("PGKEEP_PG_BIN", bin)
+        .args(["backup", "--json"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting pgkeep backup")
+}
+
+fn send(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Kills the hanging fake pg_dump left behind (its parent was killed outright).
+fn kill_leftover_dump(marker: &Path) {
+    if let Ok(pid) = std::fs::read_to_string(marker) {
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+    }
+}
+
+/// Hidden temporary files (partial objects) anywhere in the repository.
+fn partial_files(repo: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                walk(&path, out);
+            } else if name.starts_with('.') && name.contains(".tmp-") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(repo, &mut out);
+    out
+}
+
+fn the_only(records: &[Value], status: &str) -> Value {
+    let found: Vec<&Value> = records.iter().filter(|r| r["status"] == status).collect();
+    assert_eq!(found.len(), 1, "one {status} record expected: {records:#?}");
+    found[0].clone()
+}
+
+/// The in-progress record of the run under way, once the catalog has it.
+fn wait_for_in_progress(pgkeep: &Pgkeep) -> Value {
+    let mut found = None;
+    wait_for("the run's in_progress record", || {
+        found = pgkeep
+            .list()
+            .into_iter()
+            .find(|r| r["status"] == "in_progress");
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// `kill -9` of a local backup that has streamed its dump into its partial object: the next
+/// backup starts at once (the lease names a process that is gone), the killed run is recorded
+/// as abandoned with the reason, and its partial object is removed.
+#[test]
+fn kill_9_of_a_local_backup_blocks_nothing_and_leaves_nothing() {
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let marker = pgkeep.dir.path().join("pg_dump-hangs");
+    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
+
+    let mut child = start_backup(&pgkeep, &bin, &[]);
+    wait_for("pg_dump to finish writing", || marker.exists());
+    let killed = wait_for_in_progress(&pgkeep);
+    assert!(
+        !partial_files(&pgkeep.repo).is_empty(),
+        "the killed run is mid-write"
+    );
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    kill_leftover_dump(&marker);
+    assert_eq!(out.status.code(), None, "killed by SIGKILL");
+
+    let started = Instant::now();
+    let next = pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the next backup did not wait out a lease"
+    );
+    let records = pgkeep.list();
+    let failed = the_only(&records, "failed");
+    assert_eq!(failed["id"], killed["id"]);
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.starts_with("abandoned"), "{error}");
+    assert!(error.contains("crashed, was killed"), "{error}");
+    assert_eq!(the_only(&records, "completed")["id"], next["id"]);
+    assert!(
+        partial_files(&pgkeep.repo).is_empty(),
+        "{:?}",
+        partial_files(&pgkeep.repo)
+    );
+    assert!(!pgkeep.object_path(&killed).exists());
+}
+
+/// SIGTERM (what systemd, ECS and Kubernetes send) and SIGINT (Ctrl-C) end a backup honestly:
+/// exit 143 / 130, the record failed with the signal's name, no partial object, the lease
+/// free for the next backup at once.
+#[test]
+fn sigterm_and_sigint_record_the_run_failed_and_free_the_database() {
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+        let marker = pgkeep.dir.path().join("pg_dump-hangs");
+        let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
+        let child = start_backup(&pgkeep, &bin, &[]);
+        wait_for("pg_dump to finish writing", || marker.exists());
+        let stopped = wait_for_in_progress(&pgkeep);
+        send(signal, child.id());
+        let out = child.wait_with_output().unwrap();
+        kill_leftover_dump(&marker);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {stderr}");
+        assert!(stderr.contains("recorded as failed"), "{stderr}");
+
+        let record = pgkeep.show(stopped["id"].as_str().unwrap());
+        assert_eq!(record["status"], "failed");
+        assert_eq!(
+            record["error"],
+            format!("interrupted (SIG{signal})"),
+            "{record:#}"
+        );
+        assert!(partial_files(&pgkeep.repo).is_empty());
+        assert!(!pgkeep.object_path(&stopped).exists());
+        pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
+    }
+}
+
+/// Ctrl-C in the first milliseconds of a backup, at whatever point it lands: either nothing
+/// was recorded and pgkeep says so, or the record is failed; never a lease that blocks the
+/// database, never an `in_progress` record left.
+#[test]
+fn ctrl_c_at_once_says_the_truth_and_blocks_nothing() {
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let real = cluster.bin_dir().to_path_buf();
+    for delay_ms in [0u64, 5, 10, 20, 40, 80] {
+        let child = start_backup(&pgkeep, &real, &[]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        send("INT", child.id());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let records = pgkeep.list();
+        assert!(
+            records.iter().all(|r| r["status"] != "in_progress"),
+            "after {delay_ms} ms: {records:#?}"
+        );
+        if stderr.contains("nothing was recorded") {
+            assert_eq!(out.status.code(), Some(130), "{stderr}");
+        } else if stderr.contains("recorded as failed") {
+            assert_eq!(out.status.code(), Some(130), "{stderr}");
+            assert!(records.iter().any(|r| r["status"] == "failed"));
+        }
+        // Whatever happened, the next backup runs at once.
+        pgkeep.backup_ok(&["--pg-bin", real.to_str().unwrap()]);
+    }
+}
+
+/// A dump that runs longer than the abandon-after (a slow pg_dump) keeps its lease: a prune
+/// and a second backup meanwhile, both with `--abandon-after 1s`, neither reap it nor take
+/// its lease, and it completes.
+#[test]
+fn a_dump_longer_than_the_abandon_after_is_not_reaped() {
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let marker = pgkeep.dir.path().join("pg_dump-slow");
+    let release = pgkeep.dir.path().join("pg_dump-go");
+    let bin = fake_pg_dump(
+        &pgkeep,
+        &cluster,
+        "slow-bin",
+        &format!(
+            "touch '{m}'\nwhile [ ! -e '{r}' ]; do sleep 0.05; done\nexec \"$REAL\" \"$@\"",
+            m = marker.display(),
+            r = release.display()
+        ),
+    );
+    let child = start_backup(&pgkeep, &bin, &["--abandon-after", "1s"]);
+    wait_for("the slow pg_dump to start", || marker.exists());
+    let running = wait_for_in_progress(&pgkeep);
+    // Older than the abandon-after by a margin.
+    let started = Instant::now();
+    wait_for("the run to outlive --abandon-after", || {
+        started.elapsed() > Duration::from_secs(3)
+    });
+
+    let prune = pgkeep.run(&[
+        "prune",
+        "--abandon-after",
+        "1s",
+        "--keep-last",
+        "10",
+        "--json",
+    ]);
+    assert!(
+        prune.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prune.stderr)
+    );
+    let report: Value = serde_json::from_slice(&prune.stdout).unwrap();
+    assert_eq!(
+        report["plan"]["abandoned"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["report"]["reaped"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    let (second, _) = pgkeep.backup(&[
+        "--abandon-after",
+        "1s",
+        "--pg-bin",
+        cluster.bin_dir().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains(running["id"].as_str().unwrap()), "{stderr}");
+    assert_eq!(
+        pgkeep.show(running["id"].as_str().unwrap())["status"],
+        "in_progress"
+    );
+
+    std::fs::write(&release, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pgkeep.show(running["id"].as_str().unwrap())["status"],
+        "completed"
+    );
+}
+
+/// The library's view of a local repository (what `pgkeep` opens), optionally with a catalog
+/// whose updates fail.
+fn local_services(pgkeep: &Pgkeep, faults: CatalogFaults) -> Services {
+    let catalog: Arc<dyn Catalog> =
+        Arc::new(SqliteCatalog::open(pgkeep.repo.join("catalog.sqlite3")).unwrap());
+    Services {
+        store: Arc::new(FsStore::new(&pgkeep.repo)),
+        catalog: Arc::new(FaultyCatalog::new(catalog, faults)),
+        keys: Arc::new(FileKeyProvider::load_or_create(&pgkeep.key).unwrap()),
+    }
+}
+
+/// The heartbeat: a run renews its lease while it runs, so a lease timeout far shorter than
+/// the dump never frees it; once the run ends the lease is gone.
+#[test]
+fn the_heartbeat_keeps_a_long_runs_lease_past_its_timeout() {
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new();
+    let release = pgkeep.dir.path().join("pg_dump-go");
+    let bin = fake_pg_dump(
+        &pgkeep,
+        &cluster,
+        "slow-bin",
+        &format!(
+            "while [ ! -e '{r}' ]; do sleep 0.05; done\nexec \"$REAL\" \"$@\"",
+            r = release.display()
+        ),
+    );
+    let services = local_services(&pgkeep, CatalogFaults::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut request = BackupRequest::new(
+        PgTarget::parse(&cluster.url(&db)).unwrap(),
+        BackupKind::Manual,
+    );
+    request.pg_bin = Some(bin);
+    request.lease_ttl = chrono::Duration::seconds(1);
+    let catalog = services.catalog.clone();
+    let first_lease = runtime.block_on(async {
+        let run = tokio::spawn({
+            let services = Services {
+                store: services.store.clone(),
+                catalog: services.catalog.clone(),
+                keys: services.keys.clone(),
+            };
+            let request = request.clone();
+            async move { backup(&services, &request, Arc::default()).await }
+        });
+        let mut first = None;
+        while first.is_none() {
+            first = catalog.get_lease(&db).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let first = first.unwrap();
+        // Three timeouts later the lease is still this run's, and not expired.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = chrono::Utc::now();
+        let lease = catalog.get_lease(&db).await.unwrap().unwrap();
+        assert_eq!(lease.holder, first.holder);
+        assert!(lease.expires_at > now, "renewed: {lease:?}");
+        assert!(lease.expires_at > first.expires_at + chrono::Duration::seconds(2));
+        std::fs::write(&release, b"").unwrap();
+        let record = run.await.unwrap().unwrap();
+        assert_eq!(record.status, BackupStatus::Completed);
+        first
+    });
+    assert_eq!(runtime.block_on(catalog.get_lease(&db)).unwrap(), None);
+    assert!(first_lease.process.is_some());
+}
+
+/// The final catalog write fails (a full disk under the catalog, a lost connection): the run
+/// fails loudly with its object and manifest published and its record `in_progress`. It gives
+/// its lease back, and the next reaper pass (here: the next backup) settles the record as
+/// `completed` from the manifest; a published run whose manifest does not check out is failed
+/// and its keys removed instead.
+#[test]
+fn a_failed_final_catalog_write_is_settled_by_the_next_reaper_pass() {
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let broken = local_services(
+        &pgkeep,
+        CatalogFaults {
+            update: true,
+            ..Default::default()
+        },
+    );
+    let mut request = BackupRequest::new(
+        PgTarget::parse(&cluster.url(&db)).unwrap(),
+        BackupKind::Manual,
+    );
+    request.pg_bin = Some(cluster.bin_dir().to_path_buf());
+
+    let mut ids: Vec<BackupId> = Vec::new();
+    for _ in 0..2 {
+        let id = BackupId::generate(chrono::Utc::now());
+        request.id = Some(id.clone());
+        let err = runtime
+            .block_on(backup(&broken, &request, Arc::default()))
+            .unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        let record = runtime.block_on(broken.catalog.get(&id)).unwrap();
+        assert_eq!(record.status, BackupStatus::InProgress);
+        assert!(runtime
+            .block_on(broken.store.head(&record.object_key))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            runtime.block_on(broken.catalog.get_lease(&db)).unwrap(),
+            None
+        );
+        ids.push(id);
+    }
+    // The second run's manifest is damaged: it cannot be settled as completed.
+    let damaged = runtime.block_on(broken.catalog.get(&ids[1])).unwrap();
+    runtime
+        .block_on(broken.store.put(&damaged.manifest_key(), b"{".to_vec()))
+        .unwrap();
+
+    let next = pgkeep.backup_ok(&[]);
+    let settled = pgkeep.show(ids[0].as_str());
+    assert_eq!(settled["status"], "completed", "{settled:#}");
+    assert!(settled["sha256"].is_string());
+    assert!(pgkeep.object_path(&settled).exists());
+    let failed = pgkeep.show(ids[1].as_str());
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert!(failed["error"].as_str().unwrap().starts_with("abandoned"));
+    assert!(!pgkeep.object_path(&failed).exists());
+    assert!(pgkeep.list().iter().all(|r| r["status"] != "in_progress"));
+    assert_eq!(next["status"], "completed");
+    // The settled backup is a real one: it verifies.
+    let (out, verified) = pgkeep.verify(&[ids[0].as_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(verified["status"], "verified");
+}
+
+/// `kill -9` of a backup to S3 with the DynamoDB catalog (moto): the next backup starts at
+/// once (same host: the lease's process is gone; elsewhere it would wait at most the
+/// heartbeat timeout), the killed run is recorded as abandoned, and no multipart upload stays
+/// open.
+#[test]
+fn kill_9_of_an_s3_backup_blocks_nothing_and_leaves_no_open_upload() {
+    let Some(moto) = pgkeep_tests::aws::Moto::start() else {
+        return;
+    };
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new()
+        .database_url(cluster.url(&db))
+        .with_urls(&moto.repo_url(), &moto.catalog_url(), &moto.key_url())
+        .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint)
+        .env("PGKEEP_S3_PART_SIZE_MIB", "5");
+    let marker = pgkeep.dir.path().join("pg_dump-hangs");
+    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
+
+    let mut child = start_backup(&pgkeep, &bin, &[]);
+    wait_for("pg_dump to finish writing", || marker.exists());
+    let killed = wait_for_in_progress(&pgkeep);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kill_leftover_dump(&marker);
+
+    let started = Instant::now();
+    let next = pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let failed = pgkeep.show(killed["id"].as_str().unwrap());
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert!(failed["error"].as_str().unwrap().starts_with("abandoned"));
+    assert_eq!(
+        pgkeep.show(next["id"].as_str().unwrap())["status"],
+        "completed"
+    );
+    assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
+    assert!(!moto
+        .objects()
+        .iter()
+        .any(|k| k.contains(killed["id"].as_str().unwrap())));
+}

@@ -186,6 +186,14 @@ impl Fixture {
             }
             ids.insert(*name, id);
         }
+        // a2's run is alive: it holds its database's lease and keeps it renewed.
+        let live = crate::model::Lease {
+            database: "shop".into(),
+            holder: ids["a2"].to_string(),
+            expires_at: at(NOW) + chrono::TimeDelta::days(1),
+            process: None,
+        };
+        assert_eq!(catalog.acquire_lease(&live, at(NOW)).await.unwrap(), None);
         store.put(STRAY, b"?".to_vec()).await.unwrap();
         Fixture {
             _dir: dir,
@@ -390,7 +398,7 @@ async fn prune_reaps_repairs_deletes_and_audits() {
     assert!(a1
         .error
         .unwrap()
-        .starts_with("abandoned: still in progress 2h after it started (limit 20m)"));
+        .starts_with("abandoned: its run is gone (the lease belongs to another run"));
 
     // One audit entry per deletion and per repaired backup.
     let audit = f.catalog.list_audit(None, 100).await.unwrap();
@@ -675,8 +683,9 @@ async fn the_reaper_fails_abandoned_runs_only() {
     let a2 = f.catalog.get(&f.ids["a2"]).await.unwrap();
     assert_eq!(a2.status, BackupStatus::InProgress);
 
-    // Later, a2 is abandoned too; a run that finished meanwhile is left alone.
-    let later = now + chrono::TimeDelta::minutes(30);
+    // Later, a2's run finished on its own: it is left alone although its lease was never
+    // given back (and, once lapsed, would mark a run abandoned).
+    let later = now + chrono::TimeDelta::days(2);
     let mut finished = a2.clone();
     finished.status = BackupStatus::Completed;
     f.catalog
