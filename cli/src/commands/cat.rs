@@ -10,14 +10,10 @@ use pgkeep::model::BackupId;
 use pgkeep::ops;
 use pgkeep::outfile::{OutputError, OutputFile};
 use tokio::io::AsyncWriteExt;
-use tokio::signal::unix::{signal, SignalKind};
 
-use super::{parse_id, usage, Failure, EXIT_INTERRUPTED};
+use super::{parse_id, usage, Failure};
 use crate::args::CatArgs;
 use crate::resolve::Resolver;
-
-/// Exit code when terminated (128 + SIGTERM).
-const EXIT_TERMINATED: u8 = 143;
 
 pub async fn run(resolver: &Resolver<'_>, args: &CatArgs) -> Result<u8, Failure> {
     let id = parse_id(&args.id)?;
@@ -48,7 +44,7 @@ async fn cat(
             let mut out = OutputFile::create(path).await.map_err(output_failure)?;
             let copied = tokio::select! {
                 r = tokio::io::copy(&mut archive, out.writer()) => Ok(r),
-                code = interrupted() => Err(code),
+                signal = pgkeep::signals::received() => Err(signal.exit_code()),
             };
             match copied {
                 // Dropping `out` removes the unfinished temporary file.
@@ -71,17 +67,5 @@ fn output_failure(e: OutputError) -> Failure {
     Failure {
         code: e.kind().exit_code() as u8,
         message: e.to_string(),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM with the exit code a shell reports for it.
-async fn interrupted() -> u8 {
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return EXIT_INTERRUPTED;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => EXIT_INTERRUPTED,
-        _ = term.recv() => EXIT_TERMINATED,
     }
 }
