@@ -79,8 +79,8 @@ pub struct PartialUpload {
     /// Which upload: the hidden temporary file's path under the store root (a directory), or
     /// the multipart upload id (S3).
     pub handle: String,
-    /// Bytes stored so far (S3: the uploaded parts).
-    pub size: u64,
+    /// Bytes stored so far (S3: the uploaded parts), when the store would say.
+    pub size: Option<u64>,
     /// When it was started (S3) or last written (a directory), when the store says.
     pub started: Option<DateTime<Utc>>,
 }

@@ -64,10 +64,10 @@ pub enum Orphan {
 }
 
 impl Orphan {
-    /// Its size in bytes.
+    /// Its size in bytes (0 when the store would not say).
     pub fn size(&self) -> u64 {
         match self {
-            Orphan::Upload { upload, .. } => upload.size,
+            Orphan::Upload { upload, .. } => upload.size.unwrap_or(0),
             Orphan::Staged { size, .. } => *size,
         }
     }
@@ -90,7 +90,7 @@ impl Orphan {
 pub struct Swept {
     /// How many orphans were removed.
     pub count: usize,
-    /// Their bytes.
+    /// Their bytes (of those whose size is known).
     pub bytes: u64,
     /// What each was ([`Orphan::describe`]).
     pub removed: Vec<String>,

@@ -389,7 +389,7 @@ fn walk_partials(
                 out.push(PartialUpload {
                     key,
                     handle: relative,
-                    size: meta.len(),
+                    size: Some(meta.len()),
                     started: meta.modified().ok().map(DateTime::<Utc>::from),
                 });
             }

@@ -203,7 +203,7 @@ impl S3Store {
                 out.push(PartialUpload {
                     key: key.to_owned(),
                     handle: id.to_owned(),
-                    size: inner.uploaded_bytes(s3_key, id).await?,
+                    size: inner.uploaded_bytes(s3_key, id).await,
                     started: upload.initiated().and_then(to_chrono),
                 });
             }
@@ -284,9 +284,10 @@ impl Inner {
         self.io_error(op, key, format!("{}{hint}", describe(err)))
     }
 
-    /// The bytes of the parts uploaded so far to one multipart upload; an upload that is gone
-    /// meanwhile has none.
-    async fn uploaded_bytes(&self, s3_key: &str, upload_id: &str) -> Result<u64, StoreError> {
+    /// The bytes of the parts uploaded so far to one multipart upload (an upload gone meanwhile
+    /// has none), or `None` when S3 would not say: the size is for the report only, so a
+    /// failure here must not stop the sweep.
+    async fn uploaded_bytes(&self, s3_key: &str, upload_id: &str) -> Option<u64> {
         let mut total = 0u64;
         let mut marker: Option<String> = None;
         loop {
@@ -301,14 +302,16 @@ impl Inner {
                 .await
             {
                 Ok(page) => page,
-                Err(e) if error_code(&e) == Some("NoSuchUpload") => return Ok(total),
+                Err(e) if error_code(&e) == Some("NoSuchUpload") => return Some(total),
                 Err(e) => {
-                    return Err(self.sdk_error(
+                    let e = self.sdk_error(
                         "list the parts of the multipart upload of",
                         s3_key,
                         "s3:ListMultipartUploadParts",
                         &e,
-                    ))
+                    );
+                    tracing::warn!(error = %e, "the size of an open multipart upload is unknown");
+                    return None;
                 }
             };
             total += page
@@ -318,7 +321,7 @@ impl Inner {
                 .sum::<u64>();
             match (page.is_truncated(), page.next_part_number_marker()) {
                 (Some(true), Some(next)) => marker = Some(next.to_owned()),
-                _ => return Ok(total),
+                _ => return Some(total),
             }
         }
     }

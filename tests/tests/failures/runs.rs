@@ -11,7 +11,7 @@ use pgkeep::backends::Services;
 use pgkeep::catalog::sqlite::SqliteCatalog;
 use pgkeep::catalog::Catalog;
 use pgkeep::keys::file::FileKeyProvider;
-use pgkeep::model::{BackupId, BackupKind, BackupStatus};
+use pgkeep::model::{path_segment, BackupId, BackupKind, BackupStatus};
 use pgkeep::ops::backup::{backup, BackupRequest};
 use pgkeep::postgres::PgTarget;
 use pgkeep::store::fs::FsStore;
@@ -698,4 +698,96 @@ fn prune_sweeps_the_staged_file_of_a_killed_parallel_restore() {
     assert_eq!(done["report"]["swept"]["count"], 1, "{done:#}");
     assert_eq!(done["report"]["swept"]["bytes"], staged_bytes);
     assert!(staged_files(&staging).is_empty());
+}
+
+/// Opens a multipart upload of `s3_key` with one 5 MiB part, as a run does before S3 goes
+/// away; returns the part's size.
+fn open_upload(moto: &pgkeep_tests::aws::Moto, s3_key: &str) -> u64 {
+    let part = vec![7u8; 5 * 1024 * 1024];
+    let len = part.len() as u64;
+    moto.runtime.block_on(async {
+        let s3 = moto.s3();
+        let upload = s3
+            .create_multipart_upload()
+            .bucket(&moto.bucket)
+            .key(s3_key)
+            .send()
+            .await
+            .unwrap();
+        s3.upload_part()
+            .bucket(&moto.bucket)
+            .key(s3_key)
+            .upload_id(upload.upload_id().unwrap())
+            .part_number(1)
+            .body(part.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    len
+}
+
+/// S3 went away mid-upload, so the failed run's abort failed too: its multipart upload stays
+/// open although its record is `failed` (the reaper never looks at it again). The next prune
+/// (S3 and DynamoDB on moto) lists it under `--dry-run`, then aborts it and reports its
+/// bytes. An open upload no record names is aborted once older than the abandon-after: moto
+/// dates every upload 2010-11-10 whatever its age, so here it is always old enough (on AWS the
+/// real start time decides).
+#[test]
+fn prune_aborts_the_open_upload_of_a_failed_s3_run() {
+    let Some(moto) = pgkeep_tests::aws::Moto::start() else {
+        return;
+    };
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new()
+        .database_url(cluster.url(&db))
+        .with_urls(&moto.repo_url(), &moto.catalog_url(), &moto.key_url())
+        .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint);
+    let bin = fake_pg_dump(
+        &pgkeep,
+        &cluster,
+        "failing-bin",
+        "echo 'server closed the connection' >&2\nexit 1",
+    );
+    let (out, _) = pgkeep.backup(&["--pg-bin", bin.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let failed = the_only(&pgkeep.list(), "failed");
+    let object_key = failed["object_key"].as_str().unwrap();
+    let failed_bytes = open_upload(&moto, &moto.s3_key(object_key));
+    let stray_key = format!(
+        "{}/2026/01/20260101T000000000Z-0badf00d.pgkeep",
+        path_segment(&db)
+    );
+    let stray_bytes = open_upload(&moto, &moto.s3_key(&stray_key));
+    assert_eq!(moto.open_uploads().len(), 2);
+
+    let dry = prune_json(&pgkeep, &["--dry-run"]);
+    let orphans = dry["plan"]["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 2, "{dry:#}");
+    let of = |key: &str| {
+        orphans
+            .iter()
+            .find(|o| o["key"] == key)
+            .unwrap_or_else(|| panic!("{key} not listed: {dry:#}"))
+            .clone()
+    };
+    assert_eq!(of(object_key)["backup"], failed["id"]);
+    assert_eq!(of(&stray_key)["backup"], Value::Null);
+    // The uploaded parts' bytes, or null where S3 does not say: moto answers ListParts with
+    // a `ListPartsResponse` root the SDK cannot parse.
+    let size_of = |key: &str, bytes: u64| {
+        let size = of(key)["size"].clone();
+        assert!(size == bytes || size.is_null(), "{key}: {size}");
+        size.as_u64().unwrap_or(0)
+    };
+    let known = size_of(object_key, failed_bytes) + size_of(&stray_key, stray_bytes);
+    assert_eq!(moto.open_uploads().len(), 2, "a dry run aborts nothing");
+
+    let done = prune_json(&pgkeep, &[]);
+    assert_eq!(done["report"]["swept"]["count"], 2, "{done:#}");
+    assert_eq!(done["report"]["swept"]["bytes"], known, "{done:#}");
+    assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
+    // A backup after that works as usual.
+    pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
 }
