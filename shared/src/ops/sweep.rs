@@ -189,7 +189,7 @@ pub fn find_staged(dir: &Path, older_than: DateTime<Utc>) -> io::Result<Vec<Orph
             why,
         });
     }
-    out.sort_by(|a, b| a.describe().cmp(&b.describe()));
+    out.sort_by_key(Orphan::describe);
     Ok(out)
 }
 
