@@ -389,6 +389,7 @@ async fn execute(
     // 1. The whole object, checked, before any database is touched (staged when parallel).
     let (staged, sinks) = match &plan.staging_dir {
         Some(dir) => {
+            super::sweep::remove_staged_of_gone_processes(dir).await;
             let (staged, file) = StagedArchive::create(dir, &plan.record.id).await?;
             (Some(staged), vec![Sink::File(file)])
         }

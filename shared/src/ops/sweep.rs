@@ -221,6 +221,40 @@ pub async fn remove(services: &Services, orphans: &[Orphan]) -> Result<Swept, Er
     Ok(swept)
 }
 
+/// Removes the staged files in `dir` whose restore process is gone on this host (what a
+/// killed `restore --jobs` left), before a restore stages its own; failures are only logged
+/// (prune sweeps again).
+pub async fn remove_staged_of_gone_processes(dir: &Path) {
+    let dir = dir.to_owned();
+    let result = tokio::task::spawn_blocking(move || {
+        // No age qualifies: files without a process are left to prune.
+        let orphans = find_staged(&dir, DateTime::<Utc>::MIN_UTC)?;
+        let mut bytes = 0;
+        for o in &orphans {
+            if let Orphan::Staged { path, size, .. } = o {
+                remove_staged(path)?;
+                bytes += size;
+            }
+        }
+        Ok::<_, io::Error>((orphans.len(), bytes))
+    })
+    .await;
+    match result {
+        Ok(Ok((0, _))) => {}
+        Ok(Ok((count, bytes))) => {
+            tracing::warn!(
+                count,
+                bytes,
+                "removed staged files of restores that were killed"
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not sweep the staging directory; prune will")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not sweep the staging directory; prune will"),
+    }
+}
+
 /// Removes a staged file only if it still is a regular file of our naming.
 fn remove_staged(path: &Path) -> io::Result<()> {
     let ours = path

@@ -698,6 +698,52 @@ fn prune_sweeps_the_staged_file_of_a_killed_parallel_restore() {
     assert_eq!(done["report"]["swept"]["count"], 1, "{done:#}");
     assert_eq!(done["report"]["swept"]["bytes"], staged_bytes);
     assert!(staged_files(&staging).is_empty());
+
+    // Killed again: the next `restore --jobs` into the same staging directory removes it too.
+    std::fs::remove_file(&marker).unwrap();
+    let mut child = pgkeep
+        .command()
+        .env("PGKEEP_PG_BIN", &bin)
+        .args([
+            "restore",
+            backup["id"].as_str().unwrap(),
+            "--target-db",
+            &unique_name("staged"),
+            "--jobs",
+            "2",
+            "--staging-dir",
+            staging_arg,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("pg_restore to start on the staged file", || marker.exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kill_leftover_dump(&marker);
+    assert_eq!(staged_files(&staging).len(), 1);
+    let (out, _) = pgkeep.restore(&[
+        backup["id"].as_str().unwrap(),
+        "--target-db",
+        &unique_name("restored"),
+        "--jobs",
+        "2",
+        "--staging-dir",
+        staging_arg,
+        "--pg-bin",
+        cluster.bin_dir().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        staged_files(&staging).is_empty(),
+        "{:?}",
+        staged_files(&staging)
+    );
 }
 
 /// Opens a multipart upload of `s3_key` with one 5 MiB part, as a run does before S3 goes
