@@ -200,6 +200,15 @@ pub struct PruneArgs {
     /// The plan (and what was done) as JSON on stdout.
     #[arg(long, help_heading = "Options")]
     pub json: bool,
+    /// The staging directory of `restore --jobs`, swept for the files of killed restores
+    /// [default: the system temp directory].
+    #[arg(
+        long,
+        env = "PGKEEP_STAGING_DIR",
+        value_name = "DIR",
+        help_heading = "Options"
+    )]
+    pub staging_dir: Option<PathBuf>,
     /// Decide as of this time (RFC 3339); only with --dry-run.
     #[arg(long, hide = true, value_parser = parse_time, requires = "dry_run")]
     pub now: Option<DateTime<Utc>>,

@@ -400,23 +400,34 @@ pub fn print_prune_plan(plan: &PrunePlan) {
     for k in &plan.unknown_keys {
         println!("unknown key (no record mentions it; left alone): {k}");
     }
+    for o in &plan.orphans {
+        println!(
+            "orphan: {}, {}: will be removed",
+            shown(&o.describe()),
+            human_bytes(o.size())
+        );
+    }
     let removals = plan.removals().count();
     println!(
-        "{} to remove, {} kept, {} abandoned, {} leftover keys",
+        "{} to remove, {} kept, {} abandoned, {} leftover keys, {} orphans ({})",
         removals,
         plan.decisions.len() - removals,
         plan.abandoned.len(),
-        plan.repairs.len()
+        plan.repairs.len(),
+        plan.orphans.len(),
+        human_bytes(plan.orphans.iter().map(|o| o.size()).sum())
     );
 }
 
 /// What a prune did.
 pub fn print_prune_report(report: &PruneReport) {
     println!(
-        "removed {} backups, marked {} abandoned runs failed, removed {} leftover keys{}",
+        "removed {} backups, marked {} abandoned runs failed, removed {} leftover keys, swept {} orphans ({}){}",
         report.deleted.len(),
         report.reaped.len(),
         report.repaired.len(),
+        report.swept.count,
+        human_bytes(report.swept.bytes),
         if report.skipped.is_empty() {
             String::new()
         } else {

@@ -32,6 +32,7 @@ pub mod reaper;
 mod replay;
 pub mod restore;
 pub mod scratch;
+pub mod sweep;
 pub mod verify;
 
 /// Why an operation failed; every message says what happened and, where it can, what to do.

@@ -71,6 +71,20 @@ pub struct ObjectMeta {
     pub modified: Option<DateTime<Utc>>,
 }
 
+/// An unfinished upload in a store: what a run is writing, or what a run that died left.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartialUpload {
+    /// The key it would publish.
+    pub key: String,
+    /// Which upload: the hidden temporary file's path under the store root (a directory), or
+    /// the multipart upload id (S3).
+    pub handle: String,
+    /// Bytes stored so far (S3: the uploaded parts), when the store would say.
+    pub size: Option<u64>,
+    /// When it was started (S3) or last written (a directory), when the store says.
+    pub started: Option<DateTime<Utc>>,
+}
+
 /// What S3 Object Lock says about an object: while retained or held it cannot be deleted, so
 /// pgkeep refuses to delete its backup rather than leave a record that lies.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -144,6 +158,16 @@ pub trait ObjectStore: Send + Sync {
         _older_than: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         Ok(0)
+    }
+    /// Every unfinished upload whose key starts with `prefix`, for the orphan sweep (which
+    /// decides whose they are). Stores without such a thing list none.
+    async fn partial_uploads(&self, _prefix: &str) -> Result<Vec<PartialUpload>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Discards one unfinished upload listed by [`ObjectStore::partial_uploads`]; one already
+    /// gone is no error, so a sweep can be repeated.
+    async fn discard_partial_upload(&self, _upload: &PartialUpload) -> Result<(), StoreError> {
+        Ok(())
     }
     /// The Object Lock protection of an object: `None` when it has none, does not exist, or the
     /// store has no such thing (a directory).

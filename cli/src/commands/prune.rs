@@ -20,6 +20,11 @@ pub async fn run(resolver: &Resolver<'_>, args: &PruneArgs) -> Result<u8, Failur
         database: args.database.clone(),
         now: args.now.unwrap_or_else(Utc::now),
         abandon_after: resolver.abandon_after,
+        staging_dir: Some(
+            args.staging_dir
+                .clone()
+                .unwrap_or_else(ops::restore::default_staging_dir),
+        ),
     };
     let actor = resolver.actor(&args.actor);
     prune(&services, &request, args, &actor).await

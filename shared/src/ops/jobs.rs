@@ -694,6 +694,8 @@ impl Jobs {
             database: None,
             now,
             abandon_after: self.settings.abandon_after,
+            // A Lambda restores without staging: there is no staging directory to sweep.
+            staging_dir: None,
         };
         let plan = prune::plan(&self.services, &request).await?;
         let report = prune::execute(&self.services, &plan, "schedule").await?;

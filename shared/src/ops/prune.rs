@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::sweep::{self, Orphan, Swept};
 use super::{list::list_all, reaper, DeleteRefusal, Error};
 use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
@@ -43,6 +44,9 @@ pub struct PruneRequest {
     pub now: DateTime<Utc>,
     /// In-progress records older than this are abandoned.
     pub abandon_after: Span,
+    /// Where `restore --jobs` stages archives, swept for those of killed restores; `None`
+    /// sweeps no staging directory.
+    pub staging_dir: Option<std::path::PathBuf>,
 }
 
 /// An in-progress backup the reaper will mark failed.
@@ -105,6 +109,9 @@ pub struct PrunePlan {
     /// Keys under a database's prefix that no record mentions (left alone: they may belong to
     /// a run that started after the catalog was read, or to someone else).
     pub unknown_keys: Vec<String>,
+    /// What no live run owns and will be removed: unfinished uploads in the store, staged
+    /// restore files (see [`sweep`]).
+    pub orphans: Vec<Orphan>,
 }
 
 impl PrunePlan {
@@ -115,7 +122,10 @@ impl PrunePlan {
 
     /// Whether executing the plan would change nothing.
     pub fn is_noop(&self) -> bool {
-        self.abandoned.is_empty() && self.repairs.is_empty() && self.removals().next().is_none()
+        self.abandoned.is_empty()
+            && self.repairs.is_empty()
+            && self.orphans.is_empty()
+            && self.removals().next().is_none()
     }
 }
 
@@ -130,6 +140,8 @@ pub struct PruneReport {
     pub repaired: Vec<String>,
     /// Planned deletions not done because the backup changed since the plan.
     pub skipped: Vec<Skipped>,
+    /// Orphans removed: how many, how large.
+    pub swept: Swept,
 }
 
 /// A planned deletion that was not carried out.
@@ -220,6 +232,26 @@ pub async fn plan(services: &Services, request: &PruneRequest) -> Result<PrunePl
         unknown_keys.extend(stored.into_iter().filter(|k| !known.contains(k)));
     }
 
+    let older_than = request.now - request.abandon_after.as_delta();
+    let prefix = request
+        .database
+        .as_deref()
+        .map_or_else(String::new, |db| format!("{}/", path_segment(db)));
+    let mut orphans =
+        sweep::find_uploads(services, &prefix, &records, &abandoned_ids, older_than).await?;
+    if let Some(dir) = &request.staging_dir {
+        let dir = dir.clone();
+        let staged = tokio::task::spawn_blocking(move || sweep::find_staged(&dir, older_than))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| Error::Io {
+                context: "listing the staging directory",
+                source,
+            })?;
+        orphans.extend(staged);
+    }
+
     Ok(PrunePlan {
         now: request.now,
         policy: request.policy.clone(),
@@ -230,10 +262,11 @@ pub async fn plan(services: &Services, request: &PruneRequest) -> Result<PrunePl
         repairs,
         missing,
         unknown_keys,
+        orphans,
     })
 }
 
-/// Carries out `plan`: reaps, repairs, then deletes. Stops at the first storage or catalog
+/// Carries out `plan`: reaps, repairs, sweeps orphans, then deletes. Stops at the first storage or catalog
 /// failure and returns it; whatever was half done is repaired by the next prune. Deletions
 /// refused because the backup changed since the plan are skipped and reported.
 pub async fn execute(
@@ -275,6 +308,8 @@ pub async fn execute(
         .await?;
         report.repaired.extend(keys);
     }
+
+    report.swept = sweep::remove(services, &plan.orphans).await?;
 
     for d in plan.removals() {
         let request = DeleteRequest {

@@ -260,7 +260,7 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
         let dir = request
             .staging_dir
             .clone()
-            .unwrap_or_else(std::env::temp_dir);
+            .unwrap_or_else(default_staging_dir);
         let needed = manifest.archive.archive_bytes + STAGING_HEADROOM;
         let available = free_space(&dir)?;
         if available < needed {
@@ -389,6 +389,7 @@ async fn execute(
     // 1. The whole object, checked, before any database is touched (staged when parallel).
     let (staged, sinks) = match &plan.staging_dir {
         Some(dir) => {
+            super::sweep::remove_staged_of_gone_processes(dir).await;
             let (staged, file) = StagedArchive::create(dir, &plan.record.id).await?;
             (Some(staged), vec![Sink::File(file)])
         }
@@ -599,8 +600,15 @@ async fn audit(
     Ok(())
 }
 
+/// Where `restore --jobs` stages archives when no staging directory is set (and so where
+/// prune looks for those of killed restores): the system temp directory.
+pub fn default_staging_dir() -> PathBuf {
+    std::env::temp_dir()
+}
+
 /// The decrypted archive on local disk for `pg_restore --jobs` (which cannot read stdin):
-/// created 0600, removed when dropped, whatever happened.
+/// created 0600, removed when dropped, whatever happened; named after this process so that the
+/// orphan sweep removes it once a `kill -9` has left it (see [`super::sweep`]).
 struct StagedArchive {
     path: PathBuf,
 }
@@ -609,7 +617,7 @@ impl StagedArchive {
     async fn create(dir: &Path, id: &BackupId) -> Result<(Self, tokio::fs::File), Error> {
         let mut random = [0u8; 4];
         getrandom::fill(&mut random).expect("the operating system's random source failed");
-        let path = dir.join(format!(".pgkeep-restore-{id}-{}.dump", hex::encode(random)));
+        let path = dir.join(super::sweep::staged_file_name(id, &hex::encode(random)));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

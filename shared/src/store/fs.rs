@@ -15,7 +15,8 @@ use tokio::fs::File;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::{
-    validate_key, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, PresignedGet, StoreError,
+    validate_key, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, PartialUpload, PresignedGet,
+    StoreError,
 };
 
 /// Objects as files under a root directory; keys map to relative paths.
@@ -224,17 +225,64 @@ impl ObjectStore for FsStore {
         .and_then(|r| r)
         .map_err(self.io("list unfinished writes under", prefix))?;
         let mut removed = 0;
-        for (path, modified) in found {
-            if modified.is_some_and(|m| m >= older_than) {
+        for partial in found {
+            if partial.started.is_some_and(|m| m >= older_than) {
                 continue;
             }
-            match tokio::fs::remove_file(&path).await {
+            match tokio::fs::remove_file(self.root.join(&partial.handle)).await {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.io("remove unfinished write", prefix)(e)),
             }
         }
         Ok(removed)
+    }
+
+    /// The hidden temporary files (`.NAME.tmp-HEX`) of unfinished writes, by the key they
+    /// would publish; symbolic links are never followed.
+    async fn partial_uploads(&self, prefix: &str) -> Result<Vec<PartialUpload>, StoreError> {
+        let root = self.root.clone();
+        let prefix_owned = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk_partials(&root, &root, &prefix_owned, &mut out).map(|()| out)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(self.io("list unfinished writes under", prefix))
+    }
+
+    /// Removes the temporary file, only if it still is a regular file named like ours (a
+    /// symlink put in its place is left alone).
+    async fn discard_partial_upload(&self, upload: &PartialUpload) -> Result<(), StoreError> {
+        let relative = Path::new(&upload.handle);
+        let ours = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+            && relative
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(partial_target)
+                .is_some();
+        if !ours {
+            return Err(StoreError::InvalidKey {
+                key: upload.handle.clone(),
+                why: "not the temporary file of an unfinished write",
+            });
+        }
+        let path = self.root.join(relative);
+        match tokio::fs::symlink_metadata(&path).await {
+            Ok(meta) if meta.file_type().is_file() => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io("inspect unfinished write", &upload.key)(e)),
+        }
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io("remove unfinished write", &upload.key)(e)),
+        }
     }
 
     async fn presign_get(
@@ -298,12 +346,13 @@ fn partial_target(name: &str) -> Option<&str> {
 }
 
 /// Collects the temporary files of unfinished writes under `dir` whose target key starts with
-/// `prefix`, with their modification times; symlinks (files or directories) are skipped.
+/// `prefix`, with their sizes and modification times; symlinks (files or directories) are
+/// skipped.
 fn walk_partials(
     root: &Path,
     dir: &Path,
     prefix: &str,
-    out: &mut Vec<(PathBuf, Option<DateTime<Utc>>)>,
+    out: &mut Vec<PartialUpload>,
 ) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -336,8 +385,13 @@ fn walk_partials(
                 None => target.to_owned(),
             };
             if key.starts_with(prefix) {
-                let modified = entry.metadata()?.modified().ok().map(DateTime::<Utc>::from);
-                out.push((path, modified));
+                let meta = entry.metadata()?;
+                out.push(PartialUpload {
+                    key,
+                    handle: relative,
+                    size: Some(meta.len()),
+                    started: meta.modified().ok().map(DateTime::<Utc>::from),
+                });
             }
         }
     }

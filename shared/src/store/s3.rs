@@ -19,8 +19,8 @@ use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
 
 use super::{
-    validate_key, ObjectLock, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, PresignedGet,
-    StoreError,
+    validate_key, ObjectLock, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, PartialUpload,
+    PresignedGet, StoreError,
 };
 use crate::aws::{describe, error_code};
 
@@ -165,6 +165,60 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// The open multipart uploads under `prefix` (a store key prefix), with the bytes of their
+    /// uploaded parts (what they cost until aborted).
+    pub async fn partial_uploads(&self, prefix: &str) -> Result<Vec<PartialUpload>, StoreError> {
+        let inner = &self.inner;
+        let full_prefix = inner.s3_prefix(prefix);
+        let own_prefix = inner.s3_prefix("");
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut upload_marker: Option<String> = None;
+        loop {
+            let page = inner
+                .client
+                .list_multipart_uploads()
+                .bucket(&inner.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_marker.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    inner.sdk_error(
+                        "list multipart uploads under",
+                        prefix,
+                        "s3:ListBucketMultipartUploads",
+                        &e,
+                    )
+                })?;
+            for upload in page.uploads() {
+                let (Some(s3_key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                let Some(key) = s3_key.strip_prefix(&own_prefix) else {
+                    continue;
+                };
+                out.push(PartialUpload {
+                    key: key.to_owned(),
+                    handle: id.to_owned(),
+                    size: inner.uploaded_bytes(s3_key, id).await,
+                    started: upload.initiated().and_then(to_chrono),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
 fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
@@ -228,6 +282,48 @@ impl Inner {
             _ => String::new(),
         };
         self.io_error(op, key, format!("{}{hint}", describe(err)))
+    }
+
+    /// The bytes of the parts uploaded so far to one multipart upload (an upload gone meanwhile
+    /// has none), or `None` when S3 would not say: the size is for the report only, so a
+    /// failure here must not stop the sweep.
+    async fn uploaded_bytes(&self, s3_key: &str, upload_id: &str) -> Option<u64> {
+        let mut total = 0u64;
+        let mut marker: Option<String> = None;
+        loop {
+            let page = match self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(s3_key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if error_code(&e) == Some("NoSuchUpload") => return Some(total),
+                Err(e) => {
+                    let e = self.sdk_error(
+                        "list the parts of the multipart upload of",
+                        s3_key,
+                        "s3:ListMultipartUploadParts",
+                        &e,
+                    );
+                    tracing::warn!(error = %e, "the size of an open multipart upload is unknown");
+                    return None;
+                }
+            };
+            total += page
+                .parts()
+                .iter()
+                .map(|p| p.size().unwrap_or(0).max(0) as u64)
+                .sum::<u64>();
+            match (page.is_truncated(), page.next_part_number_marker()) {
+                (Some(true), Some(next)) => marker = Some(next.to_owned()),
+                _ => return Some(total),
+            }
+        }
     }
 
     async fn abort_multipart(&self, s3_key: &str, upload_id: &str) -> Result<(), StoreError> {
@@ -398,6 +494,17 @@ impl ObjectStore for S3Store {
         older_than: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         S3Store::abort_incomplete_uploads(self, prefix, older_than).await
+    }
+
+    async fn partial_uploads(&self, prefix: &str) -> Result<Vec<PartialUpload>, StoreError> {
+        S3Store::partial_uploads(self, prefix).await
+    }
+
+    async fn discard_partial_upload(&self, upload: &PartialUpload) -> Result<(), StoreError> {
+        validate_key(&upload.key)?;
+        self.inner
+            .abort_multipart(&self.inner.s3_key(&upload.key), &upload.handle)
+            .await
     }
 
     /// From HeadObject's `x-amz-object-lock-*` headers. S3 sends them only to a caller allowed

@@ -11,7 +11,7 @@ use pgkeep::backends::Services;
 use pgkeep::catalog::sqlite::SqliteCatalog;
 use pgkeep::catalog::Catalog;
 use pgkeep::keys::file::FileKeyProvider;
-use pgkeep::model::{BackupId, BackupKind, BackupStatus};
+use pgkeep::model::{path_segment, BackupId, BackupKind, BackupStatus};
 use pgkeep::ops::backup::{backup, BackupRequest};
 use pgkeep::postgres::PgTarget;
 use pgkeep::store::fs::FsStore;
@@ -507,4 +507,333 @@ fn kill_9_of_an_s3_backup_blocks_nothing_and_leaves_no_open_upload() {
         .objects()
         .iter()
         .any(|k| k.contains(killed["id"].as_str().unwrap())));
+}
+
+/// `pgkeep prune --json ARGS` (keeping every backup), required to succeed; its JSON.
+fn prune_json(pgkeep: &Pgkeep, args: &[&str]) -> Value {
+    let out = pgkeep
+        .command()
+        .args(["prune", "--keep-last", "100", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).unwrap().len()
+}
+
+/// A killed local backup whose record was settled without removing its hidden partial object
+/// (what an older pgkeep left, or a run whose clean-up failed): prune's orphan sweep lists it
+/// under `--dry-run` and keeps it, then removes it and reports how many and how large. The
+/// partial object of a live run (a pg_dump still running) is never touched.
+#[test]
+fn prune_sweeps_the_partial_object_of_a_killed_run_and_keeps_a_live_ones() {
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let marker = pgkeep.dir.path().join("pg_dump-hangs");
+    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
+
+    // A run killed with its dump streamed into its partial object.
+    let mut child = start_backup(&pgkeep, &bin, &[]);
+    wait_for("pg_dump to finish writing", || marker.exists());
+    let killed = wait_for_in_progress(&pgkeep);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kill_leftover_dump(&marker);
+    std::fs::remove_file(&marker).unwrap();
+    let orphan = partial_files(&pgkeep.repo);
+    assert_eq!(orphan.len(), 1, "{orphan:?}");
+    let orphan = orphan[0].clone();
+    let orphan_bytes = file_size(&orphan);
+    assert!(orphan_bytes > 0);
+    // Its record settled as failed, its partial object left behind.
+    let services = local_services(&pgkeep, CatalogFaults::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let id: BackupId = killed["id"].as_str().unwrap().parse().unwrap();
+        let mut record = services.catalog.get(&id).await.unwrap();
+        record.transition(BackupStatus::Failed).unwrap();
+        record.error = Some("killed (settled by hand in this test)".into());
+        services
+            .catalog
+            .update(&record, BackupStatus::InProgress)
+            .await
+            .unwrap();
+    });
+
+    // A live run, mid-write, older than the abandon-after prune is given.
+    let mut live = start_backup(&pgkeep, &bin, &[]);
+    wait_for("the live pg_dump to finish writing", || marker.exists());
+    let running = wait_for_in_progress(&pgkeep);
+    let live_partials: Vec<PathBuf> = partial_files(&pgkeep.repo)
+        .into_iter()
+        .filter(|p| p != &orphan)
+        .collect();
+    assert_eq!(live_partials.len(), 1, "{live_partials:?}");
+    let started = Instant::now();
+    wait_for("the live run to outlive --abandon-after", || {
+        started.elapsed() > Duration::from_secs(2)
+    });
+
+    let dry = prune_json(&pgkeep, &["--dry-run", "--abandon-after", "1s"]);
+    let orphans = dry["plan"]["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1, "{dry:#}");
+    assert_eq!(orphans[0]["kind"], "upload");
+    assert_eq!(orphans[0]["backup"], killed["id"]);
+    assert_eq!(orphans[0]["size"], orphan_bytes);
+    assert!(orphan.exists(), "a dry run removes nothing");
+
+    let done = prune_json(&pgkeep, &["--abandon-after", "1s"]);
+    assert_eq!(done["report"]["swept"]["count"], 1, "{done:#}");
+    assert_eq!(done["report"]["swept"]["bytes"], orphan_bytes, "{done:#}");
+    assert!(!orphan.exists());
+    assert!(live_partials[0].exists(), "the live run's partial object");
+    assert_eq!(
+        pgkeep.show(running["id"].as_str().unwrap())["status"],
+        "in_progress"
+    );
+
+    send("TERM", live.id());
+    live.wait().unwrap();
+    kill_leftover_dump(&marker);
+    assert!(partial_files(&pgkeep.repo).is_empty());
+}
+
+/// Staged restore files named like ours in `dir`.
+fn staged_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".pgkeep-restore-")
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// `kill -9` of a `restore --jobs` while pg_restore reads its staged plaintext archive: the
+/// staged file stays (nothing can remove it at that moment); the next prune lists it
+/// (`--dry-run` keeps it) and removes it, reporting its size. While the restore was alive,
+/// prune left its staged file alone.
+#[test]
+fn prune_sweeps_the_staged_file_of_a_killed_parallel_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let backup = pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
+    let staging = pgkeep.dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let staging_arg = staging.to_str().unwrap();
+
+    // A pg_restore that announces itself and hangs: the staged file is complete and in use.
+    let bin = pgkeep.dir.path().join("restore-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let marker = pgkeep.dir.path().join("pg_restore-pid");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec '{}' --version; fi\necho $$ > '{m}.tmp' && mv '{m}.tmp' '{m}'\nexec sleep 600\n",
+        cluster.bin_dir().join("pg_restore").display(),
+        m = marker.display()
+    );
+    std::fs::write(bin.join("pg_restore"), script).unwrap();
+    std::fs::set_permissions(
+        bin.join("pg_restore"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let target = unique_name("staged");
+    let mut child = pgkeep
+        .command()
+        .env("PGKEEP_PG_BIN", &bin)
+        .args([
+            "restore",
+            backup["id"].as_str().unwrap(),
+            "--target-db",
+            &target,
+            "--jobs",
+            "2",
+            "--staging-dir",
+            staging_arg,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("pg_restore to start on the staged file", || marker.exists());
+    let staged = staged_files(&staging);
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let staged = staged[0].clone();
+    let staged_bytes = file_size(&staged);
+    assert!(staged_bytes > 0);
+
+    let alive = prune_json(&pgkeep, &["--dry-run", "--staging-dir", staging_arg]);
+    assert_eq!(alive["plan"]["orphans"], serde_json::json!([]), "{alive:#}");
+    prune_json(&pgkeep, &["--staging-dir", staging_arg]);
+    assert!(staged.exists(), "a live restore's staged file is kept");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kill_leftover_dump(&marker);
+    assert!(staged.exists(), "kill -9 leaves the staged file");
+
+    let dry = prune_json(&pgkeep, &["--dry-run", "--staging-dir", staging_arg]);
+    let orphans = dry["plan"]["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1, "{dry:#}");
+    assert_eq!(orphans[0]["kind"], "staged");
+    assert_eq!(orphans[0]["path"], staged.to_str().unwrap());
+    assert_eq!(orphans[0]["size"], staged_bytes);
+    assert!(staged.exists(), "a dry run removes nothing");
+
+    let done = prune_json(&pgkeep, &["--staging-dir", staging_arg]);
+    assert_eq!(done["report"]["swept"]["count"], 1, "{done:#}");
+    assert_eq!(done["report"]["swept"]["bytes"], staged_bytes);
+    assert!(staged_files(&staging).is_empty());
+
+    // Killed again: the next `restore --jobs` into the same staging directory removes it too.
+    std::fs::remove_file(&marker).unwrap();
+    let mut child = pgkeep
+        .command()
+        .env("PGKEEP_PG_BIN", &bin)
+        .args([
+            "restore",
+            backup["id"].as_str().unwrap(),
+            "--target-db",
+            &unique_name("staged"),
+            "--jobs",
+            "2",
+            "--staging-dir",
+            staging_arg,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("pg_restore to start on the staged file", || marker.exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kill_leftover_dump(&marker);
+    assert_eq!(staged_files(&staging).len(), 1);
+    let (out, _) = pgkeep.restore(&[
+        backup["id"].as_str().unwrap(),
+        "--target-db",
+        &unique_name("restored"),
+        "--jobs",
+        "2",
+        "--staging-dir",
+        staging_arg,
+        "--pg-bin",
+        cluster.bin_dir().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        staged_files(&staging).is_empty(),
+        "{:?}",
+        staged_files(&staging)
+    );
+}
+
+/// Opens a multipart upload of `s3_key` with one 5 MiB part, as a run does before S3 goes
+/// away; returns the part's size.
+fn open_upload(moto: &pgkeep_tests::aws::Moto, s3_key: &str) -> u64 {
+    let part = vec![7u8; 5 * 1024 * 1024];
+    let len = part.len() as u64;
+    moto.runtime.block_on(async {
+        let s3 = moto.s3();
+        let upload = s3
+            .create_multipart_upload()
+            .bucket(&moto.bucket)
+            .key(s3_key)
+            .send()
+            .await
+            .unwrap();
+        s3.upload_part()
+            .bucket(&moto.bucket)
+            .key(s3_key)
+            .upload_id(upload.upload_id().unwrap())
+            .part_number(1)
+            .body(part.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    len
+}
+
+/// S3 went away mid-upload, so the failed run's abort failed too: its multipart upload stays
+/// open although its record is `failed` (the reaper never looks at it again). The next prune
+/// (S3 and DynamoDB on moto) lists it under `--dry-run`, then aborts it and reports its
+/// bytes. An open upload no record names is aborted once older than the abandon-after: moto
+/// dates every upload 2010-11-10 whatever its age, so here it is always old enough (on AWS the
+/// real start time decides).
+#[test]
+fn prune_aborts_the_open_upload_of_a_failed_s3_run() {
+    let Some(moto) = pgkeep_tests::aws::Moto::start() else {
+        return;
+    };
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new()
+        .database_url(cluster.url(&db))
+        .with_urls(&moto.repo_url(), &moto.catalog_url(), &moto.key_url())
+        .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint);
+    let bin = fake_pg_dump(
+        &pgkeep,
+        &cluster,
+        "failing-bin",
+        "echo 'server closed the connection' >&2\nexit 1",
+    );
+    let (out, _) = pgkeep.backup(&["--pg-bin", bin.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let failed = the_only(&pgkeep.list(), "failed");
+    let object_key = failed["object_key"].as_str().unwrap();
+    let failed_bytes = open_upload(&moto, &moto.s3_key(object_key));
+    let stray_key = format!(
+        "{}/2026/01/20260101T000000000Z-0badf00d.pgkeep",
+        path_segment(&db)
+    );
+    let stray_bytes = open_upload(&moto, &moto.s3_key(&stray_key));
+    assert_eq!(moto.open_uploads().len(), 2);
+
+    let dry = prune_json(&pgkeep, &["--dry-run"]);
+    let orphans = dry["plan"]["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 2, "{dry:#}");
+    let of = |key: &str| {
+        orphans
+            .iter()
+            .find(|o| o["key"] == key)
+            .unwrap_or_else(|| panic!("{key} not listed: {dry:#}"))
+            .clone()
+    };
+    assert_eq!(of(object_key)["backup"], failed["id"]);
+    assert_eq!(of(&stray_key)["backup"], Value::Null);
+    // The uploaded parts' bytes, or null where S3 does not say: moto answers ListParts with
+    // a `ListPartsResponse` root the SDK cannot parse.
+    let size_of = |key: &str, bytes: u64| {
+        let size = of(key)["size"].clone();
+        assert!(size == bytes || size.is_null(), "{key}: {size}");
+        size.as_u64().unwrap_or(0)
+    };
+    let known = size_of(object_key, failed_bytes) + size_of(&stray_key, stray_bytes);
+    assert_eq!(moto.open_uploads().len(), 2, "a dry run aborts nothing");
+
+    let done = prune_json(&pgkeep, &[]);
+    assert_eq!(done["report"]["swept"]["count"], 2, "{done:#}");
+    assert_eq!(done["report"]["swept"]["bytes"], known, "{done:#}");
+    assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
+    // A backup after that works as usual.
+    pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
 }

@@ -275,6 +275,7 @@ fn request() -> PruneRequest {
         database: None,
         now: at(NOW),
         abandon_after: reaper::DEFAULT_ABANDON_AFTER,
+        staging_dir: None,
     }
 }
 
