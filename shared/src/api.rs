@@ -22,7 +22,7 @@ use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
 use crate::invoke::{DumpStarter, VerifyStarter};
 use crate::labels::{LabelSelector, Labels};
-use crate::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
+use crate::model::{BackupId, BackupKind, BackupStatus};
 use crate::ops::health::{health, HealthPolicy};
 use crate::ops::{self, DeleteRefusal, ErrorKind};
 use crate::retention::Span;
@@ -311,19 +311,7 @@ impl Api {
     /// 502 naming the id.
     async fn not_started(&self, trigger: &DumpTrigger, id: &BackupId, error: &str) -> ApiResponse {
         let reason = format!("could not start the dump: {error}");
-        let mut record = BackupRecord::start(
-            id.clone(),
-            &trigger.database,
-            trigger.kind,
-            Compression::Zstd,
-        );
-        record.labels = trigger.labels.as_map().clone();
-        if let Some(selection) = &trigger.selection {
-            record.selection = selection.clone();
-        }
-        record.status = BackupStatus::Failed;
-        record.completed_at = Some(record.created_at);
-        record.error = Some(reason.clone());
+        let record = trigger.not_started_record(id, reason.clone());
         let recorded = match self.services.catalog.insert(&record).await {
             Ok(()) => true,
             Err(e) => {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::labels::Labels;
-use crate::model::{BackupId, BackupKind};
+use crate::model::{BackupId, BackupKind, BackupRecord, BackupStatus, Compression};
 use crate::selection::Selection;
 
 /// A request to back up one database, however it arrived.
@@ -193,6 +193,22 @@ impl DumpTrigger {
             event["selection"] = serde_json::json!(selection);
         }
         event
+    }
+
+    /// The `failed` record of attempt `id` of this request when it ended before its run
+    /// recorded anything (the dump could not be handed over, or could not start): the history
+    /// shows the attempt and why, with the request's labels and selection.
+    pub fn not_started_record(&self, id: &BackupId, reason: String) -> BackupRecord {
+        let mut record =
+            BackupRecord::start(id.clone(), &self.database, self.kind, Compression::Zstd);
+        record.labels = self.labels.as_map().clone();
+        if let Some(selection) = &self.selection {
+            record.selection = selection.clone();
+        }
+        record.status = BackupStatus::Failed;
+        record.completed_at = Some(record.created_at);
+        record.error = Some(reason);
+        record
     }
 }
 

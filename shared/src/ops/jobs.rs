@@ -36,7 +36,7 @@ use crate::catalog::CatalogError;
 use crate::config::{ConfigError, LambdaSettings};
 use crate::invoke::VerifyStarter;
 use crate::metrics::{backup_metrics, health_metrics, verify_metrics, MetricSink, StdoutMetrics};
-use crate::model::{BackupId, BackupRecord, BackupStatus, Compression};
+use crate::model::{BackupId, BackupRecord, BackupStatus};
 use crate::postgres::auth::database_target;
 use crate::postgres::PgTarget;
 use crate::trigger::{
@@ -428,20 +428,9 @@ impl Jobs {
         retry_of: Option<BackupId>,
         error: &Error,
     ) -> Result<BackupRecord, CatalogError> {
-        let mut record = BackupRecord::start(
-            id.clone(),
-            &trigger.database,
-            trigger.kind,
-            Compression::Zstd,
-        );
-        record.labels = trigger.labels.as_map().clone();
-        if let Some(selection) = &trigger.selection {
-            record.selection = selection.clone();
-        }
+        let mut record =
+            trigger.not_started_record(id, format!("the backup could not start: {error}"));
         record.retry_of = retry_of;
-        record.status = BackupStatus::Failed;
-        record.completed_at = Some(record.created_at);
-        record.error = Some(format!("the backup could not start: {error}"));
         self.services.catalog.insert(&record).await?;
         tracing::info!(backup = %id, database = %trigger.database, error = %error, "backup failed before it started");
         Ok(record)

@@ -119,49 +119,15 @@ impl S3Store {
         prefix: &str,
         older_than: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let inner = &self.inner;
-        let full_prefix = inner.s3_prefix(prefix);
         let mut aborted = 0;
-        let mut key_marker: Option<String> = None;
-        let mut upload_marker: Option<String> = None;
-        loop {
-            let page = inner
-                .client
-                .list_multipart_uploads()
-                .bucket(&inner.bucket)
-                .prefix(&full_prefix)
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(upload_marker.take())
-                .send()
-                .await
-                .map_err(|e| {
-                    inner.sdk_error(
-                        "list multipart uploads under",
-                        prefix,
-                        "s3:ListBucketMultipartUploads",
-                        &e,
-                    )
-                })?;
-            for upload in page.uploads() {
-                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
-                    continue;
-                };
-                let started = upload.initiated().and_then(to_chrono);
-                if started.is_some_and(|t| t >= older_than) {
-                    continue;
-                }
-                inner.abort_multipart(key, id).await?;
-                aborted += 1;
+        for (s3_key, id, started) in self.inner.open_uploads(prefix).await? {
+            if started.is_some_and(|t| t >= older_than) {
+                continue;
             }
-            if page.is_truncated() != Some(true) {
-                return Ok(aborted);
-            }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            upload_marker = page.next_upload_id_marker().map(str::to_owned);
-            if key_marker.is_none() && upload_marker.is_none() {
-                return Ok(aborted);
-            }
+            self.inner.abort_multipart(&s3_key, &id).await?;
+            aborted += 1;
         }
+        Ok(aborted)
     }
 }
 
@@ -170,23 +136,45 @@ impl S3Store {
     /// uploaded parts (what they cost until aborted).
     pub async fn partial_uploads(&self, prefix: &str) -> Result<Vec<PartialUpload>, StoreError> {
         let inner = &self.inner;
-        let full_prefix = inner.s3_prefix(prefix);
         let own_prefix = inner.s3_prefix("");
+        let mut out = Vec::new();
+        for (s3_key, id, started) in inner.open_uploads(prefix).await? {
+            let Some(key) = s3_key.strip_prefix(&own_prefix) else {
+                continue;
+            };
+            out.push(PartialUpload {
+                key: key.to_owned(),
+                size: inner.uploaded_bytes(&s3_key, &id).await,
+                handle: id,
+                started,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// An open multipart upload as S3 lists it: its S3 key, upload id and start.
+type OpenUpload = (String, String, Option<DateTime<Utc>>);
+
+impl Inner {
+    /// Every open multipart upload under `prefix` (a store key prefix), all pages.
+    async fn open_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, StoreError> {
+        let full_prefix = self.s3_prefix(prefix);
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut upload_marker: Option<String> = None;
         loop {
-            let page = inner
+            let page = self
                 .client
                 .list_multipart_uploads()
-                .bucket(&inner.bucket)
+                .bucket(&self.bucket)
                 .prefix(&full_prefix)
                 .set_key_marker(key_marker.take())
                 .set_upload_id_marker(upload_marker.take())
                 .send()
                 .await
                 .map_err(|e| {
-                    inner.sdk_error(
+                    self.sdk_error(
                         "list multipart uploads under",
                         prefix,
                         "s3:ListBucketMultipartUploads",
@@ -194,18 +182,10 @@ impl S3Store {
                     )
                 })?;
             for upload in page.uploads() {
-                let (Some(s3_key), Some(id)) = (upload.key(), upload.upload_id()) else {
-                    continue;
-                };
-                let Some(key) = s3_key.strip_prefix(&own_prefix) else {
-                    continue;
-                };
-                out.push(PartialUpload {
-                    key: key.to_owned(),
-                    handle: id.to_owned(),
-                    size: inner.uploaded_bytes(s3_key, id).await,
-                    started: upload.initiated().and_then(to_chrono),
-                });
+                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+                    let started = upload.initiated().and_then(to_chrono);
+                    out.push((key.to_owned(), id.to_owned(), started));
+                }
             }
             if page.is_truncated() != Some(true) {
                 return Ok(out);
