@@ -106,6 +106,29 @@ impl FakeRuntimeApi {
         }
     }
 
+    /// Waits for `count` answers like [`FakeRuntimeApi::wait_for`], then ends the function
+    /// (it waits for its next event for ever) and returns the answers with everything it wrote
+    /// (stdout, then stderr); a missing answer panics with that log.
+    pub fn answers_and_log(
+        &self,
+        child: &mut std::process::Child,
+        count: usize,
+        timeout: Duration,
+    ) -> (Vec<(String, Answer)>, String) {
+        let answers = self.wait_for(count, timeout);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut log = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            out.read_to_string(&mut log).unwrap();
+        }
+        if let Some(mut err) = child.stderr.take() {
+            err.read_to_string(&mut log).unwrap();
+        }
+        let answers = answers.unwrap_or_else(|e| panic!("{e}\n{log}"));
+        (answers, log)
+    }
+
     /// A command running the function binary `bin` against this API, in an environment of only
     /// the variables Lambda sets (nothing inherited from the test: no `RUST_LOG`, no
     /// `PGKEEP_*`); the caller adds the function's own. stdout and stderr are piped.

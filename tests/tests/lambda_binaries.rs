@@ -3,7 +3,6 @@
 //! taking its answer. What only the built binary shows (its logging set-up, its start-up from
 //! the environment) is checked here.
 
-use std::io::Read;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -62,24 +61,7 @@ fn status_logs_a_deletion_at_info_without_any_log_setting() {
         )
         .spawn()
         .unwrap();
-    let answers = api.wait_for(1, Duration::from_secs(60));
-    // The function waits for its next event for ever: end it, then read what it wrote.
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    let answers = answers.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let (answers, log) = api.answers_and_log(&mut child, 1, Duration::from_secs(60));
 
     let (id, answer) = &answers[0];
     assert_eq!(id, "req-1");

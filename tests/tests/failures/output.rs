@@ -285,23 +285,7 @@ fn ambiguous_jwt_groups_claims_are_refused_and_exact_ones_allowed() {
         )
         .spawn()
         .unwrap();
-    let answers = api.wait_for(requests.len(), Duration::from_secs(60));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    let answers = answers.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let (answers, log) = api.answers_and_log(&mut child, requests.len(), Duration::from_secs(60));
 
     let expected: Vec<(String, bool)> = cases
         .iter()

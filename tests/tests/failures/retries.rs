@@ -364,23 +364,7 @@ fn the_hourly_health_check_alerts_a_stale_database_without_pruning() {
         )
         .spawn()
         .unwrap();
-    let answers = api.wait_for(1, ANSWER_WITHIN);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    let answers = answers.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let (answers, log) = api.answers_and_log(&mut child, 1, ANSWER_WITHIN);
     let out = answers[0].1.response();
     assert_eq!(out["stale"], json!(["shop"]), "{out}\n{log}");
 
