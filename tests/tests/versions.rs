@@ -223,6 +223,17 @@ fn round_trip(major: u32) {
     );
     assert_eq!(counts_by_name(&cluster, &target).unwrap(), expected);
     assert_eq!(large_objects(&cluster, &target), 3);
+    if major == 16 {
+        // Parallel workers each open a session: each meets transaction_timeout, all tolerated.
+        let parallel = unique_name("parallel");
+        let (out, report) = pgkeep.restore(&[id, "--target-db", &parallel, "--jobs", "2"]);
+        assert!(
+            out.status.success(),
+            "restore --jobs 2: {}\n{report}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(counts_by_name(&cluster, &parallel).unwrap(), expected);
+    }
     if major >= 18 {
         let doubled = cluster
             .psql(&target, "SELECT sum(doubled) FROM virtual_cols")
