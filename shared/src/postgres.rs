@@ -432,25 +432,35 @@ pub async fn server_version(target: &PgTarget, client: &Client) -> Result<Server
 
 /// Finds a PostgreSQL client binary fit for a server of major version `server_major`.
 ///
-/// Order: the configured directory (`PGKEEP_PG_BIN`) alone when set; otherwise
-/// `/usr/lib/postgresql/<major>/bin` for the server's major and then the newest newer one
-/// (the Debian/Ubuntu layout, several majors side by side), then `PATH`. The binary's own
-/// major version must be at least the server's: an older pg_dump refuses or misreads newer
-/// servers.
+/// Candidates: the configured directories (`PGKEEP_PG_BIN`, one directory or a `:`-separated
+/// list, like `PATH`) alone when set; otherwise `/usr/lib/postgresql/<N>/bin` (the
+/// Debian/Ubuntu layout, several majors side by side), then `PATH`. Of those, the server's own
+/// major wins, else the newest newer one: an older pg_dump refuses or misreads newer servers,
+/// and a newer one reads older servers (the first candidate wins a tie).
 pub async fn locate_tool(
     tool: &str,
     configured: Option<&Path>,
     server_major: u32,
 ) -> Result<PathBuf, PgError> {
+    Ok(locate_tool_with_major(tool, configured, server_major)
+        .await?
+        .0)
+}
+
+/// [`locate_tool`], with the found tool's major version.
+pub async fn locate_tool_with_major(
+    tool: &str,
+    configured: Option<&Path>,
+    server_major: u32,
+) -> Result<(PathBuf, u32), PgError> {
     let candidates: Vec<PathBuf> = match configured {
-        Some(dir) => vec![dir.join(tool)],
+        Some(dirs) => std::env::split_paths(dirs).map(|d| d.join(tool)).collect(),
         None => {
             let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
                 .into_iter()
                 .flatten()
                 .flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .filter(|m| *m >= server_major)
                 .collect();
             majors.sort();
             let mut c: Vec<PathBuf> = majors
@@ -463,18 +473,29 @@ pub async fn locate_tool(
             c
         }
     };
-    let mut seen = Vec::new();
+    let mut found: Vec<(u32, PathBuf)> = Vec::new();
     for candidate in candidates.iter().filter(|c| c.is_file()) {
-        let major = tool_major_version(candidate).await?;
-        if major >= server_major {
-            return Ok(candidate.clone());
-        }
-        seen.push(format!("{} is version {major}", candidate.display()));
+        found.push((tool_major_version(candidate).await?, candidate.clone()));
+    }
+    let exact = found.iter().find(|(major, _)| *major == server_major);
+    let newest_newer = found
+        .iter()
+        .filter(|(major, _)| *major > server_major)
+        .fold(None::<&(u32, PathBuf)>, |best, c| match best {
+            Some(b) if b.0 >= c.0 => Some(b),
+            _ => Some(c),
+        });
+    if let Some((major, path)) = exact.or(newest_newer) {
+        return Ok((path.clone(), *major));
     }
     let hint = match configured {
-        Some(dir) => format!("PGKEEP_PG_BIN={} ", dir.display()),
+        Some(dirs) => format!("PGKEEP_PG_BIN={} ", dirs.display()),
         None => String::new(),
     };
+    let seen: Vec<String> = found
+        .iter()
+        .map(|(major, path)| format!("{} is version {major}", path.display()))
+        .collect();
     Err(PgError::Tool(if seen.is_empty() {
         format!(
             "{tool} not found ({hint}searched /usr/lib/postgresql/*/bin and PATH); install the PostgreSQL {server_major} client tools or set PGKEEP_PG_BIN to their bin directory"

@@ -271,16 +271,17 @@ impl Pgkeep {
             .output()
             .context("running pg_restore")?;
         let cat = cat.wait_with_output().context("waiting for pgkeep cat")?;
-        if !cat.status.success() {
-            bail!(
-                "pgkeep cat failed: {}",
-                String::from_utf8_lossy(&cat.stderr)
-            );
-        }
+        // pg_restore first: when it stops early, cat only sees a broken pipe.
         if !restore.status.success() {
             bail!(
                 "pg_restore failed: {}",
                 String::from_utf8_lossy(&restore.stderr)
+            );
+        }
+        if !cat.status.success() {
+            bail!(
+                "pgkeep cat failed: {}",
+                String::from_utf8_lossy(&cat.stderr)
             );
         }
         Ok(())

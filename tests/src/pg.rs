@@ -29,6 +29,9 @@ pub struct PgCluster {
     socket_dir: PathBuf,
     log_file: PathBuf,
     bin_dir: PathBuf,
+    /// Where psql, pg_restore and pgbench come from (the server's own directory unless a
+    /// server-only distribution needs another major's client tools).
+    client_dir: PathBuf,
     port: u16,
     password: String,
     /// uid/gid the server runs as, when we are root.
@@ -52,6 +55,14 @@ impl PgCluster {
     /// initdb into a fresh temp dir and start the server on a free loopback port (`pg_ctl -w`).
     pub fn start() -> Result<PgCluster> {
         let bin_dir = find_bin_dir()?;
+        Self::start_with(&bin_dir, &bin_dir)
+    }
+
+    /// Like [`PgCluster::start`], with the server binaries from `bin_dir` and the client tools
+    /// (psql, pg_restore, pgbench) from `client_dir`.
+    pub fn start_with(bin_dir: &Path, client_dir: &Path) -> Result<PgCluster> {
+        let bin_dir = bin_dir.to_path_buf();
+        let client_dir = client_dir.to_path_buf();
         let run_as = if sys::euid()? == 0 {
             Some(sys::lookup_user("postgres")?)
         } else {
@@ -70,6 +81,7 @@ impl PgCluster {
             root: Some(root),
             root_path,
             bin_dir,
+            client_dir,
             port: 0,
             password: sys::random_hex(24)?,
             run_as,
@@ -236,7 +248,7 @@ impl PgCluster {
     /// `PGPASSWORD` set (TCP to 127.0.0.1, so scram authentication is exercised) and every other
     /// inherited `PG*` variable removed.
     pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join(program));
+        let mut cmd = Command::new(self.client_dir.join(program));
         sys::scrub_pg_env(&mut cmd);
         cmd.env("PGHOST", HOST)
             .env("PGPORT", self.port.to_string())

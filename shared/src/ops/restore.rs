@@ -35,9 +35,9 @@ use super::Error;
 use crate::backends::Services;
 use crate::model::{AuditEntry, BackupId, BackupKind, BackupRecord};
 use crate::pipeline::archive_scan::ArchiveSummary;
-use crate::pipeline::pg_restore::{PgRestore, RestoreOptions};
+use crate::pipeline::pg_restore::{tolerates_transaction_timeout, PgRestore, RestoreOptions};
 use crate::pipeline::Progress;
-use crate::postgres::{locate_tool, PgTarget};
+use crate::postgres::{locate_tool, locate_tool_with_major, PgTarget};
 
 /// Free space demanded beyond the archive's size before staging it.
 const STAGING_HEADROOM: u64 = 64 << 20;
@@ -174,6 +174,8 @@ struct Plan {
     admin: AdminConnection,
     existing: Option<DatabaseInfo>,
     pg_restore: PathBuf,
+    /// pg_restore is 17+ and the target server older: see [`tolerates_transaction_timeout`].
+    tolerate_transaction_timeout: bool,
     staging_dir: Option<PathBuf>,
 }
 
@@ -248,7 +250,10 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
         .version
         .major
         .max(super::verify::source_major(&record));
-    let pg_restore = locate_tool("pg_restore", request.pg_bin.as_deref(), major).await?;
+    let (pg_restore, tool_major) =
+        locate_tool_with_major("pg_restore", request.pg_bin.as_deref(), major).await?;
+    let tolerate_transaction_timeout =
+        tolerates_transaction_timeout(tool_major, admin.version.major);
     if existing.is_some() {
         // The safety backup needs pg_dump; find out now rather than after reading the backup.
         locate_tool("pg_dump", request.pg_bin.as_deref(), major).await?;
@@ -279,6 +284,7 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
         admin,
         existing,
         pg_restore,
+        tolerate_transaction_timeout,
         staging_dir,
     })
 }
@@ -491,6 +497,7 @@ async fn run_pg_restore(
     let options = RestoreOptions {
         jobs: request.jobs.max(1),
         no_owner: request.no_owner,
+        tolerate_transaction_timeout: plan.tolerate_transaction_timeout,
     };
     let target = fresh.target();
     match staged {

@@ -34,9 +34,9 @@ use crate::model::{
     CountCheck, Manifest, TableCheck, Verification, VerificationResult,
 };
 use crate::pipeline::archive_scan::{ArchiveObject, ArchiveSummary};
-use crate::pipeline::pg_restore::{PgRestore, RestoreOptions};
+use crate::pipeline::pg_restore::{tolerates_transaction_timeout, PgRestore, RestoreOptions};
 use crate::pipeline::Progress;
-use crate::postgres::{locate_tool, PgTarget};
+use crate::postgres::{locate_tool_with_major, PgTarget};
 
 /// What to verify, and where.
 #[derive(Debug, Clone)]
@@ -254,9 +254,18 @@ async fn attempt(
         tracing::warn!(error = %e, "could not look for scratch databases left by earlier runs");
     }
     let major = server.version.major.max(source_major(record));
-    let pg_restore = match locate_tool("pg_restore", request.pg_bin.as_deref(), major).await {
-        Ok(path) => path,
-        Err(e) => return Outcome::Inconclusive(e.into()),
+    let (pg_restore, tool_major) =
+        match locate_tool_with_major("pg_restore", request.pg_bin.as_deref(), major).await {
+            Ok(found) => found,
+            Err(e) => return Outcome::Inconclusive(e.into()),
+        };
+    let options = RestoreOptions {
+        jobs: 1,
+        no_owner: true,
+        tolerate_transaction_timeout: tolerates_transaction_timeout(
+            tool_major,
+            server.version.major,
+        ),
     };
     let manifest = match replay::read_manifest(services, record).await {
         Ok(m) => m,
@@ -278,7 +287,7 @@ async fn attempt(
         &manifest,
         stream,
         &scratch,
-        &pg_restore,
+        (&pg_restore, options),
         findings,
     )
     .await;
@@ -295,14 +304,10 @@ async fn restore_and_compare(
     manifest: &Manifest,
     stream: super::read::ArchiveStream,
     scratch: &OwnedDatabase,
-    pg_restore: &std::path::Path,
+    (pg_restore, options): (&std::path::Path, RestoreOptions),
     findings: &mut Findings,
 ) -> Outcome {
     let target = scratch.target();
-    let options = RestoreOptions {
-        jobs: 1,
-        no_owner: true,
-    };
     let started = Instant::now();
     let (mut child, stdin) = match PgRestore::restore(pg_restore, &target, options, None) {
         Ok(started) => started,

@@ -56,18 +56,42 @@ fn tail_text(tail: &str) -> String {
     }
 }
 
+/// What a child printed on stderr, for its exit's verdict.
+#[derive(Debug, Default)]
+pub(crate) struct StderrSummary {
+    /// The last [`STDERR_TAIL`] bytes, for error messages.
+    pub tail: String,
+    /// Lines reporting an error (`pg_restore: error: …`).
+    pub errors: usize,
+    /// Error lines that contained the tolerated text.
+    pub tolerated: usize,
+}
+
 /// Logs a child's stderr line by line and keeps its last [`STDERR_TAIL`] bytes for the error
-/// message (pg_dump and pg_restore alike).
+/// message (pg_dump and pg_restore alike); counts its error lines and those containing
+/// `tolerated`.
 pub(crate) fn collect_stderr(
     program: &str,
     stderr: tokio::process::ChildStderr,
-) -> JoinHandle<String> {
+    tolerated: Option<&'static str>,
+) -> JoinHandle<StderrSummary> {
     let name = program.to_owned();
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
-        let mut tail = String::new();
+        let mut summary = StderrSummary::default();
+        let tail = &mut summary.tail;
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::warn!(program = %name, "{line}");
+            // `pg_restore: error: …` (the name it calls itself, whatever its path).
+            let is_error = line
+                .split_once(": error:")
+                .is_some_and(|(name, _)| !name.is_empty() && !name.contains(char::is_whitespace));
+            if is_error {
+                summary.errors += 1;
+                if tolerated.is_some_and(|t| line.contains(t)) {
+                    summary.tolerated += 1;
+                }
+            }
             if !tail.is_empty() {
                 tail.push('\n');
             }
@@ -80,7 +104,7 @@ pub(crate) fn collect_stderr(
                 tail.drain(..cut);
             }
         }
-        tail
+        summary
     })
 }
 
@@ -88,7 +112,7 @@ pub(crate) fn collect_stderr(
 pub struct PgDump {
     program: String,
     child: Child,
-    stderr: JoinHandle<String>,
+    stderr: JoinHandle<StderrSummary>,
 }
 
 impl PgDump {
@@ -133,7 +157,7 @@ impl PgDump {
         let stdout = child.stdout.take().expect("stdout is piped");
         widen_pipe(&stdout);
         let stderr = child.stderr.take().expect("stderr is piped");
-        let stderr = collect_stderr(&program, stderr);
+        let stderr = collect_stderr(&program, stderr, None);
         Ok((
             PgDump {
                 program,
@@ -150,7 +174,7 @@ impl PgDump {
             program: self.program.clone(),
             source,
         })?;
-        let stderr_tail = self.stderr.await.unwrap_or_default();
+        let stderr_tail = self.stderr.await.unwrap_or_default().tail;
         if status.success() {
             Ok(())
         } else {

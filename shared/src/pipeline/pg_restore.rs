@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 
-use super::pg_dump::{collect_stderr, DumpError};
+use super::pg_dump::{collect_stderr, DumpError, StderrSummary};
 use crate::postgres::PgTarget;
 
 /// How pg_restore writes into a database.
@@ -23,6 +23,20 @@ pub struct RestoreOptions {
     /// `--no-owner --no-privileges`: objects belong to the restoring role and no GRANTs are
     /// replayed (for scratch databases, or a server without the original roles).
     pub no_owner: bool,
+    /// pg_restore 17 and later start every session with `SET transaction_timeout = 0`, which
+    /// servers before 17 reject; with no pg_restore of the server's own major at hand, that one
+    /// error is tolerated (see [`tolerates_transaction_timeout`]) and every other still fails.
+    pub tolerate_transaction_timeout: bool,
+}
+
+/// The error pg_restore 17+ meets on every connection to a server before 17.
+const TRANSACTION_TIMEOUT_ERROR: &str =
+    "unrecognized configuration parameter \"transaction_timeout\"";
+
+/// Whether a pg_restore of major `tool_major` writing into a server of major `server_major`
+/// meets [`TRANSACTION_TIMEOUT_ERROR`] on every session.
+pub fn tolerates_transaction_timeout(tool_major: u32, server_major: u32) -> bool {
+    tool_major >= 17 && server_major < 17
 }
 
 /// A running pg_restore; close its stdin (drop it) when the archive is written, then call
@@ -30,14 +44,18 @@ pub struct RestoreOptions {
 pub struct PgRestore {
     program: String,
     child: Child,
-    stderr: JoinHandle<String>,
+    stderr: JoinHandle<StderrSummary>,
     stdout: Option<JoinHandle<std::io::Result<String>>>,
+    /// Exit 1 with only [`TRANSACTION_TIMEOUT_ERROR`]s counts as success.
+    tolerate_transaction_timeout: bool,
 }
 
 impl PgRestore {
     /// Restores an archive into the database `target` names: from stdin when `file` is
     /// `None`, else from `file` (needed for `jobs > 1`). Stops at the first error
-    /// (`--exit-on-error`), so a zero exit means every entry was restored.
+    /// (`--exit-on-error`), so a zero exit means every entry was restored; when the one
+    /// tolerated error is expected, it runs on and [`PgRestore::finish`] accepts an exit whose
+    /// every error was that one.
     pub fn restore(
         program: &Path,
         target: &PgTarget,
@@ -54,7 +72,10 @@ impl PgRestore {
             "--dbname=dbname={}",
             conninfo_value(target.database())
         ))
-        .args(["--exit-on-error", "--no-password"]);
+        .arg("--no-password");
+        if !options.tolerate_transaction_timeout {
+            cmd.arg("--exit-on-error");
+        }
         if options.no_owner {
             cmd.args(["--no-owner", "--no-privileges"]);
         }
@@ -64,11 +85,13 @@ impl PgRestore {
         match file {
             Some(path) => {
                 cmd.arg(path);
-                let (restore, _) = Self::spawn_command(cmd, false, false)?;
+                let (mut restore, _) = Self::spawn_command(cmd, false, false)?;
+                restore.tolerate_transaction_timeout = options.tolerate_transaction_timeout;
                 Ok((restore, None))
             }
             None => {
-                let (restore, stdin) = Self::spawn_command(cmd, true, false)?;
+                let (mut restore, stdin) = Self::spawn_command(cmd, true, false)?;
+                restore.tolerate_transaction_timeout = options.tolerate_transaction_timeout;
                 Ok((restore, stdin))
             }
         }
@@ -108,7 +131,11 @@ impl PgRestore {
             source,
         })?;
         let input = child.stdin.take();
-        let stderr = collect_stderr(&program, child.stderr.take().expect("stderr is piped"));
+        let stderr = collect_stderr(
+            &program,
+            child.stderr.take().expect("stderr is piped"),
+            Some(TRANSACTION_TIMEOUT_ERROR),
+        );
         // Read stdout concurrently, so a long listing cannot block the child while it is fed.
         let stdout = child.stdout.take().map(|mut out| {
             tokio::spawn(async move {
@@ -123,6 +150,7 @@ impl PgRestore {
                 child,
                 stderr,
                 stdout,
+                tolerate_transaction_timeout: false,
             },
             input,
         ))
@@ -146,7 +174,7 @@ impl PgRestore {
             program: self.program.clone(),
             source,
         })?;
-        let stderr_tail = self.stderr.await.unwrap_or_default();
+        let stderr = self.stderr.await.unwrap_or_default();
         let stdout = match self.stdout.take() {
             Some(task) => task
                 .await
@@ -158,13 +186,17 @@ impl PgRestore {
                 })?,
             None => String::new(),
         };
-        if status.success() {
+        let only_tolerated = self.tolerate_transaction_timeout
+            && status.code() == Some(1)
+            && stderr.errors > 0
+            && stderr.errors == stderr.tolerated;
+        if status.success() || only_tolerated {
             Ok(stdout)
         } else {
             Err(DumpError::Failed {
                 program: self.program,
                 status,
-                stderr_tail: stderr_tail.trim().to_owned(),
+                stderr_tail: stderr.tail.trim().to_owned(),
             })
         }
     }
@@ -210,6 +242,44 @@ mod tests {
         let err = restore.finish().await.unwrap_err();
         assert!(matches!(err, DumpError::Failed { .. }));
         assert!(err.to_string().contains("could not execute query"), "{err}");
+    }
+
+    /// What pg_restore 18 prints for each session against a PostgreSQL 16 server.
+    const TIMEOUT_ERROR: &str = "echo 'pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter \"transaction_timeout\"' >&2; echo 'Command was: SET transaction_timeout = 0;' >&2";
+
+    async fn finish_script(script: &str, tolerate: bool) -> Result<String, DumpError> {
+        let (mut restore, _) = PgRestore::spawn_command(sh(script), false, false).unwrap();
+        restore.tolerate_transaction_timeout = tolerate;
+        restore.finish().await
+    }
+
+    #[tokio::test]
+    async fn only_transaction_timeout_errors_pass_when_tolerated() {
+        let two_sessions = format!(
+            "{TIMEOUT_ERROR}; {TIMEOUT_ERROR}; echo 'pg_restore: warning: errors ignored on restore: 2' >&2; exit 1"
+        );
+        assert!(finish_script(&two_sessions, true).await.is_ok());
+        let err = finish_script(&two_sessions, false).await.unwrap_err();
+        assert!(err.to_string().contains("transaction_timeout"), "{err}");
+
+        let another = format!(
+            "{TIMEOUT_ERROR}; echo 'pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists' >&2; exit 1"
+        );
+        let err = finish_script(&another, true).await.unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        // A crash is never tolerated, whatever it printed.
+        let killed = format!("{TIMEOUT_ERROR}; kill -9 $$");
+        assert!(finish_script(&killed, true).await.is_err());
+        assert!(finish_script("exit 1", true).await.is_err());
+    }
+
+    #[test]
+    fn the_error_is_tolerated_only_for_newer_tools_on_older_servers() {
+        assert!(tolerates_transaction_timeout(18, 16));
+        assert!(tolerates_transaction_timeout(17, 13));
+        assert!(!tolerates_transaction_timeout(18, 17));
+        assert!(!tolerates_transaction_timeout(16, 16));
+        assert!(!tolerates_transaction_timeout(15, 13));
     }
 
     #[tokio::test]

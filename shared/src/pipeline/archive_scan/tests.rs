@@ -4,6 +4,10 @@ use proptest::prelude::*;
 
 const SAMPLE: &[u8] = include_bytes!("../../../tests/fixtures/archive/sample-pg15.dump");
 const SAMPLE_COUNTS: &str = include_str!("../../../tests/fixtures/archive/sample-pg15.counts.json");
+/// The same database dumped by pg_dump 18 from a PostgreSQL 18 server (archive 1.16).
+const SAMPLE_18: &[u8] = include_bytes!("../../../tests/fixtures/archive/sample-pg18.dump");
+const SAMPLE_18_COUNTS: &str =
+    include_str!("../../../tests/fixtures/archive/sample-pg18.counts.json");
 
 fn scan(bytes: &[u8]) -> Result<ArchiveSummary, ArchiveScanError> {
     let mut scanner = ArchiveScanner::new();
@@ -37,23 +41,36 @@ fn sorted(mut tables: Vec<TableRows>) -> Vec<TableRows> {
 
 #[test]
 fn sample_row_counts_match_count_star() {
-    let summary = scan(SAMPLE).unwrap();
-    let want: Vec<TableRows> = expected()["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| TableRows {
-            schema: t["schema"].as_str().unwrap().to_string(),
-            table: t["table"].as_str().unwrap().to_string(),
-            rows: t["count"].as_u64().unwrap(),
-        })
-        .collect();
-    assert!(want.len() >= 8, "fixture lists too few tables");
-    assert_eq!(sorted(summary.tables), sorted(want));
-    assert_eq!(
-        summary.large_objects,
-        expected()["large_objects"].as_u64().unwrap()
-    );
+    for (sample, counts, version) in [
+        (SAMPLE, SAMPLE_COUNTS, "1.14.0"),
+        (SAMPLE_18, SAMPLE_18_COUNTS, "1.16.0"),
+    ] {
+        let expected: serde_json::Value = serde_json::from_str(counts).unwrap();
+        let summary = scan(sample).unwrap();
+        assert_eq!(summary.archive_version, version);
+        let want: Vec<TableRows> = expected["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| TableRows {
+                schema: t["schema"].as_str().unwrap().to_string(),
+                table: t["table"].as_str().unwrap().to_string(),
+                rows: t["count"].as_u64().unwrap(),
+            })
+            .collect();
+        assert!(want.len() >= 8, "fixture lists too few tables");
+        assert_eq!(
+            sorted(summary.tables.clone()),
+            sorted(want),
+            "archive {version}"
+        );
+        assert_eq!(
+            summary.large_objects,
+            expected["large_objects"].as_u64().unwrap()
+        );
+        // Byte at a time gives the same summary.
+        assert_eq!(scan_in_chunks(sample, &[1]).unwrap(), summary);
+    }
 }
 
 #[test]
