@@ -53,6 +53,43 @@ pub fn diagnostic(e: &JobError) -> Diagnostic {
     }
 }
 
+/// Builds a function's state once per container (settings, clients). When that fails, the
+/// error goes to the Runtime API's init-error endpoint before the process exits, so the
+/// invocation that started the container fails at once with the reason (instead of waiting
+/// out its timeout), and to the log.
+pub async fn init<S>(build: impl Future<Output = Result<S, Error>>) -> Result<S, Error> {
+    match build.await {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let message = redact(&e.to_string());
+            tracing::error!(error = %message, "the function could not start");
+            if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
+                report_init_error(&api, &message).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `POST /2018-06-01/runtime/init/error`
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html#runtimes-api-initerror>).
+async fn report_init_error(api: &str, message: &str) {
+    let body = serde_json::json!({
+        "errorType": "Runtime.InitError",
+        "errorMessage": message,
+    });
+    let sent = reqwest::Client::new()
+        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+        .header("Lambda-Runtime-Function-Error-Type", "Runtime.InitError")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    if let Err(e) = sent {
+        tracing::error!(error = %e, "could not report the start-up failure to the Runtime API");
+    }
+}
+
 /// Serves invocations until the runtime stops: each event's JSON payload goes to `handler`
 /// together with `state`, built once per container by the caller (clients are not made per
 /// invocation).

@@ -3,8 +3,8 @@
 //! answer back. <https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html>
 //!
 //! Plain HTTP/1.1 over `std::net` (the runtime's client keeps its connection alive, so each
-//! connection serves requests until it closes). Once the queue is empty, `next` is never
-//! answered, as in Lambda between invocations; the test then ends the process.
+//! connection serves requests until it closes). While the queue is empty, `next` waits for a
+//! [`FakeRuntimeApi::push`], as in Lambda between invocations; the test ends the process.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,6 +40,8 @@ impl Answer {
 #[derive(Default)]
 struct State {
     queued: VecDeque<(String, Value)>,
+    /// Events queued so far (request ids are `req-<n>`).
+    pushed: usize,
     answers: Vec<(String, Answer)>,
     init_error: Option<Value>,
 }
@@ -56,11 +58,15 @@ impl FakeRuntimeApi {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let address = listener.local_addr()?.to_string();
         let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
-        state.0.lock().unwrap().queued = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| (format!("req-{}", i + 1), e))
-            .collect();
+        {
+            let mut queue = state.0.lock().unwrap();
+            queue.pushed = events.len();
+            queue.queued = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (format!("req-{}", i + 1), e))
+                .collect();
+        }
         let shared = state.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -71,6 +77,17 @@ impl FakeRuntimeApi {
             }
         });
         Ok(FakeRuntimeApi { address, state })
+    }
+
+    /// Queues one more event (an invocation arriving later); returns its request id.
+    pub fn push(&self, event: Value) -> String {
+        let (lock, cond) = &*self.state;
+        let mut state = lock.lock().unwrap();
+        state.pushed += 1;
+        let id = format!("req-{}", state.pushed);
+        state.queued.push_back((id.clone(), event));
+        cond.notify_all();
+        id
     }
 
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
@@ -248,11 +265,14 @@ fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result
         let rest = request.path.strip_prefix(PREFIX).unwrap_or(&request.path);
         match (request.method.as_str(), rest) {
             ("GET", "/invocation/next") => {
-                let next = lock.lock().unwrap().queued.pop_front();
-                let Some((id, event)) = next else {
-                    // Nothing more to run: hold the request, as Lambda does between events.
+                // Nothing to run: hold the request until an event arrives, as Lambda does.
+                let (id, event) = {
+                    let mut state = lock.lock().unwrap();
                     loop {
-                        std::thread::sleep(Duration::from_secs(3600));
+                        if let Some(next) = state.queued.pop_front() {
+                            break next;
+                        }
+                        state = cond.wait(state).unwrap();
                     }
                 };
                 let deadline = std::time::SystemTime::now()

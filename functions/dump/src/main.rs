@@ -15,9 +15,12 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_tracing();
-    let settings = LambdaSettings::from_env()?;
-    // A new backup may need a new data key, so the key is for writing.
-    let jobs = Arc::new(Jobs::connect(settings, KeyUse::Write).await?);
+    let jobs = lambda::init(async {
+        let settings = LambdaSettings::from_env()?;
+        // A new backup may need a new data key, so the key is for writing.
+        Ok(Arc::new(Jobs::connect(settings, KeyUse::Write).await?))
+    })
+    .await?;
     lambda::serve(
         jobs,
         |jobs, event| async move { handle(&jobs, event).await },

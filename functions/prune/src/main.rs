@@ -15,13 +15,16 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_tracing();
-    let settings = LambdaSettings::from_env()?;
-    // An empty policy fails the container's start, not every night's prune.
-    settings.retention.validate().map_err(|e| {
-        format!("{e}: set at least one of PGKEEP_KEEP_LAST, _HOURLY, _DAILY, _WEEKLY, _MONTHLY, _YEARLY, _WITHIN")
-    })?;
-    // Records and objects only: no key.
-    let jobs = Arc::new(Jobs::connect(settings, KeyUse::None).await?);
+    let jobs = lambda::init(async {
+        let settings = LambdaSettings::from_env()?;
+        // An empty policy fails the container's start, not every night's prune.
+        settings.retention.validate().map_err(|e| {
+            format!("{e}: set at least one of PGKEEP_KEEP_LAST, _HOURLY, _DAILY, _WEEKLY, _MONTHLY, _YEARLY, _WITHIN")
+        })?;
+        // Records and objects only: no key.
+        Ok(Arc::new(Jobs::connect(settings, KeyUse::None).await?))
+    })
+    .await?;
     lambda::serve(
         jobs,
         |jobs, event| async move { handle(&jobs, event).await },

@@ -8,10 +8,13 @@ use pgkeep::lambda::{self, http, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_tracing();
-    let settings = LambdaSettings::from_env()?;
     // Built once per container: the backends and the starters of the dump and verify
     // functions.
-    let api = pgkeep::wiring::api(&settings).await?;
+    let api = lambda::init(async {
+        let settings = LambdaSettings::from_env()?;
+        Ok(pgkeep::wiring::api(&settings).await?)
+    })
+    .await?;
     http::serve(api).await
 }
 

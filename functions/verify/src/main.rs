@@ -15,10 +15,13 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_tracing();
-    let settings = LambdaSettings::from_env()?;
-    // The key is only read (an overwriting restore's safety backup takes a new data key from
-    // the same key: KMS, or the existing key file).
-    let jobs = Arc::new(Jobs::connect(settings, KeyUse::Read).await?);
+    let jobs = lambda::init(async {
+        let settings = LambdaSettings::from_env()?;
+        // The key is only read (an overwriting restore's safety backup takes a new data key from
+        // the same key: KMS, or the existing key file).
+        Ok(Arc::new(Jobs::connect(settings, KeyUse::Read).await?))
+    })
+    .await?;
     lambda::serve(
         jobs,
         |jobs, event| async move { handle(&jobs, event).await },

@@ -242,8 +242,8 @@ impl Jobs {
     /// attempt (its record names the failed one in `retry_of`). After [`MAX_ATTEMPTS`] failed
     /// attempts the request fails without running (`AlreadyFailed`).
     ///
-    /// Runs of the database left in progress too long are failed first, each with a
-    /// `backup_failed` alert. On success the backup's metrics are written and its verification
+    /// Runs of the database whose lease is dead are failed first (before the attempts are
+    /// looked at), each with a `backup_failed` alert. On success the backup's metrics are written and its verification
     /// started; on failure the attempt's record says why (one is written when the run failed
     /// before it recorded anything, so an accepted request never vanishes) and one
     /// `backup_failed` alert is sent. A scheduled dump refused because another run of the
@@ -255,16 +255,26 @@ impl Jobs {
             .backup_id
             .clone()
             .unwrap_or_else(|| BackupId::generate(now));
+        // Reaped first: a retry of an event whose run died (its container killed) finds that
+        // attempt failed and takes the next one, instead of calling itself a repeat of it.
+        let abandoned = self.reap(Some(&trigger.database), now).await;
         let (id, retry_of) = match self.next_attempt(&first).await {
             Ok(Attempt::Run { id, retry_of }) => (id, retry_of),
-            Ok(Attempt::Exists(existing)) => return Ok(duplicate(existing)),
+            Ok(Attempt::Exists(existing)) => {
+                return match abandoned {
+                    Ok(_) => Ok(duplicate(existing)),
+                    Err(source) => Err(JobError::Unalerted {
+                        done: format!("repeated delivery of backup {}", existing.id),
+                        source,
+                    }),
+                }
+            }
             Ok(Attempt::Exhausted(last)) => return Err(exhausted(last)),
             Err(e) => return Err(self.dump_failed(trigger, &first, None, e).await),
         };
         if let Some(failed) = &retry_of {
             tracing::info!(backup = %id, retry_of = %failed, database = %trigger.database, "an earlier attempt of this request failed: taking the backup again");
         }
-        let abandoned = self.reap(Some(&trigger.database), now).await;
         let result = self.dump(trigger, &id, retry_of.clone()).await;
         let record = match result {
             Ok(record) => record,
