@@ -432,6 +432,7 @@ impl Jobs {
             trigger.not_started_record(id, format!("the backup could not start: {error}"));
         record.retry_of = retry_of;
         self.services.catalog.insert(&record).await?;
+        super::state::publish_failure(&self.services, &record).await;
         tracing::info!(backup = %id, database = %trigger.database, error = %error, "backup failed before it started");
         Ok(record)
     }

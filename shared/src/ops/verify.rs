@@ -617,7 +617,7 @@ async fn record_outcome(
         record.transition(status).map_err(CatalogError::from)?;
     }
     record.verification = Some(verification);
-    services.catalog.update(&record, seen).await?;
+    super::state::update(services, &record, seen).await?;
     Ok((record, result))
 }
 
