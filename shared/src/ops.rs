@@ -29,6 +29,7 @@ pub mod list;
 pub mod prune;
 pub mod read;
 pub mod reaper;
+pub mod repair;
 mod replay;
 pub mod restore;
 pub mod scratch;

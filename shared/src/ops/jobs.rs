@@ -250,6 +250,8 @@ impl Jobs {
     /// database holds its lease is an error without a record or an alert: the running backup
     /// is the one that counts, and Lambda's retry runs once the lease is free.
     pub async fn run_dump(&self, trigger: &DumpTrigger) -> Result<DumpOutcome, JobError> {
+        // Refused before anything is recorded: a record would hide that the catalog was lost.
+        super::repair::check_catalog(&self.services).await?;
         let now = Utc::now();
         let first = trigger
             .backup_id
