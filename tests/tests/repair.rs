@@ -120,7 +120,11 @@ fn refuse_then_repair(pgkeep: &Pgkeep, before: &[Value]) {
 
     let dry = repair_json(pgkeep, &["--dry-run"]);
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(dry["changes"].as_array().unwrap().len(), before.len(), "{dry:#}");
+    assert_eq!(
+        dry["changes"].as_array().unwrap().len(),
+        before.len(),
+        "{dry:#}"
+    );
     assert!(!pgkeep.run(&["list"]).status.success(), "a dry run wrote");
 
     let report = repair_json(pgkeep, &[]);
@@ -130,7 +134,10 @@ fn refuse_then_repair(pgkeep: &Pgkeep, before: &[Value]) {
         .unwrap()
         .iter()
         .all(|c| c["action"] == "add"));
-    assert!(report["strays"].as_array().unwrap().is_empty(), "{report:#}");
+    assert!(
+        report["strays"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
     assert_eq!(pgkeep.list(), before);
 
     let again = repair_json(pgkeep, &[]);
@@ -147,7 +154,11 @@ fn a_deleted_catalog_is_refused_then_rebuilt_from_the_repository() {
     let get = |key: &str| std::fs::read(pgkeep.repo.join(key)).unwrap();
     let (before, ids) = history(&pgkeep, &cluster, &get);
 
-    for name in ["catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"] {
+    for name in [
+        "catalog.sqlite3",
+        "catalog.sqlite3-wal",
+        "catalog.sqlite3-shm",
+    ] {
         let _ = std::fs::remove_file(pgkeep.repo.join(name));
     }
     refuse_then_repair(&pgkeep, &before);
@@ -192,7 +203,10 @@ fn an_emptied_catalog_is_refused_and_a_new_repository_needs_nothing() {
     std::fs::write(pgkeep.repo.join("catalog.sqlite3"), b"").unwrap();
     for args in [&["list"][..], &["backup"][..], &["status"][..]] {
         let out = pgkeep.run(args);
-        assert!(!out.status.success(), "{args:?} ran beside an emptied catalog");
+        assert!(
+            !out.status.success(),
+            "{args:?} ran beside an emptied catalog"
+        );
         let err = stderr(&out);
         assert!(
             err.contains("holds no backups") && err.contains("run `pgkeep repair`"),
@@ -200,7 +214,12 @@ fn an_emptied_catalog_is_refused_and_a_new_repository_needs_nothing() {
         );
     }
     // Nothing was backed up while refused.
-    assert_eq!(pgkeep.stored_files().len(), 2, "{:?}", pgkeep.stored_files());
+    assert_eq!(
+        pgkeep.stored_files().len(),
+        2,
+        "{:?}",
+        pgkeep.stored_files()
+    );
     repair_json(&pgkeep, &[]);
     assert_eq!(pgkeep.list()[0]["id"], record["id"]);
 }
@@ -238,4 +257,101 @@ fn a_dropped_dynamodb_table_is_rebuilt_from_s3() {
             .unwrap();
     });
     refuse_then_repair(&pgkeep, &before);
+}
+
+/// Each tampering with a manifest makes `verify` fail (non-zero exit, `verification_failed`)
+/// with the difference named: two manifests swapped, 1000 added to every row count, the
+/// wrapped keys of two manifests swapped, and an unknown `manifest_version`.
+#[test]
+fn verify_refuses_a_manifest_that_disagrees_with_its_backup() {
+    let cluster = PgCluster::start().unwrap();
+    let db = database(&cluster);
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let backups: Vec<Value> = (0..6).map(|_| pgkeep.backup_ok(&[])).collect();
+    let path = |r: &Value| {
+        pgkeep.repo.join(
+            r["object_key"]
+                .as_str()
+                .unwrap()
+                .replace(".pgkeep", ".manifest.json"),
+        )
+    };
+    let read =
+        |r: &Value| -> Value { serde_json::from_slice(&std::fs::read(path(r)).unwrap()).unwrap() };
+    let write =
+        |r: &Value, m: &Value| std::fs::write(path(r), serde_json::to_vec(m).unwrap()).unwrap();
+
+    // 0 and 1: manifests swapped.
+    let (m0, m1) = (read(&backups[0]), read(&backups[1]));
+    write(&backups[0], &m1);
+    write(&backups[1], &m0);
+    // 2: 1000 more rows in every count, in both places the manifest gives them.
+    let mut m2 = read(&backups[2]);
+    for n in m2["backup"]["row_counts"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
+        *n = (n.as_u64().unwrap() + 1000).into();
+    }
+    for t in m2["archive"]["tables"].as_array_mut().unwrap() {
+        t["rows"] = (t["rows"].as_u64().unwrap() + 1000).into();
+    }
+    write(&backups[2], &m2);
+    // 3 and 4: wrapped keys swapped.
+    let (mut m3, mut m4) = (read(&backups[3]), read(&backups[4]));
+    let k3 = m3["encryption"]["wrapped_key"].clone();
+    m3["encryption"]["wrapped_key"] = m4["encryption"]["wrapped_key"].clone();
+    m4["encryption"]["wrapped_key"] = k3;
+    write(&backups[3], &m3);
+    write(&backups[4], &m4);
+    // 5: a version this pgkeep does not know.
+    let mut m5 = read(&backups[5]);
+    m5["manifest_version"] = 99.into();
+    write(&backups[5], &m5);
+
+    let one_count = backups[2]["row_counts"]["public.customers"]
+        .as_u64()
+        .unwrap();
+    for (i, named) in [
+        (
+            0,
+            format!("backup.id is {}", backups[1]["id"].as_str().unwrap()),
+        ),
+        (
+            2,
+            format!(
+                "backup.row_counts[public.customers] is {}, the record says {one_count}",
+                one_count + 1000
+            ),
+        ),
+        (
+            3,
+            "encryption.wrapped_key differs from the object header's".to_owned(),
+        ),
+        (
+            5,
+            "manifest_version 99 is not one this pgkeep reads (1)".to_owned(),
+        ),
+    ] {
+        let id = backups[i]["id"].as_str().unwrap();
+        let (out, record) = pgkeep.verify(&[id]);
+        assert_eq!(out.status.code(), Some(9), "backup {i}: {}", stderr(&out));
+        assert_eq!(record["status"], "verification_failed", "backup {i}");
+        let reason = record["verification"]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("the manifest disagrees with the backup") && reason.contains(&named),
+            "backup {i}: {reason}"
+        );
+        assert_eq!(pgkeep.show(id)["status"], "verification_failed");
+    }
+    // Put back, the same backup verifies.
+    write(&backups[5], &{
+        let mut m = m5.clone();
+        m["manifest_version"] = 1.into();
+        m
+    });
+    let (out, record) = pgkeep.verify(&[backups[5]["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(record["status"], "verified");
 }

@@ -153,9 +153,7 @@ pub async fn repair(
         unreadable: Vec::new(),
     };
     let groups = group_keys(services.store.list("").await?);
-    progress
-        .total
-        .store(groups.len() as u64, Ordering::Relaxed);
+    progress.total.store(groups.len() as u64, Ordering::Relaxed);
     for (stem, keys) in groups {
         if let Some(record) = read_backup(services, &stem, &keys, &mut report).await? {
             report.backups += 1;
@@ -178,10 +176,10 @@ fn group_keys(keys: Vec<crate::store::ObjectMeta>) -> Vec<(String, Keys)> {
     let mut groups: BTreeMap<String, Keys> = BTreeMap::new();
     for meta in keys {
         let key = meta.key;
-        let Some((stem, kind)) = [OBJECT, MANIFEST, STATE]
-            .into_iter()
-            .find_map(|suffix| key.strip_suffix(suffix).map(|stem| (stem.to_owned(), suffix)))
-        else {
+        let Some((stem, kind)) = [OBJECT, MANIFEST, STATE].into_iter().find_map(|suffix| {
+            key.strip_suffix(suffix)
+                .map(|stem| (stem.to_owned(), suffix))
+        }) else {
             continue;
         };
         let id_ok = stem
@@ -217,34 +215,37 @@ async fn read_backup(
     };
     let state = match &keys.state {
         None => None,
-        Some(key) => match serde_json::from_slice::<serde_json::Value>(&get(services, key).await?)
-        {
-            Err(e) => {
-                report.unreadable.push(unreadable(key, format!("not JSON: {e}")));
-                return Ok(None);
-            }
-            Ok(value) => match value.get("state_version").and_then(|v| v.as_u64()) {
-                Some(v) if v == u64::from(STATE_VERSION) => {
-                    match serde_json::from_value::<BackupState>(value) {
-                        Ok(state) => Some(state.record),
-                        Err(e) => {
-                            report.unreadable.push(unreadable(key, e.to_string()));
-                            return Ok(None);
-                        }
-                    }
-                }
-                other => {
-                    report.unreadable.push(unreadable(
-                        key,
-                        format!(
-                            "state_version {} is not one this pgkeep reads ({STATE_VERSION})",
-                            other.map_or_else(|| "missing".to_owned(), |v| v.to_string())
-                        ),
-                    ));
+        Some(key) => {
+            match serde_json::from_slice::<serde_json::Value>(&get(services, key).await?) {
+                Err(e) => {
+                    report
+                        .unreadable
+                        .push(unreadable(key, format!("not JSON: {e}")));
                     return Ok(None);
                 }
-            },
-        },
+                Ok(value) => match value.get("state_version").and_then(|v| v.as_u64()) {
+                    Some(v) if v == u64::from(STATE_VERSION) => {
+                        match serde_json::from_value::<BackupState>(value) {
+                            Ok(state) => Some(state.record),
+                            Err(e) => {
+                                report.unreadable.push(unreadable(key, e.to_string()));
+                                return Ok(None);
+                            }
+                        }
+                    }
+                    other => {
+                        report.unreadable.push(unreadable(
+                            key,
+                            format!(
+                                "state_version {} is not one this pgkeep reads ({STATE_VERSION})",
+                                other.map_or_else(|| "missing".to_owned(), |v| v.to_string())
+                            ),
+                        ));
+                        return Ok(None);
+                    }
+                },
+            }
+        }
     };
     let manifest = match &keys.manifest {
         None => None,
@@ -274,7 +275,11 @@ async fn read_backup(
         .strip_suffix(OBJECT)
         .unwrap_or(&record.object_key);
     if expected_stem != stem {
-        let key = keys.state.clone().or(keys.manifest.clone()).unwrap_or_default();
+        let key = keys
+            .state
+            .clone()
+            .or(keys.manifest.clone())
+            .unwrap_or_default();
         report.unreadable.push(unreadable(
             &key,
             format!(
