@@ -595,13 +595,14 @@ pub fn print_repair_report(r: &pgkeep::ops::repair::RepairReport) {
         println!("removed {key}");
     }
     println!(
-        "{} backups in {}: {} {}, {} unchanged, {} kept as the catalog has them, {} stray keys{}",
+        "{} backups in {}: {} {}, {} unchanged, {} kept as the catalog has them, {} unreadable, {} stray keys{}",
         r.backups,
         r.repository,
         r.changes.len(),
         verb("records written", "records to write"),
         r.unchanged,
         r.kept.len(),
+        r.unreadable.len(),
         r.strays.len(),
         if r.strays.is_empty() || !r.removed.is_empty() {
             ""

@@ -408,3 +408,169 @@ pub async fn check_catalog(services: &Services) -> Result<(), Error> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::sqlite::SqliteCatalog;
+    use crate::keys::NoKey;
+    use crate::model::{
+        ArchiveInfo, BackupKind, Compression, EncryptionInfo, Verification, VerificationResult,
+    };
+    use crate::store::fs::FsStore;
+
+    fn services(dir: &std::path::Path) -> Services {
+        Services {
+            store: Arc::new(FsStore::new(dir.join("repo"))),
+            catalog: Arc::new(SqliteCatalog::open(dir.join("catalog.sqlite3")).unwrap()),
+            keys: Arc::new(NoKey),
+        }
+    }
+
+    /// A completed backup as the repository holds it: object and manifest.
+    async fn stored(services: &Services, minute: u32) -> BackupRecord {
+        let t = Utc::now() - chrono::Duration::minutes(i64::from(60 - minute));
+        let mut r = BackupRecord::start(
+            BackupId::generate(t),
+            "shop",
+            BackupKind::Manual,
+            Compression::Zstd,
+        );
+        r.status = BackupStatus::Completed;
+        r.size_bytes = Some(3);
+        let manifest = Manifest::new(
+            r.clone(),
+            EncryptionInfo::aes_256_gcm(1, 16, "file:0", b"k"),
+            ArchiveInfo {
+                format: "pg_dump custom".into(),
+                archive_version: "1.14.0".into(),
+                dump_version: "15".into(),
+                archive_bytes: 0,
+                tables: Vec::new(),
+                schema_only_tables: Vec::new(),
+                large_objects: 0,
+            },
+        );
+        services
+            .store
+            .put(&r.object_key, b"obj".to_vec())
+            .await
+            .unwrap();
+        services
+            .store
+            .put(&r.manifest_key(), serde_json::to_vec(&manifest).unwrap())
+            .await
+            .unwrap();
+        r
+    }
+
+    fn verified(mut r: BackupRecord, minutes_ago: i64) -> BackupRecord {
+        r.status = BackupStatus::Verified;
+        r.verification = Some(Verification {
+            verified_at: Utc::now() - chrono::Duration::minutes(minutes_ago),
+            ok: true,
+            result: VerificationResult::Verified,
+            reason: None,
+            restore_duration_ms: Some(12),
+            duration_ms: 20,
+            scratch_server: None,
+            scratch_database: None,
+            tables: Vec::new(),
+            large_objects: None,
+            objects_checked: 0,
+            missing_objects: Vec::new(),
+            extra_objects: Vec::new(),
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn the_repository_wins_only_when_it_is_further_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = services(dir.path());
+        let request = RepairRequest::default();
+        let progress = RepairProgress::default();
+
+        // a: the catalog lags (completed), the repository says verified: updated.
+        let a = stored(&s, 1).await;
+        s.catalog.insert(&a).await.unwrap();
+        let a_verified = verified(a.clone(), 5);
+        super::super::state::publish(s.store.as_ref(), &a_verified)
+            .await
+            .unwrap();
+        // b: the catalog is ahead (verified), the repository only has the manifest: kept.
+        let b = stored(&s, 2).await;
+        s.catalog.replace(&verified(b.clone(), 1)).await.unwrap();
+        // c: verified in both, the repository's verification newer: updated.
+        let c = stored(&s, 3).await;
+        s.catalog.replace(&verified(c.clone(), 30)).await.unwrap();
+        super::super::state::publish(s.store.as_ref(), &verified(c.clone(), 2))
+            .await
+            .unwrap();
+        // d: not in the catalog: added. e: a manifest whose object is gone: a stray.
+        let d = stored(&s, 4).await;
+        let e = stored(&s, 5).await;
+        s.store.delete(&e.object_key).await.unwrap();
+
+        let report = repair(&s, &request, &progress).await.unwrap();
+        let changes: Vec<(&BackupId, &Action)> =
+            report.changes.iter().map(|c| (&c.id, &c.action)).collect();
+        assert_eq!(
+            changes,
+            vec![
+                (&a.id, &Action::Update),
+                (&c.id, &Action::Update),
+                (&d.id, &Action::Add)
+            ]
+        );
+        assert_eq!(report.kept.len(), 1);
+        assert_eq!(report.kept[0].id, b.id);
+        assert_eq!(report.strays.len(), 1);
+        assert_eq!(report.strays[0].key, e.manifest_key());
+        assert_eq!(progress.counts(), (5, 5));
+        assert_eq!(s.catalog.get(&a.id).await.unwrap(), a_verified);
+        assert_eq!(
+            s.catalog.get(&b.id).await.unwrap().status,
+            BackupStatus::Verified
+        );
+        assert!(matches!(
+            s.catalog.get(&e.id).await,
+            Err(CatalogError::NotFound(_))
+        ));
+
+        let again = repair(&s, &request, &RepairProgress::default())
+            .await
+            .unwrap();
+        assert!(again.changes.is_empty(), "{again:#?}");
+        assert_eq!(again.unchanged, 3);
+
+        // An unknown state version is reported, not read.
+        let mut future: serde_json::Value =
+            serde_json::from_slice(&s.store.get(&a.state_key()).await.unwrap()).unwrap();
+        future["state_version"] = 2.into();
+        s.store
+            .put(&a.state_key(), serde_json::to_vec(&future).unwrap())
+            .await
+            .unwrap();
+        let report = repair(&s, &request, &RepairProgress::default())
+            .await
+            .unwrap();
+        assert_eq!(report.unreadable.len(), 1, "{report:#?}");
+        assert!(report.unreadable[0].why.contains("state_version 2"));
+    }
+
+    #[tokio::test]
+    async fn a_lost_catalog_is_refused_and_a_new_repository_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = services(dir.path());
+        check_catalog(&s).await.unwrap();
+        let a = stored(&s, 1).await;
+        let err = check_catalog(&s).await.unwrap_err();
+        assert!(err.to_string().contains("run `pgkeep repair`"), "{err}");
+        assert!(err.to_string().contains("1 manifest"), "{err}");
+        s.catalog.insert(&a).await.unwrap();
+        check_catalog(&s).await.unwrap();
+    }
+}
