@@ -102,6 +102,12 @@ pub enum Command {
     /// Restore a backup into a new database on the --database-url server, or replace an
     /// existing one (after a safety backup) with --overwrite --confirm NAME.
     Restore(RestoreArgs),
+    /// Rebuild or complete the catalog from the repository: every backup's manifest (and its
+    /// state object, which carries verification, deletion and failure) becomes a record with
+    /// its latest state. Records the catalog holds further along are kept; objects without a
+    /// manifest and manifests without their object are reported and left alone (unless
+    /// --remove-strays). Safe to run again: a second run changes nothing.
+    Repair(RepairArgs),
 }
 
 #[derive(Args, Debug)]
@@ -308,3 +314,17 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 #[cfg(test)]
 mod tests;
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Print what would be changed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also delete the stray keys reported (objects without a manifest, manifests whose
+    /// object is gone); they are left alone otherwise.
+    #[arg(long)]
+    pub remove_strays: bool,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -9,6 +9,7 @@ pub mod cat;
 pub mod delete;
 pub mod list;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod show;
 pub mod status;

@@ -509,6 +509,112 @@ impl ProgressBar {
     }
 }
 
+/// `backups read/total` while `pgkeep repair` reads the repository, drawn only when stderr is a
+/// terminal.
+pub struct CountBar {
+    bar: Option<indicatif::ProgressBar>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl CountBar {
+    /// Starts drawing (or does nothing off a terminal).
+    pub fn start(progress: Arc<pgkeep::ops::repair::RepairProgress>) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return CountBar {
+                bar: None,
+                ticker: None,
+            };
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} reading the repository: {pos}/{len} backups {elapsed}",
+            )
+            .expect("valid template"),
+        );
+        let ticking = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                let (done, total) = progress.counts();
+                ticking.set_length(total);
+                ticking.set_position(done);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        CountBar {
+            bar: Some(bar),
+            ticker: Some(ticker),
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(t) = &self.ticker {
+            t.abort();
+        }
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// What `pgkeep repair` did or would do.
+pub fn print_repair_report(r: &pgkeep::ops::repair::RepairReport) {
+    let verb = |done: &'static str, would: &'static str| if r.dry_run { would } else { done };
+    for c in &r.changes {
+        match c.previous {
+            None => println!(
+                "{} {} of {} ({})",
+                verb("added", "would add"),
+                c.id,
+                shown(&c.database),
+                c.status
+            ),
+            Some(previous) => println!(
+                "{} {} of {} ({previous} -> {})",
+                verb("updated", "would update"),
+                c.id,
+                shown(&c.database),
+                c.status
+            ),
+        }
+    }
+    for k in &r.kept {
+        println!(
+            "kept {}: the catalog says {}, the repository {}",
+            k.id, k.catalog_status, k.repository_status
+        );
+    }
+    for s in &r.strays {
+        println!("stray {}: {}", s.key, s.why);
+    }
+    for s in &r.unreadable {
+        println!("unreadable {}: {}", s.key, s.why);
+    }
+    for key in &r.removed {
+        println!("removed {key}");
+    }
+    println!(
+        "{} backups in {}: {} {}, {} unchanged, {} kept as the catalog has them, {} unreadable, {} stray keys{}",
+        r.backups,
+        r.repository,
+        r.changes.len(),
+        verb("records written", "records to write"),
+        r.unchanged,
+        r.kept.len(),
+        r.unreadable.len(),
+        r.strays.len(),
+        if r.strays.is_empty() || !r.removed.is_empty() {
+            ""
+        } else {
+            " (left alone; --remove-strays deletes them)"
+        }
+    );
+    if r.dry_run {
+        println!("dry run: nothing was changed");
+    }
+}
+
 /// A name from the catalog as a terminal may show it: control characters (an escape sequence
 /// in a database name could rewrite the screen) are printed escaped, like `\u{1b}`.
 pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {

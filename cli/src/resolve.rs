@@ -13,7 +13,7 @@ use pgkeep::ops;
 use pgkeep::postgres::PgTarget;
 use pgkeep::retention::Span;
 
-use crate::args::Cli;
+use crate::args::{Cli, Command};
 use crate::commands::Failure;
 
 /// The parsed command line with what was resolved up front.
@@ -92,9 +92,14 @@ impl<'a> Resolver<'a> {
         need_aws: bool,
     ) -> Result<(Services, Option<pgkeep::aws::SdkConfig>), Failure> {
         let config = self.backend_config()?;
-        Ok(pgkeep::wiring::connect(&config, key_use, need_aws)
+        let (services, aws) = pgkeep::wiring::connect(&config, key_use, need_aws)
             .await
-            .map_err(ops::Error::from)?)
+            .map_err(ops::Error::from)?;
+        // A lost catalog is refused by every command but the one that rebuilds it.
+        if !matches!(self.cli.command, Command::Repair(_)) {
+            ops::repair::check_catalog(&services).await?;
+        }
+        Ok((services, aws))
     }
 
     /// Builds the backends.

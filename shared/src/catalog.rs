@@ -92,6 +92,10 @@ pub trait Catalog: Send + Sync {
     ) -> Result<(), CatalogError>;
     /// Records matching the query, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Page, CatalogError>;
+    /// Stores `record` as it is, inserting it or replacing the stored one, with no lifecycle
+    /// check: only for `pgkeep repair`, which copies states the lifecycle already allowed from
+    /// the repository.
+    async fn replace(&self, record: &BackupRecord) -> Result<(), CatalogError>;
 
     /// Takes the dump lease of `lease.database` unless someone else holds an unexpired one
     /// at `now`; returns `Ok(None)` when taken, `Ok(Some(current))` when held by another.
@@ -278,6 +282,28 @@ pub(crate) mod contract {
                 .await,
             Err(CatalogError::BadCursor(_))
         ));
+
+        // replace: inserts, or overwrites whatever status is stored.
+        let mut restored = record("shop", 57);
+        restored.status = BackupStatus::Verified;
+        catalog.replace(&restored).await.unwrap();
+        assert_eq!(catalog.get(&restored.id).await.unwrap(), restored);
+        restored.status = BackupStatus::Completed;
+        restored.size_bytes = Some(7);
+        catalog.replace(&restored).await.unwrap();
+        assert_eq!(catalog.get(&restored.id).await.unwrap(), restored);
+        assert_eq!(
+            catalog
+                .list(&ListQuery {
+                    status: Some(BackupStatus::Completed),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .records
+                .len(),
+            2
+        );
 
         labels(catalog).await;
         leases(catalog).await;

@@ -330,6 +330,11 @@ impl BackupRecord {
     pub fn manifest_key(&self) -> String {
         manifest_key(&self.object_key)
     }
+
+    /// Key of the state object stored beside the object (see [`BackupState`]).
+    pub fn state_key(&self) -> String {
+        state_key(&self.object_key)
+    }
 }
 
 /// What a verification concluded.
@@ -462,6 +467,34 @@ impl Manifest {
             backup,
             encryption,
             archive,
+        }
+    }
+}
+
+/// The state object's format version; readers refuse versions they do not know.
+pub const STATE_VERSION: u32 = 1;
+
+/// `<id>.state.json` beside the object: the record as the catalog holds it after its last
+/// change since the backup completed (verified, verification failed, deleted) or as it failed,
+/// so the repository alone says where every backup stands. The manifest stays write-once; a
+/// reader takes the record from here when this exists, else from the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupState {
+    /// Format version of this document.
+    pub state_version: u32,
+    /// When it was written.
+    pub written_at: DateTime<Utc>,
+    /// The whole record, as stored in the catalog.
+    pub record: BackupRecord,
+}
+
+impl BackupState {
+    /// The state of `record` now.
+    pub fn new(record: BackupRecord) -> Self {
+        BackupState {
+            state_version: STATE_VERSION,
+            written_at: Utc::now(),
+            record,
         }
     }
 }
@@ -641,6 +674,12 @@ pub fn object_key(database: &str, id: &BackupId) -> String {
 pub fn manifest_key(object_key: &str) -> String {
     let stem = object_key.strip_suffix(".pgkeep").unwrap_or(object_key);
     format!("{stem}.manifest.json")
+}
+
+/// The state object's key for an object key.
+pub fn state_key(object_key: &str) -> String {
+    let stem = object_key.strip_suffix(".pgkeep").unwrap_or(object_key);
+    format!("{stem}.state.json")
 }
 
 /// Database names may hold any character; object keys and file names get a reversible,

@@ -29,9 +29,11 @@ pub mod list;
 pub mod prune;
 pub mod read;
 pub mod reaper;
+pub mod repair;
 mod replay;
 pub mod restore;
 pub mod scratch;
+pub mod state;
 pub mod sweep;
 pub mod verify;
 
@@ -152,6 +154,29 @@ pub enum Error {
         holder: String,
         /// When the lease lapses if its holder never releases it.
         expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The catalog took a change but the repository's copy of the record's state could not
+    /// be written (see `ops::state`).
+    #[error("backup {id}: the change is in the catalog but its state could not be written to the repository ({source}); repeat the command to write it")]
+    StateNotWritten {
+        /// The backup.
+        id: BackupId,
+        /// Why the write failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The catalog holds no backups while the repository does: it was lost or emptied, and
+    /// carrying on would start a new history beside the old one.
+    #[error("the catalog {catalog} holds no backups, but the repository {repository} holds {manifests} (e.g. {example}): the catalog was lost or emptied; run `pgkeep repair` to rebuild it from the repository")]
+    CatalogLost {
+        /// The catalog's location.
+        catalog: String,
+        /// The repository's location.
+        repository: String,
+        /// How many manifests the repository holds ("3 manifests", "at least 1000 manifests").
+        manifests: String,
+        /// One of them.
+        example: String,
     },
     /// A stream failed for a reason other than the above.
     #[error("{context}: {source}")]
@@ -305,6 +330,8 @@ impl Error {
             Error::Confirmation(_) => ErrorKind::Config,
             Error::SafetyBackup { source, .. } => source.kind(),
             Error::NoSpace { .. } => ErrorKind::Storage,
+            Error::StateNotWritten { source, .. } => source.kind(),
+            Error::CatalogLost { .. } => ErrorKind::Storage,
             Error::Stranded { .. } => ErrorKind::Database,
         }
     }

@@ -322,6 +322,10 @@ impl Catalog for FaultyCatalog {
     async fn list(&self, query: &ListQuery) -> Result<Page, CatalogError> {
         self.inner.list(query).await
     }
+    async fn replace(&self, record: &BackupRecord) -> Result<(), CatalogError> {
+        self.write(self.faults.update)?;
+        self.inner.replace(record).await
+    }
     async fn acquire_lease(
         &self,
         lease: &Lease,

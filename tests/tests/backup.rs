@@ -242,11 +242,7 @@ fn failed_backups_leave_no_object_and_say_why() {
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert_eq!(record["status"], "failed");
     assert!(record["error"].as_str().unwrap().contains("does not exist"));
-    assert!(
-        missing.stored_files().is_empty(),
-        "{:?}",
-        missing.stored_files()
-    );
+    assert_only_states(missing.stored_files(), 1);
 
     let wrong = Pgkeep::new().database_url(
         cluster
@@ -269,7 +265,7 @@ fn failed_backups_leave_no_object_and_say_why() {
         .as_str()
         .unwrap()
         .contains("password authentication failed"));
-    assert!(wrong.stored_files().is_empty());
+    assert_only_states(wrong.stored_files(), 1);
 }
 
 /// A stand-in pg_dump in a PGKEEP_PG_BIN directory.
@@ -316,11 +312,7 @@ fn pg_dump_failing_after_output_or_too_old_fails_the_backup() {
         .as_str()
         .unwrap()
         .contains("simulated failure"));
-    assert!(
-        pgkeep.stored_files().is_empty(),
-        "{:?}",
-        pgkeep.stored_files()
-    );
+    assert_only_states(pgkeep.stored_files(), 1);
 
     std::fs::remove_dir_all(&failing).unwrap();
     let old = fake_pg_bin(pgkeep.dir.path(), "9.6.24", "exit 0");
@@ -336,5 +328,17 @@ fn pg_dump_failing_after_output_or_too_old_fails_the_backup() {
         stderr.contains("is version 9") && stderr.contains("major version or newer"),
         "{stderr}"
     );
-    assert!(pgkeep.stored_files().is_empty());
+    assert_only_states(pgkeep.stored_files(), 2);
+}
+
+/// Failed backups leave no object and no manifest: only their state objects, which say
+/// `failed` (docs/FORMAT.md, "The state object").
+fn assert_only_states(files: Vec<std::path::PathBuf>, n: usize) {
+    assert_eq!(files.len(), n, "{files:?}");
+    for file in &files {
+        assert!(file.to_string_lossy().ends_with(".state.json"), "{files:?}");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        assert_eq!(state["record"]["status"], "failed", "{state:#}");
+    }
 }

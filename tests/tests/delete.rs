@@ -148,13 +148,17 @@ fn delete_on_a_local_repository_refuses_what_must_stay_and_removes_the_rest() {
     assert!(!object.with_extension("manifest.json").exists());
     assert_eq!(pgkeep.show(completed_id)["status"], "deleted");
     assert_deletion_audited(&pgkeep.audit(), completed_id, "dora");
-    // Only the verified backup's files remain.
+    // Only the verified backup's files remain, and the state objects of the verified and
+    // the deleted backup.
     assert_eq!(
         pgkeep.stored_files().len(),
-        2,
+        4,
         "{:?}",
         pgkeep.stored_files()
     );
+    let state = object.with_extension("state.json");
+    let state: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    assert_eq!(state["record"]["status"], "deleted");
 
     // Deleting again is harmless; unknown and malformed ids say so.
     let (out, json, _) = delete(&pgkeep, completed_id);

@@ -300,6 +300,12 @@ fn differences_from_the_manifest_fail_with_their_own_code_and_a_per_table_report
             .unwrap() += 1;
         record.row_counts.insert("public.ghost".into(), 3);
         catalog.update(&record, record.status).await.unwrap();
+        // The manifest's copy says the same (else verify stops at the manifest check).
+        let path = pgkeep.repo.join(record.manifest_key());
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        manifest["backup"]["row_counts"] = serde_json::to_value(&record.row_counts).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     });
 
     let (out, record) = pgkeep.verify(&[id.as_str()]);

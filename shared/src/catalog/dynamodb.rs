@@ -329,6 +329,17 @@ impl Catalog for DynamoCatalog {
         }
     }
 
+    async fn replace(&self, record: &BackupRecord) -> Result<(), CatalogError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(record_item(record)))
+            .send()
+            .await
+            .map_err(|e| self.backend("PutItem", &e))?;
+        Ok(())
+    }
+
     async fn get(&self, id: &BackupId) -> Result<BackupRecord, CatalogError> {
         match self.get_item(backup_pk(id)).await? {
             Some(item) => self.record_from(&item),

@@ -169,6 +169,31 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn replace(&self, record: &BackupRecord) -> Result<(), CatalogError> {
+        let record = record.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO backups (id, database, status, kind, created_at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET database = excluded.database,
+                   status = excluded.status, kind = excluded.kind,
+                   created_at = excluded.created_at, record = excluded.record",
+                params![
+                    record.id.as_str(),
+                    record.database,
+                    record.status.as_str(),
+                    record.kind.as_str(),
+                    crate::model::format_time(record.created_at),
+                    to_json(&record),
+                ],
+            )
+            .map_err(backend(&location))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn get(&self, id: &BackupId) -> Result<BackupRecord, CatalogError> {
         let id = id.clone();
         let location = self.location();

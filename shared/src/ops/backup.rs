@@ -267,9 +267,11 @@ async fn backup_leased(
     services.catalog.insert(&record).await?;
     tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
     let started = Instant::now();
-    let outcome = run(services, request, &mut record, progress).await;
-    record.completed_at = Some(Utc::now());
-    record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    let outcome = run(services, request, &mut record, started, progress).await;
+    if outcome.is_err() {
+        record.completed_at = Some(Utc::now());
+        record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    }
     match outcome {
         Ok(()) => {
             record
@@ -297,12 +299,15 @@ async fn backup_leased(
         Err(error) => {
             record.status = BackupStatus::Failed;
             record.error = Some(error.to_string());
-            if let Err(e) = services
+            match services
                 .catalog
                 .update(&record, BackupStatus::InProgress)
                 .await
             {
-                tracing::error!(backup = %record.id, error = %e, "could not record the failure");
+                Ok(()) => super::state::publish_failure(services, &record).await,
+                Err(e) => {
+                    tracing::error!(backup = %record.id, error = %e, "could not record the failure")
+                }
             }
             tracing::info!(backup = %record.id, error = %error, "backup failed");
             Err(error)
@@ -351,6 +356,7 @@ pub async fn end_interrupted(
                 .await
             {
                 Ok(()) => {
+                    super::state::publish_failure(services, &record).await;
                     super::reaper::remove_run_leftovers(services, &record, now).await?;
                     Ended::MarkedFailed
                 }
@@ -380,6 +386,7 @@ async fn run(
     services: &Services,
     request: &BackupRequest,
     record: &mut BackupRecord,
+    started: Instant,
     progress: Arc<Progress>,
 ) -> Result<(), Error> {
     let target = &request.target;
@@ -445,9 +452,11 @@ async fn run(
         .map(|t| qualified_name(&t.schema, &t.table))
         .collect();
 
+    // The manifest carries the record exactly as it will be once completed.
+    record.completed_at = Some(Utc::now());
+    record.duration_ms = Some(started.elapsed().as_millis() as u64);
     let mut final_record = record.clone();
     final_record.status = BackupStatus::Completed;
-    final_record.completed_at = Some(Utc::now());
     let manifest = Manifest::new(
         final_record,
         EncryptionInfo::aes_256_gcm(

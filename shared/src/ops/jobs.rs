@@ -250,6 +250,8 @@ impl Jobs {
     /// database holds its lease is an error without a record or an alert: the running backup
     /// is the one that counts, and Lambda's retry runs once the lease is free.
     pub async fn run_dump(&self, trigger: &DumpTrigger) -> Result<DumpOutcome, JobError> {
+        // Refused before anything is recorded: a record would hide that the catalog was lost.
+        super::repair::check_catalog(&self.services).await?;
         let now = Utc::now();
         let first = trigger
             .backup_id
@@ -442,6 +444,7 @@ impl Jobs {
             trigger.not_started_record(id, format!("the backup could not start: {error}"));
         record.retry_of = retry_of;
         self.services.catalog.insert(&record).await?;
+        super::state::publish_failure(&self.services, &record).await;
         tracing::info!(backup = %id, database = %trigger.database, error = %error, "backup failed before it started");
         Ok(record)
     }

@@ -228,6 +228,9 @@ pub async fn plan(services: &Services, request: &PruneRequest) -> Result<PrunePl
                 }
                 known.insert(key);
             }
+            // The state object stays for every status: it is the record's copy in the
+            // repository (see ops/state.rs).
+            known.insert(r.state_key());
         }
         unknown_keys.extend(stored.into_iter().filter(|k| !known.contains(k)));
     }
@@ -290,6 +293,8 @@ pub async fn execute(
         if !matches!(record.status, BackupStatus::Deleted | BackupStatus::Failed) {
             continue;
         }
+        // A crash may have come between the catalog and the state object.
+        super::state::publish(services.store.as_ref(), &record).await?;
         let mut keys = Vec::new();
         for r in repairs {
             services.store.delete(&r.key).await?;
@@ -389,6 +394,8 @@ pub async fn delete_backup(
             ))
         }
         BackupStatus::Deleted => {
+            // A crash may have come between the catalog and the state object.
+            super::state::publish(services.store.as_ref(), &record).await?;
             remove_keys(services, &record).await?;
             return Ok(record);
         }
@@ -431,7 +438,7 @@ pub async fn delete_backup(
     record
         .transition(BackupStatus::Deleted)
         .map_err(CatalogError::from)?;
-    services.catalog.update(&record, before).await?;
+    super::state::update(services, &record, before).await?;
     remove_keys(services, &record).await?;
     audit(
         services,

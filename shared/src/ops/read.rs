@@ -13,7 +13,7 @@ use crate::backends::Services;
 use crate::keys::KeyContext;
 use crate::model::{BackupId, BackupRecord};
 use crate::pipeline::archive_reader;
-use crate::pipeline::crypt::Header;
+use crate::pipeline::crypt::{Header, HeaderFields};
 use crate::pipeline::digest::DigestReader;
 
 /// A stream of the plain pg_dump archive; read it to the end before trusting it.
@@ -25,6 +25,16 @@ pub async fn open_archive(
     services: &Services,
     id: &BackupId,
 ) -> Result<(BackupRecord, ArchiveStream), Error> {
+    let (record, _, stream) = open_archive_with_header(services, id).await?;
+    Ok((record, stream))
+}
+
+/// [`open_archive`], also returning the object header's fields (for comparing them with the
+/// manifest).
+pub async fn open_archive_with_header(
+    services: &Services,
+    id: &BackupId,
+) -> Result<(BackupRecord, HeaderFields, ArchiveStream), Error> {
     let record = services.catalog.get(id).await?;
     if !record.status.has_object() {
         let why = match &record.error {
@@ -66,6 +76,7 @@ pub async fn open_archive(
         .keys
         .unwrap(&fields.key_id, &fields.wrapped_key, ctx)
         .await?;
+    let fields = fields.clone();
     let stream = archive_reader(sealed, header, &key, compression);
-    Ok((record, Box::pin(stream)))
+    Ok((record, fields, Box::pin(stream)))
 }

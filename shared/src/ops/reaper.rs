@@ -181,6 +181,7 @@ pub async fn reap_one(
         Err(CatalogError::Conflict { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
+    super::state::publish_failure(services, &record).await;
     remove_run_leftovers(services, &record, now).await?;
     release_if_held(services, &record).await;
     tracing::warn!(backup = %record.id, database = %record.database, age = %age, why = %why, "abandoned backup marked failed");

@@ -13,13 +13,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 
-use super::read::{open_archive, ArchiveStream};
+use super::read::{open_archive_with_header, ArchiveStream};
 use super::{Error, IntegrityError};
 use crate::backends::Services;
 use crate::keys::KeyError;
 use crate::model::{BackupRecord, Manifest};
 use crate::pipeline::archive_scan::{ArchiveScanError, ArchiveScanner, ArchiveSummary};
 use crate::pipeline::archive_tap::{scan_error, ArchiveTap};
+use crate::pipeline::crypt::HeaderFields;
 use crate::pipeline::digest::ChecksumMismatch;
 use crate::pipeline::Progress;
 use crate::store::StoreError;
@@ -74,8 +75,16 @@ pub(crate) async fn open(
     services: &Services,
     record: &BackupRecord,
 ) -> Result<ArchiveStream, ReadFailure> {
-    match open_archive(services, &record.id).await {
-        Ok((_, stream)) => Ok(stream),
+    Ok(open_with_header(services, record).await?.1)
+}
+
+/// [`open`], also returning the object header's fields.
+pub(crate) async fn open_with_header(
+    services: &Services,
+    record: &BackupRecord,
+) -> Result<(HeaderFields, ArchiveStream), ReadFailure> {
+    match open_archive_with_header(services, &record.id).await {
+        Ok((_, header, stream)) => Ok((header, stream)),
         Err(e) => Err(classify(services, record, e).await),
     }
 }

@@ -24,6 +24,8 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+mod manifest;
+
 use super::replay::{self, ReadFailure, Sink};
 use super::scratch::{AdminConnection, OwnedDatabase, ServerRole, STALE_AFTER, VERIFY_PREFIX};
 use super::{Error, ErrorKind};
@@ -187,6 +189,18 @@ impl Outcome {
         }
     }
 
+    /// The manifest disagrees with the record, the object or the archive.
+    fn manifest_differs(differences: &[String]) -> Self {
+        Outcome::Failed {
+            result: VerificationResult::Differences,
+            reason: format!(
+                "the manifest disagrees with the backup: {}",
+                summarise(differences, 5)
+            ),
+            kind: ErrorKind::Verification,
+        }
+    }
+
     fn from_read(failure: ReadFailure) -> Self {
         match failure {
             ReadFailure::Backup(e) => Outcome::failed(VerificationResult::Unreadable, &e),
@@ -271,8 +285,14 @@ async fn attempt(
         Ok(m) => m,
         Err(failure) => return Outcome::from_read(failure),
     };
-    let stream = match replay::open(services, record).await {
-        Ok(stream) => stream,
+    let stream = match replay::open_with_header(services, record).await {
+        Ok((header, stream)) => {
+            let differences = manifest::against_record(&manifest, record, &header);
+            if !differences.is_empty() {
+                return Outcome::manifest_differs(&differences);
+            }
+            stream
+        }
         Err(failure) => return Outcome::from_read(failure),
     };
     let scratch = match server.create(VERIFY_PREFIX, Some(&record.id)).await {
@@ -323,6 +343,11 @@ async fn restore_and_compare(
                 return Outcome::from_read(failure);
             }
         };
+    let differences = manifest::against_archive(manifest, &summary);
+    if !differences.is_empty() {
+        let _ = child.finish().await;
+        return Outcome::manifest_differs(&differences);
+    }
     if let Err(e) = child.finish().await {
         return Outcome::Failed {
             result: VerificationResult::RestoreFailed,
@@ -622,7 +647,7 @@ async fn record_outcome(
         record.transition(status).map_err(CatalogError::from)?;
     }
     record.verification = Some(verification);
-    services.catalog.update(&record, seen).await?;
+    super::state::update(services, &record, seen).await?;
     Ok((record, result))
 }
 

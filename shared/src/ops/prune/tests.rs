@@ -315,6 +315,11 @@ fn expected_keys(f: &Fixture) -> BTreeSet<String> {
         keys.insert(crate::model::manifest_key(&object));
         keys.insert(object);
     }
+    // Every record prune changes (deleted, reaped, repaired) leaves its state object.
+    for name in ["d3", "d4", "d6", "p1", "a1", "f1", "x1"] {
+        let object = crate::model::object_key("shop", &f.ids[name]);
+        keys.insert(crate::model::state_key(&object));
+    }
     keys
 }
 
@@ -393,6 +398,7 @@ async fn prune_reaps_repairs_deletes_and_audits() {
     let mut expected = expected_keys(&f);
     expected.remove(&c2.object_key);
     expected.remove(&c2.manifest_key());
+    expected.insert(c2.state_key());
     assert_eq!(keys, expected);
     f.assert_no_dangling_records("after a clean prune").await;
     let a1 = f.catalog.get(&f.ids["a1"]).await.unwrap();
