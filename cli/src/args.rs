@@ -102,6 +102,11 @@ pub enum Command {
     /// Restore a backup into a new database on the --database-url server, or replace an
     /// existing one (after a safety backup) with --overwrite --confirm NAME.
     Restore(RestoreArgs),
+    /// Dismiss a database whose every backup failed (a typo in --database-url): its records
+    /// and lapsed lease are removed from the catalog, so `status` no longer lists it; the
+    /// audit trail names who did it. Refused (exit 8, nothing changed) when any record of it
+    /// is or was a real backup (they are named), and while a run holds its lease.
+    Forget(ForgetArgs),
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +228,21 @@ pub struct DeleteArgs {
     pub actor: ActorSettings,
     /// The deleted record as JSON on stdout; a refusal prints {"id", "deleted": false,
     /// "reason", "error"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// The database, as `pgkeep status` prints it.
+    pub database: String,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who is forgetting, for the audit trail.
+    #[command(flatten)]
+    pub actor: ActorSettings,
+    /// JSON on stdout: {"database", "dry_run", "records", "lease"}.
     #[arg(long)]
     pub json: bool,
 }

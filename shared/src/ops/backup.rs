@@ -185,7 +185,11 @@ async fn take_lease(
 }
 
 /// Why the holder of `lease` is dead at `now`, or `None` while it may be alive.
-async fn holder_is_dead(services: &Services, lease: &Lease, now: DateTime<Utc>) -> Option<String> {
+pub(crate) async fn holder_is_dead(
+    services: &Services,
+    lease: &Lease,
+    now: DateTime<Utc>,
+) -> Option<String> {
     if let Some(why) = super::reaper::lease_is_dead(lease, now) {
         return Some(why);
     }

@@ -10,9 +10,11 @@
 //! | the same event delivered twice, then again after a failure | one backup; then a second attempt | [`retries`] |
 //! | an accepted API backup that cannot start | a `failed` record with the reason, and an alert | [`retries`] |
 //! | "newest verified", a stale database | one definition (by start); staleness noticed within the hour | [`retries`] |
+//! | a database that only ever had failed backups (a typo) | `pgkeep forget` dismisses it from `status`; refused for one with a real backup | [`forget`] |
 //! | `cat -o` onto a symlink, a device, a pre-created temporary name | nothing replaced, nothing readable by others | [`output`] |
 //! | ambiguous JWT groups claims | refused (403), exact matches allowed | [`output`] |
 
+mod forget;
 mod output;
 mod retries;
 mod runs;
