@@ -8,6 +8,7 @@ pub mod cli;
 pub mod events;
 pub mod lambda_runtime;
 mod pg;
+pub mod proxy;
 mod sys;
 
 use std::path::{Path, PathBuf};

@@ -837,3 +837,90 @@ fn prune_aborts_the_open_upload_of_a_failed_s3_run() {
     // A backup after that works as usual.
     pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
 }
+
+/// Upstream bytes after which the proxy goes away in
+/// [`s3_going_away_mid_upload_leaves_an_open_upload_that_prune_aborts`]: three 5 MiB parts and
+/// a bit, with at most three parts in flight, so at least one part's body went through whole.
+const CUT_AFTER: u64 = 16 * 1024 * 1024;
+
+/// S3 goes away mid-upload, for real: `pgkeep backup` talks to S3 (moto) through a TCP proxy
+/// that is cut once 16 MiB of parts went through, after which connections are reset and
+/// refused, so the part uploads and the abort of the multipart upload both fail. The backup
+/// exits non-zero with a `failed` record, and its upload stays open in S3. Then, with S3
+/// reachable again, the next backup succeeds and prune's orphan sweep aborts the open upload.
+/// (The catalog and key are local so only S3 goes away.)
+#[test]
+fn s3_going_away_mid_upload_leaves_an_open_upload_that_prune_aborts() {
+    let Some(moto) = pgkeep_tests::aws::Moto::start() else {
+        return;
+    };
+    let cluster = PgCluster::start().unwrap();
+    let db = unique_name("bulk");
+    cluster.create_database(&db).unwrap();
+    // About 70 MB of hex text: some 35 MB once compressed, seven 5 MiB parts.
+    cluster
+        .psql(
+            &db,
+            "CREATE TABLE bulk AS SELECT g AS id, md5(random()::text) || md5(random()::text) \
+             || md5(random()::text) || md5(random()::text) AS payload \
+             FROM generate_series(1, 500000) AS g",
+        )
+        .unwrap();
+    let local = Pgkeep::new();
+    let catalog = format!(
+        "sqlite://{}",
+        local.dir.path().join("catalog.sqlite3").display()
+    );
+    let key = format!("file://{}", local.key.display());
+    let through = |endpoint: &str| {
+        Pgkeep::new()
+            .database_url(cluster.url(&db))
+            .with_urls(&moto.repo_url(), &catalog, &key)
+            .env("PGKEEP_AWS_ENDPOINT", endpoint)
+            .env("PGKEEP_S3_PART_SIZE_MIB", "5")
+    };
+    let bin = cluster.bin_dir().to_str().unwrap().to_owned();
+
+    let proxy = pgkeep_tests::proxy::Proxy::start(&moto.endpoint, Some(CUT_AFTER)).unwrap();
+    let via_proxy = through(&proxy.endpoint());
+    let started = Instant::now();
+    let (out, record) = via_proxy.backup(&["--pg-bin", &bin]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(7), "a storage failure: {stderr}");
+    assert!(proxy.is_cut(), "the upload finished before the cut");
+    assert!(proxy.upstream_bytes() >= CUT_AFTER);
+    assert_eq!(record["status"], "failed", "{record:#}");
+    eprintln!(
+        "cut after {} bytes; the backup failed after {took:?}: {}",
+        proxy.upstream_bytes(),
+        record["error"]
+    );
+    let s3_key = moto.s3_key(record["object_key"].as_str().unwrap());
+    assert_eq!(
+        moto.open_uploads(),
+        vec![s3_key.clone()],
+        "the abort failed too: the upload stays open"
+    );
+    drop(proxy);
+
+    let direct = through(&moto.endpoint);
+    let next = direct.backup_ok(&["--pg-bin", &bin]);
+    assert_eq!(
+        direct.show(record["id"].as_str().unwrap())["status"],
+        "failed"
+    );
+    assert_eq!(
+        moto.open_uploads(),
+        vec![s3_key],
+        "the next backup leaves it"
+    );
+    let done = prune_json(&direct, &[]);
+    assert_eq!(done["report"]["swept"]["count"], 1, "{done:#}");
+    assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
+    assert!(moto
+        .objects()
+        .iter()
+        .any(|k| k.ends_with(next["object_key"].as_str().unwrap())));
+}
