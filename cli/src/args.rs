@@ -12,6 +12,7 @@ use pgkeep::config::{
 };
 use pgkeep::labels::LabelSelector;
 use pgkeep::model::{BackupKind, BackupStatus, Compression};
+use pgkeep::retention::Span;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -140,11 +141,25 @@ pub struct BackupArgs {
     /// Print the final record as JSON on stdout (also when the backup fails).
     #[arg(long)]
     pub json: bool,
-    /// Heartbeat timeout of this run's lock on the database: the run renews it every quarter
-    /// of this while alive; if the run dies, another backup may start after at most this
-    /// long (at once on the same host with the embedded catalog).
-    #[arg(long, default_value_t = 2, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..))]
-    pub lease_minutes: u32,
+    /// Heartbeat timeout of this run's lock on the database (e.g. 30s, 2m): the run renews it
+    /// every quarter of this while alive; if the run dies, another backup may start after at
+    /// most this long (at once on the same host) [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_span, conflicts_with = "lease_minutes")]
+    pub lease_timeout: Option<Span>,
+    /// The heartbeat timeout in whole minutes (the older spelling of --lease-timeout).
+    #[arg(long, hide = true, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_minutes: Option<u32>,
+}
+
+impl BackupArgs {
+    /// The heartbeat timeout: --lease-timeout, else --lease-minutes, else the default.
+    pub fn lease_ttl(&self) -> chrono::Duration {
+        match (self.lease_timeout, self.lease_minutes) {
+            (Some(span), _) => span.as_delta(),
+            (None, Some(minutes)) => chrono::Duration::minutes(i64::from(minutes)),
+            (None, None) => pgkeep::ops::backup::DEFAULT_LEASE_TTL,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -310,6 +325,10 @@ pub struct RestoreArgs {
     pub json: bool,
 }
 
+fn parse_span(s: &str) -> Result<Span, String> {
+    s.parse()
+        .map_err(|e: pgkeep::retention::SpanError| e.to_string())
+}
 fn parse_compression(s: &str) -> Result<Compression, String> {
     s.parse()
 }

@@ -924,3 +924,81 @@ fn s3_going_away_mid_upload_leaves_an_open_upload_that_prune_aborts() {
         .iter()
         .any(|k| k.ends_with(next["object_key"].as_str().unwrap())));
 }
+
+/// A run on another host whose heartbeat stops (its host froze or lost the network): with the
+/// DynamoDB catalog, the next backup of the database is refused while the lease's heartbeat
+/// timeout (`--lease-timeout 6s`) runs, and succeeds as soon as it has passed, without waiting
+/// longer; the frozen run is recorded as abandoned. The run is a real `pgkeep backup` stopped
+/// with SIGSTOP, its lease rewritten to name a process on another host, as a run elsewhere
+/// would have written it (so its process cannot be checked, only its heartbeat).
+#[test]
+fn a_run_on_another_host_whose_heartbeat_stops_frees_the_database_after_the_timeout() {
+    let Some(moto) = pgkeep_tests::aws::Moto::start() else {
+        return;
+    };
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new()
+        .database_url(cluster.url(&db))
+        .with_urls(&moto.repo_url(), &moto.catalog_url(), &moto.key_url())
+        .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint);
+    let marker = pgkeep.dir.path().join("pg_dump-hangs");
+    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
+    let timeout = ["--lease-timeout", "6s"];
+
+    let mut frozen = start_backup(&pgkeep, &bin, &timeout);
+    wait_for("pg_dump to finish writing", || marker.exists());
+    let running = wait_for_in_progress(&pgkeep);
+    send("STOP", frozen.id());
+    let catalog = moto.services(Default::default()).catalog;
+    let lease = moto.runtime.block_on(async {
+        let mut lease = catalog
+            .get_lease(&db)
+            .await
+            .unwrap()
+            .expect("the run's lease");
+        assert_eq!(lease.holder, running["id"].as_str().unwrap());
+        let mut process = lease.process.clone().expect("the run's process");
+        process.host = "db-runner-2 pid:[4026531836]".into();
+        lease.process = Some(process);
+        assert!(catalog.renew_lease(&lease).await.unwrap());
+        lease
+    });
+    let real = cluster.bin_dir().to_str().unwrap().to_owned();
+
+    // Within the timeout: the run on the other host may be alive.
+    let (refused, _) = pgkeep.backup(&["--pg-bin", &real, timeout[0], timeout[1]]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        chrono::Utc::now() < lease.expires_at,
+        "the refusal came too late to show anything"
+    );
+    assert_eq!(refused.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains(running["id"].as_str().unwrap()), "{stderr}");
+
+    // As soon as the heartbeat is older than the timeout, the next backup runs.
+    wait_for("the lease's heartbeat timeout", || {
+        chrono::Utc::now() >= lease.expires_at
+    });
+    let next = pgkeep.backup_ok(&["--pg-bin", &real, timeout[0], timeout[1]]);
+    let waited = chrono::Utc::now() - lease.expires_at;
+    assert!(
+        waited < chrono::Duration::seconds(10),
+        "the backup took {waited} after the timeout"
+    );
+    eprintln!("the next backup completed {waited} after the lease's expiry");
+    let abandoned = pgkeep.show(running["id"].as_str().unwrap());
+    assert_eq!(abandoned["status"], "failed", "{abandoned:#}");
+    let error = abandoned["error"].as_str().unwrap();
+    assert!(error.starts_with("abandoned"), "{error}");
+    assert!(error.contains("not renewed"), "{error}");
+    assert_eq!(
+        pgkeep.show(next["id"].as_str().unwrap())["status"],
+        "completed"
+    );
+    assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
+
+    frozen.kill().unwrap();
+    frozen.wait().unwrap();
+    kill_leftover_dump(&marker);
+}
