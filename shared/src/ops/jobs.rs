@@ -264,7 +264,7 @@ impl Jobs {
         if let Some(failed) = &retry_of {
             tracing::info!(backup = %id, retry_of = %failed, database = %trigger.database, "an earlier attempt of this request failed: taking the backup again");
         }
-        let abandoned = self.reap(Some(&trigger.database), now).await;
+        let (_, abandoned) = self.reap(Some(&trigger.database), now).await;
         let result = self.dump(trigger, &id, retry_of.clone()).await;
         let record = match result {
             Ok(record) => record,
@@ -436,25 +436,29 @@ impl Jobs {
         Ok(record)
     }
 
-    /// Fails the runs (of one database, or all) left in progress longer than the limit, and
-    /// alerts each. A failure to reap is logged (the next run retries it); a failure to alert
+    /// Fails the runs (of one database, or all) whose run is dead, and alerts each (runs
+    /// settled as completed are not failures and are not alerted). A failure to reap is logged (the next run retries it); a failure to alert
     /// is returned, after the others were tried.
     async fn reap(
         &self,
         database: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<BackupId>, NotifyError> {
+    ) -> (reaper::Reaped, Result<(), NotifyError>) {
         let reaped = match reaper::reap(&self.services, database, now, self.settings.abandon_after)
             .await
         {
             Ok(reaped) => reaped,
             Err(e) => {
                 tracing::error!(database, error = %e, "could not reap abandoned backups; the next run retries");
-                return Ok(Vec::new());
+                return (reaper::Reaped::default(), Ok(()));
             }
         };
-        self.alert_abandoned(&reaped, now).await?;
-        Ok(reaped.into_iter().map(|r| r.id).collect())
+        for settled in &reaped.settled {
+            tracing::warn!(backup = %settled.id, database = %settled.database, "a run that died after publishing its backup was settled as completed; not alerted");
+        }
+        // Only runs that failed are alerted: a settled run did back its database up.
+        let alerted = self.alert_abandoned(&reaped.abandoned, now).await;
+        (reaped, alerted)
     }
 
     async fn alert_abandoned(
@@ -614,10 +618,14 @@ impl Jobs {
     /// recent good backup (also when pruning failed: a broken prune must not hide a stale
     /// database), and write the age of each database's newest good backup as a metric.
     pub async fn run_prune(&self, now: DateTime<Utc>) -> Result<PruneOutcome, JobError> {
-        let abandoned = self.reap(None, now).await;
+        let (reaped, abandoned) = self.reap(None, now).await;
         let pruned = self.prune(now).await;
         let (assessed, stale, alerted) = self.check_health(now).await;
-        let (report, kept, missing) = pruned?;
+        let (mut report, kept, missing) = pruned?;
+        // The runs reaped before the plan, reported with those its execution reaped.
+        let ids = |records: Vec<BackupRecord>| records.into_iter().map(|r| r.id);
+        report.reaped.splice(0..0, ids(reaped.abandoned));
+        report.settled.splice(0..0, ids(reaped.settled));
         assessed?;
         let alerted = abandoned.and(alerted);
         if let Err(source) = alerted {
