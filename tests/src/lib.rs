@@ -10,6 +10,7 @@ pub mod lambda_runtime;
 mod pg;
 pub mod proxy;
 mod sys;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -28,9 +28,7 @@ use super::prune::{self, Missing, PruneReport, PruneRequest};
 use super::restore::{restore, RestoreReport, RestoreRequest};
 use super::verify::{next_to_verify, verify, VerifyRequest};
 use super::{reaper, Error};
-use crate::alert::sns::SnsNotifier;
-use crate::alert::webhook::WebhookNotifier;
-use crate::alert::{Alert, AlertKind, LogNotifier, Notifier, Notifiers, NotifyError};
+use crate::alert::{Alert, AlertKind, Notifier, NotifyError};
 use crate::backends::{KeyUse, Services};
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, LambdaSettings};
@@ -210,16 +208,7 @@ impl Jobs {
     pub async fn connect(settings: LambdaSettings, key_use: KeyUse) -> Result<Jobs, ConfigError> {
         let (services, aws) =
             crate::wiring::connect(&settings.backends, key_use, settings.uses_aws()).await?;
-        let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(LogNotifier)];
-        if let Some(topic) = &settings.alerts.topic_arn {
-            let aws = aws.as_ref().expect("uses_aws covers the alert topic");
-            notifiers.push(Arc::new(SnsNotifier::new(aws, topic)));
-        }
-        if let Some(url) = &settings.alerts.webhook_url {
-            let webhook = WebhookNotifier::new(url.clone())
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            notifiers.push(Arc::new(webhook));
-        }
+        let notifier = crate::wiring::notifier(&settings, aws.as_ref())?;
         let verify_starter =
             crate::wiring::invoker(settings.verify_function.as_deref(), aws.as_ref())
                 .map(|invoker| invoker as Arc<dyn VerifyStarter>);
@@ -227,7 +216,7 @@ impl Jobs {
             services,
             settings,
             aws,
-            notifier: Arc::new(Notifiers(notifiers)),
+            notifier,
             verify_starter,
             metrics: Arc::new(StdoutMetrics),
         })
