@@ -45,16 +45,6 @@ pub struct Forgotten {
     pub lease: Option<String>,
 }
 
-/// A record that never held a backup: a failed run, or a failed run deleted since (its
-/// `error` says why it failed; a backup that completed has none).
-fn never_held_a_backup(record: &BackupRecord) -> bool {
-    match record.status {
-        BackupStatus::Failed => true,
-        BackupStatus::Deleted => record.error.is_some() && record.verification.is_none(),
-        _ => false,
-    }
-}
-
 /// Removes every record of `request.database` and its lapsed lease, if none of its records is
 /// or was a real backup; audits it. Refused, with nothing changed, when one is
 /// ([`Error::ForgetRefused`], naming them), while a live run holds the database's lease
@@ -98,7 +88,7 @@ pub async fn forget(services: &Services, request: &ForgetRequest) -> Result<Forg
         .collect();
     let good: Vec<&BackupRecord> = records
         .iter()
-        .filter(|r| !never_held_a_backup(r) && !(request.dry_run && dead.contains(&&r.id)))
+        .filter(|r| !(r.never_held_a_backup() || request.dry_run && dead.contains(&&r.id)))
         .collect();
     if !good.is_empty() {
         const SHOWN: usize = 10;

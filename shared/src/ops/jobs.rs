@@ -780,8 +780,7 @@ enum Attempt {
 /// A failed attempt, which a later delivery of its request takes again (also once prune
 /// deleted its record: it never stored a backup).
 fn retakeable(record: &BackupRecord) -> bool {
-    record.status == BackupStatus::Failed
-        || (record.status == BackupStatus::Deleted && record.error.is_some())
+    record.never_held_a_backup()
 }
 
 /// The answer to a repeated delivery: the existing record.
