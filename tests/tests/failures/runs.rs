@@ -399,7 +399,8 @@ fn the_heartbeat_keeps_a_long_runs_lease_past_its_timeout() {
 /// fails loudly with its object and manifest published and its record `in_progress`. It gives
 /// its lease back, and the next reaper pass (here: the next backup) settles the record as
 /// `completed` from the manifest; a published run whose manifest does not check out is failed
-/// and its keys removed instead.
+/// and its keys removed instead. Prune settles such a run the same way and reports it as
+/// settled, not as an abandoned run.
 #[test]
 fn a_failed_final_catalog_write_is_settled_by_the_next_reaper_pass() {
     let cluster = PgCluster::start().unwrap();
@@ -464,6 +465,21 @@ fn a_failed_final_catalog_write_is_settled_by_the_next_reaper_pass() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(verified["status"], "verified");
+
+    // Settled by prune instead: reported as settled, not among the abandoned runs.
+    let id = BackupId::generate(chrono::Utc::now());
+    request.id = Some(id.clone());
+    runtime
+        .block_on(backup(&broken, &request, Arc::default()))
+        .unwrap_err();
+    let done = prune_json(&pgkeep, &[]);
+    assert_eq!(
+        done["report"]["settled"],
+        serde_json::json!([id.as_str()]),
+        "{done:#}"
+    );
+    assert_eq!(done["report"]["reaped"], serde_json::json!([]), "{done:#}");
+    assert_eq!(pgkeep.show(id.as_str())["status"], "completed");
 }
 
 /// `kill -9` of a backup to S3 with the DynamoDB catalog (moto): the next backup starts at
