@@ -224,7 +224,7 @@ variable "alert_emails" {
 }
 
 variable "alert_webhook_url" {
-  description = "Slack-compatible webhook the dump and verify functions post alerts to (PGKEEP_ALERT_WEBHOOK_URL); null for none. Stored encrypted with the pgkeep key in the functions' configuration."
+  description = "Slack-compatible webhook the dump, verify, prune and status functions post alerts to (PGKEEP_ALERT_WEBHOOK_URL); null for none. Stored encrypted with the pgkeep key in the functions' configuration."
   type        = string
   default     = null
   sensitive   = true

@@ -12,6 +12,7 @@ use pgkeep::config::{
 };
 use pgkeep::labels::LabelSelector;
 use pgkeep::model::{BackupKind, BackupStatus, Compression};
+use pgkeep::retention::Span;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -108,6 +109,11 @@ pub enum Command {
     /// manifest and manifests without their object are reported and left alone (unless
     /// --remove-strays). Safe to run again: a second run changes nothing.
     Repair(RepairArgs),
+    /// Dismiss a database whose every backup failed (a typo in --database-url): its records
+    /// and lapsed lease are removed from the catalog, so `status` no longer lists it; the
+    /// audit trail names who did it. Refused (exit 8, nothing changed) when any record of it
+    /// is or was a real backup (they are named), and while a run holds its lease.
+    Forget(ForgetArgs),
 }
 
 #[derive(Args, Debug)]
@@ -141,11 +147,25 @@ pub struct BackupArgs {
     /// Print the final record as JSON on stdout (also when the backup fails).
     #[arg(long)]
     pub json: bool,
-    /// Heartbeat timeout of this run's lock on the database: the run renews it every quarter
-    /// of this while alive; if the run dies, another backup may start after at most this
-    /// long (at once on the same host with the embedded catalog).
-    #[arg(long, default_value_t = 2, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..))]
-    pub lease_minutes: u32,
+    /// Heartbeat timeout of this run's lock on the database (e.g. 30s, 2m): the run renews it
+    /// every quarter of this while alive; if the run dies, another backup may start after at
+    /// most this long (at once on the same host) [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_span, conflicts_with = "lease_minutes")]
+    pub lease_timeout: Option<Span>,
+    /// The heartbeat timeout in whole minutes (the older spelling of --lease-timeout).
+    #[arg(long, hide = true, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_minutes: Option<u32>,
+}
+
+impl BackupArgs {
+    /// The heartbeat timeout: --lease-timeout, else --lease-minutes, else the default.
+    pub fn lease_ttl(&self) -> chrono::Duration {
+        match (self.lease_timeout, self.lease_minutes) {
+            (Some(span), _) => span.as_delta(),
+            (None, Some(minutes)) => chrono::Duration::minutes(i64::from(minutes)),
+            (None, None) => pgkeep::ops::backup::DEFAULT_LEASE_TTL,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -234,6 +254,21 @@ pub struct DeleteArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// The database, as `pgkeep status` prints it.
+    pub database: String,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who is forgetting, for the audit trail.
+    #[command(flatten)]
+    pub actor: ActorSettings,
+    /// JSON on stdout: {"database", "dry_run", "records", "lease"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct CatArgs {
     /// Backup id.
     pub id: String,
@@ -296,6 +331,10 @@ pub struct RestoreArgs {
     pub json: bool,
 }
 
+fn parse_span(s: &str) -> Result<Span, String> {
+    s.parse()
+        .map_err(|e: pgkeep::retention::SpanError| e.to_string())
+}
 fn parse_compression(s: &str) -> Result<Compression, String> {
     s.parse()
 }

@@ -87,5 +87,6 @@ async fn dispatch(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
         Command::Verify(args) => commands::verify::run(&resolver, args).await,
         Command::Restore(args) => commands::restore::run(&resolver, args).await,
         Command::Repair(args) => commands::repair::run(&resolver, args).await,
+        Command::Forget(args) => commands::forget::run(&resolver, args).await,
     }
 }

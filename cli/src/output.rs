@@ -385,7 +385,7 @@ pub fn print_prune_plan(plan: &PrunePlan) {
     }
     for a in &plan.abandoned {
         println!(
-            "abandoned: {} of {:?} started {} and is still in progress: it will be marked failed",
+            "abandoned: {} of {:?} started {} and is still in progress: it will be marked failed (or completed, if its run published its backup)",
             a.id,
             a.database,
             format_time(a.created_at)
@@ -422,9 +422,10 @@ pub fn print_prune_plan(plan: &PrunePlan) {
 /// What a prune did.
 pub fn print_prune_report(report: &PruneReport) {
     println!(
-        "removed {} backups, marked {} abandoned runs failed, removed {} leftover keys, swept {} orphans ({}){}",
+        "removed {} backups, marked {} abandoned runs failed, settled {} dead runs as completed, removed {} leftover keys, swept {} orphans ({}){}",
         report.deleted.len(),
         report.reaped.len(),
+        report.settled.len(),
         report.repaired.len(),
         report.swept.count,
         human_bytes(report.swept.bytes),

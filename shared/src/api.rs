@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::alert::{Alert, AlertKind, Notifier};
 use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
 use crate::invoke::{DumpStarter, VerifyStarter};
@@ -116,6 +117,8 @@ pub struct Api {
     pub databases: Vec<String>,
     /// How long a `GET /backups/{id}/download` URL works.
     pub download_ttl: Span,
+    /// Where alerts go (an accepted dump that could not be started).
+    pub notifier: Arc<dyn Notifier>,
 }
 
 /// Default and largest page size of `GET /backups`.
@@ -320,6 +323,17 @@ impl Api {
             }
         };
         tracing::error!(backup = %id, database = %trigger.database, error = %reason, "an asked-for backup did not start");
+        // The caller may not be watching: alert as for any failed dump.
+        let alert = Alert::new(
+            AlertKind::BackupFailed,
+            &trigger.database,
+            Some(id.clone()),
+            &reason,
+            Utc::now(),
+        );
+        if let Err(e) = self.notifier.notify(&alert).await {
+            tracing::error!(backup = %id, error = %e, "the alert for a dump that did not start could not be sent");
+        }
         ApiResponse::json(
             502,
             json!({ "error": reason, "id": id, "status": if recorded { "failed" } else { "not_recorded" } }),

@@ -121,6 +121,15 @@ pub trait Catalog: Send + Sync {
         database: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, CatalogError>;
+
+    /// Removes record `id` for good if its status is still `expected` (`NotFound` when it is
+    /// gone, `Conflict` when it changed). Only for records that never held a backup: history
+    /// of real backups stays (see [`crate::ops::forget`]).
+    async fn remove_record(
+        &self,
+        id: &BackupId,
+        expected: BackupStatus,
+    ) -> Result<(), CatalogError>;
 }
 
 /// Checks an update against the lifecycle before any backend writes it.
@@ -308,6 +317,48 @@ pub(crate) mod contract {
         labels(catalog).await;
         leases(catalog).await;
         audit(catalog).await;
+        remove(catalog).await;
+    }
+
+    /// Removal is compare-and-set on the status, and a removed record is gone from listings.
+    async fn remove(catalog: &dyn Catalog) {
+        let mut r = record("typo", 30);
+        catalog.insert(&r).await.unwrap();
+        r.transition(BackupStatus::Failed).unwrap();
+        catalog.update(&r, BackupStatus::InProgress).await.unwrap();
+        assert!(matches!(
+            catalog.remove_record(&r.id, BackupStatus::InProgress).await,
+            Err(CatalogError::Conflict {
+                found: BackupStatus::Failed,
+                ..
+            })
+        ));
+        assert_eq!(
+            catalog.get(&r.id).await.unwrap().status,
+            BackupStatus::Failed
+        );
+        catalog
+            .remove_record(&r.id, BackupStatus::Failed)
+            .await
+            .unwrap();
+        assert!(matches!(
+            catalog.get(&r.id).await,
+            Err(CatalogError::NotFound(_))
+        ));
+        assert!(matches!(
+            catalog.remove_record(&r.id, BackupStatus::Failed).await,
+            Err(CatalogError::NotFound(_))
+        ));
+        let listed = catalog
+            .list(&ListQuery {
+                database: Some("typo".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(listed.records.is_empty(), "{:?}", listed.records);
+        let everything = catalog.list(&ListQuery::default()).await.unwrap();
+        assert!(everything.records.iter().all(|x| x.id != r.id));
     }
 
     /// Label filters, alone and with the other filters, page by page: every page holds only

@@ -305,6 +305,17 @@ impl BackupRecord {
         }
     }
 
+    /// A record that never held a backup: a failed run, or a failed run deleted since (its
+    /// `error` says why it failed; a run that completed has none). Such a run may be retaken
+    /// (a retried event) and its database forgotten (`pgkeep forget`).
+    pub fn never_held_a_backup(&self) -> bool {
+        match self.status {
+            BackupStatus::Failed => true,
+            BackupStatus::Deleted => self.error.is_some() && self.verification.is_none(),
+            _ => false,
+        }
+    }
+
     /// Where the backup stands in time: its start (`created_at`), then its id for equal
     /// starts. This is the one order "newest" means everywhere (delete, prune, status,
     /// listings); the time in an id is when the backup was asked for, which can be earlier

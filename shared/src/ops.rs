@@ -23,6 +23,7 @@ use crate::store::StoreError;
 pub mod backup;
 pub mod delete;
 pub mod download;
+pub mod forget;
 pub mod health;
 pub mod jobs;
 pub mod list;
@@ -178,6 +179,17 @@ pub enum Error {
         /// One of them.
         example: String,
     },
+    /// `forget` refused: the database has (or had) real backups.
+    #[error("refused: database {database:?} {why}; nothing was changed")]
+    ForgetRefused {
+        /// The database.
+        database: String,
+        /// Which records stand in the way, for a person.
+        why: String,
+    },
+    /// No record of this database is in the catalog.
+    #[error("database {0:?} has no records in the catalog (`pgkeep status` lists the databases it knows)")]
+    UnknownDatabase(String),
     /// A stream failed for a reason other than the above.
     #[error("{context}: {source}")]
     Io {
@@ -322,6 +334,8 @@ impl Error {
             Error::Label(_) | Error::Selection(_) => ErrorKind::Config,
             Error::Unusable { .. } | Error::LeaseHeld { .. } => ErrorKind::Conflict,
             Error::DeleteRefused { .. } => ErrorKind::Conflict,
+            Error::ForgetRefused { .. } => ErrorKind::Conflict,
+            Error::UnknownDatabase(_) => ErrorKind::NotFound,
             Error::Io { .. } => ErrorKind::Storage,
             Error::Scratch(PgError::BadUrl(_)) => ErrorKind::Config,
             Error::Scratch(_) => ErrorKind::Database,

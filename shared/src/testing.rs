@@ -362,6 +362,14 @@ impl Catalog for FaultyCatalog {
     ) -> Result<Vec<AuditEntry>, CatalogError> {
         self.inner.list_audit(database, limit).await
     }
+    async fn remove_record(
+        &self,
+        id: &BackupId,
+        expected: BackupStatus,
+    ) -> Result<(), CatalogError> {
+        self.write(false)?;
+        self.inner.remove_record(id, expected).await
+    }
 }
 
 /// A simulated S3 part-upload failure ([`S3Options::fault`](crate::store::s3::S3Options)):

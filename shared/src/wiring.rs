@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::alert::sns::SnsNotifier;
+use crate::alert::webhook::WebhookNotifier;
+use crate::alert::{LogNotifier, Notifier, Notifiers};
 use crate::api::Api;
 use crate::aws::SdkConfig;
 use crate::backends::{BackendConfig, KeyUse, Services};
@@ -57,10 +60,33 @@ pub fn verify_starter(function: Option<&str>, aws: Option<&SdkConfig>) -> Arc<dy
     }
 }
 
-/// The status API with everything it needs. It only reads records and starts other functions,
-/// so no key is loaded.
+/// Where a function's alerts go: the log, plus the SNS topic (`PGKEEP_ALERT_TOPIC_ARN`) and the
+/// webhook (`PGKEEP_ALERT_WEBHOOK_URL`) when configured. The same for every function that
+/// alerts (the jobs and the status API).
+pub fn notifier(
+    settings: &LambdaSettings,
+    aws: Option<&SdkConfig>,
+) -> Result<Arc<dyn Notifier>, ConfigError> {
+    let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(LogNotifier)];
+    if let Some(topic) = &settings.alerts.topic_arn {
+        let aws = aws.ok_or_else(|| {
+            ConfigError::Invalid("PGKEEP_ALERT_TOPIC_ARN needs the AWS configuration".into())
+        })?;
+        notifiers.push(Arc::new(SnsNotifier::new(aws, topic)));
+    }
+    if let Some(url) = &settings.alerts.webhook_url {
+        let webhook =
+            WebhookNotifier::new(url.clone()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        notifiers.push(Arc::new(webhook));
+    }
+    Ok(Arc::new(Notifiers(notifiers)))
+}
+
+/// The status API with everything it needs. It only reads records, starts other functions and
+/// alerts (an accepted dump that cannot be started), so no key is loaded.
 pub async fn api(settings: &LambdaSettings) -> Result<Api, ConfigError> {
     let (services, aws) = connect(&settings.backends, KeyUse::None, settings.uses_aws()).await?;
+    let notifier = notifier(settings, aws.as_ref())?;
     Ok(Api {
         services,
         starter: dump_starter(settings.dump_function.as_deref(), aws.as_ref()),
@@ -69,6 +95,7 @@ pub async fn api(settings: &LambdaSettings) -> Result<Api, ConfigError> {
         admin_group: settings.admin_group.clone(),
         databases: settings.database_names(),
         download_ttl: settings.download_ttl,
+        notifier,
     })
 }
 

@@ -9,7 +9,9 @@ pub mod events;
 pub mod invoke_forwarder;
 pub mod lambda_runtime;
 mod pg;
+pub mod proxy;
 mod sys;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -88,6 +88,7 @@ fn a_presigned_download_returns_exactly_the_stored_object_with_what_decrypting_n
         admin_group: "admin".into(),
         databases: vec![db.clone()],
         download_ttl: DEFAULT_DOWNLOAD_TTL,
+        notifier: Arc::new(pgkeep::alert::LogNotifier),
     };
     let now = Utc::now();
     let res = moto

@@ -45,7 +45,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &BackupArgs) -> Result<u8, Failu
         .map_err(ops::Error::from)?;
     let mut request = BackupRequest::new(target, args.kind);
     request.compression = args.compression;
-    request.lease_ttl = chrono::Duration::minutes(i64::from(args.lease_minutes));
+    request.lease_ttl = args.lease_ttl();
     request.id = Some(BackupId::generate(chrono::Utc::now()));
     request.pg_bin = resolver.cli.pg_bin.clone();
     request.abandon_after = resolver.abandon_after;

@@ -2,9 +2,6 @@
 //! a real PostgreSQL; the failure alerts through the real SNS (moto) and webhook notifiers.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
@@ -339,53 +336,6 @@ async fn a_held_lease_refuses_a_schedule_quietly_a_request_on_record_and_abandon
     );
 }
 
-/// What a test HTTP server received: one request body per POST.
-struct Webhook {
-    url: String,
-    posts: mpsc::Receiver<String>,
-}
-
-/// A webhook on 127.0.0.1 that records each POST's body before answering 200, so a POST
-/// whose answer the client has seen is always recorded.
-fn webhook() -> Webhook {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://{}/services/T0/B0/webhookToken",
-        listener.local_addr().unwrap()
-    );
-    let (tx, posts) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let line = line.trim_end();
-                if line.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-length") {
-                        length = value.trim().parse().unwrap();
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            if tx.send(String::from_utf8(body).unwrap()).is_err() {
-                return;
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    Webhook { url, posts }
-}
-
 /// An SNS topic with an SQS queue subscribed to it, to read published alerts back.
 struct Topic {
     arn: String,
@@ -475,7 +425,7 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
     let url = cluster.url("shop");
     let password = cluster.password().to_owned();
     assert!(url.contains(&password));
-    let hook = webhook();
+    let hook = pgkeep_tests::webhook::Webhook::start();
     moto.runtime.block_on(async {
         let topic = Topic::create(
             &moto.config,

@@ -232,6 +232,63 @@ async fn a_healthy_deployment_gets_no_alert_and_odd_events_are_refused() {
     assert_eq!(err.error_type, "InvalidEvent");
 }
 
+/// A run that died after publishing its object and manifest (its final catalog write never
+/// happened) is settled as completed by the reaper: it is reported apart (`settled`) and not
+/// alerted as an abandoned run; a run that died mid-dump is failed and alerted.
+#[tokio::test]
+async fn a_run_settled_as_completed_is_not_alerted_as_abandoned() {
+    use pgkeep::model::{ArchiveInfo, EncryptionInfo, Manifest};
+    let f = fixture(&[("PGKEEP_KEEP_LAST", "10")]).await;
+    for db in ["shop", "crm", "ledger"] {
+        add(&f.jobs, db, 3, BackupStatus::Completed).await;
+    }
+    let abandoned = add(&f.jobs, "shop", 2, BackupStatus::InProgress).await;
+    // crm: its object ("half an upload", as `add` stores it) and a manifest that says completed.
+    let published = add(&f.jobs, "crm", 1, BackupStatus::InProgress).await;
+    let mut done = f.jobs.services.catalog.get(&published).await.unwrap();
+    done.status = BackupStatus::Completed;
+    done.size_bytes = Some(b"half an upload".len() as u64);
+    done.sha256 = Some("0".repeat(64));
+    done.completed_at = Some(Utc::now());
+    let manifest = Manifest::new(
+        done.clone(),
+        EncryptionInfo::aes_256_gcm(1, 1 << 20, "file:test", b"wrapped"),
+        ArchiveInfo {
+            format: "pg_dump custom".into(),
+            archive_version: "1.15".into(),
+            dump_version: "15".into(),
+            archive_bytes: 14,
+            tables: Vec::new(),
+            schema_only_tables: Vec::new(),
+            large_objects: 0,
+        },
+    );
+    f.jobs
+        .services
+        .store
+        .put(&done.manifest_key(), serde_json::to_vec(&manifest).unwrap())
+        .await
+        .unwrap();
+
+    let out = handle(&f.jobs, event("scheduled")).await.unwrap();
+    assert_eq!(
+        out["report"]["reaped"],
+        json!([abandoned.as_str()]),
+        "{out}"
+    );
+    assert_eq!(
+        out["report"]["settled"],
+        json!([published.as_str()]),
+        "{out}"
+    );
+    assert_eq!(status(&f.jobs, &published).await, BackupStatus::Completed);
+    assert_eq!(status(&f.jobs, &abandoned).await, BackupStatus::Failed);
+    let alerts = f.alerts.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, AlertKind::BackupFailed);
+    assert_eq!(alerts[0].backup_id.as_ref(), Some(&abandoned));
+}
+
 /// `PGKEEP_PRE_RESTORE_KEEP_WITHIN` reaches the prune function (it once reached only the
 /// CLI): a safety copy younger than the span is kept, an older one removed.
 #[tokio::test]

@@ -57,6 +57,7 @@ async fn fixture() -> Fixture {
         admin_group: "admin".into(),
         databases: vec!["shop".into()],
         download_ttl: pgkeep::ops::download::DEFAULT_DOWNLOAD_TTL,
+        notifier: Arc::new(pgkeep::alert::LogNotifier),
     };
     Fixture {
         _dir: dir,
@@ -405,4 +406,44 @@ async fn every_sample_event_goes_through_the_handler() {
         let (got, body, _) = call(&f.api, &event.to_string()).await;
         assert_eq!(got, *status, "{name}: {body}");
     }
+}
+
+/// The status API built as the Lambda builds it (`wiring::api`) alerts through the configured
+/// webhook when it accepted a dump it then cannot start (here the dump function is not
+/// configured): 502 naming the id, a `failed` record, and one `backup_failed` POST naming the
+/// database and the id.
+#[tokio::test]
+async fn an_accepted_dump_that_cannot_start_is_alerted_through_the_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = pgkeep_tests::webhook::Webhook::start();
+    let vars: std::collections::BTreeMap<&str, String> = [
+        ("PGKEEP_REPO", dir.path().join("repo").display().to_string()),
+        (
+            "PGKEEP_KEY_FILE",
+            dir.path().join("pgkeep.key").display().to_string(),
+        ),
+        (
+            "PGKEEP_DATABASES",
+            r#"{"shop": {"url": "postgresql://backup@db.internal/shop"}}"#.to_owned(),
+        ),
+        ("PGKEEP_ALERT_WEBHOOK_URL", hook.url.clone()),
+    ]
+    .into();
+    let settings = pgkeep::config::LambdaSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let api = pgkeep::wiring::api(&settings).await.unwrap();
+    let (status, body, _) = call(&api, &event("create-backup")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    let id: BackupId = body["id"].as_str().unwrap().parse().unwrap();
+    let record = api.services.catalog.get(&id).await.unwrap();
+    assert_eq!(record.status, BackupStatus::Failed);
+    let post = hook
+        .posts
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("one webhook POST");
+    assert!(post.contains("backup of shop failed"), "{post}");
+    assert!(post.contains(id.as_str()), "{post}");
+    assert!(post.contains("shop"), "{post}");
+    assert!(post.contains("PGKEEP_DUMP_FUNCTION"), "{post}");
+    assert!(hook.posts.try_recv().is_err(), "exactly one alert");
 }

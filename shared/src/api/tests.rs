@@ -27,6 +27,7 @@ async fn api(dir: &std::path::Path) -> (Api, Arc<RecordingStarter>) {
         admin_group: "admin".into(),
         databases: vec!["shop".into()],
         download_ttl: ops::download::DEFAULT_DOWNLOAD_TTL,
+        notifier: Arc::new(crate::alert::LogNotifier),
     };
     (api, starter)
 }
@@ -597,12 +598,15 @@ async fn status_turns_503_when_the_newest_good_backup_is_too_old() {
 }
 
 /// The dump function cannot be invoked (here: not configured): the caller gets 502 with the
-/// id, and the id's record is `failed` with the reason, never nothing.
+/// id, the id's record is `failed` with the reason, never nothing, and a `backup_failed`
+/// alert names it.
 #[tokio::test]
-async fn a_backup_that_cannot_be_started_is_recorded_failed() {
+async fn a_backup_that_cannot_be_started_is_recorded_failed_and_alerted() {
     let dir = tempfile::tempdir().unwrap();
     let (mut api, _) = api(dir.path()).await;
     api.starter = Arc::new(crate::invoke::Unconfigured("PGKEEP_DUMP_FUNCTION"));
+    let alerts = Arc::new(crate::testing::RecordingNotifier::new());
+    api.notifier = alerts.clone();
     let mut req = get("/backups", admin());
     req.method = "POST".into();
     req.body = Some(br#"{"database": "shop", "labels": {"ticket": "OPS-9"}}"#.to_vec());
@@ -615,6 +619,16 @@ async fn a_backup_that_cannot_be_started_is_recorded_failed() {
     assert_eq!(record.labels["ticket"], "OPS-9");
     let reason = record.error.unwrap();
     assert!(reason.contains("PGKEEP_DUMP_FUNCTION"), "{reason}");
+    let sent = alerts.alerts();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].kind, crate::alert::AlertKind::BackupFailed);
+    assert_eq!(sent[0].backup_id.as_ref(), Some(&id));
+    assert_eq!(sent[0].database, "shop");
+    assert!(
+        sent[0].reason.contains("PGKEEP_DUMP_FUNCTION"),
+        "{}",
+        sent[0].reason
+    );
     let shown = api
         .handle(&get(&format!("/backups/{id}"), admin()), now())
         .await;

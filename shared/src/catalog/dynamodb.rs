@@ -596,6 +596,41 @@ impl Catalog for DynamoCatalog {
             })
             .collect()
     }
+
+    async fn remove_record(
+        &self,
+        id: &BackupId,
+        expected: BackupStatus,
+    ) -> Result<(), CatalogError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(backup_pk(id)))
+            .condition_expression("attribute_exists(#pk) AND #status = :expected")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":expected", s(expected.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                match self.get_item(backup_pk(id)).await? {
+                    None => Err(CatalogError::NotFound(id.clone())),
+                    Some(item) => Err(CatalogError::Conflict {
+                        id: id.clone(),
+                        expected,
+                        found: self.record_from(&item)?.status,
+                    }),
+                }
+            }
+            Err(e) => Err(self.backend("DeleteItem", &e)),
+        }
+    }
 }
 
 /// Creates the catalog table exactly as docs/DYNAMODB.md describes (on-demand billing, the

@@ -438,6 +438,47 @@ impl Catalog for SqliteCatalog {
         })
         .await
     }
+
+    async fn remove_record(
+        &self,
+        id: &BackupId,
+        expected: BackupStatus,
+    ) -> Result<(), CatalogError> {
+        let id = id.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend(&location))?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM backups WHERE id = ?1 AND status = ?2",
+                    params![id.as_str(), expected.as_str()],
+                )
+                .map_err(backend(&location))?;
+            if removed == 0 {
+                let found: Option<String> = tx
+                    .query_row(
+                        "SELECT status FROM backups WHERE id = ?1",
+                        [id.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend(&location))?;
+                return Err(match found {
+                    None => CatalogError::NotFound(id),
+                    Some(found) => CatalogError::Conflict {
+                        id,
+                        expected,
+                        found: found.parse().map_err(|message| CatalogError::Backend {
+                            location: location.clone(),
+                            message,
+                        })?,
+                    },
+                });
+            }
+            tx.commit().map_err(backend(&location))
+        })
+        .await
+    }
 }
 
 impl SqliteCatalog {

@@ -19,9 +19,8 @@ const MAX_AGE: Setting = Setting {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct AbandonSettings {
-    /// Backups still in progress after this long are taken for abandoned (crashed, killed, timed
-    /// out) and marked failed by the next backup of the database or the next prune. Set it above
-    /// your longest dump [default: 20m].
+    /// How old an unfinished upload that no run owns must be before prune sweeps it [default:
+    /// 20m]. Runs in progress are judged by their heartbeat, never by age.
     #[cfg_attr(
         feature = "clap",
         arg(

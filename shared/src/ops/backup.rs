@@ -146,6 +146,14 @@ async fn take_lease(
     id: &BackupId,
     ttl: chrono::Duration,
 ) -> Result<Lease, Error> {
+    // A lapsed lease would simply be taken over: settle its dead run first, while its lease
+    // still says why it is dead (afterwards the reaper would only see another run's lease).
+    if let Some(held) = services.catalog.get_lease(database).await? {
+        let now = Utc::now();
+        if held.holder != id.as_str() && holder_is_dead(services, &held, now).await.is_some() {
+            reap_dead_holder(services, &held, now).await;
+        }
+    }
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -167,6 +175,7 @@ async fn take_lease(
         match dead {
             Some(why) if attempts < 3 => {
                 tracing::warn!(database, holder = %held.holder, why = %why, "the lease's holder is dead; taking the lease over");
+                reap_dead_holder(services, &held, now).await;
                 services
                     .catalog
                     .release_lease(database, &held.holder)
@@ -184,8 +193,28 @@ async fn take_lease(
     }
 }
 
+/// Settles the run of a dead lease holder (the reaper's `reap_one`: failed as abandoned with
+/// the lease's reason, its leftovers removed, its lease released); a failure is only logged,
+/// the reaper retries.
+async fn reap_dead_holder(services: &Services, held: &Lease, now: DateTime<Utc>) {
+    let Ok(holder) = held.holder.parse::<BackupId>() else {
+        return;
+    };
+    let limit = super::reaper::DEFAULT_ABANDON_AFTER;
+    match super::reaper::reap_one(services, &holder, now, limit).await {
+        Ok(_) | Err(Error::Catalog(crate::catalog::CatalogError::NotFound(_))) => {}
+        Err(e) => {
+            tracing::warn!(database = %held.database, holder = %held.holder, error = %e, "could not reap the lease's dead holder; the reaper retries");
+        }
+    }
+}
+
 /// Why the holder of `lease` is dead at `now`, or `None` while it may be alive.
-async fn holder_is_dead(services: &Services, lease: &Lease, now: DateTime<Utc>) -> Option<String> {
+pub(crate) async fn holder_is_dead(
+    services: &Services,
+    lease: &Lease,
+    now: DateTime<Utc>,
+) -> Option<String> {
     if let Some(why) = super::reaper::lease_is_dead(lease, now) {
         return Some(why);
     }

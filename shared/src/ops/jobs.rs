@@ -28,9 +28,7 @@ use super::prune::{self, Missing, PruneReport, PruneRequest};
 use super::restore::{restore, RestoreReport, RestoreRequest};
 use super::verify::{next_to_verify, verify, VerifyRequest};
 use super::{reaper, Error};
-use crate::alert::sns::SnsNotifier;
-use crate::alert::webhook::WebhookNotifier;
-use crate::alert::{Alert, AlertKind, LogNotifier, Notifier, Notifiers, NotifyError};
+use crate::alert::{Alert, AlertKind, Notifier, NotifyError};
 use crate::backends::{KeyUse, Services};
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, LambdaSettings};
@@ -210,16 +208,7 @@ impl Jobs {
     pub async fn connect(settings: LambdaSettings, key_use: KeyUse) -> Result<Jobs, ConfigError> {
         let (services, aws) =
             crate::wiring::connect(&settings.backends, key_use, settings.uses_aws()).await?;
-        let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(LogNotifier)];
-        if let Some(topic) = &settings.alerts.topic_arn {
-            let aws = aws.as_ref().expect("uses_aws covers the alert topic");
-            notifiers.push(Arc::new(SnsNotifier::new(aws, topic)));
-        }
-        if let Some(url) = &settings.alerts.webhook_url {
-            let webhook = WebhookNotifier::new(url.clone())
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            notifiers.push(Arc::new(webhook));
-        }
+        let notifier = crate::wiring::notifier(&settings, aws.as_ref())?;
         let verify_starter =
             crate::wiring::invoker(settings.verify_function.as_deref(), aws.as_ref())
                 .map(|invoker| invoker as Arc<dyn VerifyStarter>);
@@ -227,7 +216,7 @@ impl Jobs {
             services,
             settings,
             aws,
-            notifier: Arc::new(Notifiers(notifiers)),
+            notifier,
             verify_starter,
             metrics: Arc::new(StdoutMetrics),
         })
@@ -259,7 +248,7 @@ impl Jobs {
             .unwrap_or_else(|| BackupId::generate(now));
         // Reaped first: a retry of an event whose run died (its container killed) finds that
         // attempt failed and takes the next one, instead of calling itself a repeat of it.
-        let abandoned = self.reap(Some(&trigger.database), now).await;
+        let (_, abandoned) = self.reap(Some(&trigger.database), now).await;
         let (id, retry_of) = match self.next_attempt(&first).await {
             Ok(Attempt::Run { id, retry_of }) => (id, retry_of),
             Ok(Attempt::Exists(existing)) => {
@@ -449,25 +438,29 @@ impl Jobs {
         Ok(record)
     }
 
-    /// Fails the runs (of one database, or all) left in progress longer than the limit, and
-    /// alerts each. A failure to reap is logged (the next run retries it); a failure to alert
+    /// Fails the runs (of one database, or all) whose run is dead, and alerts each (runs
+    /// settled as completed are not failures and are not alerted). A failure to reap is logged (the next run retries it); a failure to alert
     /// is returned, after the others were tried.
     async fn reap(
         &self,
         database: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<BackupId>, NotifyError> {
+    ) -> (reaper::Reaped, Result<(), NotifyError>) {
         let reaped = match reaper::reap(&self.services, database, now, self.settings.abandon_after)
             .await
         {
             Ok(reaped) => reaped,
             Err(e) => {
                 tracing::error!(database, error = %e, "could not reap abandoned backups; the next run retries");
-                return Ok(Vec::new());
+                return (reaper::Reaped::default(), Ok(()));
             }
         };
-        self.alert_abandoned(&reaped, now).await?;
-        Ok(reaped.into_iter().map(|r| r.id).collect())
+        for settled in &reaped.settled {
+            tracing::warn!(backup = %settled.id, database = %settled.database, "a run that died after publishing its backup was settled as completed; not alerted");
+        }
+        // Only runs that failed are alerted: a settled run did back its database up.
+        let alerted = self.alert_abandoned(&reaped.abandoned, now).await;
+        (reaped, alerted)
     }
 
     async fn alert_abandoned(
@@ -627,10 +620,14 @@ impl Jobs {
     /// recent good backup (also when pruning failed: a broken prune must not hide a stale
     /// database), and write the age of each database's newest good backup as a metric.
     pub async fn run_prune(&self, now: DateTime<Utc>) -> Result<PruneOutcome, JobError> {
-        let abandoned = self.reap(None, now).await;
+        let (reaped, abandoned) = self.reap(None, now).await;
         let pruned = self.prune(now).await;
         let (assessed, stale, alerted) = self.check_health(now).await;
-        let (report, kept, missing) = pruned?;
+        let (mut report, kept, missing) = pruned?;
+        // The runs reaped before the plan, reported with those its execution reaped.
+        let ids = |records: Vec<BackupRecord>| records.into_iter().map(|r| r.id);
+        report.reaped.splice(0..0, ids(reaped.abandoned));
+        report.settled.splice(0..0, ids(reaped.settled));
         assessed?;
         let alerted = abandoned.and(alerted);
         if let Err(source) = alerted {
@@ -796,8 +793,7 @@ enum Attempt {
 /// A failed attempt, which a later delivery of its request takes again (also once prune
 /// deleted its record: it never stored a backup).
 fn retakeable(record: &BackupRecord) -> bool {
-    record.status == BackupStatus::Failed
-        || (record.status == BackupStatus::Deleted && record.error.is_some())
+    record.never_held_a_backup()
 }
 
 /// The answer to a repeated delivery: the existing record.

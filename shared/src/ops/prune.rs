@@ -134,6 +134,8 @@ impl PrunePlan {
 pub struct PruneReport {
     /// Abandoned runs marked failed.
     pub reaped: Vec<BackupId>,
+    /// Dead runs that had published their backup, settled as completed (not failures).
+    pub settled: Vec<BackupId>,
     /// Backups deleted.
     pub deleted: Vec<BackupId>,
     /// Leftover keys removed.
@@ -279,8 +281,10 @@ pub async fn execute(
 ) -> Result<PruneReport, Error> {
     let mut report = PruneReport::default();
     for a in &plan.abandoned {
-        if let Some(r) = reaper::reap_one(services, &a.id, plan.now, plan.abandon_after).await? {
-            report.reaped.push(r.id);
+        match reaper::reap_one(services, &a.id, plan.now, plan.abandon_after).await? {
+            Some(r) if r.status == BackupStatus::Completed => report.settled.push(r.id),
+            Some(r) => report.reaped.push(r.id),
+            None => {}
         }
     }
 

@@ -117,18 +117,39 @@ pub async fn find_abandoned(
         .collect())
 }
 
-/// Reaps every abandoned backup (of one database, or all); returns the records now `failed`
-/// (or `completed`, when settled from a published object).
+/// What a reaper pass did: runs marked failed, and runs settled as completed. Only the first
+/// are failures (alerted as "abandoned"); a settled run did back its database up.
+#[derive(Debug, Clone, Default)]
+pub struct Reaped {
+    /// Dead runs marked `failed` ("abandoned: ..."), their leftovers removed.
+    pub abandoned: Vec<BackupRecord>,
+    /// Dead runs that had published their backup, now `completed` from their manifest.
+    pub settled: Vec<BackupRecord>,
+}
+
+impl Reaped {
+    /// Files what [`reap_one`] returned under its outcome.
+    pub fn add(&mut self, record: BackupRecord) {
+        if record.status == BackupStatus::Completed {
+            self.settled.push(record);
+        } else {
+            self.abandoned.push(record);
+        }
+    }
+}
+
+/// Reaps every abandoned backup (of one database, or all): the records now `failed`, and
+/// those settled as `completed` from a published object.
 pub async fn reap(
     services: &Services,
     database: Option<&str>,
     now: DateTime<Utc>,
     limit: Span,
-) -> Result<Vec<BackupRecord>, Error> {
-    let mut reaped = Vec::new();
+) -> Result<Reaped, Error> {
+    let mut reaped = Reaped::default();
     for record in find_abandoned(services, database, now, limit).await? {
         if let Some(r) = reap_one(services, &record.id, now, limit).await? {
-            reaped.push(r);
+            reaped.add(r);
         }
     }
     Ok(reaped)
@@ -343,9 +364,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            reaped.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            reaped
+                .abandoned
+                .iter()
+                .map(|r| r.id.clone())
+                .collect::<Vec<_>>(),
             vec![runs[0].id.clone()]
         );
+        assert!(reaped.settled.is_empty());
         let failed = services.catalog.get(&runs[0].id).await.unwrap();
         assert_eq!(failed.status, BackupStatus::Failed);
         assert!(failed.error.unwrap().starts_with("abandoned"));

@@ -399,7 +399,8 @@ fn the_heartbeat_keeps_a_long_runs_lease_past_its_timeout() {
 /// fails loudly with its object and manifest published and its record `in_progress`. It gives
 /// its lease back, and the next reaper pass (here: the next backup) settles the record as
 /// `completed` from the manifest; a published run whose manifest does not check out is failed
-/// and its keys removed instead.
+/// and its keys removed instead. Prune settles such a run the same way and reports it as
+/// settled, not as an abandoned run.
 #[test]
 fn a_failed_final_catalog_write_is_settled_by_the_next_reaper_pass() {
     let cluster = PgCluster::start().unwrap();
@@ -464,6 +465,21 @@ fn a_failed_final_catalog_write_is_settled_by_the_next_reaper_pass() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(verified["status"], "verified");
+
+    // Settled by prune instead: reported as settled, not among the abandoned runs.
+    let id = BackupId::generate(chrono::Utc::now());
+    request.id = Some(id.clone());
+    runtime
+        .block_on(backup(&broken, &request, Arc::default()))
+        .unwrap_err();
+    let done = prune_json(&pgkeep, &[]);
+    assert_eq!(
+        done["report"]["settled"],
+        serde_json::json!([id.as_str()]),
+        "{done:#}"
+    );
+    assert_eq!(done["report"]["reaped"], serde_json::json!([]), "{done:#}");
+    assert_eq!(pgkeep.show(id.as_str())["status"], "completed");
 }
 
 /// `kill -9` of a backup to S3 with the DynamoDB catalog (moto): the next backup starts at
@@ -842,4 +858,169 @@ fn prune_aborts_the_open_upload_of_a_failed_s3_run() {
     assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
     // A backup after that works as usual.
     pgkeep.backup_ok(&["--pg-bin", cluster.bin_dir().to_str().unwrap()]);
+}
+
+/// Upstream bytes after which the proxy goes away in
+/// [`s3_going_away_mid_upload_leaves_an_open_upload_that_prune_aborts`]: three 5 MiB parts and
+/// a bit, with at most three parts in flight, so at least one part's body went through whole.
+const CUT_AFTER: u64 = 16 * 1024 * 1024;
+
+/// S3 goes away mid-upload, for real: `pgkeep backup` talks to S3 (moto) through a TCP proxy
+/// that is cut once 16 MiB of parts went through, after which connections are reset and
+/// refused, so the part uploads and the abort of the multipart upload both fail. The backup
+/// exits non-zero with a `failed` record, and its upload stays open in S3. Then, with S3
+/// reachable again, the next backup succeeds and prune's orphan sweep aborts the open upload.
+/// (The catalog and key are local so only S3 goes away.)
+#[test]
+fn s3_going_away_mid_upload_leaves_an_open_upload_that_prune_aborts() {
+    let Some(moto) = pgkeep_tests::aws::Moto::start() else {
+        return;
+    };
+    let cluster = PgCluster::start().unwrap();
+    let db = unique_name("bulk");
+    cluster.create_database(&db).unwrap();
+    // About 70 MB of hex text: some 35 MB once compressed, seven 5 MiB parts.
+    cluster
+        .psql(
+            &db,
+            "CREATE TABLE bulk AS SELECT g AS id, md5(random()::text) || md5(random()::text) \
+             || md5(random()::text) || md5(random()::text) AS payload \
+             FROM generate_series(1, 500000) AS g",
+        )
+        .unwrap();
+    let local = Pgkeep::new();
+    let catalog = format!(
+        "sqlite://{}",
+        local.dir.path().join("catalog.sqlite3").display()
+    );
+    let key = format!("file://{}", local.key.display());
+    let through = |endpoint: &str| {
+        Pgkeep::new()
+            .database_url(cluster.url(&db))
+            .with_urls(&moto.repo_url(), &catalog, &key)
+            .env("PGKEEP_AWS_ENDPOINT", endpoint)
+            .env("PGKEEP_S3_PART_SIZE_MIB", "5")
+    };
+    let bin = cluster.bin_dir().to_str().unwrap().to_owned();
+
+    let proxy = pgkeep_tests::proxy::Proxy::start(&moto.endpoint, Some(CUT_AFTER)).unwrap();
+    let via_proxy = through(&proxy.endpoint());
+    let started = Instant::now();
+    let (out, record) = via_proxy.backup(&["--pg-bin", &bin]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(7), "a storage failure: {stderr}");
+    assert!(proxy.is_cut(), "the upload finished before the cut");
+    assert!(proxy.upstream_bytes() >= CUT_AFTER);
+    assert_eq!(record["status"], "failed", "{record:#}");
+    eprintln!(
+        "cut after {} bytes; the backup failed after {took:?}: {}",
+        proxy.upstream_bytes(),
+        record["error"]
+    );
+    let s3_key = moto.s3_key(record["object_key"].as_str().unwrap());
+    assert_eq!(
+        moto.open_uploads(),
+        vec![s3_key.clone()],
+        "the abort failed too: the upload stays open"
+    );
+    drop(proxy);
+
+    let direct = through(&moto.endpoint);
+    let next = direct.backup_ok(&["--pg-bin", &bin]);
+    assert_eq!(
+        direct.show(record["id"].as_str().unwrap())["status"],
+        "failed"
+    );
+    assert_eq!(
+        moto.open_uploads(),
+        vec![s3_key],
+        "the next backup leaves it"
+    );
+    let done = prune_json(&direct, &[]);
+    assert_eq!(done["report"]["swept"]["count"], 1, "{done:#}");
+    assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
+    assert!(moto
+        .objects()
+        .iter()
+        .any(|k| k.ends_with(next["object_key"].as_str().unwrap())));
+}
+
+/// A run on another host whose heartbeat stops (its host froze or lost the network): with the
+/// DynamoDB catalog, the next backup of the database is refused while the lease's heartbeat
+/// timeout (`--lease-timeout 6s`) runs, and succeeds as soon as it has passed, without waiting
+/// longer; the frozen run is recorded as abandoned. The run is a real `pgkeep backup` stopped
+/// with SIGSTOP, its lease rewritten to name a process on another host, as a run elsewhere
+/// would have written it (so its process cannot be checked, only its heartbeat).
+#[test]
+fn a_run_on_another_host_whose_heartbeat_stops_frees_the_database_after_the_timeout() {
+    let Some(moto) = pgkeep_tests::aws::Moto::start() else {
+        return;
+    };
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let pgkeep = Pgkeep::new()
+        .database_url(cluster.url(&db))
+        .with_urls(&moto.repo_url(), &moto.catalog_url(), &moto.key_url())
+        .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint);
+    let marker = pgkeep.dir.path().join("pg_dump-hangs");
+    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
+    let timeout = ["--lease-timeout", "6s"];
+
+    let mut frozen = start_backup(&pgkeep, &bin, &timeout);
+    wait_for("pg_dump to finish writing", || marker.exists());
+    let running = wait_for_in_progress(&pgkeep);
+    send("STOP", frozen.id());
+    let catalog = moto.services(Default::default()).catalog;
+    let lease = moto.runtime.block_on(async {
+        let mut lease = catalog
+            .get_lease(&db)
+            .await
+            .unwrap()
+            .expect("the run's lease");
+        assert_eq!(lease.holder, running["id"].as_str().unwrap());
+        let mut process = lease.process.clone().expect("the run's process");
+        process.host = "db-runner-2 pid:[4026531836]".into();
+        lease.process = Some(process);
+        assert!(catalog.renew_lease(&lease).await.unwrap());
+        lease
+    });
+    let real = cluster.bin_dir().to_str().unwrap().to_owned();
+
+    // Within the timeout: the run on the other host may be alive.
+    let (refused, _) = pgkeep.backup(&["--pg-bin", &real, timeout[0], timeout[1]]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        chrono::Utc::now() < lease.expires_at,
+        "the refusal came too late to show anything"
+    );
+    assert_eq!(refused.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains(running["id"].as_str().unwrap()), "{stderr}");
+
+    // As soon as the heartbeat is older than the timeout, the next backup runs.
+    wait_for("the lease's heartbeat timeout", || {
+        chrono::Utc::now() >= lease.expires_at
+    });
+    let next = pgkeep.backup_ok(&["--pg-bin", &real, timeout[0], timeout[1]]);
+    let waited = chrono::Utc::now() - lease.expires_at;
+    assert!(
+        waited < chrono::Duration::seconds(10),
+        "the backup took {waited} after the timeout"
+    );
+    eprintln!("the next backup completed {waited} after the lease's expiry");
+    let abandoned = pgkeep.show(running["id"].as_str().unwrap());
+    assert_eq!(abandoned["status"], "failed", "{abandoned:#}");
+    let error = abandoned["error"].as_str().unwrap();
+    assert!(error.starts_with("abandoned"), "{error}");
+    assert!(error.contains("not renewed"), "{error}");
+    assert_eq!(
+        pgkeep.show(next["id"].as_str().unwrap())["status"],
+        "completed"
+    );
+    assert!(moto.open_uploads().is_empty(), "{:?}", moto.open_uploads());
+
+    frozen.kill().unwrap();
+    frozen.wait().unwrap();
+    kill_leftover_dump(&marker);
 }

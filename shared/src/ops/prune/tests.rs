@@ -682,7 +682,8 @@ async fn the_reaper_fails_abandoned_runs_only() {
         .is_empty());
 
     let reaped = reaper::reap(&s, None, now, limit).await.unwrap();
-    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped.abandoned.len(), 1);
+    assert!(reaped.settled.is_empty());
     let a1 = f.catalog.get(&f.ids["a1"]).await.unwrap();
     assert_eq!(a1.status, BackupStatus::Failed);
     assert_eq!(a1.completed_at, Some(now));
