@@ -102,6 +102,26 @@ pub enum Command {
     /// Restore a backup into a new database on the --database-url server, or replace an
     /// existing one (after a safety backup) with --overwrite --confirm NAME.
     Restore(RestoreArgs),
+    /// Key files: which key a backup needs (`pgkeep key id FILE` prints the id manifests show).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Print a key file's id exactly as manifests and records show it (`key_id`), to find the
+    /// key file a backup needs; without FILE, the configured key file (--key-file).
+    Id(KeyIdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeyIdArgs {
+    /// The key file [default: the configured key file].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// {"path", "key_id"} as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

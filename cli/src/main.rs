@@ -86,5 +86,6 @@ async fn dispatch(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
         Command::Cat(args) => commands::cat::run(&resolver, args).await,
         Command::Verify(args) => commands::verify::run(&resolver, args).await,
         Command::Restore(args) => commands::restore::run(&resolver, args).await,
+        Command::Key(command) => commands::key::run(&resolver, command).await,
     }
 }

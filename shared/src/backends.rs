@@ -25,7 +25,7 @@ use crate::catalog::Catalog;
 use crate::config::ConfigError;
 use crate::keys::file::FileKeyProvider;
 use crate::keys::kms::KmsKeyProvider;
-use crate::keys::{KeyProvider, NoKey};
+use crate::keys::{KeyProvider, KeyRing, NoKey};
 use crate::store::fs::FsStore;
 use crate::store::s3::{S3Options, S3Store};
 use crate::store::{validate_key, ObjectStore};
@@ -222,6 +222,8 @@ pub struct BackendConfig {
     pub catalog: Option<CatalogUrl>,
     /// Master key.
     pub key: KeyUrl,
+    /// Retired key files, only for unwrapping the data keys of older backups.
+    pub old_key_files: Vec<PathBuf>,
     /// Settings of the AWS backends (unused by the embedded default).
     pub aws: AwsSettings,
 }
@@ -281,13 +283,19 @@ impl BackendConfig {
         key_use: KeyUse,
         aws: Option<&SdkConfig>,
     ) -> Result<Services, ConfigError> {
-        if let (RepoUrl::File(repo), KeyUrl::File(key_path)) = (&self.repo, &self.key) {
-            if is_inside(key_path, repo) {
-                return Err(ConfigError::Unsafe(format!(
-                    "the key file {} is inside the repository {}; keep it elsewhere (a copy of the repository must not carry its key)",
-                    key_path.display(),
-                    repo.display()
-                )));
+        let key_files = match &self.key {
+            KeyUrl::File(path) => Some(path),
+            KeyUrl::Kms(_) => None,
+        };
+        if let RepoUrl::File(repo) = &self.repo {
+            for key_path in key_files.into_iter().chain(&self.old_key_files) {
+                if is_inside(key_path, repo) {
+                    return Err(ConfigError::Unsafe(format!(
+                        "the key file {} is inside the repository {}; keep it elsewhere (a copy of the repository must not carry its key)",
+                        key_path.display(),
+                        repo.display()
+                    )));
+                }
             }
         }
         let catalog_url = self.catalog_url()?;
@@ -324,6 +332,16 @@ impl BackendConfig {
                 aws_sdk_kms::Client::new(needs_aws()?),
                 key_id,
             )),
+        };
+        let keys = if self.old_key_files.is_empty() || key_use == KeyUse::None {
+            keys
+        } else {
+            let old = self
+                .old_key_files
+                .iter()
+                .map(FileKeyProvider::load)
+                .collect::<Result<Vec<_>, _>>()?;
+            Arc::new(KeyRing::new(keys, old))
         };
         Ok(Services {
             store,
@@ -438,6 +456,7 @@ mod tests {
             repo: RepoUrl::parse("s3://bucket/p").unwrap(),
             catalog: None,
             key: KeyUrl::Kms("alias/k".into()),
+            old_key_files: Vec::new(),
             aws: AwsSettings::default(),
         };
         assert!(config.uses_aws());
@@ -452,6 +471,7 @@ mod tests {
             repo: RepoUrl::File(repo.clone()),
             catalog: None,
             key: KeyUrl::File(repo.join("keys/pgkeep.key")),
+            old_key_files: Vec::new(),
             aws: AwsSettings::default(),
         };
         assert!(!config.uses_aws());
