@@ -102,9 +102,22 @@ pub enum Command {
     /// Restore a backup into a new database on the --database-url server, or replace an
     /// existing one (after a safety backup) with --overwrite --confirm NAME.
     Restore(RestoreArgs),
+    /// Prepare an AWS setup without Terraform: check the KMS key (DescribeKey) and the bucket
+    /// (HeadBucket), writing nothing to either, then create the DynamoDB catalog table exactly
+    /// as Terraform does (indexes, on-demand billing, TTL, point-in-time recovery, deletion
+    /// protection, encrypted with the KMS key), or check that an existing one matches.
+    /// Running it again changes nothing. After a lost table: `pgkeep init`, then `pgkeep repair`.
+    Init(InitArgs),
     /// Key files: which key a backup needs (`pgkeep key id FILE` prints the id manifests show).
     #[command(subcommand)]
     Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// What was checked and created, as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

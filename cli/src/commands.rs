@@ -7,6 +7,7 @@ use pgkeep::ops::{self, ErrorKind};
 pub mod backup;
 pub mod cat;
 pub mod delete;
+pub mod init;
 pub mod key;
 pub mod list;
 pub mod prune;

@@ -86,6 +86,7 @@ async fn dispatch(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
         Command::Cat(args) => commands::cat::run(&resolver, args).await,
         Command::Verify(args) => commands::verify::run(&resolver, args).await,
         Command::Restore(args) => commands::restore::run(&resolver, args).await,
+        Command::Init(args) => commands::init::run(&resolver, args).await,
         Command::Key(command) => commands::key::run(&resolver, command).await,
     }
 }

@@ -265,6 +265,16 @@ impl BackendConfig {
         crate::aws::load_config(self.aws.endpoint.as_deref()).await
     }
 
+    /// The S3 store of `bucket`/`prefix`, path-style when an endpoint (an emulator) is set.
+    pub fn s3_store(&self, aws: &SdkConfig, bucket: &str, prefix: &str) -> S3Store {
+        let mut s3 = aws_sdk_s3::config::Builder::from(aws);
+        if self.aws.endpoint.is_some() {
+            s3 = s3.force_path_style(true);
+        }
+        let client = aws_sdk_s3::Client::from_conf(s3.build());
+        S3Store::new(client, bucket, prefix, self.aws.s3.clone())
+    }
+
     /// Builds the backends, loading the AWS configuration first when a backend needs it.
     pub async fn open(&self, key_use: KeyUse) -> Result<Services, ConfigError> {
         let aws = if self.uses_aws() {
@@ -308,14 +318,7 @@ impl BackendConfig {
         };
         let store: Arc<dyn ObjectStore> = match &self.repo {
             RepoUrl::File(dir) => Arc::new(FsStore::new(dir.clone())),
-            RepoUrl::S3 { bucket, prefix } => {
-                let mut s3 = aws_sdk_s3::config::Builder::from(needs_aws()?);
-                if self.aws.endpoint.is_some() {
-                    s3 = s3.force_path_style(true);
-                }
-                let client = aws_sdk_s3::Client::from_conf(s3.build());
-                Arc::new(S3Store::new(client, bucket, prefix, self.aws.s3.clone()))
-            }
+            RepoUrl::S3 { bucket, prefix } => Arc::new(self.s3_store(needs_aws()?, bucket, prefix)),
         };
         let catalog: Arc<dyn Catalog> = match catalog_url {
             CatalogUrl::Sqlite(path) => Arc::new(SqliteCatalog::open(path)?),

@@ -24,6 +24,7 @@ pub mod backup;
 pub mod delete;
 pub mod download;
 pub mod health;
+pub mod init;
 pub mod jobs;
 pub mod list;
 pub mod prune;
