@@ -263,7 +263,13 @@ pub struct DeleteArgs {
 #[derive(Args, Debug)]
 pub struct CatArgs {
     /// Backup id.
-    pub id: String,
+    #[arg(required_unless_present = "manifest")]
+    pub id: Option<String>,
+    /// Read straight from a manifest, with no catalog: a file or s3://bucket/key ending in
+    /// .manifest.json; the object is the <id>.pgkeep beside it. Needs only the key (and
+    /// --old-key-file for older keys).
+    #[arg(long, value_name = "PATH|S3-URL", conflicts_with = "id")]
+    pub manifest: Option<String>,
     /// Write to this file instead of stdout (it appears only when complete and intact).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -265,6 +265,37 @@ impl BackendConfig {
         crate::aws::load_config(self.aws.endpoint.as_deref()).await
     }
 
+    /// The master key (and the key ring of old key files, for reading) alone: what reading a
+    /// backup straight from its manifest needs, with no catalog.
+    pub fn open_keys(
+        &self,
+        key_use: KeyUse,
+        aws: Option<&SdkConfig>,
+    ) -> Result<Arc<dyn KeyProvider>, ConfigError> {
+        let keys: Arc<dyn KeyProvider> = match (&self.key, key_use) {
+            (_, KeyUse::None) => return Ok(Arc::new(NoKey)),
+            (KeyUrl::File(path), KeyUse::Write) => Arc::new(FileKeyProvider::load_or_create(path)?),
+            (KeyUrl::File(path), KeyUse::Read) => Arc::new(FileKeyProvider::load(path)?),
+            (KeyUrl::Kms(key_id), _) => Arc::new(KmsKeyProvider::new(
+                aws_sdk_kms::Client::new(aws.ok_or_else(|| {
+                    ConfigError::Missing(
+                        "an AWS backend was chosen but no AWS configuration was loaded".into(),
+                    )
+                })?),
+                key_id,
+            )),
+        };
+        if self.old_key_files.is_empty() {
+            return Ok(keys);
+        }
+        let old = self
+            .old_key_files
+            .iter()
+            .map(FileKeyProvider::load)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(KeyRing::new(keys, old)))
+    }
+
     /// The S3 store of `bucket`/`prefix`, path-style when an endpoint (an emulator) is set.
     pub fn s3_store(&self, aws: &SdkConfig, bucket: &str, prefix: &str) -> S3Store {
         let mut s3 = aws_sdk_s3::config::Builder::from(aws);
@@ -327,25 +358,7 @@ impl BackendConfig {
                 &table,
             )),
         };
-        let keys: Arc<dyn KeyProvider> = match (&self.key, key_use) {
-            (_, KeyUse::None) => Arc::new(NoKey),
-            (KeyUrl::File(path), KeyUse::Write) => Arc::new(FileKeyProvider::load_or_create(path)?),
-            (KeyUrl::File(path), KeyUse::Read) => Arc::new(FileKeyProvider::load(path)?),
-            (KeyUrl::Kms(key_id), _) => Arc::new(KmsKeyProvider::new(
-                aws_sdk_kms::Client::new(needs_aws()?),
-                key_id,
-            )),
-        };
-        let keys = if self.old_key_files.is_empty() || key_use == KeyUse::None {
-            keys
-        } else {
-            let old = self
-                .old_key_files
-                .iter()
-                .map(FileKeyProvider::load)
-                .collect::<Result<Vec<_>, _>>()?;
-            Arc::new(KeyRing::new(keys, old))
-        };
+        let keys = self.open_keys(key_use, aws)?;
         Ok(Services {
             store,
             catalog,

@@ -10,11 +10,12 @@ use tokio::io::AsyncRead;
 
 use super::{Error, IntegrityError};
 use crate::backends::Services;
-use crate::keys::KeyContext;
-use crate::model::{BackupId, BackupRecord};
+use crate::keys::{KeyContext, KeyProvider};
+use crate::model::{BackupId, BackupRecord, Manifest, MANIFEST_VERSION};
 use crate::pipeline::archive_reader;
 use crate::pipeline::crypt::Header;
 use crate::pipeline::digest::DigestReader;
+use crate::store::ObjectStore;
 
 /// A stream of the plain pg_dump archive; read it to the end before trusting it.
 pub type ArchiveStream = Pin<Box<dyn AsyncRead + Send>>;
@@ -37,7 +38,25 @@ pub async fn open_archive(
             why,
         });
     }
-    let object = services.store.open(&record.object_key).await?;
+    let stream = open_object(
+        services.store.as_ref(),
+        services.keys.as_ref(),
+        &record.object_key,
+        &record,
+    )
+    .await?;
+    Ok((record, stream))
+}
+
+/// Reads the object at `object_key` of the backup `record` describes (its id, database and
+/// SHA-256): checks the header names that backup, unwraps the data key, returns the stream.
+async fn open_object(
+    store: &dyn ObjectStore,
+    keys: &dyn KeyProvider,
+    object_key: &str,
+    record: &BackupRecord,
+) -> Result<ArchiveStream, Error> {
+    let object = store.open(object_key).await?;
     let mut sealed = DigestReader::new(object, record.sha256.clone());
     let header = Header::read_from(&mut sealed)
         .await
@@ -45,7 +64,7 @@ pub async fn open_archive(
     let fields = header.fields();
     if fields.backup_id != record.id.as_str() || fields.database != record.database {
         return Err(IntegrityError::WrongObject {
-            key: record.object_key.clone(),
+            key: object_key.to_owned(),
             expected: record.id.clone(),
             found: fields.backup_id.clone(),
             found_database: fields.database.clone(),
@@ -62,10 +81,48 @@ pub async fn open_archive(
         backup_id: &record.id,
         database: &record.database,
     };
-    let key = services
-        .keys
+    let key = keys
         .unwrap(&fields.key_id, &fields.wrapped_key, ctx)
         .await?;
-    let stream = archive_reader(sealed, header, &key, compression);
-    Ok((record, Box::pin(stream)))
+    Ok(Box::pin(archive_reader(sealed, header, &key, compression)))
+}
+
+/// Reads a backup with no catalog, from its manifest `manifest_key` in `store`: the object is
+/// the file beside it (`<id>.manifest.json` → `<id>.pgkeep`, docs/FORMAT.md), checked against
+/// the manifest's id, database and SHA-256 as [`open_archive`] checks it against a record.
+pub async fn open_from_manifest(
+    store: &dyn ObjectStore,
+    keys: &dyn KeyProvider,
+    manifest_key: &str,
+) -> Result<(Manifest, ArchiveStream), Error> {
+    let unreadable = |message: String| {
+        Error::Integrity(IntegrityError::BadManifest {
+            key: manifest_key.to_owned(),
+            message,
+        })
+    };
+    let Some(stem) = manifest_key.strip_suffix(".manifest.json") else {
+        return Err(unreadable(
+            "a manifest's name ends in .manifest.json (its object is <id>.pgkeep beside it)".into(),
+        ));
+    };
+    let bytes = store.get(manifest_key).await?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    if manifest.manifest_version != MANIFEST_VERSION {
+        return Err(unreadable(format!(
+            "manifest version {} is not one this pgkeep reads ({MANIFEST_VERSION})",
+            manifest.manifest_version
+        )));
+    }
+    let object_key = format!("{stem}.pgkeep");
+    let named = manifest.backup.object_key.rsplit('/').next().unwrap_or("");
+    if object_key.rsplit('/').next() != Some(named) {
+        return Err(unreadable(format!(
+            "it names the object {:?}, not {object_key:?} beside it",
+            manifest.backup.object_key
+        )));
+    }
+    let stream = open_object(store, keys, &object_key, &manifest.backup).await?;
+    Ok((manifest, stream))
 }
