@@ -99,25 +99,11 @@ fn the_documented_format_decrypts_without_pgkeep() {
         damaged[last] ^= 1;
         let copy = pgkeep.dir.path().join("damaged.pgkeep");
         std::fs::write(&copy, damaged).unwrap();
-        let cases: [(
-            &str,
-            &std::ffi::OsStr,
-            &std::path::Path,
-            &[(&str, &std::path::Path)],
-            i32,
-            &str,
-        ); 2] = [
-            ("corrupt", key, &copy, &[], 3, "corrupt object: chunk"),
-            (
-                "wrong key",
-                wrong_key.as_os_str(),
-                &object,
-                &[],
-                5,
-                "wrong key",
-            ),
+        let cases = [
+            ("corrupt", key, &copy, 3, "corrupt object: chunk"),
+            ("wrong key", wrong_key.as_os_str(), &object, 5, "wrong key"),
         ];
-        for (what, key, object, env, status, needle) in cases {
+        for (what, key, object, status, needle) in cases {
             let target = pgkeep
                 .dir
                 .path()
@@ -127,7 +113,7 @@ fn the_documented_format_decrypts_without_pgkeep() {
                 if to_file {
                     args.extend(["-o".as_ref(), target.as_os_str()]);
                 }
-                let out = run(env, &args);
+                let out = run(&[], &args);
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert_eq!(
                     out.status.code(),
