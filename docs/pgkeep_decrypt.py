@@ -51,6 +51,16 @@ except ImportError:
     sys.exit(EXIT_USAGE)
 
 
+def no_duplicate_keys(pairs):
+    """json.loads would keep the last of two equal keys; pgkeep refuses such JSON."""
+    obj = {}
+    for k, v in pairs:
+        if k in obj:
+            raise ValueError(f"duplicate key {k!r}")
+        obj[k] = v
+    return obj
+
+
 def key_file_id(key: bytes) -> str:
     """A key file's id as manifests show it: `file:` + 16 lowercase hex digits."""
     return "file:" + hashlib.sha256(b"pgkeep/key-id/v1\0" + key).hexdigest()[:16]
@@ -94,7 +104,7 @@ def decrypt_chunks(f, on_header):
     if len(header) != 23 + json_len:
         raise Failure(EXIT_CORRUPT, "truncated header")
     try:
-        meta = json.loads(header[23:].decode("utf-8"))
+        meta = json.loads(header[23:].decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except ValueError as e:
         raise Failure(EXIT_CORRUPT, f"bad header metadata: {e}") from None
     if not isinstance(meta, dict):

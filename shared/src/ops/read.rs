@@ -126,3 +126,43 @@ pub async fn open_from_manifest(
     let stream = open_object(store, keys, &object_key, &manifest.backup).await?;
     Ok((manifest, stream))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Manifest;
+    use crate::pipeline::crypt::HeaderFields;
+
+    /// FORMAT.md: a field given twice is an error, not "the last wins", in the header
+    /// metadata and in the manifest alike.
+    #[test]
+    fn duplicate_json_keys_are_refused() {
+        let header = r#"{"backup_id":"a","database":"shop","compression":"zstd","key_id":"file:1","wrapped_key":"AA=="}"#;
+        assert!(serde_json::from_str::<HeaderFields>(header).is_ok());
+        let twice = header.replacen('{', r#"{"compression":"gzip","#, 1);
+        let err = serde_json::from_str::<HeaderFields>(&twice).unwrap_err();
+        assert!(err.to_string().contains("duplicate field"), "{err}");
+
+        let manifest = r#"{"manifest_version":1,"tool_version":"0.1.0",
+            "backup":{"id":"20261124T154851222Z-29b946c0","database":"shop","kind":"manual",
+              "status":"completed","created_at":"2026-11-24T15:48:51Z","completed_at":null,
+              "object_key":"shop/2026/11/20261124T154851222Z-29b946c0.pgkeep","size_bytes":10,
+              "sha256":"00","compression":"gzip","key_id":"file:1","server_version":"15",
+              "row_counts":{"public.t":3},"duration_ms":null,"error":null},
+            "encryption":{"format_version":1,"aead":"AES-256-GCM","chunk_size":1048576,
+              "key_id":"file:1","wrapped_key":"AA=="},
+            "archive":{"format":"pg_dump custom","archive_version":"1.14.0","dump_version":"15",
+              "archive_bytes":100,"tables":[],"large_objects":0}}"#;
+        assert!(serde_json::from_str::<Manifest>(manifest).is_ok());
+        for twice in [
+            manifest.replacen('{', r#"{"manifest_version":99,"#, 1),
+            manifest.replacen(
+                r#""status":"completed""#,
+                r#""status":"completed","status":"verified""#,
+                1,
+            ),
+        ] {
+            let err = serde_json::from_str::<Manifest>(&twice).unwrap_err();
+            assert!(err.to_string().contains("duplicate field"), "{err}");
+        }
+    }
+}
