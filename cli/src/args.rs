@@ -114,6 +114,39 @@ pub enum Command {
     /// audit trail names who did it. Refused (exit 8, nothing changed) when any record of it
     /// is or was a real backup (they are named), and while a run holds its lease.
     Forget(ForgetArgs),
+    /// Prepare an AWS setup without Terraform: check the KMS key (DescribeKey) and the bucket
+    /// (HeadBucket), writing nothing to either, then create the DynamoDB catalog table exactly
+    /// as Terraform does (indexes, on-demand billing, TTL, point-in-time recovery, deletion
+    /// protection, encrypted with the KMS key), or check that an existing one matches.
+    /// Running it again changes nothing. After a lost table: `pgkeep init`, then `pgkeep repair`.
+    Init(InitArgs),
+    /// Key files: which key a backup needs (`pgkeep key id FILE` prints the id manifests show).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// What was checked and created, as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Print a key file's id exactly as manifests and records show it (`key_id`), to find the
+    /// key file a backup needs; without FILE, the configured key file (--key-file).
+    Id(KeyIdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeyIdArgs {
+    /// The key file [default: the configured key file].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// {"path", "key_id"} as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -271,7 +304,13 @@ pub struct ForgetArgs {
 #[derive(Args, Debug)]
 pub struct CatArgs {
     /// Backup id.
-    pub id: String,
+    #[arg(required_unless_present = "manifest")]
+    pub id: Option<String>,
+    /// Read straight from a manifest, with no catalog: a file or s3://bucket/key ending in
+    /// .manifest.json; the object is the <id>.pgkeep beside it. Needs only the key (and
+    /// --old-key-file for older keys).
+    #[arg(long, value_name = "PATH|S3-URL", conflicts_with = "id")]
+    pub manifest: Option<String>,
     /// Write to this file instead of stdout (it appears only when complete and intact).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,

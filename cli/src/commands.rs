@@ -8,6 +8,8 @@ pub mod backup;
 pub mod cat;
 pub mod delete;
 pub mod forget;
+pub mod init;
+pub mod key;
 pub mod list;
 pub mod prune;
 pub mod repair;

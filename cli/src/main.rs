@@ -88,5 +88,7 @@ async fn dispatch(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
         Command::Restore(args) => commands::restore::run(&resolver, args).await,
         Command::Repair(args) => commands::repair::run(&resolver, args).await,
         Command::Forget(args) => commands::forget::run(&resolver, args).await,
+        Command::Init(args) => commands::init::run(&resolver, args).await,
+        Command::Key(command) => commands::key::run(&resolver, command).await,
     }
 }

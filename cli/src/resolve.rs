@@ -96,7 +96,7 @@ impl<'a> Resolver<'a> {
             .await
             .map_err(ops::Error::from)?;
         // A lost catalog is refused by every command but the one that rebuilds it.
-        if !matches!(self.cli.command, Command::Repair(_)) {
+        if !matches!(self.cli.command, Command::Repair(_) | Command::Init(_)) {
             ops::repair::check_catalog(&services).await?;
         }
         Ok((services, aws))

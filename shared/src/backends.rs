@@ -25,7 +25,7 @@ use crate::catalog::Catalog;
 use crate::config::ConfigError;
 use crate::keys::file::FileKeyProvider;
 use crate::keys::kms::KmsKeyProvider;
-use crate::keys::{KeyProvider, NoKey};
+use crate::keys::{KeyProvider, KeyRing, NoKey};
 use crate::store::fs::FsStore;
 use crate::store::s3::{S3Options, S3Store};
 use crate::store::{validate_key, ObjectStore};
@@ -222,6 +222,8 @@ pub struct BackendConfig {
     pub catalog: Option<CatalogUrl>,
     /// Master key.
     pub key: KeyUrl,
+    /// Retired key files, only for unwrapping the data keys of older backups.
+    pub old_key_files: Vec<PathBuf>,
     /// Settings of the AWS backends (unused by the embedded default).
     pub aws: AwsSettings,
 }
@@ -263,6 +265,47 @@ impl BackendConfig {
         crate::aws::load_config(self.aws.endpoint.as_deref()).await
     }
 
+    /// The master key (and the key ring of old key files, for reading) alone: what reading a
+    /// backup straight from its manifest needs, with no catalog.
+    pub fn open_keys(
+        &self,
+        key_use: KeyUse,
+        aws: Option<&SdkConfig>,
+    ) -> Result<Arc<dyn KeyProvider>, ConfigError> {
+        let keys: Arc<dyn KeyProvider> = match (&self.key, key_use) {
+            (_, KeyUse::None) => return Ok(Arc::new(NoKey)),
+            (KeyUrl::File(path), KeyUse::Write) => Arc::new(FileKeyProvider::load_or_create(path)?),
+            (KeyUrl::File(path), KeyUse::Read) => Arc::new(FileKeyProvider::load(path)?),
+            (KeyUrl::Kms(key_id), _) => Arc::new(KmsKeyProvider::new(
+                aws_sdk_kms::Client::new(aws.ok_or_else(|| {
+                    ConfigError::Missing(
+                        "an AWS backend was chosen but no AWS configuration was loaded".into(),
+                    )
+                })?),
+                key_id,
+            )),
+        };
+        if self.old_key_files.is_empty() {
+            return Ok(keys);
+        }
+        let old = self
+            .old_key_files
+            .iter()
+            .map(FileKeyProvider::load)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(KeyRing::new(keys, old)))
+    }
+
+    /// The S3 store of `bucket`/`prefix`, path-style when an endpoint (an emulator) is set.
+    pub fn s3_store(&self, aws: &SdkConfig, bucket: &str, prefix: &str) -> S3Store {
+        let mut s3 = aws_sdk_s3::config::Builder::from(aws);
+        if self.aws.endpoint.is_some() {
+            s3 = s3.force_path_style(true);
+        }
+        let client = aws_sdk_s3::Client::from_conf(s3.build());
+        S3Store::new(client, bucket, prefix, self.aws.s3.clone())
+    }
+
     /// Builds the backends, loading the AWS configuration first when a backend needs it.
     pub async fn open(&self, key_use: KeyUse) -> Result<Services, ConfigError> {
         let aws = if self.uses_aws() {
@@ -281,13 +324,19 @@ impl BackendConfig {
         key_use: KeyUse,
         aws: Option<&SdkConfig>,
     ) -> Result<Services, ConfigError> {
-        if let (RepoUrl::File(repo), KeyUrl::File(key_path)) = (&self.repo, &self.key) {
-            if is_inside(key_path, repo) {
-                return Err(ConfigError::Unsafe(format!(
-                    "the key file {} is inside the repository {}; keep it elsewhere (a copy of the repository must not carry its key)",
-                    key_path.display(),
-                    repo.display()
-                )));
+        let key_files = match &self.key {
+            KeyUrl::File(path) => Some(path),
+            KeyUrl::Kms(_) => None,
+        };
+        if let RepoUrl::File(repo) = &self.repo {
+            for key_path in key_files.into_iter().chain(&self.old_key_files) {
+                if is_inside(key_path, repo) {
+                    return Err(ConfigError::Unsafe(format!(
+                        "the key file {} is inside the repository {}; keep it elsewhere (a copy of the repository must not carry its key)",
+                        key_path.display(),
+                        repo.display()
+                    )));
+                }
             }
         }
         let catalog_url = self.catalog_url()?;
@@ -300,14 +349,7 @@ impl BackendConfig {
         };
         let store: Arc<dyn ObjectStore> = match &self.repo {
             RepoUrl::File(dir) => Arc::new(FsStore::new(dir.clone())),
-            RepoUrl::S3 { bucket, prefix } => {
-                let mut s3 = aws_sdk_s3::config::Builder::from(needs_aws()?);
-                if self.aws.endpoint.is_some() {
-                    s3 = s3.force_path_style(true);
-                }
-                let client = aws_sdk_s3::Client::from_conf(s3.build());
-                Arc::new(S3Store::new(client, bucket, prefix, self.aws.s3.clone()))
-            }
+            RepoUrl::S3 { bucket, prefix } => Arc::new(self.s3_store(needs_aws()?, bucket, prefix)),
         };
         let catalog: Arc<dyn Catalog> = match catalog_url {
             CatalogUrl::Sqlite(path) => Arc::new(SqliteCatalog::open(path)?),
@@ -316,15 +358,7 @@ impl BackendConfig {
                 &table,
             )),
         };
-        let keys: Arc<dyn KeyProvider> = match (&self.key, key_use) {
-            (_, KeyUse::None) => Arc::new(NoKey),
-            (KeyUrl::File(path), KeyUse::Write) => Arc::new(FileKeyProvider::load_or_create(path)?),
-            (KeyUrl::File(path), KeyUse::Read) => Arc::new(FileKeyProvider::load(path)?),
-            (KeyUrl::Kms(key_id), _) => Arc::new(KmsKeyProvider::new(
-                aws_sdk_kms::Client::new(needs_aws()?),
-                key_id,
-            )),
-        };
+        let keys = self.open_keys(key_use, aws)?;
         Ok(Services {
             store,
             catalog,
@@ -438,6 +472,7 @@ mod tests {
             repo: RepoUrl::parse("s3://bucket/p").unwrap(),
             catalog: None,
             key: KeyUrl::Kms("alias/k".into()),
+            old_key_files: Vec::new(),
             aws: AwsSettings::default(),
         };
         assert!(config.uses_aws());
@@ -452,6 +487,7 @@ mod tests {
             repo: RepoUrl::File(repo.clone()),
             catalog: None,
             key: KeyUrl::File(repo.join("keys/pgkeep.key")),
+            old_key_files: Vec::new(),
             aws: AwsSettings::default(),
         };
         assert!(!config.uses_aws());

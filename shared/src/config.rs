@@ -13,6 +13,7 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_AWS_ENDPOINT`, `PGKEEP_S3_*` | backends, see [`BackendSettings`] |
+//! | `PGKEEP_OLD_KEY_FILES` | retired key files, comma-separated, only for reading older backups (the key ring) |
 //! | `PGKEEP_DATABASES` | JSON: database name → `{"secret_arn": "…"}` or `{"url": "postgresql://…"}` |
 //! | `PGKEEP_SELECTIONS` | JSON: database name → what its backups hold, `{"exclude_schemas": ["audit"], "exclude_table_data": ["public.sessions"]}` (fields `include_schemas`, `exclude_schemas`, `include_tables`, `exclude_tables`, `exclude_table_data`: pg_dump patterns); unset or unnamed: everything |
 //! | `PGKEEP_DATABASE_IAM_AUTH` | `true`: reach every database with RDS IAM tokens over TLS; each must be a `url` with user, host, port and database, no password (default `false`) |

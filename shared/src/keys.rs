@@ -4,6 +4,8 @@
 //! stored (in the object header and the manifest). Wrapping binds the key to the backup id and
 //! database, so a wrapped key copied onto another backup does not unwrap.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::model::BackupId;
@@ -25,7 +27,7 @@ pub enum KeyError {
         message: String,
     },
     /// The backup names a master key other than the configured one.
-    #[error("backup was encrypted with key {expected}, but the configured key is {actual}; use the key file (or KMS key) the backup was made with")]
+    #[error("backup was encrypted with key {expected}, but the configured key is {actual}; to read it, give the key file whose id is {expected} with --old-key-file PATH (or PGKEEP_OLD_KEY_FILES; `pgkeep key id FILE` prints a file's id), or use the KMS key the backup was made with")]
     WrongKey {
         /// Key id recorded with the backup.
         expected: String,
@@ -87,6 +89,51 @@ pub trait KeyProvider: Send + Sync {
         wrapped: &[u8],
         ctx: KeyContext<'_>,
     ) -> Result<DataKey, KeyError>;
+}
+
+/// The current master key plus retired key files kept for reading: after a key rotation,
+/// backups made with an old key stay readable, while everything written (new backups, a
+/// restore's safety backup) uses the current key only.
+pub struct KeyRing {
+    current: Arc<dyn KeyProvider>,
+    old: Vec<file::FileKeyProvider>,
+}
+
+impl KeyRing {
+    /// `current` writes and reads; `old` only unwraps data keys that name their key id.
+    pub fn new(current: Arc<dyn KeyProvider>, old: Vec<file::FileKeyProvider>) -> Self {
+        KeyRing { current, old }
+    }
+
+    /// The ids of the retired keys, in the order given.
+    pub fn old_key_ids(&self) -> Vec<String> {
+        self.old.iter().map(KeyProvider::key_id).collect()
+    }
+}
+
+#[async_trait]
+impl KeyProvider for KeyRing {
+    fn key_id(&self) -> String {
+        self.current.key_id()
+    }
+    async fn generate(&self, ctx: KeyContext<'_>) -> Result<NewDataKey, KeyError> {
+        self.current.generate(ctx).await
+    }
+    async fn unwrap(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        ctx: KeyContext<'_>,
+    ) -> Result<DataKey, KeyError> {
+        // The current key first (a KMS key also decrypts backups of other KMS keys: the
+        // wrapped key names its key ARN), then a retired key file with exactly that id.
+        if key_id != self.current.key_id() {
+            if let Some(old) = self.old.iter().find(|k| k.key_id() == key_id) {
+                return old.unwrap(key_id, wrapped, ctx).await;
+            }
+        }
+        self.current.unwrap(key_id, wrapped, ctx).await
+    }
 }
 
 /// Stands in for a key provider where an operation was opened without a key; any use is a

@@ -25,6 +25,7 @@ pub mod delete;
 pub mod download;
 pub mod forget;
 pub mod health;
+pub mod init;
 pub mod jobs;
 pub mod list;
 pub mod prune;

@@ -244,7 +244,7 @@ async fn create_exclusive(path: &Path) -> io::Result<tokio::fs::File> {
 }
 
 /// Open flags as `OpenOptionsExt::custom_flags` takes them (std already adds `O_CLOEXEC`).
-fn flags(f: OFlags) -> i32 {
+pub(crate) fn flags(f: OFlags) -> i32 {
     f.bits() as i32
 }
 

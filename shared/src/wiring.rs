@@ -110,6 +110,7 @@ mod tests {
             repo: RepoUrl::File(dir.join("repo")),
             catalog: None,
             key: KeyUrl::File(dir.join("key")),
+            old_key_files: Vec::new(),
             aws: Default::default(),
         }
     }

@@ -40,6 +40,7 @@ fn status_logs_a_deletion_at_info_without_any_log_setting() {
             repo: RepoUrl::File(repo.clone()),
             catalog: None,
             key: KeyUrl::File(key.clone()),
+            old_key_files: Vec::new(),
             aws: Default::default(),
         }
         .open(KeyUse::Write)

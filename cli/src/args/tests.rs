@@ -70,6 +70,10 @@ const SHARED: &[(&str, &str)] = &[
     ("PGKEEP_CATALOG", "dynamodb://pgkeep-catalog"),
     ("PGKEEP_KEY", "kms://alias/other"),
     ("PGKEEP_KEY_FILE", "/etc/pgkeep/pgkeep.key"),
+    (
+        "PGKEEP_OLD_KEY_FILES",
+        "/etc/pgkeep/2024.key, file:///etc/pgkeep/2025.key",
+    ),
     ("PGKEEP_AWS_ENDPOINT", "http://127.0.0.1:5000"),
     ("PGKEEP_S3_PART_SIZE_MIB", "32"),
     ("PGKEEP_S3_SSE_KMS_KEY_ID", "alias/s3"),

@@ -1,14 +1,17 @@
 //! `pgkeep cat`: the original archive to stdout, or to a file that appears only when complete
-//! (written through `pgkeep::outfile`: private, exclusive, never through a symlink).
+//! (written through `pgkeep::outfile`: private, exclusive, never through a symlink). From the
+//! catalog by id, or (`--manifest`) straight from a manifest and the object beside it.
 
 use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::Context as _;
-use pgkeep::backends::KeyUse;
-use pgkeep::model::BackupId;
+use pgkeep::backends::{KeyUse, RepoUrl};
 use pgkeep::ops;
+use pgkeep::ops::read::ArchiveStream;
 use pgkeep::outfile::{OutputError, OutputFile};
+use pgkeep::store::fs::FsStore;
+use pgkeep::store::ObjectStore;
 use tokio::io::AsyncWriteExt;
 
 use super::{parse_id, usage, Failure};
@@ -16,22 +19,50 @@ use crate::args::CatArgs;
 use crate::resolve::Resolver;
 
 pub async fn run(resolver: &Resolver<'_>, args: &CatArgs) -> Result<u8, Failure> {
-    let id = parse_id(&args.id)?;
     if args.output.is_none() && std::io::stdout().is_terminal() {
         return Err(usage(
             "refusing to write a binary archive to a terminal: pipe it (pgkeep cat ID | pg_restore ...) or use -o FILE",
         ));
     }
-    let services = resolver.open(KeyUse::Read).await?;
-    cat(&services, &id, args.output.as_deref()).await
+    let archive = match (&args.manifest, &args.id) {
+        (Some(manifest), _) => from_manifest(resolver, manifest).await?,
+        (None, Some(id)) => {
+            let id = parse_id(id)?;
+            let services = resolver.open(KeyUse::Read).await?;
+            ops::read::open_archive(&services, &id).await?.1
+        }
+        (None, None) => return Err(usage("give a backup ID or --manifest")),
+    };
+    cat(archive, args.output.as_deref()).await
 }
 
-async fn cat(
-    services: &pgkeep::backends::Services,
-    id: &BackupId,
-    output: Option<&Path>,
-) -> Result<u8, Failure> {
-    let (_record, mut archive) = ops::read::open_archive(services, id).await?;
+/// The archive of the backup whose manifest is at `location` (a path or s3://bucket/key),
+/// opened with the configured key alone: no repository setting, no catalog.
+async fn from_manifest(resolver: &Resolver<'_>, location: &str) -> Result<ArchiveStream, Failure> {
+    let config = resolver.backend_config()?;
+    let s3 = location.starts_with("s3://");
+    let aws = if s3 || config.uses_aws() {
+        Some(config.load_aws().await.map_err(ops::Error::from)?)
+    } else {
+        None
+    };
+    let keys = config
+        .open_keys(KeyUse::Read, aws.as_ref())
+        .map_err(ops::Error::from)?;
+    let (dir, name) = location.rsplit_once('/').unwrap_or((".", location));
+    let store: Box<dyn ObjectStore> = match (s3, aws.as_ref()) {
+        (true, Some(aws)) => match RepoUrl::parse(dir).map_err(ops::Error::from)? {
+            RepoUrl::S3 { bucket, prefix } => Box::new(config.s3_store(aws, &bucket, &prefix)),
+            RepoUrl::File(_) => unreachable!("an s3:// URL parses as S3"),
+        },
+        _ => Box::new(FsStore::new(if dir.is_empty() { "/" } else { dir })),
+    };
+    let (_manifest, archive) =
+        ops::read::open_from_manifest(store.as_ref(), keys.as_ref(), name).await?;
+    Ok(archive)
+}
+
+async fn cat(mut archive: ArchiveStream, output: Option<&Path>) -> Result<u8, Failure> {
     match output {
         None => {
             let mut stdout = tokio::io::stdout();

@@ -42,6 +42,7 @@ async fn fixture() -> Fixture {
         repo: RepoUrl::File(dir.path().join("repo")),
         catalog: None,
         key: KeyUrl::File(dir.path().join("key")),
+        old_key_files: Vec::new(),
         aws: Default::default(),
     }
     .open(KeyUse::None)

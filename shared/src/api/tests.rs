@@ -13,6 +13,7 @@ async fn api(dir: &std::path::Path) -> (Api, Arc<RecordingStarter>) {
         repo: RepoUrl::File(dir.join("repo")),
         catalog: None,
         key: KeyUrl::File(dir.join("key")),
+        old_key_files: Vec::new(),
         aws: Default::default(),
     }
     .open(KeyUse::None)

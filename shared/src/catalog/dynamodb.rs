@@ -17,7 +17,9 @@ use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    KeyType, PointInTimeRecoverySpecification, PointInTimeRecoveryStatus, Projection,
+    ProjectionType, ScalarAttributeType, SseSpecification, SseType, TimeToLiveSpecification,
+    TimeToLiveStatus,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -78,7 +80,7 @@ impl DynamoCatalog {
     {
         let hint = match error_code(err) {
             Some("ResourceNotFoundException") => format!(
-                " (table {:?} or one of its indexes does not exist in this region: create it as docs/DYNAMODB.md describes)",
+                " (table {:?} or one of its indexes does not exist in this region: if it was lost, create it with `pgkeep init`, then rebuild its records from the repository with `pgkeep repair`)",
                 self.table
             ),
             Some("AccessDeniedException") => format!(
@@ -633,22 +635,104 @@ impl Catalog for DynamoCatalog {
     }
 }
 
-/// Creates the catalog table exactly as docs/DYNAMODB.md describes (on-demand billing, the
-/// three indexes, TTL on `ttl`) and waits until it is usable. For tests and first setup;
-/// production tables come from Terraform with the same definition.
+/// One global secondary index of the catalog table (projection `ALL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexDefinition {
+    /// Index name.
+    pub name: &'static str,
+    /// Partition key (type S).
+    pub hash_key: &'static str,
+    /// Sort key (type S).
+    pub range_key: &'static str,
+}
+
+/// The catalog table, once: [`create_table`] and `pgkeep init` create it from this, `pgkeep
+/// init` compares an existing table with it, and a test compares it with the table Terraform
+/// declares (infra/storage.tf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDefinition {
+    /// Partition key (type S); no sort key.
+    pub hash_key: &'static str,
+    /// Every key attribute of the table and its indexes, all of type S.
+    pub attributes: &'static [&'static str],
+    /// The global secondary indexes.
+    pub indexes: &'static [IndexDefinition],
+    /// `PAY_PER_REQUEST`: a few writes per backup.
+    pub billing_mode: &'static str,
+    /// The TTL attribute (epoch seconds), enabled.
+    pub ttl_attribute: &'static str,
+    /// Point-in-time recovery on: a table deleted or damaged by mistake can be restored.
+    pub point_in_time_recovery: bool,
+}
+
+/// The catalog table pgkeep needs.
+pub const TABLE: TableDefinition = TableDefinition {
+    hash_key: PK,
+    attributes: &[PK, ID, ITEM_TYPE, DATABASE_KEY, STATUS_KEY],
+    indexes: &[
+        IndexDefinition {
+            name: BY_TIME,
+            hash_key: ITEM_TYPE,
+            range_key: ID,
+        },
+        IndexDefinition {
+            name: BY_DATABASE,
+            hash_key: DATABASE_KEY,
+            range_key: ID,
+        },
+        IndexDefinition {
+            name: BY_STATUS,
+            hash_key: STATUS_KEY,
+            range_key: ID,
+        },
+    ],
+    billing_mode: "PAY_PER_REQUEST",
+    ttl_attribute: TTL,
+    point_in_time_recovery: true,
+};
+
+/// How one deployment's table differs from another's, beyond [`TABLE`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableSetup {
+    /// Refuse `DeleteTable` (Terraform's default; tests that drop tables leave it off).
+    pub deletion_protection: bool,
+    /// Encrypt the table with this KMS key (ARN) instead of an AWS owned key.
+    pub sse_kms_key_arn: Option<String>,
+}
+
+/// What [`ensure_table`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableOutcome {
+    /// The table did not exist and was created.
+    Created,
+    /// The table exists and matches [`TABLE`].
+    Matches,
+}
+
+/// Creates the catalog table as [`TABLE`] says (without deletion protection, encrypted with
+/// an AWS owned key) and waits until it is usable. For tests; `pgkeep init` uses
+/// [`ensure_table`].
 pub async fn create_table(client: &Client, table: &str) -> Result<(), CatalogError> {
-    let fail = |message: String| CatalogError::Backend {
+    create_table_with(client, table, &TableSetup::default()).await
+}
+
+fn table_error(table: &str, message: String) -> CatalogError {
+    CatalogError::Backend {
         location: format!("dynamodb://{table}"),
         message,
-    };
+    }
+}
+
+/// Creates the table from [`TABLE`] and `setup`, waits until it is active, then turns on TTL
+/// and point-in-time recovery.
+pub async fn create_table_with(
+    client: &Client,
+    table: &str,
+    setup: &TableSetup,
+) -> Result<(), CatalogError> {
+    let fail = |message: String| table_error(table, message);
     let build = |e: aws_sdk_dynamodb::error::BuildError| fail(e.to_string());
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(build)
-    };
     let key = |name: &str, kind: KeyType| {
         KeySchemaElement::builder()
             .attribute_name(name)
@@ -656,35 +740,46 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), CatalogErr
             .build()
             .map_err(build)
     };
-    let index = |name: &str, hash: &str| -> Result<GlobalSecondaryIndex, CatalogError> {
-        GlobalSecondaryIndex::builder()
-            .index_name(name)
-            .key_schema(key(hash, KeyType::Hash)?)
-            .key_schema(key(ID, KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()
-            .map_err(build)
-    };
-    client
+    let mut request = client
         .create_table()
         .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(PK)?)
-        .attribute_definitions(attribute(ID)?)
-        .attribute_definitions(attribute(ITEM_TYPE)?)
-        .attribute_definitions(attribute(DATABASE_KEY)?)
-        .attribute_definitions(attribute(STATUS_KEY)?)
-        .key_schema(key(PK, KeyType::Hash)?)
-        .global_secondary_indexes(index(BY_TIME, ITEM_TYPE)?)
-        .global_secondary_indexes(index(BY_DATABASE, DATABASE_KEY)?)
-        .global_secondary_indexes(index(BY_STATUS, STATUS_KEY)?)
-        .send()
-        .await
-        .map_err(|e| fail(describe(&e)))?;
+        .billing_mode(BillingMode::from(TABLE.billing_mode))
+        .key_schema(key(TABLE.hash_key, KeyType::Hash)?)
+        .deletion_protection_enabled(setup.deletion_protection);
+    for name in TABLE.attributes {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(*name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build)?,
+        );
+    }
+    for index in TABLE.indexes {
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(index.name)
+                .key_schema(key(index.hash_key, KeyType::Hash)?)
+                .key_schema(key(index.range_key, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .map_err(build)?,
+        );
+    }
+    if let Some(arn) = &setup.sse_kms_key_arn {
+        request = request.sse_specification(
+            SseSpecification::builder()
+                .enabled(true)
+                .sse_type(SseType::Kms)
+                .kms_master_key_id(arn)
+                .build(),
+        );
+    }
+    request.send().await.map_err(|e| fail(describe(&e)))?;
     client
         .wait_until_table_exists()
         .table_name(table)
@@ -697,18 +792,203 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), CatalogErr
         .time_to_live_specification(
             TimeToLiveSpecification::builder()
                 .enabled(true)
-                .attribute_name(TTL)
+                .attribute_name(TABLE.ttl_attribute)
                 .build()
                 .map_err(build)?,
         )
         .send()
         .await
         .map_err(|e| fail(describe(&e)))?;
+    if TABLE.point_in_time_recovery {
+        client
+            .update_continuous_backups()
+            .table_name(table)
+            .point_in_time_recovery_specification(
+                PointInTimeRecoverySpecification::builder()
+                    .point_in_time_recovery_enabled(true)
+                    .build()
+                    .map_err(build)?,
+            )
+            .send()
+            .await
+            .map_err(|e| fail(describe(&e)))?;
+    }
     Ok(())
+}
+
+/// Creates the table when it does not exist; otherwise checks that it matches [`TABLE`] (and
+/// the encryption key of `setup`), failing with every difference named. Writes nothing to an
+/// existing table.
+pub async fn ensure_table(
+    client: &Client,
+    table: &str,
+    setup: &TableSetup,
+) -> Result<TableOutcome, CatalogError> {
+    match table_differences(client, table, setup).await? {
+        None => {
+            create_table_with(client, table, setup).await?;
+            Ok(TableOutcome::Created)
+        }
+        Some(differences) if differences.is_empty() => Ok(TableOutcome::Matches),
+        Some(differences) => Err(table_error(
+            table,
+            format!(
+                "the table exists but differs from what pgkeep needs (docs/DYNAMODB.md): {}; fix it (or create a new table) and run `pgkeep init` again",
+                differences.join("; ")
+            ),
+        )),
+    }
+}
+
+/// How an existing table differs from [`TABLE`] and `setup`; `None` when there is no table.
+pub async fn table_differences(
+    client: &Client,
+    table: &str,
+    setup: &TableSetup,
+) -> Result<Option<Vec<String>>, CatalogError> {
+    let fail = |action: &str, e: String| table_error(table, format!("{action}: {e}"));
+    let described = match client.describe_table().table_name(table).send().await {
+        Ok(out) => out
+            .table
+            .ok_or_else(|| fail("DescribeTable", "no table description".into()))?,
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(fail("DescribeTable", describe(&e))),
+    };
+    let mut diffs = Vec::new();
+    let keys = |schema: &[KeySchemaElement]| -> Vec<(String, String)> {
+        schema
+            .iter()
+            .map(|k| {
+                (
+                    k.attribute_name().to_owned(),
+                    k.key_type().as_str().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let want_keys = vec![(TABLE.hash_key.to_owned(), "HASH".to_owned())];
+    if keys(described.key_schema()) != want_keys {
+        diffs.push(format!(
+            "key schema is {:?}, expected partition key {:?} (S) and no sort key",
+            keys(described.key_schema()),
+            TABLE.hash_key
+        ));
+    }
+    for attribute in described.attribute_definitions() {
+        if TABLE.attributes.contains(&attribute.attribute_name())
+            && attribute.attribute_type() != &ScalarAttributeType::S
+        {
+            diffs.push(format!(
+                "attribute {:?} has type {}, expected S",
+                attribute.attribute_name(),
+                attribute.attribute_type().as_str()
+            ));
+        }
+    }
+    let billing = described
+        .billing_mode_summary()
+        .and_then(|b| b.billing_mode())
+        .map(|b| b.as_str().to_owned())
+        // DescribeTable leaves out the summary for tables that were always provisioned.
+        .unwrap_or_else(|| "PROVISIONED".to_owned());
+    if billing != TABLE.billing_mode {
+        diffs.push(format!(
+            "billing mode is {billing}, expected {}",
+            TABLE.billing_mode
+        ));
+    }
+    let found: HashMap<&str, _> = described
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| Some((i.index_name()?, i)))
+        .collect();
+    for index in TABLE.indexes {
+        let Some(got) = found.get(index.name) else {
+            diffs.push(format!(
+                "global secondary index {:?} is missing",
+                index.name
+            ));
+            continue;
+        };
+        let want = vec![
+            (index.hash_key.to_owned(), "HASH".to_owned()),
+            (index.range_key.to_owned(), "RANGE".to_owned()),
+        ];
+        if keys(got.key_schema()) != want {
+            diffs.push(format!(
+                "index {:?} has keys {:?}, expected {:?} (HASH) and {:?} (RANGE)",
+                index.name,
+                keys(got.key_schema()),
+                index.hash_key,
+                index.range_key
+            ));
+        }
+        let projection = got.projection().and_then(|p| p.projection_type());
+        if projection != Some(&ProjectionType::All) {
+            diffs.push(format!(
+                "index {:?} projects {}, expected ALL",
+                index.name,
+                projection.map_or("nothing", |p| p.as_str())
+            ));
+        }
+    }
+    for name in found.keys() {
+        if !TABLE.indexes.iter().any(|i| i.name == *name) {
+            diffs.push(format!("unexpected global secondary index {name:?}"));
+        }
+    }
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| fail("DescribeTimeToLive", describe(&e)))?;
+    let ttl = ttl.time_to_live_description();
+    let ttl_on = ttl
+        .and_then(|t| t.time_to_live_status())
+        .is_some_and(|s| matches!(s, TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling));
+    let ttl_attribute = ttl.and_then(|t| t.attribute_name());
+    if !ttl_on || ttl_attribute != Some(TABLE.ttl_attribute) {
+        diffs.push(format!(
+            "time to live is {} on {:?}, expected enabled on {:?}",
+            if ttl_on { "enabled" } else { "disabled" },
+            ttl_attribute.unwrap_or("no attribute"),
+            TABLE.ttl_attribute
+        ));
+    }
+    if TABLE.point_in_time_recovery {
+        let backups = client
+            .describe_continuous_backups()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| fail("DescribeContinuousBackups", describe(&e)))?;
+        let pitr = backups
+            .continuous_backups_description()
+            .and_then(|d| d.point_in_time_recovery_description())
+            .and_then(|p| p.point_in_time_recovery_status());
+        if pitr != Some(&PointInTimeRecoveryStatus::Enabled) {
+            diffs.push("point-in-time recovery is off, expected on (`aws dynamodb update-continuous-backups --point-in-time-recovery-specification PointInTimeRecoveryEnabled=true`)".to_owned());
+        }
+    }
+    if let Some(want) = &setup.sse_kms_key_arn {
+        let got = described
+            .sse_description()
+            .and_then(|d| d.kms_master_key_arn());
+        if got != Some(want.as_str()) {
+            diffs.push(format!(
+                "encrypted with {}, expected the KMS key {want}",
+                got.unwrap_or("an AWS owned key")
+            ));
+        }
+    }
+    Ok(Some(diffs))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::model::{BackupKind, Compression};
     use crate::testing::{moto, unique};
@@ -718,6 +998,223 @@ mod tests {
         let table = unique("pgkeep-catalog");
         create_table(&client, &table).await.unwrap();
         DynamoCatalog::new(client, &table)
+    }
+
+    /// The blocks of Terraform's `aws_dynamodb_table.catalog`: (block name, its `key = value`
+    /// settings), the resource's own settings first under "".
+    fn terraform_table() -> Vec<(String, BTreeMap<String, String>)> {
+        let tf = include_str!("../../../infra/storage.tf");
+        let start = tf
+            .find(r#"resource "aws_dynamodb_table" "catalog" {"#)
+            .expect("infra/storage.tf declares the catalog table");
+        let mut blocks = vec![(String::new(), BTreeMap::new())];
+        let mut depth = 0;
+        for line in tf[start..].lines() {
+            let line = line.trim();
+            if line.ends_with('{') {
+                depth += 1;
+                if depth == 2 {
+                    blocks.push((
+                        line.trim_end_matches('{').trim().to_owned(),
+                        BTreeMap::new(),
+                    ));
+                }
+                continue;
+            }
+            if line == "}" {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+                if depth == 1 {
+                    let top = std::mem::take(&mut blocks.last_mut().unwrap().0);
+                    let settings = blocks.pop().unwrap().1;
+                    blocks.push((top, settings));
+                    // Later settings belong to the resource again.
+                    blocks.push((String::new(), BTreeMap::new()));
+                }
+                continue;
+            }
+            if let Some((k, v)) = line.split_once('=') {
+                let v = v.trim().trim_matches('"').to_owned();
+                blocks.last_mut().unwrap().1.insert(k.trim().to_owned(), v);
+            }
+        }
+        blocks.retain(|(name, settings)| !name.is_empty() || !settings.is_empty());
+        blocks
+    }
+
+    #[test]
+    fn the_table_is_the_one_terraform_declares() {
+        let blocks = terraform_table();
+        let all = |name: &str| -> Vec<&BTreeMap<String, String>> {
+            blocks
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, s)| s)
+                .collect()
+        };
+        let top: BTreeMap<String, String> = all("").into_iter().flat_map(|s| s.clone()).collect();
+        assert_eq!(top["hash_key"], TABLE.hash_key);
+        assert!(!top.contains_key("range_key"));
+        assert_eq!(top["billing_mode"], TABLE.billing_mode);
+        let attributes: Vec<(&str, &str)> = all("attribute")
+            .iter()
+            .map(|a| (a["name"].as_str(), a["type"].as_str()))
+            .collect();
+        assert_eq!(
+            attributes,
+            TABLE
+                .attributes
+                .iter()
+                .map(|a| (*a, "S"))
+                .collect::<Vec<_>>()
+        );
+        let indexes: Vec<(&str, &str, &str, &str)> = all("global_secondary_index")
+            .iter()
+            .map(|i| {
+                (
+                    i["name"].as_str(),
+                    i["hash_key"].as_str(),
+                    i["range_key"].as_str(),
+                    i["projection_type"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            indexes,
+            TABLE
+                .indexes
+                .iter()
+                .map(|i| (i.name, i.hash_key, i.range_key, "ALL"))
+                .collect::<Vec<_>>()
+        );
+        let ttl = all("ttl");
+        assert_eq!(ttl.len(), 1);
+        assert_eq!(ttl[0]["attribute_name"], TABLE.ttl_attribute);
+        assert_eq!(ttl[0]["enabled"], "true");
+        let pitr = all("point_in_time_recovery");
+        assert_eq!(pitr.len(), 1);
+        assert_eq!(pitr[0]["enabled"] == "true", TABLE.point_in_time_recovery);
+        // Encrypted with the deployment's key: `pgkeep init` does the same with a kms:// key.
+        assert_eq!(all("server_side_encryption")[0]["enabled"], "true");
+    }
+
+    #[tokio::test]
+    async fn ensure_table_creates_accepts_a_match_and_names_differences() {
+        let Some(config) = moto().await else { return };
+        let client = Client::new(&config);
+        let table = unique("pgkeep-init");
+        let kms = aws_sdk_kms::Client::new(&config);
+        let key = kms.create_key().send().await.unwrap();
+        let arn = key.key_metadata().unwrap().arn().unwrap().to_owned();
+        let setup = TableSetup {
+            deletion_protection: true,
+            sse_kms_key_arn: Some(arn.clone()),
+        };
+        assert_eq!(
+            ensure_table(&client, &table, &setup).await.unwrap(),
+            TableOutcome::Created
+        );
+        assert_eq!(
+            table_differences(&client, &table, &setup).await.unwrap(),
+            Some(vec![])
+        );
+        let described = client
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap()
+            .table
+            .unwrap();
+        assert_eq!(described.deletion_protection_enabled(), Some(true));
+        assert_eq!(
+            ensure_table(&client, &table, &setup).await.unwrap(),
+            TableOutcome::Matches
+        );
+        // The catalog works in it.
+        crate::catalog::contract::run(&DynamoCatalog::new(client.clone(), &table)).await;
+
+        // Another key, and point-in-time recovery turned off: both named.
+        client
+            .update_continuous_backups()
+            .table_name(&table)
+            .point_in_time_recovery_specification(
+                PointInTimeRecoverySpecification::builder()
+                    .point_in_time_recovery_enabled(false)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let other = TableSetup {
+            sse_kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/other".into()),
+            ..setup.clone()
+        };
+        let err = ensure_table(&client, &table, &other)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("point-in-time recovery is off"), "{err}");
+        assert!(
+            err.contains("expected the KMS key arn:aws:kms:us-east-1:123456789012:key/other"),
+            "{err}"
+        );
+
+        // A bare table: the missing indexes, TTL and billing are named, nothing is changed.
+        let bare = unique("pgkeep-bare");
+        client
+            .create_table()
+            .table_name(&bare)
+            .billing_mode(BillingMode::Provisioned)
+            .provisioned_throughput(
+                aws_sdk_dynamodb::types::ProvisionedThroughput::builder()
+                    .read_capacity_units(1)
+                    .write_capacity_units(1)
+                    .build()
+                    .unwrap(),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(PK)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(PK)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let err = ensure_table(&client, &bare, &TableSetup::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "index \"by_time\" is missing",
+            "index \"by_status\" is missing",
+            "billing mode is PROVISIONED",
+            "time to live is disabled",
+            "point-in-time recovery is off",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert_eq!(
+            table_differences(&client, &bare, &TableSetup::default())
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            6,
+            "nothing was changed: three indexes, billing, TTL, point-in-time recovery"
+        );
     }
 
     #[tokio::test]
@@ -777,7 +1274,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_table_says_how_to_create_it() {
+    async fn a_missing_table_says_how_to_create_and_refill_it() {
         let Some(config) = moto().await else { return };
         let catalog = DynamoCatalog::new(Client::new(&config), "pgkeep-no-such-table");
         let err = catalog
@@ -785,6 +1282,9 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("docs/DYNAMODB.md"), "{err}");
+        assert!(
+            err.contains("pgkeep init") && err.contains("pgkeep repair"),
+            "{err}"
+        );
     }
 }

@@ -23,6 +23,10 @@ const KEY_FILE: Setting = Setting {
     env: "PGKEEP_KEY_FILE",
     flag: "--key-file",
 };
+const OLD_KEY_FILES: Setting = Setting {
+    env: "PGKEEP_OLD_KEY_FILES",
+    flag: "--old-key-file",
+};
 const PART_SIZE: Setting = Setting {
     env: "PGKEEP_S3_PART_SIZE_MIB",
     flag: "--s3-part-size-mib",
@@ -61,6 +65,20 @@ pub struct BackendSettings {
         arg(long, env = "PGKEEP_KEY_FILE", global = true, value_name = "PATH")
     )]
     pub key_file: Option<String>,
+
+    /// A retired key file, only to read backups made with it after a key rotation (repeatable;
+    /// PGKEEP_OLD_KEY_FILES: paths or file:/// URLs separated by commas). New backups and a restore's safety backup
+    /// always use the current key.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long = "old-key-file",
+            env = "PGKEEP_OLD_KEY_FILES",
+            global = true,
+            value_name = "PATH"
+        )
+    )]
+    pub old_key_file: Vec<String>,
 }
 
 /// Where AWS calls go and how S3 objects are written, as given.
@@ -137,13 +155,15 @@ pub enum KeyPrecedence {
 }
 
 impl BackendSettings {
-    /// The settings from `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY` and `PGKEEP_KEY_FILE`.
+    /// The settings from `PGKEEP_REPO`, `PGKEEP_CATALOG`, `PGKEEP_KEY`, `PGKEEP_KEY_FILE` and
+    /// `PGKEEP_OLD_KEY_FILES`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         BackendSettings {
             repo: get(REPO.env),
             catalog: get("PGKEEP_CATALOG"),
             key: get(KEY.env),
             key_file: get(KEY_FILE.env),
+            old_key_file: get(OLD_KEY_FILES.env).into_iter().collect(),
         }
     }
 
@@ -188,10 +208,23 @@ impl BackendSettings {
                 }
             },
         };
+        let old_key_files = self
+            .old_key_file
+            .iter()
+            .flat_map(|value| value.split(','))
+            .filter_map(|path| given(Some(path)))
+            .map(|path| match KeyUrl::parse(path)? {
+                KeyUrl::File(p) => Ok(p),
+                KeyUrl::Kms(_) => Err(OLD_KEY_FILES.invalid(format!(
+                    "{path:?} is a KMS key; old KMS keys need no setting (each backup names its key ARN, and KMS decrypts with it)"
+                ))),
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(BackendConfig {
             repo,
             catalog,
             key,
+            old_key_files,
             aws: aws.resolve()?,
         })
     }
@@ -360,6 +393,37 @@ mod tests {
             .unwrap();
         assert_eq!(empty.repo, RepoUrl::File("/home/u/repo".into()));
         assert_eq!(empty.key, KeyUrl::File("/home/u/key".into()));
+    }
+
+    #[test]
+    fn old_key_files_are_comma_separated_paths() {
+        let config = lambda(&[
+            ("PGKEEP_REPO", "/r"),
+            ("PGKEEP_KEY_FILE", "/k"),
+            (
+                "PGKEEP_OLD_KEY_FILES",
+                " /old/2024.key,,file:///old/2025.key ",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.old_key_files,
+            vec![
+                PathBuf::from("/old/2024.key"),
+                PathBuf::from("/old/2025.key")
+            ]
+        );
+        let err = lambda(&[
+            ("PGKEEP_REPO", "/r"),
+            ("PGKEEP_KEY_FILE", "/k"),
+            (
+                "PGKEEP_OLD_KEY_FILES",
+                "kms://arn:aws:kms:eu-west-1:1:key/x",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PGKEEP_OLD_KEY_FILES"), "{err}");
     }
 
     #[test]

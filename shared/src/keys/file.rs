@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
+use rustix::fs::OFlags;
 use sha2::{Digest, Sha256};
 
 use super::{DataKey, KeyContext, KeyError, KeyProvider, NewDataKey};
@@ -34,20 +35,34 @@ impl std::fmt::Debug for FileKeyProvider {
 }
 
 impl FileKeyProvider {
-    /// Loads the key, refusing a missing, malformed or group/world-readable file.
+    /// Loads the key, refusing a missing, malformed or group/world-readable file, and a
+    /// symlink (opened with `O_NOFOLLOW`, checked on the open handle: what is checked is
+    /// what is read).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyError> {
+        use std::io::Read;
         let path = path.as_ref().to_owned();
         let fail = |message: String| KeyError::KeyFile {
             path: path.display().to_string(),
             message,
         };
-        let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => fail(
-                "not found; it is created by the first backup, or restore it from your key backup"
-                    .into(),
-            ),
-            _ => fail(e.to_string()),
-        })?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(crate::outfile::flags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => fail(
+                    "not found; it is created by the first backup, or restore it from your key backup"
+                        .into(),
+                ),
+                _ if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => fail(
+                    "is a symbolic link; pgkeep does not follow links to key files: give the path of the file itself".into(),
+                ),
+                _ => fail(e.to_string()),
+            })?;
+        let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("is not a regular file".into()));
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(fail(format!(
@@ -55,11 +70,15 @@ impl FileKeyProvider {
                 path.display()
             )));
         }
-        let bytes = zeroize::Zeroizing::new(std::fs::read(&path).map_err(|e| fail(e.to_string()))?);
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(33));
+        (&mut file)
+            .take(33)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
             fail(format!(
                 "holds {} bytes; a pgkeep key file holds exactly 32 random bytes",
-                bytes.len()
+                meta.len()
             ))
         })?;
         let key = DataKey::new(key);

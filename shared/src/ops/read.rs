@@ -10,11 +10,12 @@ use tokio::io::AsyncRead;
 
 use super::{Error, IntegrityError};
 use crate::backends::Services;
-use crate::keys::KeyContext;
-use crate::model::{BackupId, BackupRecord};
+use crate::keys::{KeyContext, KeyProvider};
+use crate::model::{BackupId, BackupRecord, Manifest, MANIFEST_VERSION};
 use crate::pipeline::archive_reader;
 use crate::pipeline::crypt::{Header, HeaderFields};
 use crate::pipeline::digest::DigestReader;
+use crate::store::ObjectStore;
 
 /// A stream of the plain pg_dump archive; read it to the end before trusting it.
 pub type ArchiveStream = Pin<Box<dyn AsyncRead + Send>>;
@@ -47,7 +48,26 @@ pub async fn open_archive_with_header(
             why,
         });
     }
-    let object = services.store.open(&record.object_key).await?;
+    let (fields, stream) = open_object(
+        services.store.as_ref(),
+        services.keys.as_ref(),
+        &record.object_key,
+        &record,
+    )
+    .await?;
+    Ok((record, fields, stream))
+}
+
+/// Reads the object at `object_key` of the backup `record` describes (its id, database and
+/// SHA-256): checks the header names that backup, unwraps the data key, returns the header's
+/// fields and the stream.
+async fn open_object(
+    store: &dyn ObjectStore,
+    keys: &dyn KeyProvider,
+    object_key: &str,
+    record: &BackupRecord,
+) -> Result<(HeaderFields, ArchiveStream), Error> {
+    let object = store.open(object_key).await?;
     let mut sealed = DigestReader::new(object, record.sha256.clone());
     let header = Header::read_from(&mut sealed)
         .await
@@ -55,7 +75,7 @@ pub async fn open_archive_with_header(
     let fields = header.fields();
     if fields.backup_id != record.id.as_str() || fields.database != record.database {
         return Err(IntegrityError::WrongObject {
-            key: record.object_key.clone(),
+            key: object_key.to_owned(),
             expected: record.id.clone(),
             found: fields.backup_id.clone(),
             found_database: fields.database.clone(),
@@ -72,11 +92,90 @@ pub async fn open_archive_with_header(
         backup_id: &record.id,
         database: &record.database,
     };
-    let key = services
-        .keys
+    let key = keys
         .unwrap(&fields.key_id, &fields.wrapped_key, ctx)
         .await?;
     let fields = fields.clone();
     let stream = archive_reader(sealed, header, &key, compression);
-    Ok((record, fields, Box::pin(stream)))
+    Ok((fields, Box::pin(stream)))
+}
+
+/// Reads a backup with no catalog, from its manifest `manifest_key` in `store`: the object is
+/// the file beside it (`<id>.manifest.json` → `<id>.pgkeep`, docs/FORMAT.md), checked against
+/// the manifest's id, database and SHA-256 as [`open_archive`] checks it against a record.
+pub async fn open_from_manifest(
+    store: &dyn ObjectStore,
+    keys: &dyn KeyProvider,
+    manifest_key: &str,
+) -> Result<(Manifest, ArchiveStream), Error> {
+    let unreadable = |message: String| {
+        Error::Integrity(IntegrityError::BadManifest {
+            key: manifest_key.to_owned(),
+            message,
+        })
+    };
+    let Some(stem) = manifest_key.strip_suffix(".manifest.json") else {
+        return Err(unreadable(
+            "a manifest's name ends in .manifest.json (its object is <id>.pgkeep beside it)".into(),
+        ));
+    };
+    let bytes = store.get(manifest_key).await?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    if manifest.manifest_version != MANIFEST_VERSION {
+        return Err(unreadable(format!(
+            "manifest version {} is not one this pgkeep reads ({MANIFEST_VERSION})",
+            manifest.manifest_version
+        )));
+    }
+    let object_key = format!("{stem}.pgkeep");
+    let named = manifest.backup.object_key.rsplit('/').next().unwrap_or("");
+    if object_key.rsplit('/').next() != Some(named) {
+        return Err(unreadable(format!(
+            "it names the object {:?}, not {object_key:?} beside it",
+            manifest.backup.object_key
+        )));
+    }
+    let (_, stream) = open_object(store, keys, &object_key, &manifest.backup).await?;
+    Ok((manifest, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Manifest;
+    use crate::pipeline::crypt::HeaderFields;
+
+    /// FORMAT.md: a field given twice is an error, not "the last wins", in the header
+    /// metadata and in the manifest alike.
+    #[test]
+    fn duplicate_json_keys_are_refused() {
+        let header = r#"{"backup_id":"a","database":"shop","compression":"zstd","key_id":"file:1","wrapped_key":"AA=="}"#;
+        assert!(serde_json::from_str::<HeaderFields>(header).is_ok());
+        let twice = header.replacen('{', r#"{"compression":"gzip","#, 1);
+        let err = serde_json::from_str::<HeaderFields>(&twice).unwrap_err();
+        assert!(err.to_string().contains("duplicate field"), "{err}");
+
+        let manifest = r#"{"manifest_version":1,"tool_version":"0.1.0",
+            "backup":{"id":"20261124T154851222Z-29b946c0","database":"shop","kind":"manual",
+              "status":"completed","created_at":"2026-11-24T15:48:51Z","completed_at":null,
+              "object_key":"shop/2026/11/20261124T154851222Z-29b946c0.pgkeep","size_bytes":10,
+              "sha256":"00","compression":"gzip","key_id":"file:1","server_version":"15",
+              "row_counts":{"public.t":3},"duration_ms":null,"error":null},
+            "encryption":{"format_version":1,"aead":"AES-256-GCM","chunk_size":1048576,
+              "key_id":"file:1","wrapped_key":"AA=="},
+            "archive":{"format":"pg_dump custom","archive_version":"1.14.0","dump_version":"15",
+              "archive_bytes":100,"tables":[],"large_objects":0}}"#;
+        assert!(serde_json::from_str::<Manifest>(manifest).is_ok());
+        for twice in [
+            manifest.replacen('{', r#"{"manifest_version":99,"#, 1),
+            manifest.replacen(
+                r#""status":"completed""#,
+                r#""status":"completed","status":"verified""#,
+                1,
+            ),
+        ] {
+            let err = serde_json::from_str::<Manifest>(&twice).unwrap_err();
+            assert!(err.to_string().contains("duplicate field"), "{err}");
+        }
+    }
 }

@@ -107,6 +107,30 @@ impl S3Store {
         &self.inner.bucket
     }
 
+    /// Checks that the bucket exists and may be used, with one harmless request (`HeadBucket`,
+    /// allowed by `s3:ListBucket`); writes nothing.
+    pub async fn check_bucket(&self) -> Result<(), StoreError> {
+        let bucket = &self.inner.bucket;
+        let fail = |message: String| StoreError::Io {
+            op: "check",
+            store: format!("s3://{bucket}"),
+            key: String::new(),
+            source: io::Error::other(message),
+        };
+        match self.inner.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Err(fail(format!(
+                "bucket {bucket} does not exist (or not in this region); create it first (pgkeep init creates only the catalog table)"
+            ))),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+                Err(fail(format!(
+                    "not allowed to use bucket {bucket}: allow s3:ListBucket (and the object actions pgkeep needs) in the IAM or bucket policy"
+                )))
+            }
+            Err(e) => Err(fail(describe(&e))),
+        }
+    }
+
     /// The S3 key of a store key.
     pub fn s3_key(&self, key: &str) -> String {
         self.inner.s3_key(key)

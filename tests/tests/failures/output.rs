@@ -221,6 +221,7 @@ fn ambiguous_jwt_groups_claims_are_refused_and_exact_ones_allowed() {
             repo: RepoUrl::File(repo.clone()),
             catalog: None,
             key: KeyUrl::File(key.clone()),
+            old_key_files: Vec::new(),
             aws: Default::default(),
         }
         .open(KeyUse::Write)

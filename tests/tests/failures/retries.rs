@@ -68,6 +68,7 @@ async fn services(pgkeep: &Pgkeep) -> Services {
         repo: RepoUrl::File(pgkeep.repo.clone()),
         catalog: None,
         key: KeyUrl::File(pgkeep.key.clone()),
+        old_key_files: Vec::new(),
         aws: Default::default(),
     }
     .open(KeyUse::Write)
