@@ -7,7 +7,7 @@
 //! [`FakeRuntimeApi::push`], as in Lambda between invocations; the test ends the process.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,6 +15,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::http1::read_request;
 
 const PREFIX: &str = "/2018-06-01/runtime";
 
@@ -173,73 +175,6 @@ impl FakeRuntimeApi {
     }
 }
 
-struct Request {
-    method: String,
-    path: String,
-    body: Vec<u8>,
-}
-
-/// Reads one request; `None` when the client closed the connection.
-fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
-    let mut length = 0;
-    let mut chunked = false;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            let (name, value) = (name.trim(), value.trim());
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().unwrap_or(0);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
-    let body = if chunked {
-        read_chunked(reader)?
-    } else {
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        body
-    };
-    Ok(Some(Request { method, path, body }))
-}
-
-/// A chunked body (a streamed response): sizes in hex, each chunk followed by CRLF, then a
-/// zero-sized chunk and the (ignored) trailers.
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        reader.read_line(&mut size)?;
-        let size = size.trim().split(';').next().unwrap_or_default();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        if size == 0 {
-            loop {
-                let mut trailer = String::new();
-                if reader.read_line(&mut trailer)? == 0 || trailer.trim().is_empty() {
-                    return Ok(body);
-                }
-            }
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..])?;
-        let mut crlf = [0; 2];
-        reader.read_exact(&mut crlf)?;
-    }
-}
-
 fn respond(
     stream: &mut TcpStream,
     status: &str,
@@ -260,7 +195,7 @@ fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let (lock, cond) = shared;
-    while let Some(request) = read_request(&mut reader)? {
+    while let Some(request) = read_request(&mut reader, &mut writer)? {
         let body = || serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let rest = request.path.strip_prefix(PREFIX).unwrap_or(&request.path);
         match (request.method.as_str(), rest) {

@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod cli;
 pub mod events;
+pub mod http1;
 pub mod invoke_forwarder;
 pub mod lambda_runtime;
 mod pg;
