@@ -455,9 +455,11 @@ fn a_failed_dump_alerts_once_through_sns_and_the_webhook_without_secrets() {
         assert_eq!(failed.kind, BackupKind::Scheduled);
         let reason = failed.error.clone().unwrap();
         assert!(reason.contains("does not exist"), "{reason}");
-        assert!(
-            objects(&f.jobs).await.is_empty(),
-            "a failed run stores nothing"
+        let stored = objects(&f.jobs).await;
+        assert_eq!(
+            stored,
+            vec![failed.state_key()],
+            "a failed run stores only its state, which says it failed"
         );
 
         // The event again (Lambda's retry): a second attempt, which fails the same way and

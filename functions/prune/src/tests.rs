@@ -153,11 +153,18 @@ async fn the_schedule_prunes_reaps_and_alerts_stale_databases() {
         .into_iter()
         .map(|m| m.key)
         .collect();
+    let (states, stored): (Vec<&String>, Vec<&String>) =
+        left.iter().partition(|k| k.ends_with(".state.json"));
     assert_eq!(
-        left.len(),
+        stored.len(),
         4,
         "two kept backups, object and manifest: {left:?}"
     );
+    // The deleted backups' and the abandoned run's states stay: their history.
+    assert_eq!(states.len(), 3, "{left:?}");
+    for id in &shop[..2] {
+        assert!(states.iter().any(|k| k.contains(id.as_str())), "{left:?}");
+    }
     assert_eq!(status(&f.jobs, &abandoned).await, BackupStatus::Failed);
 
     let alerts = f.alerts.alerts();
