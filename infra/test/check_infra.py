@@ -71,7 +71,7 @@ SDK_ACTIONS = {
     "sns": {"publish": "sns:Publish"},
 }
 # Calls made only by the CLI's setup commands and never by a function.
-CLI_ONLY = {"dynamodb:CreateTable", "dynamodb:UpdateTimeToLive", "dynamodb:DescribeTable"}
+CLI_ONLY = {"dynamodb:CreateTable", "dynamodb:UpdateTimeToLive", "dynamodb:DescribeTable", "kms:DescribeKey"}
 
 failures: list[str] = []
 
