@@ -1,5 +1,5 @@
 //! docs/OPERATIONS.md's disaster recovery runs as written: the shell blocks between its
-//! `<!-- dr:NAME -->` markers are extracted and run with bash (`set -euo pipefail`) from a
+//! `<!-- dr:NAME -->` markers (but those marked `<!-- dr:untested: why -->`) are extracted and run with bash (`set -euo pipefail`) from a
 //! fresh directory, with only the variables the doc tells the reader to set (checked against
 //! the doc's own list), the real `pgkeep` first on `PATH` and the PostgreSQL client tools next.
 //! Before: a repository with backups made by the real binary, then its catalog lost (the SQLite
@@ -34,7 +34,15 @@ fn blocks(name: &str) -> Vec<String> {
     while let Some(at) = rest.find("```sh\n") {
         let body = &rest[at + "```sh\n".len()..];
         let end = body.find("\n```").expect("an unclosed ```sh block");
-        out.push(body[..end].to_owned());
+        // A block the doc marks `<!-- dr:untested: why -->` (on the line before) is skipped.
+        let untested = rest[..at]
+            .trim_end()
+            .rsplit('\n')
+            .next()
+            .is_some_and(|line| line.starts_with("<!-- dr:untested:"));
+        if !untested {
+            out.push(body[..end].to_owned());
+        }
         rest = &body[end + 4..];
     }
     assert!(!out.is_empty(), "no ```sh block in {open}");
@@ -260,6 +268,8 @@ fn the_embedded_disaster_recovery_steps_run_as_written() {
     );
 
     let main = blocks("embedded");
+    // Variables, rebuild (the checkpoint goes after it), restore.
+    assert_eq!(main.len(), 3, "{main:#?}");
     let mut vars = BTreeMap::from([
         ("REPO", pgkeep.repo.display().to_string()),
         ("KEY_FILE", pgkeep.key.display().to_string()),
@@ -333,6 +343,9 @@ fn the_aws_disaster_recovery_steps_run_as_written_against_the_emulator() {
         .or_else(|_| std::env::var("AWS_REGION"))
         .unwrap_or_else(|_| "us-east-1".to_owned());
     let main = blocks("aws");
+    // Variables, (the table restore, untested), init and rebuild, restore.
+    assert_eq!(main.len(), 3, "{main:#?}");
+    assert!(main[1].starts_with("export PGKEEP_REPO="), "{main:#?}");
     let mut vars = BTreeMap::from([
         ("BUCKET", moto.bucket.clone()),
         ("PREFIX", moto.prefix.clone()),
