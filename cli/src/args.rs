@@ -135,7 +135,8 @@ pub struct InitArgs {
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
     /// Print a key file's id exactly as manifests and records show it (`key_id`), to find the
-    /// key file a backup needs; without FILE, the configured key file (--key-file).
+    /// key file a backup needs; without FILE, the configured key file (--key-file), or for a
+    /// KMS key (--key kms://…) its ARN, as manifests name it (KMS DescribeKey).
     Id(KeyIdArgs),
 }
 
@@ -144,7 +145,7 @@ pub struct KeyIdArgs {
     /// The key file [default: the configured key file].
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
-    /// {"path", "key_id"} as JSON on stdout.
+    /// {"path", "key_id"} (a KMS key: {"key", "key_id"}) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

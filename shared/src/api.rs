@@ -161,6 +161,11 @@ impl Api {
         if let Err(response) = self.authorize(&request.caller) {
             return response;
         }
+        // As every CLI command does: beside a lost catalog, every answer would be a lie
+        // ("no backups") and a triggered dump would start a second history.
+        if let Err(e) = ops::repair::check_catalog(&self.services).await {
+            return error_response(e);
+        }
         let segments: Vec<&str> = request
             .path
             .trim_end_matches('/')
@@ -500,6 +505,8 @@ pub fn error_response(e: ops::Error) -> ApiResponse {
     let status = match (&e, e.kind()) {
         (ops::Error::Catalog(CatalogError::BadCursor(_)), _) => 400,
         (ops::Error::Store(StoreError::Unsupported { .. }), _) => 501,
+        // Until `pgkeep repair` rebuilds it: unavailable, not a fault of the request.
+        (ops::Error::CatalogLost { .. }, _) => 503,
         // Deleted (by hand or by retention): the id was valid, the backup is gone for good.
         (
             ops::Error::Unusable {

@@ -167,3 +167,29 @@ fn init_refuses_a_different_table_and_unusable_buckets_or_keys_and_creates_nothi
     }
     assert!(moto.objects().is_empty());
 }
+
+/// `pgkeep key id` without FILE, for a KMS key given by its alias: the key's ARN, the id
+/// manifests record; a key that does not exist is an error naming it.
+#[test]
+fn key_id_of_a_kms_key_is_its_arn() {
+    let Some(moto) = Moto::start() else { return };
+    let kms = pgkeep(&moto, &moto.repo_url(), &moto.table, &moto.key_url());
+    assert_eq!(kms.run_ok(&["key", "id"]).trim(), moto.key_arn);
+    let shown: Value = serde_json::from_str(&kms.run_ok(&["key", "id", "--json"])).unwrap();
+    assert_eq!(shown["key_id"], moto.key_arn.as_str());
+    assert_eq!(shown["key"], moto.key_url().as_str());
+
+    let missing = pgkeep(
+        &moto,
+        &moto.repo_url(),
+        &moto.table,
+        "kms://alias/pgkeep-missing",
+    );
+    let out = missing.run(&["key", "id"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("alias/pgkeep-missing"),
+        "{}",
+        stderr(&out)
+    );
+}

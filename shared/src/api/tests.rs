@@ -636,3 +636,48 @@ async fn a_backup_that_cannot_be_started_is_recorded_failed_and_alerted() {
     assert_eq!(shown.status, 200);
     assert_eq!(shown.body["status"], "failed");
 }
+
+/// A catalog that holds nothing beside a repository that holds manifests was lost: every
+/// route answers 503 naming `pgkeep repair`, and no dump is started.
+#[tokio::test]
+async fn a_lost_catalog_answers_503_naming_repair_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, starter) = api(dir.path()).await;
+    // A new repository: no ceremony.
+    assert_eq!(
+        api.handle(&get("/backups", admin()), now()).await.status,
+        200
+    );
+    // A backup the repository holds and the (lost) catalog does not.
+    let r = BackupRecord::start(
+        BackupId::generate(now()),
+        "shop",
+        BackupKind::Scheduled,
+        Compression::Zstd,
+    );
+    store_keys(&api, &r).await;
+
+    let mut trigger = get("/backups", admin());
+    trigger.method = "POST".into();
+    trigger.body = Some(br#"{"database": "shop"}"#.to_vec());
+    for req in [
+        get("/backups", admin()),
+        get("/status", admin()),
+        get(&format!("/backups/{}", r.id), admin()),
+        delete(&r.id),
+        trigger,
+    ] {
+        let res = api.handle(&req, now()).await;
+        assert_eq!(res.status, 503, "{} {}: {}", req.method, req.path, res.body);
+        let error = res.body["error"].as_str().unwrap();
+        assert!(error.contains("run `pgkeep repair`"), "{error}");
+    }
+    assert!(starter.0.lock().unwrap().is_empty());
+    // Still refused to anonymous callers first, as before.
+    assert_eq!(
+        api.handle(&get("/backups", Caller::Anonymous), now())
+            .await
+            .status,
+        403
+    );
+}

@@ -46,6 +46,14 @@ pub struct InitReport {
     pub catalog_step: Step,
 }
 
+/// A KMS key's id as manifests show it (its ARN), from a key ARN, key id or alias: one
+/// `DescribeKey`, which also checks the key is usable.
+pub async fn kms_key_id(aws: &SdkConfig, key: &str) -> Result<String, Error> {
+    Ok(KmsKeyProvider::new(aws_sdk_kms::Client::new(aws), key)
+        .check()
+        .await?)
+}
+
 /// Checks the key and the bucket, then creates or checks the catalog table. `aws` is required
 /// when [`BackendConfig::uses_aws`].
 pub async fn init(config: &BackendConfig, aws: Option<&SdkConfig>) -> Result<InitReport, Error> {
