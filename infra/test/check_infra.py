@@ -71,7 +71,8 @@ SDK_ACTIONS = {
     "sns": {"publish": "sns:Publish"},
 }
 # Calls made only by the CLI's setup commands and never by a function.
-CLI_ONLY = {"dynamodb:CreateTable", "dynamodb:UpdateTimeToLive", "dynamodb:DescribeTable"}
+# (kms:DescribeKey: `pgkeep init` checks the key.)
+CLI_ONLY = {"dynamodb:CreateTable", "dynamodb:UpdateTimeToLive", "dynamodb:DescribeTable", "kms:DescribeKey"}
 
 failures: list[str] = []
 
