@@ -28,6 +28,14 @@ locals {
   # dump and verify run from the container image when one is given, the rest always from zips.
   uses_image = { for f, s in local.functions : f => s.needs_pg_tools && var.pg_tools_image_uri != null }
   zip_path   = { for f in keys(local.functions) : f => "${local.artifacts_dir}/${f}/bootstrap.zip" }
+  # The layers of dump and verify on the zip path: the pg tools layer (published here from its
+  # zip, or given by ARN), then any others.
+  pg_tools_layer_zip = try(var.pg_tools_layer.zip, null)
+  pg_tools_layers = concat(
+    local.pg_tools_layer_zip != null ? [aws_lambda_layer_version.pg_tools[0].arn] : [],
+    try(var.pg_tools_layer.arn, null) != null ? [var.pg_tools_layer.arn] : [],
+    var.pg_tools_layer_arns,
+  )
 
   database_secret_arns = compact([for n, d in var.databases : d.secret_arn])
 

@@ -303,9 +303,27 @@ variable "pg_tools_image_uri" {
 }
 
 variable "pg_tools_layer_arns" {
-  description = "Layers that put pg_dump and pg_restore on PATH (/opt/bin) for the zip packaging of dump and verify; unused with pg_tools_image_uri."
+  description = "Layers that put pg_dump and pg_restore on PATH (/opt/bin) for the zip packaging of dump and verify; unused with pg_tools_image_uri. Added after pg_tools_layer's."
   type        = list(string)
   default     = []
+}
+
+variable "pg_tools_layer" {
+  description = "The PostgreSQL client tools layer for the zip packaging of dump and verify (unused with pg_tools_image_uri): `zip`, the layer zip of scripts/package-pg-layer (target/pg-layer/pg-tools-layer.zip), which the module publishes as <name>-pg-tools; or `arn`, a layer version already published. Its tools have no TLS: not with database_iam_auth or databases that require TLS (docs/OPERATIONS.md)."
+  type = object({
+    zip = optional(string)
+    arn = optional(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.pg_tools_layer == null || try((var.pg_tools_layer.zip == null) != (var.pg_tools_layer.arn == null), false)
+    error_message = "pg_tools_layer takes exactly one of zip (a file from scripts/package-pg-layer) or arn (a published layer version)."
+  }
+  validation {
+    condition     = try(var.pg_tools_layer.arn == null || can(regex("^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:layer:[A-Za-z0-9_-]+:[0-9]+$", var.pg_tools_layer.arn)), true)
+    error_message = "pg_tools_layer.arn is a layer version ARN: arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION."
+  }
 }
 
 variable "reserved_concurrency" {

@@ -10,6 +10,10 @@ function's environment variables and IAM actions. Run by infra/test/run:
                                          the refreshed stack) has one function per crate, each
                                          with exactly
                                          its environment and its role's actions
+    check_infra.py code PLAN.json ARTIFACTS LAYER.zip|-
+                                         the emulator's Lambda API says each zip function runs
+                                         ARTIFACTS/<function>/bootstrap.zip and the pg tools
+                                         layer is LAYER.zip (boto3, which checkov brings along)
 
 Needs only the standard library and hcl2 (bc-python-hcl2, which checkov brings along).
 """
@@ -368,6 +372,7 @@ def check_deployed(state_path: str) -> None:
     roles = by_key(res, "aws_iam_role", "function")
     policies = by_key(res, "aws_iam_role_policy", "function")
     vpc = by_key(res, "aws_iam_role_policy_attachment", "vpc")
+    layers = list(by_key(res, "aws_lambda_layer_version", "pg_tools").values())
 
     if set(functions) != crates():
         fail(f"deployed functions {sorted(functions)} are not the crates {sorted(crates())}")
@@ -394,13 +399,17 @@ def check_deployed(state_path: str) -> None:
                 fail(f"{name}: {var}={env[var]!r} is not what the code expects")
         if fn["role"] != roles[name]["arn"]:
             fail(f"{name}: runs with {fn['role']}, not its own role")
-        # The emulator stack runs the functions that need pg_dump from the image, the rest from zips.
-        if spec["needs_pg_tools"]:
+        # The emulator stack runs the functions that need pg_dump from the image, or (when it
+        # publishes the pg tools layer) from their zips with that layer; the rest from zips.
+        if spec["needs_pg_tools"] and not layers:
             entry = (fn.get("image_config") or [{}])[0].get("entry_point")
             if fn["package_type"] != "Image" or entry != [f"/var/task/{name}"]:
                 fail(f"{name}: not started from its binary in the pg tools image ({fn['package_type']}, {entry})")
         elif (fn["package_type"], fn["handler"], fn["runtime"]) != ("Zip", "bootstrap", "provided.al2023"):
             fail(f"{name}: not a provided.al2023 bootstrap zip")
+        want_layers = [layers[0]["arn"]] if layers and spec["needs_pg_tools"] else []
+        if (fn.get("layers") or []) != want_layers:
+            fail(f"{name}: layers {fn.get('layers')}, expected {want_layers}")
         if fn["architectures"] != ["x86_64"]:
             fail(f"{name}: architectures {fn['architectures']}")
         in_vpc = bool(fn.get("vpc_config") and fn["vpc_config"][0].get("subnet_ids"))
@@ -487,8 +496,59 @@ def check_deployed(state_path: str) -> None:
         if json.loads(target["input"])["detail"] != {"check": "health"}:
             fail(f"the health check's detail is {json.loads(target['input'])['detail']}")
 
-    print(f"deployed: {len(functions)} functions, {len(schedules)} schedules and the health check, roles and key policy match functions.json")
+    packaging = "dump and verify zips with the pg tools layer" if layers else "dump and verify from the image"
+    print(f"deployed: {len(functions)} functions ({packaging}), {len(schedules)} schedules and the health check, roles and key policy match functions.json")
     finish("deployed")
+
+
+# ---------------------------------------------------------------- code
+
+
+def zip_sha256(path: Path) -> str:
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
+
+
+def check_code(plan_path: str, artifacts: str, layer_zip: str) -> None:
+    """Asks the emulator's Lambda API (not Terraform's state) what each function runs: a zip
+    function's CodeSha256 must be its artifacts/<function>/bootstrap.zip's, a published pg tools
+    layer's that of layer_zip ("-": none expected), and the functions must name that layer."""
+    import os
+
+    import boto3
+
+    res = deployed_resources(json.loads(Path(plan_path).read_text()))
+    functions = by_key(res, "aws_lambda_function", "function")
+    layers = list(by_key(res, "aws_lambda_layer_version", "pg_tools").values())
+    client = boto3.client("lambda", endpoint_url=os.environ["PGKEEP_TEST_AWS_ENDPOINT"], region_name="us-east-1")
+    layer_arn = None
+    if layer_zip != "-":
+        if len(layers) != 1:
+            fail(f"expected one published pg tools layer, the state has {len(layers)}")
+        else:
+            layer_arn = layers[0]["layer_arn"]
+            version = client.get_layer_version(LayerName=layers[0]["layer_name"], VersionNumber=int(layers[0]["version"]))
+            if version["Content"]["CodeSha256"] != zip_sha256(Path(layer_zip)):
+                fail(f"layer {layers[0]['arn']}: CodeSha256 {version['Content']['CodeSha256']} is not {layer_zip}'s {zip_sha256(Path(layer_zip))}")
+    elif layers:
+        fail("a pg tools layer is published, none expected")
+    zips = 0
+    for name, fn in sorted(functions.items()):
+        config = client.get_function(FunctionName=fn["function_name"])["Configuration"]
+        if config.get("PackageType", "Zip") != "Zip":
+            continue
+        zips += 1
+        want = zip_sha256(Path(artifacts) / name / "bootstrap.zip")
+        if config["CodeSha256"] != want:
+            fail(f"{name}: the emulator runs code {config['CodeSha256']}, not {artifacts}/{name}/bootstrap.zip ({want})")
+        got_layers = [layer["Arn"] for layer in config.get("Layers", [])]
+        want_layers = [layers[0]["arn"]] if layer_arn and FUNCTIONS[name]["needs_pg_tools"] else []
+        if got_layers != want_layers:
+            fail(f"{name}: the emulator has layers {got_layers}, expected {want_layers}")
+    print(f"code: {zips} zip functions run exactly the built zips" + (", with the built layer" if layer_arn else ""))
+    finish("code")
 
 
 def main(argv: list[str]) -> None:
@@ -498,6 +558,8 @@ def main(argv: list[str]) -> None:
         check_static()
     elif len(argv) == 3 and argv[1] == "deployed":
         check_deployed(argv[2])
+    elif len(argv) == 5 and argv[1] == "code":
+        check_code(argv[2], argv[3], argv[4])
     else:
         sys.exit(__doc__)
 

@@ -40,7 +40,8 @@ object_lock            = { mode = "GOVERNANCE", days = 35 }
 restore_principal_arns = ["arn:aws:iam::123456789012:root"]
 artifacts_dir          = "@ARTIFACTS@"
 # dump and verify from the container image (the emulator does not look for it in ECR), prune
-# and status from their zips: both packagings are deployed.
+# and status from their zips: both packagings are deployed. infra/test/run then applies again with
+# layer.auto.tfvars (pg_tools_image_uri = null, pg_tools_layer = the built layer zip): the zip path.
 pg_tools_image_uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/pgkeep:0.1.0"
 
 # A test stack must be destroyable.

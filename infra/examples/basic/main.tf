@@ -41,6 +41,7 @@ module "pgkeep" {
   architecture           = var.architecture
   artifacts_dir          = var.artifacts_dir
   pg_tools_image_uri     = var.pg_tools_image_uri
+  pg_tools_layer         = var.pg_tools_layer
   restore_principal_arns = var.restore_principal_arns
   jwt_authorizer         = var.jwt_authorizer
   deletion_protection    = var.deletion_protection

@@ -124,6 +124,15 @@ variable "pg_tools_image_uri" {
   default     = null
 }
 
+variable "pg_tools_layer" {
+  description = "Without an image: the PostgreSQL client tools layer for dump and verify, {zip = path from scripts/package-pg-layer} or {arn = published layer version}."
+  type = object({
+    zip = optional(string)
+    arn = optional(string)
+  })
+  default = null
+}
+
 variable "restore_principal_arns" {
   description = "Roles allowed to decrypt backups with the CLI (disaster recovery)."
   type        = list(string)
