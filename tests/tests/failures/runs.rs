@@ -72,6 +72,17 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Starts `pgkeep backup --json` with the pg_dump of `bin`.
+/// A backup (with `extra` arguments) whose pg_dump has streamed its whole dump and then hangs,
+/// so the run stays in progress: the running `pgkeep`, and the marker file whose existence
+/// said the dump was written (for [`kill_leftover_dump`]).
+fn start_hanging_backup(pgkeep: &Pgkeep, cluster: &PgCluster, extra: &[&str]) -> (Child, PathBuf) {
+    let marker = pgkeep.dir.path().join("pg_dump-hangs");
+    let bin = hanging_pg_dump(pgkeep, cluster, &marker);
+    let child = start_backup(pgkeep, &bin, extra);
+    wait_for("pg_dump to finish writing", || marker.exists());
+    (child, marker)
+}
+
 fn start_backup(pgkeep: &Pgkeep, bin: &Path, extra: &[&str]) -> Child {
     pgkeep
         .command()
@@ -144,11 +155,7 @@ fn kill_9_of_a_local_backup_blocks_nothing_and_leaves_nothing() {
     let cluster = PgCluster::start().unwrap();
     let db = source(&cluster);
     let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
-    let marker = pgkeep.dir.path().join("pg_dump-hangs");
-    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
-
-    let mut child = start_backup(&pgkeep, &bin, &[]);
-    wait_for("pg_dump to finish writing", || marker.exists());
+    let (mut child, marker) = start_hanging_backup(&pgkeep, &cluster, &[]);
     let killed = wait_for_in_progress(&pgkeep);
     assert!(
         !partial_files(&pgkeep.repo).is_empty(),
@@ -189,10 +196,7 @@ fn sigterm_and_sigint_record_the_run_failed_and_free_the_database() {
     let db = source(&cluster);
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
         let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
-        let marker = pgkeep.dir.path().join("pg_dump-hangs");
-        let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
-        let child = start_backup(&pgkeep, &bin, &[]);
-        wait_for("pg_dump to finish writing", || marker.exists());
+        let (child, marker) = start_hanging_backup(&pgkeep, &cluster, &[]);
         let stopped = wait_for_in_progress(&pgkeep);
         send(signal, child.id());
         let out = child.wait_with_output().unwrap();
@@ -498,11 +502,7 @@ fn kill_9_of_an_s3_backup_blocks_nothing_and_leaves_no_open_upload() {
         .with_urls(&moto.repo_url(), &moto.catalog_url(), &moto.key_url())
         .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint)
         .env("PGKEEP_S3_PART_SIZE_MIB", "5");
-    let marker = pgkeep.dir.path().join("pg_dump-hangs");
-    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
-
-    let mut child = start_backup(&pgkeep, &bin, &[]);
-    wait_for("pg_dump to finish writing", || marker.exists());
+    let (mut child, marker) = start_hanging_backup(&pgkeep, &cluster, &[]);
     let killed = wait_for_in_progress(&pgkeep);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -964,12 +964,8 @@ fn a_run_on_another_host_whose_heartbeat_stops_frees_the_database_after_the_time
         .database_url(cluster.url(&db))
         .with_urls(&moto.repo_url(), &moto.catalog_url(), &moto.key_url())
         .env("PGKEEP_AWS_ENDPOINT", &moto.endpoint);
-    let marker = pgkeep.dir.path().join("pg_dump-hangs");
-    let bin = hanging_pg_dump(&pgkeep, &cluster, &marker);
     let timeout = ["--lease-timeout", "6s"];
-
-    let mut frozen = start_backup(&pgkeep, &bin, &timeout);
-    wait_for("pg_dump to finish writing", || marker.exists());
+    let (mut frozen, marker) = start_hanging_backup(&pgkeep, &cluster, &timeout);
     let running = wait_for_in_progress(&pgkeep);
     send("STOP", frozen.id());
     let catalog = moto.services(Default::default()).catalog;
