@@ -162,7 +162,7 @@ resource "aws_dynamodb_table" "catalog" {
   }
 
   attribute {
-    name = "id"
+    name = "start_key"
     type = "S"
   }
 
@@ -184,21 +184,21 @@ resource "aws_dynamodb_table" "catalog" {
   global_secondary_index {
     name            = "by_time"
     hash_key        = "item_type"
-    range_key       = "id"
+    range_key       = "start_key"
     projection_type = "ALL"
   }
 
   global_secondary_index {
     name            = "by_database"
     hash_key        = "database_key"
-    range_key       = "id"
+    range_key       = "start_key"
     projection_type = "ALL"
   }
 
   global_secondary_index {
     name            = "by_status"
     hash_key        = "status_key"
-    range_key       = "id"
+    range_key       = "start_key"
     projection_type = "ALL"
   }
 

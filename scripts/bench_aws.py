@@ -12,13 +12,13 @@ boto3.client("s3", **kw).create_bucket(Bucket="pgkeep-bench")
 def index(name, hash_key):
     return dict(IndexName=name, Projection=dict(ProjectionType="ALL"),
                 KeySchema=[dict(AttributeName=hash_key, KeyType="HASH"),
-                           dict(AttributeName="id", KeyType="RANGE")])
+                           dict(AttributeName="start_key", KeyType="RANGE")])
 
 
 boto3.client("dynamodb", **kw).create_table(
     TableName="pgkeep-bench", BillingMode="PAY_PER_REQUEST",
     AttributeDefinitions=[dict(AttributeName=n, AttributeType="S")
-                          for n in ("pk", "id", "item_type", "database_key", "status_key")],
+                          for n in ("pk", "start_key", "item_type", "database_key", "status_key")],
     KeySchema=[dict(AttributeName="pk", KeyType="HASH")],
     GlobalSecondaryIndexes=[index("by_time", "item_type"), index("by_database", "database_key"),
                             index("by_status", "status_key")])

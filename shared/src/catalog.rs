@@ -146,21 +146,58 @@ pub fn check_update(record: &BackupRecord, expected: BackupStatus) -> Result<(),
     }
 }
 
-/// Cursors are opaque to callers: the id of the last record returned, base64url-encoded.
-pub fn encode_cursor(last: &BackupId) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_str())
+/// Where a listing stopped: the start (`created_at`) and id of the last record returned,
+/// the order every listing uses (newest start first, then id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// `created_at` of the last record, as [`format_time`](crate::model::format_time) writes it.
+    pub start: String,
+    /// Its id, which breaks ties between records started in the same millisecond.
+    pub id: BackupId,
+}
+
+impl Cursor {
+    /// The position of `record` in a listing.
+    pub fn at(record: &BackupRecord) -> Cursor {
+        Cursor {
+            start: crate::model::format_time(record.created_at),
+            id: record.id.clone(),
+        }
+    }
+
+    /// `<start>#<id>`: sorts as strings in listing order (the DynamoDB indexes' sort key).
+    pub fn key(&self) -> String {
+        start_key(&self.start, self.id.as_str())
+    }
+}
+
+/// The sort key of an item started (or written, for audit entries) at `start` with `id`.
+pub fn start_key(start: &str, id: &str) -> String {
+    format!("{start}#{id}")
+}
+
+/// Cursors are opaque to callers: the last record's [`Cursor::key`], base64url-encoded.
+pub fn encode_cursor(last: &BackupRecord) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Cursor::at(last).key())
 }
 
 /// Reverses [`encode_cursor`], refusing anything it did not produce.
-pub fn decode_cursor(cursor: &str) -> Result<BackupId, CatalogError> {
+pub fn decode_cursor(cursor: &str) -> Result<Cursor, CatalogError> {
     let bad = || CatalogError::BadCursor(cursor.to_owned());
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| bad())?;
-    String::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (start, id) = text.split_once('#').ok_or_else(bad)?;
+    let parsed = DateTime::parse_from_rfc3339(start).map_err(|_| bad())?;
+    // Only the canonical spelling: the cursor is compared as a string.
+    if crate::model::format_time(parsed.with_timezone(&Utc)) != start {
+        return Err(bad());
+    }
+    Ok(Cursor {
+        start: start.to_owned(),
+        id: id.parse().map_err(|_| bad())?,
+    })
 }
 
 #[cfg(test)]
@@ -229,18 +266,30 @@ pub(crate) mod contract {
         ));
 
         // listing: newest first, filters, pagination
+        // Listings are in start order (`created_at`), not id order: the backup asked for at
+        // minute 3 (its id's time) started last, as a queued or retried one does.
         let mut ids = vec![a.id.clone()];
+        let mut late = None;
         for m in 2..=7 {
             let mut r = record(if m % 2 == 0 { "crm" } else { "shop" }, m);
             r.created_at += Duration::seconds(1);
+            if m == 3 {
+                r.created_at += Duration::minutes(17);
+            }
             catalog.insert(&r).await.unwrap();
-            ids.push(r.id.clone());
+            match m {
+                3 => late = Some(r.id.clone()),
+                _ => ids.push(r.id.clone()),
+            }
         }
+        let late = late.unwrap();
+        ids.push(late.clone());
         let all = catalog.list(&ListQuery::default()).await.unwrap();
         let listed: Vec<_> = all.records.iter().map(|r| r.id.clone()).collect();
         let mut newest_first = ids.clone();
         newest_first.reverse();
         assert_eq!(listed, newest_first);
+        assert_eq!(listed[0], late);
         assert!(all.next_cursor.is_none());
 
         let shop = catalog
@@ -252,6 +301,16 @@ pub(crate) mod contract {
             .unwrap();
         assert_eq!(shop.records.len(), 4);
         assert!(shop.records.iter().all(|r| r.database == "shop"));
+        assert_eq!(shop.records[0].id, late);
+        let in_progress = catalog
+            .list(&ListQuery {
+                status: Some(BackupStatus::InProgress),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(in_progress.records[0].id, late);
 
         let completed = catalog
             .list(&ListQuery {

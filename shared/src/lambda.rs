@@ -99,8 +99,17 @@ where
     F: Fn(S, Value) -> Fut,
     Fut: Future<Output = Result<Value, Diagnostic>>,
 {
+    // Lambda sends SIGTERM only at shutdown and only with extensions; handled, it ends a run
+    // honestly like the invocation's time limit does (see `signals::stop_requested`).
+    if let Err(e) = crate::signals::install() {
+        tracing::warn!(error = %e, "could not handle SIGTERM");
+    }
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<Value>| handler(state.clone(), event.payload),
+        move |event: lambda_runtime::LambdaEvent<Value>| {
+            let deadline =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
+            crate::signals::with_deadline(deadline, handler(state.clone(), event.payload))
+        },
     ))
     .await
 }

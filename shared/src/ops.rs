@@ -127,6 +127,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The run was ended before it finished (a signal, or the invocation's time limit near).
+    #[error("the backup was stopped before it finished: {0}")]
+    Stopped(String),
     /// Not enough free space to stage an archive for a parallel restore.
     #[error("not enough free space in {dir} to stage the archive for --jobs: it needs {needed} bytes, {available} are free; point --staging-dir (PGKEEP_STAGING_DIR) elsewhere or restore without --jobs")]
     NoSpace {
@@ -334,6 +337,7 @@ impl Error {
             Error::Policy(_) => ErrorKind::Config,
             Error::Label(_) | Error::Selection(_) => ErrorKind::Config,
             Error::Unusable { .. } | Error::LeaseHeld { .. } => ErrorKind::Conflict,
+            Error::Stopped(_) => ErrorKind::Database,
             Error::DeleteRefused { .. } => ErrorKind::Conflict,
             Error::ForgetRefused { .. } => ErrorKind::Conflict,
             Error::UnknownDatabase(_) => ErrorKind::NotFound,

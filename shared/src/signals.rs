@@ -6,8 +6,14 @@
 //! Installed early, so a signal in the first milliseconds is not lost to the default action:
 //! it is remembered and the first [`received`] returns at once. SIGTERM is what systemd,
 //! ECS and Kubernetes send; it is handled exactly like Ctrl-C.
+//!
+//! A Lambda invocation has a third way to end: its time limit, after which the process is
+//! killed without a signal. [`with_deadline`] gives a run that limit, and [`stop_requested`]
+//! fires a margin before it, so the run ends through the same failure path while it still can.
 
+use std::future::Future;
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
@@ -83,4 +89,64 @@ pub async fn received() -> Signal {
         Err(_) => return std::future::pending().await,
     };
     signal
+}
+
+tokio::task_local! {
+    /// When the invocation running this task is killed.
+    static DEADLINE: SystemTime;
+}
+
+/// Runs `work` knowing it is killed at `deadline` (a Lambda invocation's time limit).
+pub async fn with_deadline<F: Future>(deadline: SystemTime, work: F) -> F::Output {
+    DEADLINE.scope(deadline, work).await
+}
+
+/// Why the run must end now: the first SIGINT or SIGTERM, or `margin` before the deadline
+/// given by [`with_deadline`]. Never returns when neither comes.
+pub async fn stop_requested(margin: Duration) -> String {
+    let deadline = DEADLINE.try_with(|d| *d).ok();
+    let limit = async move {
+        match deadline {
+            Some(deadline) => {
+                let left = deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    .saturating_sub(margin);
+                tokio::time::sleep(left).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        signal = received() => format!("interrupted ({})", signal.name()),
+        () = limit => format!(
+            "stopped {}s before the invocation's time limit, which it would not have met (a database this large needs a longer timeout or another runner)",
+            margin.as_secs()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_deadline_stops_a_run_a_margin_before_it() {
+        let start = std::time::Instant::now();
+        let deadline = SystemTime::now() + Duration::from_millis(1300);
+        let why = with_deadline(deadline, stop_requested(Duration::from_secs(1))).await;
+        let waited = start.elapsed();
+        assert!(why.contains("time limit"), "{why}");
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_millis(1200),
+            "{waited:?}"
+        );
+        // Outside an invocation, nothing but a signal stops the run.
+        let free = tokio::time::timeout(
+            Duration::from_millis(50),
+            stop_requested(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(free.is_err());
+    }
 }

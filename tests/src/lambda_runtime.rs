@@ -46,6 +46,9 @@ struct State {
     pushed: usize,
     answers: Vec<(String, Answer)>,
     init_error: Option<Value>,
+    /// The function's timeout: each invocation's deadline is this after it is handed out
+    /// (300 s when unset).
+    timeout: Option<Duration>,
 }
 
 /// The fake API; it stops serving when dropped (after the function process is gone).
@@ -90,6 +93,12 @@ impl FakeRuntimeApi {
         state.queued.push_back((id.clone(), event));
         cond.notify_all();
         id
+    }
+
+    /// Gives invocations handed out from now on `timeout` to run (the function's configured
+    /// timeout), instead of 300 s.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.state.0.lock().unwrap().timeout = Some(timeout);
     }
 
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
@@ -201,11 +210,11 @@ fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result
         match (request.method.as_str(), rest) {
             ("GET", "/invocation/next") => {
                 // Nothing to run: hold the request until an event arrives, as Lambda does.
-                let (id, event) = {
+                let (id, event, timeout) = {
                     let mut state = lock.lock().unwrap();
                     loop {
-                        if let Some(next) = state.queued.pop_front() {
-                            break next;
+                        if let Some((id, event)) = state.queued.pop_front() {
+                            break (id, event, state.timeout);
                         }
                         state = cond.wait(state).unwrap();
                     }
@@ -213,7 +222,7 @@ fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result
                 let deadline = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default()
-                    + Duration::from_secs(300);
+                    + timeout.unwrap_or(Duration::from_secs(300));
                 let headers = [
                     ("content-type", "application/json".to_owned()),
                     ("lambda-runtime-aws-request-id", id),

@@ -266,6 +266,88 @@ fn a_killed_dump_fails_and_its_retry_backs_up() {
     );
 }
 
+/// A dump that would outlive its invocation's time limit (Lambda kills it without a signal) is
+/// stopped shortly before it, while it can still end honestly: recorded failed with the reason,
+/// its lease given back, nothing left in the bucket, so Lambda's retry of the event backs up
+/// at once. Here pg_dump waits on a lock a migration holds, for longer than the invocation may run.
+#[test]
+fn a_dump_near_its_time_limit_ends_failed_and_its_retry_backs_up() {
+    use std::io::{BufRead, Write};
+    let Some(stack) = Stack::start() else { return };
+    let mut migration = stack
+        .cluster
+        .command("psql")
+        .args(["-X", "-q", "-At", "-d", &stack.database])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sql = migration.stdin.take().unwrap();
+    writeln!(
+        sql,
+        "BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
+    )
+    .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(migration.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said.trim(), "locked");
+
+    let event = events::load("dump", "scheduled");
+    let api = FakeRuntimeApi::start(vec![]).unwrap();
+    // 20 s are kept for ending honestly: this run has about 4 s of work.
+    api.set_timeout(Duration::from_secs(24));
+    api.push(event.clone());
+    let mut dump = stack.spawn("dump", &api);
+    let answers = api.wait_for(1, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let error = match &answers[0].1 {
+        Answer::Error(e) => e.to_string(),
+        Answer::Response(v) => panic!("the stopped dump answered {v}"),
+    };
+    assert!(error.contains("time limit"), "{error}");
+    let services = stack.moto.services(S3Options::default());
+    let records = stack
+        .moto
+        .runtime
+        .block_on(services.catalog.list(&Default::default()))
+        .unwrap()
+        .records;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let stopped = &records[0];
+    assert_eq!(stopped.status, BackupStatus::Failed, "{stopped:?}");
+    assert!(
+        stopped
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("time limit"),
+        "{stopped:?}"
+    );
+    assert!(
+        stack.moto.open_uploads().is_empty(),
+        "open uploads: {:?}",
+        stack.moto.open_uploads()
+    );
+
+    // The migration commits; Lambda retries the event (same container, usual timeout).
+    drop(sql);
+    migration.wait().unwrap();
+    api.set_timeout(Duration::from_secs(300));
+    api.push(event);
+    let (answers, log) = api.answers_and_log(&mut dump, 2, WAIT);
+    let outcome = match &answers[1].1 {
+        Answer::Response(v) => v.clone(),
+        Answer::Error(e) => panic!("the retry failed: {e}\n{log}"),
+    };
+    assert_eq!(outcome["outcome"], "completed", "{outcome}\n{log}");
+    assert_eq!(
+        outcome["backup"]["retry_of"],
+        stopped.id.as_str(),
+        "{outcome}"
+    );
+}
+
 /// A function that cannot start reports the error to the Runtime API (so its invocation fails
 /// at once): the prune function without any retention rule.
 #[test]

@@ -41,4 +41,10 @@ fn print(report: &InitReport) {
         report.catalog,
         step(&report.catalog_step)
     );
+    if report.backfilled > 0 {
+        println!(
+            "            {} records and audit entries given the listing sort key (start_key) they lacked",
+            report.backfilled
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! The catalog in one DynamoDB table: the production catalog (see docs/DYNAMODB.md).
 //!
 //! One item per backup record, audit entry and lease, told apart by the prefix of the
-//! partition key `pk`. Three sparse global secondary indexes, all sorted by `id` (which sorts
-//! by time), serve the newest-first listings: `by_time` (everything of one item type),
+//! partition key `pk`. Three sparse global secondary indexes, all sorted by `start_key`
+//! (`<created_at>#<id>`, the listing order everywhere), serve the newest-first listings: `by_time` (everything of one item type),
 //! `by_database` and `by_status`. Status changes are conditional writes on the status the
 //! writer last saw, so two writers can never both win; the lease is a conditional write on
 //! its expiry. Records are stored whole as JSON (`record`), beside the attributes the indexes
@@ -24,7 +24,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
-use super::{check_update, decode_cursor, encode_cursor, Catalog, CatalogError, ListQuery, Page};
+use super::{
+    check_update, decode_cursor, encode_cursor, start_key, Catalog, CatalogError, ListQuery, Page,
+};
 use crate::aws::{describe, error_code};
 use crate::labels::LabelSelector;
 use crate::model::{format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
@@ -33,8 +35,11 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Partition key of every item.
 const PK: &str = "pk";
-/// Sort key of every index: the backup or audit id.
+/// The backup or audit id.
 const ID: &str = "id";
+/// Sort key of every index: `<start>#<id>` (see [`start_key`]), so listings are in start
+/// order, not in the order ids were allocated.
+const START_KEY: &str = "start_key";
 /// Index of all items of one type, newest first.
 const BY_TIME: &str = "by_time";
 /// Hash key of `by_time`: `backup` or `audit`.
@@ -115,14 +120,14 @@ impl DynamoCatalog {
         Ok(out.item)
     }
 
-    /// Items of one index partition, newest first, after `before` (exclusive), keeping those
+    /// Items of one index partition, newest first, after the start key `before` (exclusive), keeping those
     /// `keep` accepts, until `want` are collected or the partition ends.
     async fn query_newest(
         &self,
         index: &str,
         hash_attr: &str,
         hash: String,
-        before: Option<&BackupId>,
+        before: Option<&str>,
         want: Option<usize>,
         keep: impl Fn(&Item) -> bool,
     ) -> Result<Vec<Item>, CatalogError> {
@@ -130,9 +135,9 @@ impl DynamoCatalog {
         let mut names = HashMap::from([("#h".to_owned(), hash_attr.to_owned())]);
         let mut values = HashMap::from([(":h".to_owned(), s(hash))]);
         if let Some(before) = before {
-            condition.push_str(" AND #id < :before");
-            names.insert("#id".into(), ID.into());
-            values.insert(":before".into(), s(before.as_str()));
+            condition.push_str(" AND #k < :before");
+            names.insert("#k".into(), START_KEY.into());
+            values.insert(":before".into(), s(before));
         }
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
@@ -160,6 +165,72 @@ impl DynamoCatalog {
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Gives every backup record and audit entry written by a pgkeep older than the
+    /// `start_key` sort key its key, so the indexes list it again; returns how many it
+    /// updated. Run by `pgkeep init` on an existing table (a no-op once done).
+    pub async fn backfill_start_keys(&self) -> Result<u64, CatalogError> {
+        let names = HashMap::from([
+            ("#pk".to_owned(), PK.to_owned()),
+            ("#k".to_owned(), START_KEY.to_owned()),
+            ("#id".to_owned(), ID.to_owned()),
+            ("#c".to_owned(), "created_at".to_owned()),
+            ("#at".to_owned(), "at".to_owned()),
+        ]);
+        let values = HashMap::from([
+            (":b".to_owned(), s("backup#")),
+            (":a".to_owned(), s("audit#")),
+        ]);
+        let mut updated = 0;
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(
+                    "attribute_not_exists(#k) AND (begins_with(#pk, :b) OR begins_with(#pk, :a))",
+                )
+                .projection_expression("#pk, #id, #c, #at")
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.backend("Scan", &e))?;
+            for item in page.items.unwrap_or_default() {
+                let (Some(pk), Some(id)) = (text(&item, PK), text(&item, ID)) else {
+                    return Err(self.corrupt("item", "no pk or id attribute"));
+                };
+                let time = text(&item, "created_at")
+                    .or_else(|| text(&item, "at"))
+                    .ok_or_else(|| self.corrupt(pk, "no created_at or at attribute"))?;
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key(PK, s(pk))
+                    .update_expression("SET #k = :k")
+                    .condition_expression("attribute_exists(#pk)")
+                    .expression_attribute_names("#k", START_KEY)
+                    .expression_attribute_names("#pk", PK)
+                    .expression_attribute_values(":k", s(start_key(time, id)))
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => updated += 1,
+                    // Deleted since the scan read it: nothing to list.
+                    Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {}
+                    Err(e) => return Err(self.backend("UpdateItem", &e)),
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(updated),
             }
         }
     }
@@ -238,6 +309,13 @@ fn record_item(record: &BackupRecord) -> Item {
         ("status".to_owned(), s(record.status.as_str())),
         ("created_at".to_owned(), s(format_time(record.created_at))),
         (
+            START_KEY.to_owned(),
+            s(start_key(
+                &format_time(record.created_at),
+                record.id.as_str(),
+            )),
+        ),
+        (
             DATABASE_KEY.to_owned(),
             s(format!("backup#{}", record.database)),
         ),
@@ -268,6 +346,10 @@ fn audit_item(entry: &AuditEntry) -> Item {
         (ID.to_owned(), s(entry.id.as_str())),
         ("database".to_owned(), s(&entry.database)),
         ("at".to_owned(), s(format_time(entry.at))),
+        (
+            START_KEY.to_owned(),
+            s(start_key(&format_time(entry.at), entry.id.as_str())),
+        ),
         (
             DATABASE_KEY.to_owned(),
             s(format!("audit#{}", entry.database)),
@@ -387,7 +469,12 @@ impl Catalog for DynamoCatalog {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, CatalogError> {
-        let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let before = query
+            .cursor
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?
+            .map(|c| c.key());
         let want = query.limit.map(|l| l + 1);
         let status = query.status;
         // Labels are filtered after the query: a page is filled from as many index pages as
@@ -400,7 +487,7 @@ impl Catalog for DynamoCatalog {
                     BY_DATABASE,
                     DATABASE_KEY,
                     format!("backup#{database}"),
-                    before.as_ref(),
+                    before.as_deref(),
                     want,
                     |item| {
                         status.is_none_or(|st| text(item, "status") == Some(st.as_str()))
@@ -414,7 +501,7 @@ impl Catalog for DynamoCatalog {
                     BY_STATUS,
                     STATUS_KEY,
                     format!("backup#{st}"),
-                    before.as_ref(),
+                    before.as_deref(),
                     want,
                     labelled,
                 )
@@ -425,7 +512,7 @@ impl Catalog for DynamoCatalog {
                     BY_TIME,
                     ITEM_TYPE,
                     "backup".into(),
-                    before.as_ref(),
+                    before.as_deref(),
                     want,
                     labelled,
                 )
@@ -440,7 +527,7 @@ impl Catalog for DynamoCatalog {
         if let Some(limit) = query.limit {
             if records.len() > limit {
                 records.truncate(limit);
-                next_cursor = records.last().map(|r| encode_cursor(&r.id));
+                next_cursor = records.last().map(encode_cursor);
             }
         }
         Ok(Page {
@@ -668,22 +755,22 @@ pub struct TableDefinition {
 /// The catalog table pgkeep needs.
 pub const TABLE: TableDefinition = TableDefinition {
     hash_key: PK,
-    attributes: &[PK, ID, ITEM_TYPE, DATABASE_KEY, STATUS_KEY],
+    attributes: &[PK, START_KEY, ITEM_TYPE, DATABASE_KEY, STATUS_KEY],
     indexes: &[
         IndexDefinition {
             name: BY_TIME,
             hash_key: ITEM_TYPE,
-            range_key: ID,
+            range_key: START_KEY,
         },
         IndexDefinition {
             name: BY_DATABASE,
             hash_key: DATABASE_KEY,
-            range_key: ID,
+            range_key: START_KEY,
         },
         IndexDefinition {
             name: BY_STATUS,
             hash_key: STATUS_KEY,
-            range_key: ID,
+            range_key: START_KEY,
         },
     ],
     billing_mode: "PAY_PER_REQUEST",
@@ -915,12 +1002,18 @@ pub async fn table_differences(
             (index.range_key.to_owned(), "RANGE".to_owned()),
         ];
         if keys(got.key_schema()) != want {
+            let legacy = keys(got.key_schema()).contains(&(ID.to_owned(), "RANGE".to_owned()));
             diffs.push(format!(
-                "index {:?} has keys {:?}, expected {:?} (HASH) and {:?} (RANGE)",
+                "index {:?} has keys {:?}, expected {:?} (HASH) and {:?} (RANGE){}",
                 index.name,
                 keys(got.key_schema()),
                 index.hash_key,
-                index.range_key
+                index.range_key,
+                if legacy {
+                    " (made by a pgkeep that listed in id order: apply the Terraform module, which recreates the index, then run `pgkeep init` to fill start_key; docs/DYNAMODB.md \"Upgrading\")"
+                } else {
+                    ""
+                }
             ));
         }
         let projection = got.projection().and_then(|p| p.projection_type());
@@ -1223,6 +1316,68 @@ mod tests {
         let catalog = fresh(&config).await;
         assert!(catalog.location().starts_with("dynamodb://pgkeep-catalog-"));
         crate::catalog::contract::run(&catalog).await;
+    }
+
+    #[tokio::test]
+    async fn init_gives_records_of_an_older_pgkeep_their_sort_key() {
+        let Some(config) = moto().await else { return };
+        let catalog = fresh(&config).await;
+        let t = Utc::now() - chrono::Duration::hours(1);
+        let mut old = BackupRecord::start(
+            BackupId::generate(t),
+            "shop",
+            BackupKind::Manual,
+            Compression::Zstd,
+        );
+        old.created_at = t;
+        let entry = AuditEntry {
+            id: BackupId::generate(t),
+            at: t,
+            actor: "cli".into(),
+            action: "backup".into(),
+            backup_id: Some(old.id.clone()),
+            database: "shop".into(),
+            outcome: "ok".into(),
+            details: serde_json::Value::Null,
+        };
+        // Written as a pgkeep before `start_key` did: invisible to every listing.
+        for mut item in [record_item(&old), audit_item(&entry)] {
+            item.remove(START_KEY);
+            catalog
+                .client
+                .put_item()
+                .table_name(&catalog.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+        let newer = BackupRecord::start(
+            BackupId::generate(Utc::now()),
+            "shop",
+            BackupKind::Manual,
+            Compression::Zstd,
+        );
+        catalog.insert(&newer).await.unwrap();
+        let ids = |page: Page| page.records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(catalog.list(&ListQuery::default()).await.unwrap()),
+            vec![newer.id.clone()]
+        );
+        assert!(catalog.list_audit(None, 10).await.unwrap().is_empty());
+
+        assert_eq!(catalog.backfill_start_keys().await.unwrap(), 2);
+        assert_eq!(
+            ids(catalog.list(&ListQuery::default()).await.unwrap()),
+            [newer.id.clone(), old.id.clone()]
+        );
+        let shop = ListQuery {
+            database: Some("shop".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(catalog.list(&shop).await.unwrap()).len(), 2);
+        assert_eq!(catalog.list_audit(Some("shop"), 10).await.unwrap().len(), 1);
+        assert_eq!(catalog.backfill_start_keys().await.unwrap(), 0, "once only");
     }
 
     #[tokio::test]

@@ -272,8 +272,7 @@ impl Catalog for SqliteCatalog {
                     "SELECT record FROM backups
                      WHERE (?1 IS NULL OR database = ?1)
                        AND (?2 IS NULL OR status = ?2)
-                       AND (?3 IS NULL OR (created_at, id) <
-                             (SELECT created_at, id FROM backups WHERE id = ?3))
+                       AND (?3 IS NULL OR (created_at, id) < (?3, ?7))
                        AND (?5 IS NULL OR EXISTS (
                              SELECT 1 FROM json_each(record, '$.labels') AS l
                              WHERE l.key = ?5 AND (?6 IS NULL OR l.value = ?6)))
@@ -287,10 +286,11 @@ impl Catalog for SqliteCatalog {
                     params![
                         query.database,
                         query.status.map(|s| s.as_str()),
-                        after.as_ref().map(|a| a.as_str()),
+                        after.as_ref().map(|a| a.start.as_str()),
                         limit,
                         label_key,
-                        label_value
+                        label_value,
+                        after.as_ref().map(|a| a.id.as_str())
                     ],
                     |r| r.get::<_, String>(0),
                 )
@@ -303,7 +303,7 @@ impl Catalog for SqliteCatalog {
             if let Some(limit) = query.limit {
                 if records.len() > limit {
                     records.truncate(limit);
-                    next_cursor = records.last().map(|r| encode_cursor(&r.id));
+                    next_cursor = records.last().map(encode_cursor);
                 }
             }
             Ok(Page {

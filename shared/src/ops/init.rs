@@ -2,14 +2,15 @@
 //! the bucket with one harmless call each (nothing is written to either), then creates the
 //! catalog table exactly as Terraform declares it ([`crate::catalog::dynamodb::TABLE`]:
 //! indexes, on-demand billing, TTL, point-in-time recovery, deletion protection, encrypted
-//! with the KMS key), or checks that an existing one matches. Running it again changes nothing.
+//! with the KMS key), or checks that an existing one matches and gives records written by an older pgkeep the
+//! listing sort key they lack. Running it again changes nothing.
 
 use serde::Serialize;
 
 use super::Error;
 use crate::aws::SdkConfig;
 use crate::backends::{BackendConfig, CatalogUrl, KeyUrl, RepoUrl};
-use crate::catalog::dynamodb::{ensure_table, TableOutcome, TableSetup};
+use crate::catalog::dynamodb::{ensure_table, DynamoCatalog, TableOutcome, TableSetup};
 use crate::config::ConfigError;
 use crate::keys::kms::KmsKeyProvider;
 
@@ -44,6 +45,9 @@ pub struct InitReport {
     pub catalog: String,
     /// What was found or done for the catalog.
     pub catalog_step: Step,
+    /// Records and audit entries of an existing table given the listing sort key they lacked
+    /// (written by a pgkeep before `start_key`; see docs/DYNAMODB.md "Upgrading").
+    pub backfilled: u64,
 }
 
 /// A KMS key's id as manifests show it (its ARN), from a key ARN, key id or alias: one
@@ -86,6 +90,7 @@ pub async fn init(config: &BackendConfig, aws: Option<&SdkConfig>) -> Result<Ini
         }
         RepoUrl::File(dir) => (dir.display().to_string(), Step::Embedded),
     };
+    let mut backfilled = 0;
     let (catalog, catalog_step) = match config.catalog_url()? {
         CatalogUrl::DynamoDb(table) => {
             let client = aws_sdk_dynamodb::Client::new(need_aws()?);
@@ -95,7 +100,12 @@ pub async fn init(config: &BackendConfig, aws: Option<&SdkConfig>) -> Result<Ini
             };
             let step = match ensure_table(&client, &table, &setup).await? {
                 TableOutcome::Created => Step::Created,
-                TableOutcome::Matches => Step::Ok,
+                TableOutcome::Matches => {
+                    backfilled = DynamoCatalog::new(client, &table)
+                        .backfill_start_keys()
+                        .await?;
+                    Step::Ok
+                }
             };
             (format!("dynamodb://{table}"), step)
         }
@@ -109,5 +119,6 @@ pub async fn init(config: &BackendConfig, aws: Option<&SdkConfig>) -> Result<Ini
         repository_step,
         catalog,
         catalog_step,
+        backfilled,
     })
 }

@@ -41,6 +41,10 @@ use crate::trigger::{
     attempt_id, DumpTrigger, RestoreTrigger, TriggerError, VerifyEvent, VerifyTrigger, MAX_ATTEMPTS,
 };
 
+/// How long before an invocation's time limit a dump is stopped: enough to record it failed,
+/// abort its upload, release its lease and send the alert.
+const STOP_BEFORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Everything the functions' jobs need, built once per Lambda container.
 pub struct Jobs {
     /// Backends.
@@ -331,7 +335,18 @@ impl Jobs {
                 .cloned()
                 .unwrap_or_default(),
         };
-        backup(&self.services, &request, Arc::default()).await
+        tokio::select! {
+            result = backup(&self.services, &request, Arc::default()) => result,
+            why = crate::signals::stop_requested(STOP_BEFORE_DEADLINE) => {
+                // Dropping the backup future killed pg_dump and discarded the partial object;
+                // the record, any upload left and the lease are settled here, while we still
+                // run (the time limit kills the process without a signal).
+                if let Err(e) = super::backup::end_interrupted(&self.services, &trigger.database, id, &why).await {
+                    tracing::error!(backup = %id, error = %e, "could not record the stopped backup; the reaper will");
+                }
+                Err(Error::Stopped(why))
+            }
+        }
     }
 
     /// The record with `id`, if there is one.
