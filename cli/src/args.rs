@@ -123,6 +123,25 @@ pub enum Command {
     /// Key files: which key a backup needs (`pgkeep key id FILE` prints the id manifests show).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Show the audit trail, newest first: who restored, verified, deleted, pruned or forgot
+    /// what, when, and how it ended.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Only entries about this database.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Only entries since this long ago (7d, 12h) or since this RFC 3339 time.
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+    /// At most this many entries.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// JSON array of entries on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -216,6 +235,9 @@ pub struct ListArgs {
     /// Only backups carrying this label: KEY (any value) or KEY=VALUE.
     #[arg(long, value_name = "KEY[=VALUE]")]
     pub label: Option<LabelSelector>,
+    /// Only backups of this kind: scheduled, manual, pre-restore or pre-migration.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<BackupKind>,
     /// JSON array of records on stdout.
     #[arg(long)]
     pub json: bool,

@@ -4,6 +4,7 @@
 use pgkeep::model::BackupId;
 use pgkeep::ops::{self, ErrorKind};
 
+pub mod audit;
 pub mod backup;
 pub mod cat;
 pub mod delete;

@@ -126,6 +126,9 @@ pub fn print_record(r: &BackupRecord) {
     println!("database:        {}", shown(&r.database));
     println!("kind:            {}", r.kind);
     println!("status:          {}", r.status);
+    if let Some(by) = &r.requested_by {
+        println!("requested by:    {}", shown(by));
+    }
     println!("created:         {}", format_time(r.created_at));
     println!("completed:       {}", opt(r.completed_at.map(format_time)));
     println!(
@@ -614,6 +617,33 @@ pub fn print_repair_report(r: &pgkeep::ops::repair::RepairReport) {
     if r.dry_run {
         println!("dry run: nothing was changed");
     }
+}
+
+/// The audit trail, newest first.
+pub fn print_audit(entries: &[pgkeep::model::AuditEntry]) {
+    if entries.is_empty() {
+        println!("no audit entries");
+        return;
+    }
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| {
+            [
+                format_time(e.at),
+                shown(&e.actor).into_owned(),
+                shown(&e.action).into_owned(),
+                shown(&e.database).into_owned(),
+                e.backup_id
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+                shown(&e.outcome).into_owned(),
+            ]
+        })
+        .collect();
+    print_table(
+        ["AT", "ACTOR", "ACTION", "DATABASE", "BACKUP", "OUTCOME"],
+        &rows,
+    );
 }
 
 /// A name from the catalog as a terminal may show it: control characters (an escape sequence

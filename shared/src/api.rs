@@ -6,7 +6,7 @@
 //!
 //! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
 //! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `DELETE /backups/{id}`,
-//! `GET /backups/{id}/download`, `GET /status`. See docs/openapi.yaml.
+//! `GET /backups/{id}/download`, `GET /status`, `GET /audit`. See docs/openapi.yaml.
 //!
 //! Dumps, verifications and restores run for minutes, so the API only checks the request,
 //! hands it to the function that does the work (an asynchronous invocation) and answers 202.
@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::alert::{Alert, AlertKind, Notifier};
 use crate::backends::Services;
-use crate::catalog::{CatalogError, ListQuery};
+use crate::catalog::{AuditQuery, CatalogError, ListQuery};
 use crate::invoke::{DumpStarter, VerifyStarter};
 use crate::labels::{LabelSelector, Labels};
 use crate::model::{BackupId, BackupKind, BackupStatus};
@@ -181,6 +181,8 @@ impl Api {
             ("DELETE", ["backups", id]) => self.delete(id, request).await,
             ("GET", ["backups", id, "download"]) => self.download(id, now).await,
             ("GET", ["status"]) => self.status(now).await,
+            ("GET", ["audit"]) => self.audit(request, now).await,
+            (_, ["audit"]) |
             (_, ["backups"])
             | (_, ["backups", _])
             | (_, ["backups", _, "verify" | "restore" | "download"])
@@ -211,20 +213,36 @@ impl Api {
         }
     }
 
+    /// `GET /audit`: the audit trail, newest first, paginated like `GET /backups`.
+    async fn audit(
+        &self,
+        request: &ApiRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ApiResponse, ApiResponse> {
+        let q = &request.query;
+        let since = q
+            .get("since")
+            .map(|s| ops::audit::parse_since(s, now))
+            .transpose()
+            .map_err(|e| ApiResponse::error(400, e))?;
+        let query = AuditQuery {
+            database: q.get("database").cloned(),
+            since,
+            limit: Some(page_limit(q)?),
+            cursor: q.get("cursor").cloned(),
+        };
+        let page = ops::audit::page(&self.services, &query)
+            .await
+            .map_err(error_response)?;
+        Ok(ApiResponse::json(
+            200,
+            json!({ "entries": page.entries, "next_cursor": page.next_cursor }),
+        ))
+    }
+
     async fn list(&self, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
         let q = &request.query;
-        let limit = match q.get("limit") {
-            None => DEFAULT_LIMIT,
-            Some(l) => match l.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(ApiResponse::error(
-                        400,
-                        format!("limit must be 1 to {MAX_LIMIT}, not {l:?}"),
-                    ))
-                }
-            },
-        };
+        let limit = page_limit(q)?;
         let status = q
             .get("status")
             .map(|s| s.parse::<BackupStatus>())
@@ -235,12 +253,18 @@ impl Api {
             .map(|l| l.parse::<LabelSelector>())
             .transpose()
             .map_err(|e| ApiResponse::error(400, format!("label: {e}")))?;
+        let kind = q
+            .get("kind")
+            .map(|k| k.parse::<BackupKind>())
+            .transpose()
+            .map_err(|e| ApiResponse::error(400, format!("kind: {e}")))?;
         let query = ListQuery {
             database: q.get("database").cloned(),
             status,
             limit: Some(limit),
             cursor: q.get("cursor").cloned(),
             label,
+            kind,
         };
         let page = ops::list::list(&self.services, &query)
             .await
@@ -485,6 +509,20 @@ impl Api {
             if healthy { 200 } else { 503 },
             json!({ "healthy": healthy, "databases": databases }),
         ))
+    }
+}
+
+/// The `limit` of a paginated route: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+fn page_limit(q: &BTreeMap<String, String>) -> Result<usize, ApiResponse> {
+    match q.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiResponse::error(
+                400,
+                format!("limit must be 1 to {MAX_LIMIT}, not {l:?}"),
+            )),
+        },
     }
 }
 

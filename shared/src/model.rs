@@ -275,6 +275,11 @@ pub struct BackupRecord {
     /// scheduled event, an API call) ran again after a failure; absent on a first attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<BackupId>,
+    /// Who asked for the backup: an API caller's JWT subject or IAM principal, `schedule`,
+    /// `console` (a direct invocation that named nobody), `cli:<login>`; absent in records
+    /// that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 impl BackupRecord {
@@ -302,6 +307,7 @@ impl BackupRecord {
             selection: Selection::everything(),
             schema_only_tables: Vec::new(),
             retry_of: None,
+            requested_by: None,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::retention::PolicyError;
 use crate::selection::SelectionError;
 use crate::store::StoreError;
 
+pub mod audit;
 pub mod backup;
 pub mod delete;
 pub mod download;

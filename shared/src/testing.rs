@@ -355,6 +355,12 @@ impl Catalog for FaultyCatalog {
         self.write(self.faults.append_audit)?;
         self.inner.append_audit(entry).await
     }
+    async fn audit_page(
+        &self,
+        query: &crate::catalog::AuditQuery,
+    ) -> Result<crate::catalog::AuditPage, CatalogError> {
+        self.inner.audit_page(query).await
+    }
     async fn list_audit(
         &self,
         database: Option<&str>,

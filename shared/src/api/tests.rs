@@ -1,6 +1,6 @@
 use super::*;
 use crate::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
-use crate::model::{BackupRecord, Compression};
+use crate::model::{format_time, BackupRecord, Compression};
 use crate::testing::{RecordingStarter, RecordingVerifyStarter};
 use chrono::{Duration, TimeZone};
 
@@ -618,6 +618,7 @@ async fn a_backup_that_cannot_be_started_is_recorded_failed_and_alerted() {
     let record = api.services.catalog.get(&id).await.unwrap();
     assert_eq!(record.status, BackupStatus::Failed);
     assert_eq!(record.labels["ticket"], "OPS-9");
+    assert_eq!(record.requested_by.as_deref(), Some("alice"));
     let reason = record.error.unwrap();
     assert!(reason.contains("PGKEEP_DUMP_FUNCTION"), "{reason}");
     let sent = alerts.alerts();
@@ -679,5 +680,123 @@ async fn a_lost_catalog_answers_503_naming_repair_and_starts_nothing() {
             .await
             .status,
         403
+    );
+}
+
+fn audit_entry(minutes_ago: i64, database: &str, actor: &str) -> crate::model::AuditEntry {
+    let at = now() - Duration::minutes(minutes_ago);
+    crate::model::AuditEntry {
+        id: BackupId::generate(at),
+        at,
+        actor: actor.into(),
+        action: "restore".into(),
+        backup_id: None,
+        database: database.into(),
+        outcome: "ok".into(),
+        details: serde_json::json!({}),
+    }
+}
+
+#[tokio::test]
+async fn the_audit_trail_pages_filters_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _) = api(dir.path()).await;
+    // Five entries, 10 minutes apart; every other one about `crm`.
+    for (i, m) in [50, 40, 30, 20, 10].into_iter().enumerate() {
+        let db = if i % 2 == 0 { "shop" } else { "crm" };
+        let entry = audit_entry(m, db, &format!("user{i}"));
+        api.services.catalog.append_audit(&entry).await.unwrap();
+    }
+    // A deletion through the API is audited under the caller and shows up first.
+    let doomed = add(&api, 30, BackupStatus::Completed).await;
+    add(&api, 1, BackupStatus::Verified).await;
+    assert_eq!(api.handle(&delete(&doomed.id), now()).await.status, 200);
+
+    let actors = |body: &Value| -> Vec<String> {
+        body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["actor"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut path = "/audit?limit=2".to_owned();
+    loop {
+        let page = api.handle(&get(&path, admin()), now()).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let got = actors(&page.body);
+        assert!(got.len() <= 2);
+        seen.extend(got);
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/audit?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alice", "user4", "user3", "user2", "user1", "user0"]);
+
+    let crm = api.handle(&get("/audit?database=crm", admin()), now()).await;
+    assert_eq!(actors(&crm.body), ["user3", "user1"]);
+    // `since`: a duration back from now, or a time.
+    let recent = api.handle(&get("/audit?since=25m", admin()), now()).await;
+    assert_eq!(actors(&recent.body), ["alice", "user4", "user3"]);
+    let since = format_time(now() - Duration::minutes(35));
+    let timed = api
+        .handle(&get(&format!("/audit?since={since}&database=shop"), admin()), now())
+        .await;
+    assert_eq!(actors(&timed.body), ["alice", "user4", "user2"]);
+
+    for bad in ["/audit?since=yesterday", "/audit?limit=0", "/audit?cursor=nope"] {
+        let r = api.handle(&get(bad, admin()), now()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    let mut post = get("/audit", admin());
+    post.method = "POST".into();
+    assert_eq!(api.handle(&post, now()).await.status, 405);
+    let outsider = Caller::Jwt {
+        subject: "bob".into(),
+        groups: vec!["ops".into()],
+    };
+    assert_eq!(api.handle(&get("/audit", outsider), now()).await.status, 403);
+}
+
+#[tokio::test]
+async fn listing_filters_by_kind_and_records_say_who_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _) = api(dir.path()).await;
+    let mut manual = Vec::new();
+    for h in 1..=6 {
+        let mut r = add(&api, h, BackupStatus::Completed).await;
+        if h % 2 == 0 {
+            let before = r.clone();
+            r.kind = BackupKind::Manual;
+            r.requested_by = Some("alice".into());
+            api.services.catalog.replace(&r).await.unwrap();
+            assert_ne!(before.kind, r.kind);
+            manual.push(r.id.to_string());
+        }
+    }
+    let mut seen = Vec::new();
+    let mut path = "/backups?kind=manual&limit=2".to_owned();
+    loop {
+        let page = api.handle(&get(&path, admin()), now()).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        for b in page.body["backups"].as_array().unwrap() {
+            assert_eq!(b["kind"], "manual");
+            assert_eq!(b["requested_by"], "alice");
+            seen.push(b["id"].as_str().unwrap().to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/backups?kind=manual&limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, manual);
+    let bad = api.handle(&get("/backups?kind=weekly", admin()), now()).await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body["error"].as_str().unwrap().contains("pre_migration"),
+        "{}",
+        bad.body
     );
 }

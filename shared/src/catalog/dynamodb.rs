@@ -24,10 +24,15 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
-use super::{check_update, decode_cursor, encode_cursor, Catalog, CatalogError, ListQuery, Page};
+use super::{
+    check_update, decode_cursor, encode_cursor, AuditPage, AuditQuery, Catalog, CatalogError,
+    ListQuery, Page,
+};
 use crate::aws::{describe, error_code};
 use crate::labels::LabelSelector;
-use crate::model::{format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
+use crate::model::{
+    format_time, AuditEntry, BackupId, BackupKind, BackupRecord, BackupStatus, Lease,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -126,14 +131,51 @@ impl DynamoCatalog {
         want: Option<usize>,
         keep: impl Fn(&Item) -> bool,
     ) -> Result<Vec<Item>, CatalogError> {
+        self.query_newest_since(index, hash_attr, hash, before, None, want, keep)
+            .await
+    }
+
+    /// [`Self::query_newest`], also stopping at ids below `since` (an [`super::id_floor`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn query_newest_since(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash: String,
+        before: Option<&BackupId>,
+        since: Option<&str>,
+        want: Option<usize>,
+        keep: impl Fn(&Item) -> bool,
+    ) -> Result<Vec<Item>, CatalogError> {
         let mut condition = String::from("#h = :h");
         let mut names = HashMap::from([("#h".to_owned(), hash_attr.to_owned())]);
         let mut values = HashMap::from([(":h".to_owned(), s(hash))]);
-        if let Some(before) = before {
-            condition.push_str(" AND #id < :before");
-            names.insert("#id".into(), ID.into());
-            values.insert(":before".into(), s(before.as_str()));
+        // A key condition allows one test of the sort key: both bounds are a BETWEEN (which
+        // includes `before`, dropped below).
+        match (before, since) {
+            // Nothing is both below the cursor and at or above `since`.
+            (Some(before), Some(since)) if before.as_str() < since => return Ok(Vec::new()),
+            (Some(before), Some(since)) => {
+                condition.push_str(" AND #id BETWEEN :since AND :before");
+                values.insert(":since".into(), s(since));
+                values.insert(":before".into(), s(before.as_str()));
+            }
+            (Some(before), None) => {
+                condition.push_str(" AND #id < :before");
+                values.insert(":before".into(), s(before.as_str()));
+            }
+            (None, Some(since)) => {
+                condition.push_str(" AND #id >= :since");
+                values.insert(":since".into(), s(since));
+            }
+            (None, None) => {}
         }
+        if before.is_some() || since.is_some() {
+            names.insert("#id".into(), ID.into());
+        }
+        let keep = |item: &Item| {
+            before.is_none_or(|b| text(item, ID) != Some(b.as_str())) && keep(item)
+        };
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -210,6 +252,16 @@ fn has_label(item: &Item, selector: &LabelSelector) -> bool {
     }
 }
 
+/// An item's backup kind: its `kind` attribute, or (items written before it existed) the
+/// record's.
+fn item_kind(item: &Item) -> Option<BackupKind> {
+    if let Some(kind) = text(item, "kind") {
+        return kind.parse().ok();
+    }
+    let record: serde_json::Value = serde_json::from_str(text(item, "record")?).ok()?;
+    record.get("kind")?.as_str()?.parse().ok()
+}
+
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Some(v),
@@ -236,6 +288,7 @@ fn record_item(record: &BackupRecord) -> Item {
         (ID.to_owned(), s(record.id.as_str())),
         ("database".to_owned(), s(&record.database)),
         ("status".to_owned(), s(record.status.as_str())),
+        ("kind".to_owned(), s(record.kind.as_str())),
         ("created_at".to_owned(), s(format_time(record.created_at))),
         (
             DATABASE_KEY.to_owned(),
@@ -250,6 +303,9 @@ fn record_item(record: &BackupRecord) -> Item {
             s(serde_json::to_string(record).expect("records always serialize")),
         ),
     ]);
+    if let Some(by) = &record.requested_by {
+        item.insert("requested_by".to_owned(), s(by));
+    }
     if !record.labels.is_empty() {
         let labels = record
             .labels
@@ -393,7 +449,10 @@ impl Catalog for DynamoCatalog {
         // Labels are filtered after the query: a page is filled from as many index pages as
         // it takes, and the cursor is the last record returned, so none is skipped or repeated.
         let label = query.label.as_ref();
-        let labelled = |item: &Item| label.is_none_or(|l| has_label(item, l));
+        let kind = query.kind;
+        let labelled = |item: &Item| {
+            label.is_none_or(|l| has_label(item, l)) && kind.is_none_or(|k| item_kind(item) == Some(k))
+        };
         let items = match (&query.database, status) {
             (Some(database), _) => {
                 self.query_newest(
@@ -597,6 +656,47 @@ impl Catalog for DynamoCatalog {
                 serde_json::from_str(json).map_err(|e| self.corrupt("audit entry", e))
             })
             .collect()
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, CatalogError> {
+        let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let since = query.since.map(super::id_floor);
+        let want = query.limit.map(|l| l + 1);
+        let (index, attr, hash) = match &query.database {
+            Some(db) => (BY_DATABASE, DATABASE_KEY, format!("audit#{db}")),
+            None => (BY_TIME, ITEM_TYPE, "audit".to_owned()),
+        };
+        let items = self
+            .query_newest_since(
+                index,
+                attr,
+                hash,
+                before.as_ref(),
+                since.as_deref(),
+                want,
+                |_| true,
+            )
+            .await?;
+        let mut entries = items
+            .iter()
+            .map(|item| {
+                let json = text(item, "entry")
+                    .ok_or_else(|| self.corrupt("audit entry", "no entry attribute"))?;
+                serde_json::from_str::<AuditEntry>(json)
+                    .map_err(|e| self.corrupt("audit entry", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut next_cursor = None;
+        if let Some(limit) = query.limit {
+            if entries.len() > limit {
+                entries.truncate(limit);
+                next_cursor = entries.last().map(|e| encode_cursor(&e.id));
+            }
+        }
+        Ok(AuditPage {
+            entries,
+            next_cursor,
+        })
     }
 
     async fn remove_record(

@@ -321,6 +321,7 @@ impl Jobs {
         request.database_name = Some(trigger.database.clone());
         request.abandon_after = self.settings.abandon_after;
         request.labels = trigger.labels.clone();
+        request.requested_by = Some(trigger.requester().to_owned());
         // The event's selection replaces the database's configured one.
         request.selection = match &trigger.selection {
             Some(selection) => selection.clone(),

@@ -419,6 +419,7 @@ async fn execute(
                 BackupRequest::new(plan.admin.target_for(target), BackupKind::PreRestore);
             backup_request.id = request.safety_backup_id.clone();
             backup_request.pg_bin = request.pg_bin.clone();
+            backup_request.requested_by = Some(request.actor.clone());
             tracing::info!(database = %target, "taking the safety backup before overwriting");
             let record = backup(services, &backup_request, Arc::default())
                 .await
