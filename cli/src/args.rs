@@ -126,6 +126,22 @@ pub enum Command {
     /// Show the audit trail, newest first: who restored, verified, deleted, pruned or forgot
     /// what, when, and how it ended.
     Audit(AuditArgs),
+    /// List restores and dry runs, newest first (local ones and those asked for through the
+    /// status API): state, target, duration, safety backup, error.
+    Restores(RestoresArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RestoresArgs {
+    /// At most this many [default: 50].
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Only this restore, in full (a dry run's archive listing included).
+    #[arg(long, value_name = "RESTORE-ID")]
+    pub id: Option<String>,
+    /// JSON on stdout: an array of restores (with --id, that one restore).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

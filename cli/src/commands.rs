@@ -15,6 +15,7 @@ pub mod list;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod restores;
 pub mod show;
 pub mod status;
 pub mod verify;

@@ -646,6 +646,64 @@ pub fn print_audit(entries: &[pgkeep::model::AuditEntry]) {
     );
 }
 
+/// Restores, newest first.
+pub fn print_restores(runs: &[pgkeep::model::RestoreRun]) {
+    if runs.is_empty() {
+        println!("no restores yet");
+        return;
+    }
+    let rows: Vec<[String; 7]> = runs
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.state.to_string(),
+                format!(
+                    "{}{}",
+                    shown(&r.target_db),
+                    if r.dry_run { " (dry run)" } else { "" }
+                ),
+                r.backup_id.to_string(),
+                format_time(r.requested_at),
+                r.duration_ms.map_or_else(|| "-".into(), human_duration),
+                r.error
+                    .as_deref()
+                    .map(|e| shown(e).into_owned())
+                    .or_else(|| r.safety_backup_id.as_ref().map(|s| format!("safety backup {s}")))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(
+        ["ID", "STATE", "TARGET", "BACKUP", "REQUESTED", "TOOK", "NOTE"],
+        &rows,
+    );
+}
+
+/// One restore in full.
+pub fn print_restore_run(r: &pgkeep::model::RestoreRun) {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    println!("id:              {}", r.id);
+    println!("state:           {}", r.state);
+    println!("backup:          {}", r.backup_id);
+    println!("target:          {}", shown(&r.target_db));
+    println!("dry run:         {}", r.dry_run);
+    println!("overwrite:       {}", r.overwrite);
+    println!("requested by:    {}", opt(r.requested_by.as_deref().map(|b| shown(b).into_owned())));
+    println!("requested:       {}", format_time(r.requested_at));
+    println!("started:         {}", opt(r.started_at.map(format_time)));
+    println!("finished:        {}", opt(r.finished_at.map(format_time)));
+    println!("took:            {}", opt(r.duration_ms.map(human_duration)));
+    println!("safety backup:   {}", opt(r.safety_backup_id.as_ref().map(ToString::to_string)));
+    if let Some(e) = &r.error {
+        println!("error:           {}", shown(e));
+    }
+    if let Some(listing) = &r.listing {
+        println!("archive listing:");
+        print!("{listing}");
+    }
+}
+
 /// A name from the catalog as a terminal may show it: control characters (an escape sequence
 /// in a database name could rewrite the screen) are printed escaped, like `\u{1b}`.
 pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {

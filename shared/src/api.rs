@@ -6,7 +6,8 @@
 //!
 //! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
 //! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `DELETE /backups/{id}`,
-//! `GET /backups/{id}/download`, `GET /status`, `GET /audit`. See docs/openapi.yaml.
+//! `GET /backups/{id}/download`, `GET /status`, `GET /audit`, `GET /restores`,
+//! `GET /restores/{id}`. See docs/openapi.yaml.
 //!
 //! Dumps, verifications and restores run for minutes, so the API only checks the request,
 //! hands it to the function that does the work (an asynchronous invocation) and answers 202.
@@ -23,7 +24,7 @@ use crate::backends::Services;
 use crate::catalog::{AuditQuery, CatalogError, ListQuery};
 use crate::invoke::{DumpStarter, VerifyStarter};
 use crate::labels::{LabelSelector, Labels};
-use crate::model::{BackupId, BackupKind, BackupStatus};
+use crate::model::{BackupId, BackupKind, BackupStatus, RestoreRun};
 use crate::ops::health::{health, HealthPolicy};
 use crate::ops::{self, DeleteRefusal, ErrorKind};
 use crate::retention::Span;
@@ -177,12 +178,14 @@ impl Api {
             ("POST", ["backups"]) => self.trigger(request, now).await,
             ("GET", ["backups", id]) => self.show(id).await,
             ("POST", ["backups", id, "verify"]) => self.verify(id, request).await,
-            ("POST", ["backups", id, "restore"]) => self.restore(id, request).await,
+            ("POST", ["backups", id, "restore"]) => self.restore(id, request, now).await,
             ("DELETE", ["backups", id]) => self.delete(id, request).await,
             ("GET", ["backups", id, "download"]) => self.download(id, now).await,
             ("GET", ["status"]) => self.status(now).await,
             ("GET", ["audit"]) => self.audit(request, now).await,
-            (_, ["audit"]) |
+            ("GET", ["restores"]) => self.list_restores(request).await,
+            ("GET", ["restores", id]) => self.show_restore(id).await,
+            (_, ["audit"]) | (_, ["restores"]) | (_, ["restores", _]) |
             (_, ["backups"])
             | (_, ["backups", _])
             | (_, ["backups", _, "verify" | "restore" | "download"])
@@ -422,7 +425,12 @@ impl Api {
         Ok(response)
     }
 
-    async fn restore(&self, id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+    async fn restore(
+        &self,
+        id: &str,
+        request: &ApiRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ApiResponse, ApiResponse> {
         let body = request.body.as_deref().unwrap_or_default();
         let body: RestoreBody = serde_json::from_slice(body).map_err(|e| {
             ApiResponse::error(400, format!("invalid body: {e}; expected {RESTORE_BODY}"))
@@ -436,6 +444,17 @@ impl Api {
         ops::restore::check_intent(&body.target_db, body.overwrite, body.confirm.as_deref())
             .map_err(error_response)?;
         let id = self.stored_backup(id, "restored").await?;
+        // Recorded before it is queued, so the answer's location can be polled at once.
+        let restore_id = BackupId::generate(now);
+        let mut run = RestoreRun::queued(restore_id.clone(), id.clone(), &body.target_db, now);
+        run.dry_run = body.dry_run;
+        run.overwrite = body.overwrite;
+        run.requested_by = Some(request.caller.name());
+        self.services
+            .catalog
+            .put_restore(&run)
+            .await
+            .map_err(|e| error_response(e.into()))?;
         let trigger = RestoreTrigger {
             backup_id: id.clone(),
             target_db: body.target_db,
@@ -444,22 +463,65 @@ impl Api {
             dry_run: body.dry_run,
             no_owner: body.no_owner,
             requested_by: Some(request.caller.name()),
+            restore_id: Some(restore_id.clone()),
         };
-        self.verify_starter
+        if let Err(e) = self
+            .verify_starter
             .start(&VerifyEvent::Restore(trigger.clone()))
             .await
-            .map_err(|e| ApiResponse::error(502, format!("could not start the restore: {e}")))?;
-        Ok(ApiResponse::json(
+        {
+            let reason = format!("could not start the restore: {e}");
+            ops::restore::record_failure(&self.services, &restore_id, &reason).await;
+            return Err(ApiResponse::json(
+                502,
+                json!({ "error": reason, "restore_id": restore_id }),
+            ));
+        }
+        let mut response = ApiResponse::json(
             202,
             json!({
                 "backup_id": id,
+                "restore_id": restore_id,
                 "status": "accepted",
                 "action": if trigger.dry_run { "restore_dry_run" } else { "restore" },
                 "target_db": trigger.target_db,
                 "overwrite": trigger.overwrite,
                 "dry_run": trigger.dry_run,
             }),
-        ))
+        );
+        response
+            .headers
+            .push(("location".into(), format!("/restores/{restore_id}")));
+        Ok(response)
+    }
+
+    /// `GET /restores/{id}`: one restore's state, as the function running it records it.
+    async fn show_restore(&self, id: &str) -> Result<ApiResponse, ApiResponse> {
+        let id: BackupId = id.parse().map_err(|_| {
+            ApiResponse::error(
+                400,
+                format!("{id:?} is not a restore id (expected the form 20261124T153512123Z-9f3a1c2b, as POST /backups/{{id}}/restore answered)"),
+            )
+        })?;
+        let run = self
+            .services
+            .catalog
+            .get_restore(&id)
+            .await
+            .map_err(|e| error_response(e.into()))?;
+        Ok(ApiResponse::json(200, json!(run)))
+    }
+
+    /// `GET /restores`: the newest restores, newest first (`limit`, default 50).
+    async fn list_restores(&self, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+        let limit = page_limit(&request.query)?;
+        let runs = self
+            .services
+            .catalog
+            .list_restores(limit)
+            .await
+            .map_err(|e| error_response(e.into()))?;
+        Ok(ApiResponse::json(200, json!({ "restores": runs })))
     }
 
     /// Deletes one backup for the caller (audited under the caller's name); refusals are 409

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 
 use crate::labels::LabelSelector;
 use crate::model::{
-    AuditEntry, BackupId, BackupKind, BackupRecord, BackupStatus, Lease, TransitionError,
+    AuditEntry, BackupId, BackupKind, BackupRecord, BackupStatus, Lease, RestoreRun,
+    TransitionError,
 };
 
 pub mod dynamodb;
@@ -39,6 +40,9 @@ pub enum CatalogError {
     /// A status change the lifecycle forbids.
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// No restore with that id.
+    #[error("restore {0} is not in the catalog (see `pgkeep restores`)")]
+    RestoreNotFound(BackupId),
     /// A pagination cursor that this catalog did not hand out.
     #[error("invalid cursor {0:?}: pass back exactly the cursor a previous page returned")]
     BadCursor(String),
@@ -156,6 +160,14 @@ pub trait Catalog: Send + Sync {
 
     /// One page of the audit trail, newest first (by id, which is the entry's time).
     async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, CatalogError>;
+
+    /// Stores a restore's record, inserting it or replacing the stored one (a restore has
+    /// one writer: whoever runs it).
+    async fn put_restore(&self, run: &RestoreRun) -> Result<(), CatalogError>;
+    /// The restore with this id.
+    async fn get_restore(&self, id: &BackupId) -> Result<RestoreRun, CatalogError>;
+    /// The newest restores, newest first.
+    async fn list_restores(&self, limit: usize) -> Result<Vec<RestoreRun>, CatalogError>;
 
     /// Removes record `id` for good if its status is still `expected` (`NotFound` when it is
     /// gone, `Conflict` when it changed). Only for records that never held a backup: history
@@ -353,6 +365,7 @@ pub(crate) mod contract {
         leases(catalog).await;
         audit(catalog).await;
         kinds(catalog).await;
+        restores(catalog).await;
         remove(catalog).await;
     }
 
@@ -657,6 +670,39 @@ pub(crate) mod contract {
                 .await,
             Err(CatalogError::BadCursor(_))
         ));
+    }
+
+    /// Restores: stored, replaced as they move on, listed newest first.
+    async fn restores(catalog: &dyn Catalog) {
+        assert!(catalog.list_restores(10).await.unwrap().is_empty());
+        let backup = record("shop", 40).id;
+        let mut runs = Vec::new();
+        for m in 0..3u32 {
+            let at = Utc.with_ymd_and_hms(2026, 11, 27, 9, m, 0).unwrap();
+            let mut run =
+                crate::model::RestoreRun::queued(BackupId::generate(at), backup.clone(), "copy", at);
+            run.requested_by = Some("erin".into());
+            catalog.put_restore(&run).await.unwrap();
+            runs.push(run);
+        }
+        let missing = record("shop", 41).id;
+        assert!(matches!(
+            catalog.get_restore(&missing).await,
+            Err(CatalogError::RestoreNotFound(_))
+        ));
+        let mut done = runs[1].clone();
+        done.state = crate::model::RestoreState::Succeeded;
+        done.listing = Some("; Archive created at ...\n".into());
+        done.duration_ms = Some(1234);
+        catalog.put_restore(&done).await.unwrap();
+        assert_eq!(catalog.get_restore(&done.id).await.unwrap(), done);
+        runs[1] = done;
+        runs.reverse();
+        assert_eq!(catalog.list_restores(10).await.unwrap(), runs);
+        assert_eq!(catalog.list_restores(2).await.unwrap(), runs[..2].to_vec());
+        // Restores are not backups: no listing shows them.
+        let all = catalog.list(&ListQuery::default()).await.unwrap();
+        assert!(all.records.iter().all(|r| r.id != runs[0].id));
     }
 
     /// The kind filter, alone and with the others, page by page; `requested_by` is kept.

@@ -323,7 +323,8 @@ impl Error {
             Error::Store(StoreError::AlreadyExists { .. }) => ErrorKind::Conflict,
             Error::Store(StoreError::Unsupported { .. }) => ErrorKind::Config,
             Error::Store(_) => ErrorKind::Storage,
-            Error::Catalog(CatalogError::NotFound(_)) => ErrorKind::NotFound,
+            Error::Catalog(CatalogError::NotFound(_))
+            | Error::Catalog(CatalogError::RestoreNotFound(_)) => ErrorKind::NotFound,
             Error::Catalog(CatalogError::AlreadyExists(_))
             | Error::Catalog(CatalogError::Conflict { .. })
             | Error::Catalog(CatalogError::Transition(_)) => ErrorKind::Conflict,

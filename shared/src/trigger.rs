@@ -252,6 +252,9 @@ pub struct RestoreTrigger {
     /// Who asked.
     #[serde(default)]
     pub requested_by: Option<String>,
+    /// The id the API recorded the restore under (`GET /restores/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_id: Option<BackupId>,
 }
 
 /// What the verify function is asked to do.
@@ -530,6 +533,7 @@ mod tests {
                 dry_run: false,
                 no_owner: true,
                 requested_by: Some("alice".into()),
+                restore_id: Some(id.clone()),
             }),
         ] {
             assert_eq!(VerifyEvent::from_event(&event.to_event()).unwrap(), event);

@@ -800,3 +800,68 @@ async fn listing_filters_by_kind_and_records_say_who_asked() {
         bad.body
     );
 }
+
+#[tokio::test]
+async fn a_queued_restore_gets_an_id_to_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut api, _) = api(dir.path()).await;
+    let verifies = Arc::new(RecordingVerifyStarter::default());
+    api.verify_starter = verifies.clone();
+    let stored = add(&api, 1, BackupStatus::Completed).await;
+    let post = |body: &str| {
+        let mut req = get(&format!("/backups/{}/restore", stored.id), admin());
+        req.method = "POST".into();
+        req.body = Some(body.as_bytes().to_vec());
+        req
+    };
+    let res = api
+        .handle(&post(r#"{"target_db": "copy", "dry_run": true}"#), now())
+        .await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    let restore_id = res.body["restore_id"].as_str().unwrap().to_owned();
+    assert!(res
+        .headers
+        .contains(&("location".into(), format!("/restores/{restore_id}"))));
+    // The function gets the id; until it runs, the restore is queued.
+    let queued = verifies.0.lock().unwrap().clone();
+    assert!(
+        matches!(&queued[0], VerifyEvent::Restore(t) if t.restore_id.as_ref().map(BackupId::as_str) == Some(restore_id.as_str())),
+        "{queued:?}"
+    );
+    let shown = api
+        .handle(&get(&format!("/restores/{restore_id}"), admin()), now())
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["state"], "queued");
+    assert_eq!(shown.body["backup_id"], stored.id.as_str());
+    assert_eq!(shown.body["target_db"], "copy");
+    assert_eq!(shown.body["dry_run"], true);
+    assert_eq!(shown.body["requested_by"], "alice");
+    let listed = api.handle(&get("/restores", admin()), now()).await;
+    assert_eq!(listed.body["restores"][0]["id"], restore_id.as_str());
+
+    // A restore that cannot be handed over is recorded failed, saying why.
+    api.verify_starter = Arc::new(crate::invoke::Unconfigured("PGKEEP_VERIFY_FUNCTION"));
+    let res = api.handle(&post(r#"{"target_db": "copy2"}"#), now()).await;
+    assert_eq!(res.status, 502, "{}", res.body);
+    let failed_id = res.body["restore_id"].as_str().unwrap();
+    let shown = api
+        .handle(&get(&format!("/restores/{failed_id}"), admin()), now())
+        .await;
+    assert_eq!(shown.body["state"], "failed");
+    let error = shown.body["error"].as_str().unwrap();
+    assert!(error.contains("PGKEEP_VERIFY_FUNCTION"), "{error}");
+
+    let unknown = BackupId::generate(now());
+    for (path, status) in [
+        (format!("/restores/{unknown}"), 404),
+        ("/restores/nope".to_owned(), 400),
+        ("/restores?limit=0".to_owned(), 400),
+    ] {
+        let res = api.handle(&get(&path, admin()), now()).await;
+        assert_eq!(res.status, status, "{path}: {}", res.body);
+    }
+    let mut delete = get(&format!("/restores/{restore_id}"), admin());
+    delete.method = "DELETE".into();
+    assert_eq!(api.handle(&delete, now()).await.status, 405);
+}

@@ -31,7 +31,7 @@ use super::{
 use crate::aws::{describe, error_code};
 use crate::labels::LabelSelector;
 use crate::model::{
-    format_time, AuditEntry, BackupId, BackupKind, BackupRecord, BackupStatus, Lease,
+    format_time, AuditEntry, BackupId, BackupKind, BackupRecord, BackupStatus, Lease, RestoreRun,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -212,6 +212,12 @@ impl DynamoCatalog {
         serde_json::from_str(json).map_err(|e| self.corrupt("record", e))
     }
 
+    fn restore_from(&self, item: &Item) -> Result<RestoreRun, CatalogError> {
+        let json = text(item, "entry")
+            .ok_or_else(|| self.corrupt("restore record", "no entry attribute"))?;
+        serde_json::from_str(json).map_err(|e| self.corrupt("restore record", e))
+    }
+
     fn lease_from(&self, item: &Item) -> Result<Lease, CatalogError> {
         let field = |name| {
             text(item, name).ok_or_else(|| self.corrupt("lease", format!("no {name} attribute")))
@@ -275,6 +281,24 @@ fn backup_pk(id: &BackupId) -> String {
 
 fn audit_pk(id: &BackupId) -> String {
     format!("audit#{id}")
+}
+
+fn restore_pk(id: &BackupId) -> String {
+    format!("restore#{id}")
+}
+
+/// A restore's item: in `by_time` under item type `restore`, so restores list newest first.
+fn restore_item(run: &RestoreRun) -> Item {
+    HashMap::from([
+        (PK.to_owned(), s(restore_pk(&run.id))),
+        (ITEM_TYPE.to_owned(), s("restore")),
+        (ID.to_owned(), s(run.id.as_str())),
+        ("state".to_owned(), s(run.state.as_str())),
+        (
+            "entry".to_owned(),
+            s(serde_json::to_string(run).expect("restore records serialize")),
+        ),
+    ])
 }
 
 fn lease_pk(database: &str) -> String {
@@ -656,6 +680,35 @@ impl Catalog for DynamoCatalog {
                 serde_json::from_str(json).map_err(|e| self.corrupt("audit entry", e))
             })
             .collect()
+    }
+
+    async fn put_restore(&self, run: &RestoreRun) -> Result<(), CatalogError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(restore_item(run)))
+            .send()
+            .await
+            .map_err(|e| self.backend("PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn get_restore(&self, id: &BackupId) -> Result<RestoreRun, CatalogError> {
+        let item = self
+            .get_item(restore_pk(id))
+            .await?
+            .ok_or_else(|| CatalogError::RestoreNotFound(id.clone()))?;
+        self.restore_from(&item)
+    }
+
+    async fn list_restores(&self, limit: usize) -> Result<Vec<RestoreRun>, CatalogError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query_newest(BY_TIME, ITEM_TYPE, "restore".into(), None, Some(limit), |_| true)
+            .await?;
+        items.iter().map(|item| self.restore_from(item)).collect()
     }
 
     async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, CatalogError> {

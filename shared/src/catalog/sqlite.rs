@@ -20,7 +20,9 @@ use super::{
 };
 use chrono::{DateTime, Utc};
 
-use crate::model::{format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
+use crate::model::{
+    format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease, RestoreRun,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS backups (
@@ -45,6 +47,10 @@ CREATE TABLE IF NOT EXISTS audit (
     entry    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_database ON audit (database, id);
+CREATE TABLE IF NOT EXISTS restores (
+    id    TEXT PRIMARY KEY,
+    entry TEXT NOT NULL
+);
 PRAGMA user_version = 1;
 ";
 
@@ -150,6 +156,13 @@ fn from_json(location: &str, json: &str) -> Result<BackupRecord, CatalogError> {
     serde_json::from_str(json).map_err(|e| CatalogError::Backend {
         location: location.to_owned(),
         message: format!("unreadable record: {e}"),
+    })
+}
+
+fn restore_from_json(location: &str, json: &str) -> Result<RestoreRun, CatalogError> {
+    serde_json::from_str(json).map_err(|e| CatalogError::Backend {
+        location: location.to_owned(),
+        message: format!("unreadable restore record: {e}"),
     })
 }
 
@@ -505,6 +518,65 @@ impl Catalog for SqliteCatalog {
                 entries,
                 next_cursor,
             })
+        })
+        .await
+    }
+
+    async fn put_restore(&self, run: &RestoreRun) -> Result<(), CatalogError> {
+        let run = run.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO restores (id, entry) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET entry = excluded.entry",
+                params![
+                    run.id.as_str(),
+                    serde_json::to_string(&run).expect("restore records serialize")
+                ],
+            )
+            .map_err(backend(&location))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_restore(&self, id: &BackupId) -> Result<RestoreRun, CatalogError> {
+        let id = id.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let json: Option<String> = conn
+                .query_row(
+                    "SELECT entry FROM restores WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend(&location))?;
+            match json {
+                Some(json) => restore_from_json(&location, &json),
+                None => Err(CatalogError::RestoreNotFound(id)),
+            }
+        })
+        .await
+    }
+
+    async fn list_restores(&self, limit: usize) -> Result<Vec<RestoreRun>, CatalogError> {
+        let location = self.location();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT entry FROM restores ORDER BY id DESC LIMIT ?1")
+                .map_err(backend(&location))?;
+            let rows = stmt
+                .query_map([limit as i64], |r| r.get::<_, String>(0))
+                .map_err(backend(&location))?;
+            let mut out = Vec::new();
+            for json in rows {
+                out.push(restore_from_json(
+                    &location,
+                    &json.map_err(backend(&location))?,
+                )?);
+            }
+            Ok(out)
         })
         .await
     }

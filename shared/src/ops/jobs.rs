@@ -586,12 +586,19 @@ impl Jobs {
                 .clone()
                 .unwrap_or_else(|| "pgkeep".into());
             request.safety_backup_id = Some(BackupId::generate(Utc::now()));
+            request.restore_id = trigger.restore_id.clone();
             restore(&self.services, &request).await
         }
         .await;
         match result {
             Ok(report) => Ok(report),
             Err(error) => {
+                // Failed before the restore could record it (the backup or its server
+                // unreachable): its queued record says so.
+                if let Some(id) = &trigger.restore_id {
+                    crate::ops::restore::record_failure(&self.services, id, &error.to_string())
+                        .await;
+                }
                 let what = if trigger.dry_run {
                     "dry run of the restore"
                 } else {
