@@ -129,6 +129,24 @@ pub enum Command {
     /// List restores and dry runs, newest first (local ones and those asked for through the
     /// status API): state, target, duration, safety backup, error.
     Restores(RestoresArgs),
+    /// Write the backup history page: one self-contained HTML file (no scripts, fonts or
+    /// anything fetched) with each database's health, newest good and verified backups, a
+    /// timeline, size / duration / restore-time charts over 90 days, recent failures,
+    /// restores and the audit trail. The status API serves the same page at GET /dashboard.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Write the page to FILE (created 0600, replaced only when complete).
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+    /// What "healthy" means (as for `pgkeep status`).
+    #[command(flatten)]
+    pub health: HealthSettings,
+    /// Report as of this time (RFC 3339) instead of now.
+    #[arg(long, hide = true, value_parser = parse_time)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,7 @@ pub mod init;
 pub mod key;
 pub mod list;
 pub mod prune;
+pub mod report;
 pub mod repair;
 pub mod restore;
 pub mod restores;

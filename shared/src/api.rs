@@ -7,7 +7,7 @@
 //! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
 //! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `DELETE /backups/{id}`,
 //! `GET /backups/{id}/download`, `GET /status`, `GET /audit`, `GET /restores`,
-//! `GET /restores/{id}`. See docs/openapi.yaml.
+//! `GET /restores/{id}`, `GET /dashboard` (the HTML history page). See docs/openapi.yaml.
 //!
 //! Dumps, verifications and restores run for minutes, so the API only checks the request,
 //! hands it to the function that does the work (an asynchronous invocation) and answers 202.
@@ -97,6 +97,32 @@ impl ApiResponse {
         }
     }
 
+    /// A 200 HTML page: the body is the document as a JSON string, sent as it is (the
+    /// `content-type` header says so; see [`ApiResponse::raw_body`]).
+    fn html(document: String) -> Self {
+        ApiResponse {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/html; charset=utf-8".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: Value::String(document),
+        }
+    }
+
+    /// The body to send when a header sets a content type of its own (an HTML page): the
+    /// string itself rather than its JSON encoding; `None` for the usual JSON body.
+    pub fn raw_body(&self) -> Option<&str> {
+        let custom = self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        match &self.body {
+            Value::String(s) if custom => Some(s),
+            _ => None,
+        }
+    }
+
     fn error(status: u16, message: impl Into<String>) -> Self {
         Self::json(status, json!({ "error": message.into() }))
     }
@@ -183,9 +209,10 @@ impl Api {
             ("GET", ["backups", id, "download"]) => self.download(id, now).await,
             ("GET", ["status"]) => self.status(now).await,
             ("GET", ["audit"]) => self.audit(request, now).await,
+            ("GET", ["dashboard"]) => self.dashboard(now).await,
             ("GET", ["restores"]) => self.list_restores(request).await,
             ("GET", ["restores", id]) => self.show_restore(id).await,
-            (_, ["audit"]) | (_, ["restores"]) | (_, ["restores", _]) |
+            (_, ["audit"]) | (_, ["dashboard"]) | (_, ["restores"]) | (_, ["restores", _]) |
             (_, ["backups"])
             | (_, ["backups", _])
             | (_, ["backups", _, "verify" | "restore" | "download"])
@@ -493,6 +520,19 @@ impl Api {
             .headers
             .push(("location".into(), format!("/restores/{restore_id}")));
         Ok(response)
+    }
+
+    /// `GET /dashboard`: the backup history page (HTML; see [`crate::history`]).
+    async fn dashboard(&self, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
+        let html = crate::history::page(
+            &self.services,
+            now,
+            &self.health,
+            &crate::history::Expiries::new(),
+        )
+        .await
+        .map_err(error_response)?;
+        Ok(ApiResponse::html(html))
     }
 
     /// `GET /restores/{id}`: one restore's state, as the function running it records it.

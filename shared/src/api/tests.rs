@@ -865,3 +865,29 @@ async fn a_queued_restore_gets_an_id_to_follow() {
     delete.method = "DELETE".into();
     assert_eq!(api.handle(&delete, now()).await.status, 405);
 }
+
+#[tokio::test]
+async fn the_dashboard_is_an_html_page_for_admins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _) = api(dir.path()).await;
+    add(&api, 2, BackupStatus::Verified).await;
+    let res = api.handle(&get("/dashboard", admin()), now()).await;
+    assert_eq!(res.status, 200);
+    assert!(res
+        .headers
+        .contains(&("content-type".into(), "text/html; charset=utf-8".into())));
+    let page = res.raw_body().expect("sent as it is, not as JSON");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(page.contains("data-database=\"shop\""));
+    // JSON answers stay JSON.
+    assert!(api
+        .handle(&get("/status", admin()), now())
+        .await
+        .raw_body()
+        .is_none());
+    let outsider = Caller::Jwt {
+        subject: "bob".into(),
+        groups: vec!["ops".into()],
+    };
+    assert_eq!(api.handle(&get("/dashboard", outsider), now()).await.status, 403);
+}
