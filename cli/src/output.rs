@@ -669,13 +669,25 @@ pub fn print_restores(runs: &[pgkeep::model::RestoreRun]) {
                 r.error
                     .as_deref()
                     .map(|e| shown(e).into_owned())
-                    .or_else(|| r.safety_backup_id.as_ref().map(|s| format!("safety backup {s}")))
+                    .or_else(|| {
+                        r.safety_backup_id
+                            .as_ref()
+                            .map(|s| format!("safety backup {s}"))
+                    })
                     .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     print_table(
-        ["ID", "STATE", "TARGET", "BACKUP", "REQUESTED", "TOOK", "NOTE"],
+        [
+            "ID",
+            "STATE",
+            "TARGET",
+            "BACKUP",
+            "REQUESTED",
+            "TOOK",
+            "NOTE",
+        ],
         &rows,
     );
 }
@@ -689,12 +701,21 @@ pub fn print_restore_run(r: &pgkeep::model::RestoreRun) {
     println!("target:          {}", shown(&r.target_db));
     println!("dry run:         {}", r.dry_run);
     println!("overwrite:       {}", r.overwrite);
-    println!("requested by:    {}", opt(r.requested_by.as_deref().map(|b| shown(b).into_owned())));
+    println!(
+        "requested by:    {}",
+        opt(r.requested_by.as_deref().map(|b| shown(b).into_owned()))
+    );
     println!("requested:       {}", format_time(r.requested_at));
     println!("started:         {}", opt(r.started_at.map(format_time)));
     println!("finished:        {}", opt(r.finished_at.map(format_time)));
-    println!("took:            {}", opt(r.duration_ms.map(human_duration)));
-    println!("safety backup:   {}", opt(r.safety_backup_id.as_ref().map(ToString::to_string)));
+    println!(
+        "took:            {}",
+        opt(r.duration_ms.map(human_duration))
+    );
+    println!(
+        "safety backup:   {}",
+        opt(r.safety_backup_id.as_ref().map(ToString::to_string))
+    );
     if let Some(e) = &r.error {
         println!("error:           {}", shown(e));
     }

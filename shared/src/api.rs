@@ -212,8 +212,11 @@ impl Api {
             ("GET", ["dashboard"]) => self.dashboard(now).await,
             ("GET", ["restores"]) => self.list_restores(request).await,
             ("GET", ["restores", id]) => self.show_restore(id).await,
-            (_, ["audit"]) | (_, ["dashboard"]) | (_, ["restores"]) | (_, ["restores", _]) |
-            (_, ["backups"])
+            (_, ["audit"])
+            | (_, ["dashboard"])
+            | (_, ["restores"])
+            | (_, ["restores", _])
+            | (_, ["backups"])
             | (_, ["backups", _])
             | (_, ["backups", _, "verify" | "restore" | "download"])
             | (_, ["status"]) => Err(ApiResponse::error(

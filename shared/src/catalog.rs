@@ -629,7 +629,10 @@ pub(crate) mod contract {
             limit,
             cursor: None,
         };
-        let recent = catalog.audit_page(&page(None, Some(1), None)).await.unwrap();
+        let recent = catalog
+            .audit_page(&page(None, Some(1), None))
+            .await
+            .unwrap();
         assert_eq!(recent.entries, vec![entries[2].clone(), entries[1].clone()]);
         assert!(recent.next_cursor.is_none());
         let shop_recent = catalog
@@ -639,7 +642,10 @@ pub(crate) mod contract {
         assert_eq!(shop_recent.entries, vec![entries[2].clone()]);
         assert!(shop_recent.next_cursor.is_none());
         // A cursor together with `since`: the next page stops at the bound.
-        let first = catalog.audit_page(&page(None, Some(1), Some(1))).await.unwrap();
+        let first = catalog
+            .audit_page(&page(None, Some(1), Some(1)))
+            .await
+            .unwrap();
         assert_eq!(first.entries, vec![entries[2].clone()]);
         let second = catalog
             .audit_page(&AuditQuery {
@@ -659,8 +665,14 @@ pub(crate) mod contract {
                 .unwrap();
             assert!(third.entries.is_empty() && third.next_cursor.is_none());
         }
-        let shop_all = catalog.audit_page(&page(Some("shop"), None, None)).await.unwrap();
-        assert_eq!(shop_all.entries, vec![entries[2].clone(), entries[0].clone()]);
+        let shop_all = catalog
+            .audit_page(&page(Some("shop"), None, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            shop_all.entries,
+            vec![entries[2].clone(), entries[0].clone()]
+        );
         assert!(matches!(
             catalog
                 .audit_page(&AuditQuery {
@@ -679,8 +691,12 @@ pub(crate) mod contract {
         let mut runs = Vec::new();
         for m in 0..3u32 {
             let at = Utc.with_ymd_and_hms(2026, 11, 27, 9, m, 0).unwrap();
-            let mut run =
-                crate::model::RestoreRun::queued(BackupId::generate(at), backup.clone(), "copy", at);
+            let mut run = crate::model::RestoreRun::queued(
+                BackupId::generate(at),
+                backup.clone(),
+                "copy",
+                at,
+            );
             run.requested_by = Some("erin".into());
             catalog.put_restore(&run).await.unwrap();
             runs.push(run);
@@ -715,7 +731,8 @@ pub(crate) mod contract {
             } else {
                 BackupKind::Scheduled
             };
-            let mut r = BackupRecord::start(BackupId::generate(t), "kinds", kind, Compression::Zstd);
+            let mut r =
+                BackupRecord::start(BackupId::generate(t), "kinds", kind, Compression::Zstd);
             r.created_at = t;
             r.requested_by = Some(format!("user{m}"));
             catalog.insert(&r).await.unwrap();

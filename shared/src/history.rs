@@ -228,7 +228,15 @@ fn database_section(
         }
     }
     chart(out, db, "size", "Backup size", &size, since, human_bytes);
-    chart(out, db, "duration", "Backup duration", &took, since, human_ms);
+    chart(
+        out,
+        db,
+        "duration",
+        "Backup duration",
+        &took,
+        since,
+        human_ms,
+    );
     chart(
         out,
         db,
@@ -274,10 +282,8 @@ fn database_section(
     }
 
     if !expiries.is_empty() {
-        let mut kept: Vec<&&BackupRecord> = records
-            .iter()
-            .filter(|r| r.status.has_object())
-            .collect();
+        let mut kept: Vec<&&BackupRecord> =
+            records.iter().filter(|r| r.status.has_object()).collect();
         kept.sort_by(|a, b| b.start_order().cmp(&a.start_order()));
         out.push_str("<h3>Stored backups and when they expire</h3><table class=\"expiry\"><tr><th>Backup</th><th>Kind</th><th>Status</th><th>Expires</th></tr>");
         for r in kept.iter().take(50) {
@@ -368,7 +374,10 @@ fn chart(
         out.push_str("\"/>");
         for (d, v) in points {
             let (x, y) = xy(*d, *v);
-            let _ = write!(out, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2\" fill=\"#4a90d9\"/>");
+            let _ = write!(
+                out,
+                "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2\" fill=\"#4a90d9\"/>"
+            );
         }
         let _ = write!(
             out,
@@ -433,9 +442,10 @@ fn audit_section(out: &mut String, entries: &[AuditEntry]) {
             esc(&e.actor),
             esc(&e.action),
             esc(&e.database),
-            e.backup_id
-                .as_ref()
-                .map_or_else(|| "-".into(), |id| format!("<code>{}</code>", esc(id.as_str()))),
+            e.backup_id.as_ref().map_or_else(
+                || "-".into(),
+                |id| format!("<code>{}</code>", esc(id.as_str()))
+            ),
             esc(&e.outcome)
         );
     }
@@ -534,7 +544,10 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("pg_dump: &quot;x&quot; &amp; &lt;y&gt;"));
         for series in ["size", "duration", "restore"] {
-            assert!(html.contains(&format!("data-series=\"{series}\"")), "{series}");
+            assert!(
+                html.contains(&format!("data-series=\"{series}\"")),
+                "{series}"
+            );
         }
         assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("src="));
         assert!(html.contains("default-src 'none'"));

@@ -795,12 +795,7 @@ pub struct RestoreRun {
 
 impl RestoreRun {
     /// A restore asked for at `at`, not yet running.
-    pub fn queued(
-        id: BackupId,
-        backup_id: BackupId,
-        target_db: &str,
-        at: DateTime<Utc>,
-    ) -> Self {
+    pub fn queued(id: BackupId, backup_id: BackupId, target_db: &str, at: DateTime<Utc>) -> Self {
         RestoreRun {
             id,
             backup_id,

@@ -56,7 +56,10 @@ fn records_name_who_asked_listings_filter_by_kind_and_the_audit_trail_reads_back
     assert!(stderr.contains("pre_migration"), "{stderr}");
 
     // Nothing audited yet; a deletion is, under the actor.
-    assert_eq!(json(&pgkeep.run_ok(&["audit", "--json"])), Value::Array(vec![]));
+    assert_eq!(
+        json(&pgkeep.run_ok(&["audit", "--json"])),
+        Value::Array(vec![])
+    );
     assert!(pgkeep.run_ok(&["audit"]).contains("no audit entries"));
     pgkeep.run_ok(&["delete", manual_id, "--actor", "dave"]);
     let audit = json(&pgkeep.run_ok(&["audit", "--json"]));
@@ -83,7 +86,10 @@ fn records_name_who_asked_listings_filter_by_kind_and_the_audit_trail_reads_back
     let bad = pgkeep.run(&["audit", "--since", "last week"]);
     assert_eq!(bad.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("--since") && stderr.contains("7d"), "{stderr}");
+    assert!(
+        stderr.contains("--since") && stderr.contains("7d"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -99,17 +105,35 @@ fn local_restores_and_dry_runs_are_recorded_and_listed() {
 
     let copy = unique_name("copy");
     let (out, dry) = pgkeep.restore(&[id, "--target-db", &copy, "--dry-run"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dry_id = dry["restore_id"].as_str().unwrap().to_owned();
     let (out, done) = pgkeep.restore(&[id, "--target-db", &copy]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let done_id = done["restore_id"].as_str().unwrap().to_owned();
     // Into a database that exists, without --overwrite: refused, recorded failed.
     let (out, _) = pgkeep.restore(&[id, "--target-db", &copy]);
-    assert_eq!(out.status.code(), Some(8), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Over it, with its safety backup named.
-    let (out, over) = pgkeep.restore(&[id, "--target-db", &copy, "--overwrite", "--confirm", &copy]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, over) =
+        pgkeep.restore(&[id, "--target-db", &copy, "--overwrite", "--confirm", &copy]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let safety = over["safety_backup"].as_str().unwrap().to_owned();
 
     let runs = json(&pgkeep.run_ok(&["restores", "--json"]));
@@ -141,7 +165,10 @@ fn local_restores_and_dry_runs_are_recorded_and_listed() {
         "{one}"
     );
     let table = pgkeep.run_ok(&["restores", "--limit", "1"]);
-    assert!(table.contains(&safety) && !table.contains(&dry_id), "{table}");
+    assert!(
+        table.contains(&safety) && !table.contains(&dry_id),
+        "{table}"
+    );
     let bad = pgkeep.run(&["restores", "--id", "nope"]);
     assert_eq!(bad.status.code(), Some(2));
     let missing = pgkeep.run(&["restores", "--id", id]);

@@ -90,8 +90,18 @@ fn seed(pgkeep: &Pgkeep, extra: u64) -> SqliteCatalog {
     let catalog = SqliteCatalog::open(pgkeep.repo_dir().join("catalog.sqlite3")).unwrap();
     let mut records = Vec::new();
     for day in 0..60 {
-        records.push(record("shop", day * 24 + 2, BackupStatus::Verified, day as u64));
-        records.push(record("crm", day * 24 + 3, BackupStatus::Completed, day as u64));
+        records.push(record(
+            "shop",
+            day * 24 + 2,
+            BackupStatus::Verified,
+            day as u64,
+        ));
+        records.push(record(
+            "crm",
+            day * 24 + 3,
+            BackupStatus::Completed,
+            day as u64,
+        ));
     }
     let mut failed = record("crm", 1, BackupStatus::Failed, 0);
     failed.error = Some("pg_dump: error: connection to server failed: FATAL: password authentication failed for user \"crm_backup\"".into());
@@ -159,8 +169,7 @@ fn serve(page: PathBuf) -> (String, Arc<Mutex<Vec<String>>>) {
                     "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 );
-                if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err()
-                {
+                if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err() {
                     break;
                 }
             }
@@ -244,7 +253,10 @@ fn the_history_page_shows_every_database_charts_and_failures_and_fetches_nothing
     let (dom, _) = browse(
         &url,
         work.path(),
-        &["--dump-dom".into(), format!("--log-net-log={}", net_log.display())],
+        &[
+            "--dump-dom".into(),
+            format!("--log-net-log={}", net_log.display()),
+        ],
     );
     for db in ["shop", "crm", "billing"] {
         assert!(
@@ -296,7 +308,10 @@ fn the_history_page_shows_every_database_charts_and_failures_and_fetches_nothing
         .iter()
         .filter(|(u, _)| !u.starts_with(&format!("{origin}/")))
         .collect();
-    assert!(foreign.is_empty(), "requests off the page's origin: {foreign:?}");
+    assert!(
+        foreign.is_empty(),
+        "requests off the page's origin: {foreign:?}"
+    );
 
     // The screenshot (docs/history-page.png is one of these).
     let shot = work.path().join("history.png");
@@ -309,7 +324,11 @@ fn the_history_page_shows_every_database_charts_and_failures_and_fetches_nothing
         ],
     );
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
     if let Some(keep) = std::env::var_os("PGKEEP_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }

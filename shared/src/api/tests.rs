@@ -735,18 +735,27 @@ async fn the_audit_trail_pages_filters_and_validates() {
     }
     assert_eq!(seen, ["alice", "user4", "user3", "user2", "user1", "user0"]);
 
-    let crm = api.handle(&get("/audit?database=crm", admin()), now()).await;
+    let crm = api
+        .handle(&get("/audit?database=crm", admin()), now())
+        .await;
     assert_eq!(actors(&crm.body), ["user3", "user1"]);
     // `since`: a duration back from now, or a time.
     let recent = api.handle(&get("/audit?since=25m", admin()), now()).await;
     assert_eq!(actors(&recent.body), ["alice", "user4", "user3"]);
     let since = format_time(now() - Duration::minutes(35));
     let timed = api
-        .handle(&get(&format!("/audit?since={since}&database=shop"), admin()), now())
+        .handle(
+            &get(&format!("/audit?since={since}&database=shop"), admin()),
+            now(),
+        )
         .await;
     assert_eq!(actors(&timed.body), ["alice", "user4", "user2"]);
 
-    for bad in ["/audit?since=yesterday", "/audit?limit=0", "/audit?cursor=nope"] {
+    for bad in [
+        "/audit?since=yesterday",
+        "/audit?limit=0",
+        "/audit?cursor=nope",
+    ] {
         let r = api.handle(&get(bad, admin()), now()).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
@@ -757,7 +766,10 @@ async fn the_audit_trail_pages_filters_and_validates() {
         subject: "bob".into(),
         groups: vec!["ops".into()],
     };
-    assert_eq!(api.handle(&get("/audit", outsider), now()).await.status, 403);
+    assert_eq!(
+        api.handle(&get("/audit", outsider), now()).await.status,
+        403
+    );
 }
 
 #[tokio::test]
@@ -792,10 +804,15 @@ async fn listing_filters_by_kind_and_records_say_who_asked() {
         }
     }
     assert_eq!(seen, manual);
-    let bad = api.handle(&get("/backups?kind=weekly", admin()), now()).await;
+    let bad = api
+        .handle(&get("/backups?kind=weekly", admin()), now())
+        .await;
     assert_eq!(bad.status, 400);
     assert!(
-        bad.body["error"].as_str().unwrap().contains("pre_migration"),
+        bad.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("pre_migration"),
         "{}",
         bad.body
     );
@@ -889,5 +906,8 @@ async fn the_dashboard_is_an_html_page_for_admins_only() {
         subject: "bob".into(),
         groups: vec!["ops".into()],
     };
-    assert_eq!(api.handle(&get("/dashboard", outsider), now()).await.status, 403);
+    assert_eq!(
+        api.handle(&get("/dashboard", outsider), now()).await.status,
+        403
+    );
 }

@@ -173,9 +173,8 @@ impl DynamoCatalog {
         if before.is_some() || since.is_some() {
             names.insert("#id".into(), ID.into());
         }
-        let keep = |item: &Item| {
-            before.is_none_or(|b| text(item, ID) != Some(b.as_str())) && keep(item)
-        };
+        let keep =
+            |item: &Item| before.is_none_or(|b| text(item, ID) != Some(b.as_str())) && keep(item);
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -475,7 +474,8 @@ impl Catalog for DynamoCatalog {
         let label = query.label.as_ref();
         let kind = query.kind;
         let labelled = |item: &Item| {
-            label.is_none_or(|l| has_label(item, l)) && kind.is_none_or(|k| item_kind(item) == Some(k))
+            label.is_none_or(|l| has_label(item, l))
+                && kind.is_none_or(|k| item_kind(item) == Some(k))
         };
         let items = match (&query.database, status) {
             (Some(database), _) => {
@@ -706,7 +706,14 @@ impl Catalog for DynamoCatalog {
             return Ok(Vec::new());
         }
         let items = self
-            .query_newest(BY_TIME, ITEM_TYPE, "restore".into(), None, Some(limit), |_| true)
+            .query_newest(
+                BY_TIME,
+                ITEM_TYPE,
+                "restore".into(),
+                None,
+                Some(limit),
+                |_| true,
+            )
             .await?;
         items.iter().map(|item| self.restore_from(item)).collect()
     }
@@ -735,8 +742,7 @@ impl Catalog for DynamoCatalog {
             .map(|item| {
                 let json = text(item, "entry")
                     .ok_or_else(|| self.corrupt("audit entry", "no entry attribute"))?;
-                serde_json::from_str::<AuditEntry>(json)
-                    .map_err(|e| self.corrupt("audit entry", e))
+                serde_json::from_str::<AuditEntry>(json).map_err(|e| self.corrupt("audit entry", e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut next_cursor = None;

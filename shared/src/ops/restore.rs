@@ -234,7 +234,9 @@ pub async fn record_failure(services: &Services, id: &BackupId, error: &str) {
             put_run(services, &run).await;
         }
         Ok(_) => {}
-        Err(e) => tracing::error!(restore = %id, error = %e, "could not read the restore to record its failure"),
+        Err(e) => {
+            tracing::error!(restore = %id, error = %e, "could not read the restore to record its failure")
+        }
     }
 }
 
