@@ -305,7 +305,9 @@ impl std::str::FromStr for WebhookFormat {
         match s.trim() {
             "slack" => Ok(WebhookFormat::Slack),
             "teams" => Ok(WebhookFormat::Teams),
-            other => Err(format!("unknown webhook format {other:?}; expected slack or teams")),
+            other => Err(format!(
+                "unknown webhook format {other:?}; expected slack or teams"
+            )),
         }
     }
 }

@@ -343,7 +343,10 @@ impl LambdaSettings {
                 sns_events: events(&get, "PGKEEP_ALERT_SNS_EVENTS")?,
                 webhook_events: events(&get, "PGKEEP_ALERT_WEBHOOK_EVENTS")?,
                 webhook_format: get("PGKEEP_ALERT_WEBHOOK_FORMAT")
-                    .map(|f| f.parse().map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_FORMAT", e)))
+                    .map(|f| {
+                        f.parse()
+                            .map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_FORMAT", e))
+                    })
                     .transpose()?
                     .unwrap_or_default(),
                 heartbeat_url: get("PGKEEP_HEARTBEAT_URL")

@@ -107,7 +107,10 @@ mod tests {
         let heartbeat = HeartbeatNotifier::new(WebhookUrl::parse(&url).unwrap()).unwrap();
         heartbeat.started(RunKind::Backup, "shop").await.unwrap();
         heartbeat.notify(&alert(AlertKind::BackupOk)).await.unwrap();
-        heartbeat.started(RunKind::Verification, "shop").await.unwrap();
+        heartbeat
+            .started(RunKind::Verification, "shop")
+            .await
+            .unwrap();
         heartbeat
             .notify(&alert(AlertKind::VerificationFailed))
             .await
@@ -173,7 +176,10 @@ mod tests {
         assert_eq!(AlertKind::parse_list("all").unwrap(), AlertKind::ALL);
         assert!(AlertKind::parse_list("none").unwrap().is_empty());
         let err = AlertKind::parse_list("backup_ok,backup_done").unwrap_err();
-        assert!(err.contains("backup_done") && err.contains("verification_ok"), "{err}");
+        assert!(
+            err.contains("backup_done") && err.contains("verification_ok"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -188,9 +194,15 @@ mod tests {
         let teams = a.webhook_body(crate::alert::WebhookFormat::Teams);
         assert_eq!(teams["type"], "message");
         let card = &teams["attachments"][0];
-        assert_eq!(card["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(
+            card["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
         assert_eq!(card["content"]["type"], "AdaptiveCard");
-        assert_eq!(card["content"]["body"][0]["text"], "pgkeep: backup of shop failed");
+        assert_eq!(
+            card["content"]["body"][0]["text"],
+            "pgkeep: backup of shop failed"
+        );
         assert!(!teams.to_string().contains("hunter2"));
         let slack = a.webhook_body(crate::alert::WebhookFormat::Slack);
         assert!(slack["text"].as_str().unwrap().contains("&lt;refused&gt;"));

@@ -561,8 +561,12 @@ impl Jobs {
             verification.verified_at,
         ));
         if report.failure.is_none() {
-            self.good_news(AlertKind::VerificationOk, &recorded, "the backup was verified")
-                .await;
+            self.good_news(
+                AlertKind::VerificationOk,
+                &recorded,
+                "the backup was verified",
+            )
+            .await;
             return Ok(VerifyOutcome::Verified { backup: recorded });
         }
         let reason = verification
@@ -625,7 +629,11 @@ impl Jobs {
                     Some(trigger.backup_id.clone()),
                     &format!(
                         "{} of backup {} (asked for by {}) succeeded in {} ms",
-                        if trigger.dry_run { "dry run of the restore" } else { "restore" },
+                        if trigger.dry_run {
+                            "dry run of the restore"
+                        } else {
+                            "restore"
+                        },
                         trigger.backup_id,
                         trigger.requested_by.as_deref().unwrap_or("unknown"),
                         report.duration_ms

@@ -58,11 +58,7 @@ impl Notifier for RecordingNotifier {
         Ok(())
     }
 
-    async fn started(
-        &self,
-        run: crate::alert::RunKind,
-        database: &str,
-    ) -> Result<(), NotifyError> {
+    async fn started(&self, run: crate::alert::RunKind, database: &str) -> Result<(), NotifyError> {
         self.starts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
