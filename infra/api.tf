@@ -12,6 +12,10 @@ locals {
     "DELETE /backups/{id}",
     "GET /backups/{id}/download",
     "GET /status",
+    "GET /audit",
+    "GET /dashboard",
+    "GET /restores",
+    "GET /restores/{id}",
   ]
   jwt = var.jwt_authorizer != null
 }

@@ -72,6 +72,10 @@ locals {
     PGKEEP_ABANDON_AFTER           = var.abandon_after
     PGKEEP_ALERT_TOPIC_ARN         = aws_sns_topic.alerts.arn
     PGKEEP_ALERT_WEBHOOK_URL       = var.alert_webhook_url
+    PGKEEP_ALERT_SNS_EVENTS        = var.alert_sns_events
+    PGKEEP_ALERT_WEBHOOK_EVENTS    = var.alert_webhook_events
+    PGKEEP_ALERT_WEBHOOK_FORMAT    = var.alert_webhook_format
+    PGKEEP_HEARTBEAT_URL           = var.heartbeat_url
     PGKEEP_SCRATCH_SECRET_ARN      = var.scratch_secret_arn
     PGKEEP_SELECTIONS              = length(local.database_selections) == 0 ? null : jsonencode(local.database_selections)
     PGKEEP_KEEP_LAST               = try(tostring(var.retention.keep_last), null)

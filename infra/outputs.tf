@@ -1,5 +1,5 @@
 output "api_url" {
-  description = "Base URL of the status API (GET /status, GET|POST /backups, GET /backups/{id})."
+  description = "Base URL of the status API (GET /status, GET|POST /backups, GET /backups/{id}, GET /audit, GET /restores/{id}, GET /dashboard)."
   value       = aws_apigatewayv2_stage.default.invoke_url
 }
 

@@ -230,6 +230,35 @@ variable "alert_webhook_url" {
   sensitive   = true
 }
 
+variable "alert_sns_events" {
+  description = "Events the SNS topic gets (PGKEEP_ALERT_SNS_EVENTS): a comma-separated list of backup_ok, backup_failed, verification_ok, verification_failed, restore_ok, restore_failed, stale, or all, or none; null for every failure and stale."
+  type        = string
+  default     = null
+}
+
+variable "alert_webhook_events" {
+  description = "Events the webhook gets (PGKEEP_ALERT_WEBHOOK_EVENTS), as alert_sns_events; null for every failure and stale."
+  type        = string
+  default     = null
+}
+
+variable "alert_webhook_format" {
+  description = "Body of the webhook's posts (PGKEEP_ALERT_WEBHOOK_FORMAT): slack ({\"text\": ...}) or teams (an Adaptive Card); null for slack."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.alert_webhook_format == null || contains(["slack", "teams"], coalesce(var.alert_webhook_format, "slack"))
+    error_message = "alert_webhook_format must be slack or teams."
+  }
+}
+
+variable "heartbeat_url" {
+  description = "A dead man's switch (healthchecks.io convention) the dump and verify functions ping on start (URL/start), success (URL) and failure (URL/fail) (PGKEEP_HEARTBEAT_URL); null for none. The URL is a secret of sorts: stored encrypted like the webhook's."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
 variable "object_lock" {
   description = "Optional S3 Object Lock on the bucket: mode GOVERNANCE or COMPLIANCE and a default retention in days. Object Lock can only be chosen when the bucket is created; prune and DELETE leave a backup whose lock has not ended alone and delete it at the first prune after."
   type = object({

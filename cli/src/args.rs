@@ -123,6 +123,59 @@ pub enum Command {
     /// Key files: which key a backup needs (`pgkeep key id FILE` prints the id manifests show).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Show the audit trail, newest first: who restored, verified, deleted, pruned or forgot
+    /// what, when, and how it ended.
+    Audit(AuditArgs),
+    /// List restores and dry runs, newest first (local ones and those asked for through the
+    /// status API): state, target, duration, safety backup, error.
+    Restores(RestoresArgs),
+    /// Write the backup history page: one self-contained HTML file (no scripts, fonts or
+    /// anything fetched) with each database's health, newest good and verified backups, a
+    /// timeline, size / duration / restore-time charts over 90 days, recent failures,
+    /// restores and the audit trail. The status API serves the same page at GET /dashboard.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Write the page to FILE (created 0600, replaced only when complete).
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+    /// What "healthy" means (as for `pgkeep status`).
+    #[command(flatten)]
+    pub health: HealthSettings,
+    /// Report as of this time (RFC 3339) instead of now.
+    #[arg(long, hide = true, value_parser = parse_time)]
+    pub now: Option<DateTime<Utc>>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoresArgs {
+    /// At most this many [default: 50].
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Only this restore, in full (a dry run's archive listing included).
+    #[arg(long, value_name = "RESTORE-ID")]
+    pub id: Option<String>,
+    /// JSON on stdout: an array of restores (with --id, that one restore).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Only entries about this database.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Only entries since this long ago (7d, 12h) or since this RFC 3339 time.
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+    /// At most this many entries.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// JSON array of entries on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -216,6 +269,9 @@ pub struct ListArgs {
     /// Only backups carrying this label: KEY (any value) or KEY=VALUE.
     #[arg(long, value_name = "KEY[=VALUE]")]
     pub label: Option<LabelSelector>,
+    /// Only backups of this kind: scheduled, manual, pre-restore or pre-migration.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<BackupKind>,
     /// JSON array of records on stdout.
     #[arg(long)]
     pub json: bool,

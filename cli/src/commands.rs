@@ -4,6 +4,7 @@
 use pgkeep::model::BackupId;
 use pgkeep::ops::{self, ErrorKind};
 
+pub mod audit;
 pub mod backup;
 pub mod cat;
 pub mod delete;
@@ -13,7 +14,9 @@ pub mod key;
 pub mod list;
 pub mod prune;
 pub mod repair;
+pub mod report;
 pub mod restore;
+pub mod restores;
 pub mod show;
 pub mod status;
 pub mod verify;

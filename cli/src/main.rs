@@ -90,5 +90,8 @@ async fn dispatch(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
         Command::Forget(args) => commands::forget::run(&resolver, args).await,
         Command::Init(args) => commands::init::run(&resolver, args).await,
         Command::Key(command) => commands::key::run(&resolver, command).await,
+        Command::Audit(args) => commands::audit::run(&resolver, args).await,
+        Command::Restores(args) => commands::restores::run(&resolver, args).await,
+        Command::Report(args) => commands::report::run(&resolver, args).await,
     }
 }

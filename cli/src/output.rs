@@ -126,6 +126,9 @@ pub fn print_record(r: &BackupRecord) {
     println!("database:        {}", shown(&r.database));
     println!("kind:            {}", r.kind);
     println!("status:          {}", r.status);
+    if let Some(by) = &r.requested_by {
+        println!("requested by:    {}", shown(by));
+    }
     println!("created:         {}", format_time(r.created_at));
     println!("completed:       {}", opt(r.completed_at.map(format_time)));
     println!(
@@ -613,6 +616,112 @@ pub fn print_repair_report(r: &pgkeep::ops::repair::RepairReport) {
     );
     if r.dry_run {
         println!("dry run: nothing was changed");
+    }
+}
+
+/// The audit trail, newest first.
+pub fn print_audit(entries: &[pgkeep::model::AuditEntry]) {
+    if entries.is_empty() {
+        println!("no audit entries");
+        return;
+    }
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| {
+            [
+                format_time(e.at),
+                shown(&e.actor).into_owned(),
+                shown(&e.action).into_owned(),
+                shown(&e.database).into_owned(),
+                e.backup_id
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+                shown(&e.outcome).into_owned(),
+            ]
+        })
+        .collect();
+    print_table(
+        ["AT", "ACTOR", "ACTION", "DATABASE", "BACKUP", "OUTCOME"],
+        &rows,
+    );
+}
+
+/// Restores, newest first.
+pub fn print_restores(runs: &[pgkeep::model::RestoreRun]) {
+    if runs.is_empty() {
+        println!("no restores yet");
+        return;
+    }
+    let rows: Vec<[String; 7]> = runs
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.state.to_string(),
+                format!(
+                    "{}{}",
+                    shown(&r.target_db),
+                    if r.dry_run { " (dry run)" } else { "" }
+                ),
+                r.backup_id.to_string(),
+                format_time(r.requested_at),
+                r.duration_ms.map_or_else(|| "-".into(), human_duration),
+                r.error
+                    .as_deref()
+                    .map(|e| shown(e).into_owned())
+                    .or_else(|| {
+                        r.safety_backup_id
+                            .as_ref()
+                            .map(|s| format!("safety backup {s}"))
+                    })
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(
+        [
+            "ID",
+            "STATE",
+            "TARGET",
+            "BACKUP",
+            "REQUESTED",
+            "TOOK",
+            "NOTE",
+        ],
+        &rows,
+    );
+}
+
+/// One restore in full.
+pub fn print_restore_run(r: &pgkeep::model::RestoreRun) {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    println!("id:              {}", r.id);
+    println!("state:           {}", r.state);
+    println!("backup:          {}", r.backup_id);
+    println!("target:          {}", shown(&r.target_db));
+    println!("dry run:         {}", r.dry_run);
+    println!("overwrite:       {}", r.overwrite);
+    println!(
+        "requested by:    {}",
+        opt(r.requested_by.as_deref().map(|b| shown(b).into_owned()))
+    );
+    println!("requested:       {}", format_time(r.requested_at));
+    println!("started:         {}", opt(r.started_at.map(format_time)));
+    println!("finished:        {}", opt(r.finished_at.map(format_time)));
+    println!(
+        "took:            {}",
+        opt(r.duration_ms.map(human_duration))
+    );
+    println!(
+        "safety backup:   {}",
+        opt(r.safety_backup_id.as_ref().map(ToString::to_string))
+    );
+    if let Some(e) = &r.error {
+        println!("error:           {}", shown(e));
+    }
+    if let Some(listing) = &r.listing {
+        println!("archive listing:");
+        print!("{listing}");
     }
 }
 

@@ -146,6 +146,11 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Who asked for a backup taken by this command: `cli:` and the login name.
+    pub fn cli_user(&self) -> String {
+        format!("cli:{}", ActorSettings::default().resolve(env))
+    }
+
     /// Who the audit trail names.
     pub fn actor(&self, actor: &ActorSettings) -> String {
         actor.resolve(env)

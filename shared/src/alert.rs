@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{format_time, BackupId, BackupRecord};
 use crate::ops::health::DatabaseHealth;
 
+pub mod heartbeat;
 pub mod sns;
 pub mod webhook;
 
@@ -33,7 +34,21 @@ pub enum AlertKind {
     /// A restore asked for through the status API failed or was refused (it runs
     /// asynchronously, so nobody would hear of it otherwise).
     RestoreFailed,
+    /// A dump completed (a notice that proves life; sent only where selected).
+    BackupOk,
+    /// A backup was verified.
+    VerificationOk,
+    /// A restore asked for through the status API succeeded.
+    RestoreOk,
 }
+
+/// The events each channel gets unless told otherwise: every failure and staleness.
+pub const DEFAULT_EVENTS: &[AlertKind] = &[
+    AlertKind::BackupFailed,
+    AlertKind::VerificationFailed,
+    AlertKind::RestoreFailed,
+    AlertKind::Stale,
+];
 
 impl AlertKind {
     /// The stable name used in JSON.
@@ -43,7 +58,59 @@ impl AlertKind {
             AlertKind::VerificationFailed => "verification_failed",
             AlertKind::Stale => "stale",
             AlertKind::RestoreFailed => "restore_failed",
+            AlertKind::BackupOk => "backup_ok",
+            AlertKind::VerificationOk => "verification_ok",
+            AlertKind::RestoreOk => "restore_ok",
         }
+    }
+
+    /// Every event, for validation and help.
+    pub const ALL: &'static [AlertKind] = &[
+        AlertKind::BackupOk,
+        AlertKind::BackupFailed,
+        AlertKind::VerificationOk,
+        AlertKind::VerificationFailed,
+        AlertKind::RestoreOk,
+        AlertKind::RestoreFailed,
+        AlertKind::Stale,
+    ];
+
+    /// Good news rather than a problem.
+    pub fn is_ok(self) -> bool {
+        matches!(
+            self,
+            AlertKind::BackupOk | AlertKind::VerificationOk | AlertKind::RestoreOk
+        )
+    }
+
+    /// A comma-separated list of event names (`backup_failed,stale`); `all` for every one,
+    /// `none` for none.
+    pub fn parse_list(text: &str) -> Result<Vec<AlertKind>, String> {
+        match text.trim() {
+            "all" => return Ok(Self::ALL.to_vec()),
+            "none" | "" => return Ok(Vec::new()),
+            _ => {}
+        }
+        text.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|k| k.as_str() == t)
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown event {t:?}; expected a comma-separated list of: {}, or all, or none",
+                            Self::ALL
+                                .iter()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+            })
+            .collect()
     }
 }
 
@@ -125,6 +192,9 @@ impl Alert {
             AlertKind::VerificationFailed => format!("verification of {} failed", self.database),
             AlertKind::Stale => format!("{} has no recent good backup", self.database),
             AlertKind::RestoreFailed => format!("restore into {} failed", self.database),
+            AlertKind::BackupOk => format!("backup of {} completed", self.database),
+            AlertKind::VerificationOk => format!("backup of {} verified", self.database),
+            AlertKind::RestoreOk => format!("restore into {} succeeded", self.database),
         };
         let mut subject: String = format!("pgkeep: {what}")
             .chars()
@@ -167,6 +237,46 @@ impl Alert {
         })
     }
 
+    /// The body POSTed to a webhook in `format`.
+    pub fn webhook_body(&self, format: WebhookFormat) -> serde_json::Value {
+        match format {
+            WebhookFormat::Slack => self.webhook_payload(),
+            WebhookFormat::Teams => self.teams_payload(),
+        }
+    }
+
+    /// A Microsoft Teams message: an Adaptive Card in the `message` envelope that Teams'
+    /// incoming webhooks and Workflows accept.
+    pub fn teams_payload(&self) -> serde_json::Value {
+        let mut facts = vec![serde_json::json!({ "title": "database", "value": self.database })];
+        if let Some(id) = &self.backup_id {
+            facts.push(serde_json::json!({ "title": "backup", "value": id }));
+        }
+        facts.push(serde_json::json!({ "title": "reason", "value": redact(&self.reason) }));
+        facts.push(serde_json::json!({ "title": "time", "value": format_time(self.at) }));
+        serde_json::json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        {
+                            "type": "TextBlock",
+                            "text": self.subject(),
+                            "weight": "Bolder",
+                            "wrap": true,
+                            "color": if self.kind.is_ok() { "Good" } else { "Attention" },
+                        },
+                        { "type": "FactSet", "facts": facts },
+                    ],
+                },
+            }],
+        })
+    }
+
     /// The body POSTed to a webhook: Slack's `{"text": ...}`, with `&`, `<` and `>` escaped as
     /// Slack requires (other services show the text as is).
     pub fn webhook_payload(&self) -> serde_json::Value {
@@ -177,6 +287,38 @@ impl Alert {
             .replace('>', "&gt;");
         serde_json::json!({ "text": text })
     }
+}
+
+/// The shape of a webhook's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebhookFormat {
+    /// `{"text": ...}`: Slack, Mattermost, Rocket.Chat, most chat services.
+    #[default]
+    Slack,
+    /// An Adaptive Card message: Microsoft Teams.
+    Teams,
+}
+
+impl std::str::FromStr for WebhookFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "slack" => Ok(WebhookFormat::Slack),
+            "teams" => Ok(WebhookFormat::Teams),
+            other => Err(format!(
+                "unknown webhook format {other:?}; expected slack or teams"
+            )),
+        }
+    }
+}
+
+/// What a run is about to do, for notifiers that watch runs start (a heartbeat's `/start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// A dump.
+    Backup,
+    /// A verification.
+    Verification,
 }
 
 /// Why an alert could not be delivered.
@@ -195,6 +337,35 @@ pub struct NotifyError {
 pub trait Notifier: Send + Sync {
     /// Sends one alert.
     async fn notify(&self, alert: &Alert) -> Result<(), NotifyError>;
+
+    /// A run of `database` starts (only a heartbeat cares; the others ignore it).
+    async fn started(&self, _run: RunKind, _database: &str) -> Result<(), NotifyError> {
+        Ok(())
+    }
+}
+
+/// Passes on only the events selected for one channel (`PGKEEP_ALERT_SNS_EVENTS`,
+/// `PGKEEP_ALERT_WEBHOOK_EVENTS`).
+pub struct Selected {
+    /// The channel.
+    pub inner: Arc<dyn Notifier>,
+    /// The events it gets.
+    pub events: Vec<AlertKind>,
+}
+
+#[async_trait]
+impl Notifier for Selected {
+    async fn notify(&self, alert: &Alert) -> Result<(), NotifyError> {
+        if self.events.contains(&alert.kind) {
+            self.inner.notify(alert).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn started(&self, run: RunKind, database: &str) -> Result<(), NotifyError> {
+        self.inner.started(run, database).await
+    }
 }
 
 /// Writes alerts to the log (at error level): the fallback when nothing else is configured, and
@@ -205,6 +376,10 @@ pub struct LogNotifier;
 #[async_trait]
 impl Notifier for LogNotifier {
     async fn notify(&self, alert: &Alert) -> Result<(), NotifyError> {
+        if alert.kind.is_ok() {
+            tracing::info!(alert = alert.kind.as_str(), database = %alert.database, backup = alert.backup_id.as_ref().map(|i| i.to_string()), "{}", alert.subject());
+            return Ok(());
+        }
         tracing::error!(
             alert = alert.kind.as_str(),
             database = %alert.database,
@@ -231,22 +406,37 @@ impl Notifier for Notifiers {
                 failures.push(e);
             }
         }
-        match failures.len() {
-            0 => Ok(()),
-            1 => Err(failures.remove(0)),
-            _ => Err(NotifyError {
-                channel: failures
-                    .iter()
-                    .map(|f| f.channel.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                message: failures
-                    .iter()
-                    .map(|f| f.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            }),
+        joined(failures)
+    }
+
+    async fn started(&self, run: RunKind, database: &str) -> Result<(), NotifyError> {
+        let mut failures = Vec::new();
+        for n in &self.0 {
+            if let Err(e) = n.started(run, database).await {
+                failures.push(e);
+            }
         }
+        joined(failures)
+    }
+}
+
+/// Several delivery failures as one.
+fn joined(mut failures: Vec<NotifyError>) -> Result<(), NotifyError> {
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        _ => Err(NotifyError {
+            channel: failures
+                .iter()
+                .map(|f| f.channel.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: failures
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
 //! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `DELETE /backups/{id}`,
-//! `GET /backups/{id}/download`, `GET /status`. See docs/openapi.yaml.
+//! `GET /backups/{id}/download`, `GET /status`, `GET /audit`, `GET /restores`,
+//! `GET /restores/{id}`, `GET /dashboard` (the HTML history page). See docs/openapi.yaml.
 //!
 //! Dumps, verifications and restores run for minutes, so the API only checks the request,
 //! hands it to the function that does the work (an asynchronous invocation) and answers 202.
@@ -20,10 +21,10 @@ use serde_json::{json, Value};
 
 use crate::alert::{Alert, AlertKind, Notifier};
 use crate::backends::Services;
-use crate::catalog::{CatalogError, ListQuery};
+use crate::catalog::{AuditQuery, CatalogError, ListQuery};
 use crate::invoke::{DumpStarter, VerifyStarter};
 use crate::labels::{LabelSelector, Labels};
-use crate::model::{BackupId, BackupKind, BackupStatus};
+use crate::model::{BackupId, BackupKind, BackupStatus, RestoreRun};
 use crate::ops::health::{health, HealthPolicy};
 use crate::ops::{self, DeleteRefusal, ErrorKind};
 use crate::retention::Span;
@@ -93,6 +94,32 @@ impl ApiResponse {
             status,
             headers: Vec::new(),
             body,
+        }
+    }
+
+    /// A 200 HTML page: the body is the document as a JSON string, sent as it is (the
+    /// `content-type` header says so; see [`ApiResponse::raw_body`]).
+    fn html(document: String) -> Self {
+        ApiResponse {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/html; charset=utf-8".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: Value::String(document),
+        }
+    }
+
+    /// The body to send when a header sets a content type of its own (an HTML page): the
+    /// string itself rather than its JSON encoding; `None` for the usual JSON body.
+    pub fn raw_body(&self) -> Option<&str> {
+        let custom = self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        match &self.body {
+            Value::String(s) if custom => Some(s),
+            _ => None,
         }
     }
 
@@ -177,11 +204,19 @@ impl Api {
             ("POST", ["backups"]) => self.trigger(request, now).await,
             ("GET", ["backups", id]) => self.show(id).await,
             ("POST", ["backups", id, "verify"]) => self.verify(id, request).await,
-            ("POST", ["backups", id, "restore"]) => self.restore(id, request).await,
+            ("POST", ["backups", id, "restore"]) => self.restore(id, request, now).await,
             ("DELETE", ["backups", id]) => self.delete(id, request).await,
             ("GET", ["backups", id, "download"]) => self.download(id, now).await,
             ("GET", ["status"]) => self.status(now).await,
-            (_, ["backups"])
+            ("GET", ["audit"]) => self.audit(request, now).await,
+            ("GET", ["dashboard"]) => self.dashboard(now).await,
+            ("GET", ["restores"]) => self.list_restores(request).await,
+            ("GET", ["restores", id]) => self.show_restore(id).await,
+            (_, ["audit"])
+            | (_, ["dashboard"])
+            | (_, ["restores"])
+            | (_, ["restores", _])
+            | (_, ["backups"])
             | (_, ["backups", _])
             | (_, ["backups", _, "verify" | "restore" | "download"])
             | (_, ["status"]) => Err(ApiResponse::error(
@@ -211,20 +246,36 @@ impl Api {
         }
     }
 
+    /// `GET /audit`: the audit trail, newest first, paginated like `GET /backups`.
+    async fn audit(
+        &self,
+        request: &ApiRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ApiResponse, ApiResponse> {
+        let q = &request.query;
+        let since = q
+            .get("since")
+            .map(|s| ops::audit::parse_since(s, now))
+            .transpose()
+            .map_err(|e| ApiResponse::error(400, e))?;
+        let query = AuditQuery {
+            database: q.get("database").cloned(),
+            since,
+            limit: Some(page_limit(q)?),
+            cursor: q.get("cursor").cloned(),
+        };
+        let page = ops::audit::page(&self.services, &query)
+            .await
+            .map_err(error_response)?;
+        Ok(ApiResponse::json(
+            200,
+            json!({ "entries": page.entries, "next_cursor": page.next_cursor }),
+        ))
+    }
+
     async fn list(&self, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
         let q = &request.query;
-        let limit = match q.get("limit") {
-            None => DEFAULT_LIMIT,
-            Some(l) => match l.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(ApiResponse::error(
-                        400,
-                        format!("limit must be 1 to {MAX_LIMIT}, not {l:?}"),
-                    ))
-                }
-            },
-        };
+        let limit = page_limit(q)?;
         let status = q
             .get("status")
             .map(|s| s.parse::<BackupStatus>())
@@ -235,12 +286,18 @@ impl Api {
             .map(|l| l.parse::<LabelSelector>())
             .transpose()
             .map_err(|e| ApiResponse::error(400, format!("label: {e}")))?;
+        let kind = q
+            .get("kind")
+            .map(|k| k.parse::<BackupKind>())
+            .transpose()
+            .map_err(|e| ApiResponse::error(400, format!("kind: {e}")))?;
         let query = ListQuery {
             database: q.get("database").cloned(),
             status,
             limit: Some(limit),
             cursor: q.get("cursor").cloned(),
             label,
+            kind,
         };
         let page = ops::list::list(&self.services, &query)
             .await
@@ -398,7 +455,12 @@ impl Api {
         Ok(response)
     }
 
-    async fn restore(&self, id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+    async fn restore(
+        &self,
+        id: &str,
+        request: &ApiRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ApiResponse, ApiResponse> {
         let body = request.body.as_deref().unwrap_or_default();
         let body: RestoreBody = serde_json::from_slice(body).map_err(|e| {
             ApiResponse::error(400, format!("invalid body: {e}; expected {RESTORE_BODY}"))
@@ -412,6 +474,17 @@ impl Api {
         ops::restore::check_intent(&body.target_db, body.overwrite, body.confirm.as_deref())
             .map_err(error_response)?;
         let id = self.stored_backup(id, "restored").await?;
+        // Recorded before it is queued, so the answer's location can be polled at once.
+        let restore_id = BackupId::generate(now);
+        let mut run = RestoreRun::queued(restore_id.clone(), id.clone(), &body.target_db, now);
+        run.dry_run = body.dry_run;
+        run.overwrite = body.overwrite;
+        run.requested_by = Some(request.caller.name());
+        self.services
+            .catalog
+            .put_restore(&run)
+            .await
+            .map_err(|e| error_response(e.into()))?;
         let trigger = RestoreTrigger {
             backup_id: id.clone(),
             target_db: body.target_db,
@@ -420,22 +493,78 @@ impl Api {
             dry_run: body.dry_run,
             no_owner: body.no_owner,
             requested_by: Some(request.caller.name()),
+            restore_id: Some(restore_id.clone()),
         };
-        self.verify_starter
+        if let Err(e) = self
+            .verify_starter
             .start(&VerifyEvent::Restore(trigger.clone()))
             .await
-            .map_err(|e| ApiResponse::error(502, format!("could not start the restore: {e}")))?;
-        Ok(ApiResponse::json(
+        {
+            let reason = format!("could not start the restore: {e}");
+            ops::restore::record_failure(&self.services, &restore_id, &reason).await;
+            return Err(ApiResponse::json(
+                502,
+                json!({ "error": reason, "restore_id": restore_id }),
+            ));
+        }
+        let mut response = ApiResponse::json(
             202,
             json!({
                 "backup_id": id,
+                "restore_id": restore_id,
                 "status": "accepted",
                 "action": if trigger.dry_run { "restore_dry_run" } else { "restore" },
                 "target_db": trigger.target_db,
                 "overwrite": trigger.overwrite,
                 "dry_run": trigger.dry_run,
             }),
-        ))
+        );
+        response
+            .headers
+            .push(("location".into(), format!("/restores/{restore_id}")));
+        Ok(response)
+    }
+
+    /// `GET /dashboard`: the backup history page (HTML; see [`crate::history`]).
+    async fn dashboard(&self, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
+        let html = crate::history::page(
+            &self.services,
+            now,
+            &self.health,
+            &crate::history::Expiries::new(),
+        )
+        .await
+        .map_err(error_response)?;
+        Ok(ApiResponse::html(html))
+    }
+
+    /// `GET /restores/{id}`: one restore's state, as the function running it records it.
+    async fn show_restore(&self, id: &str) -> Result<ApiResponse, ApiResponse> {
+        let id: BackupId = id.parse().map_err(|_| {
+            ApiResponse::error(
+                400,
+                format!("{id:?} is not a restore id (expected the form 20261124T153512123Z-9f3a1c2b, as POST /backups/{{id}}/restore answered)"),
+            )
+        })?;
+        let run = self
+            .services
+            .catalog
+            .get_restore(&id)
+            .await
+            .map_err(|e| error_response(e.into()))?;
+        Ok(ApiResponse::json(200, json!(run)))
+    }
+
+    /// `GET /restores`: the newest restores, newest first (`limit`, default 50).
+    async fn list_restores(&self, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+        let limit = page_limit(&request.query)?;
+        let runs = self
+            .services
+            .catalog
+            .list_restores(limit)
+            .await
+            .map_err(|e| error_response(e.into()))?;
+        Ok(ApiResponse::json(200, json!({ "restores": runs })))
     }
 
     /// Deletes one backup for the caller (audited under the caller's name); refusals are 409
@@ -485,6 +614,20 @@ impl Api {
             if healthy { 200 } else { 503 },
             json!({ "healthy": healthy, "databases": databases }),
         ))
+    }
+}
+
+/// The `limit` of a paginated route: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+fn page_limit(q: &BTreeMap<String, String>) -> Result<usize, ApiResponse> {
+    match q.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiResponse::error(
+                400,
+                format!("limit must be 1 to {MAX_LIMIT}, not {l:?}"),
+            )),
+        },
     }
 }
 

@@ -10,7 +10,10 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use crate::labels::LabelSelector;
-use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus, Lease, TransitionError};
+use crate::model::{
+    AuditEntry, BackupId, BackupKind, BackupRecord, BackupStatus, Lease, RestoreRun,
+    TransitionError,
+};
 
 pub mod dynamodb;
 pub mod sqlite;
@@ -37,6 +40,9 @@ pub enum CatalogError {
     /// A status change the lifecycle forbids.
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// No restore with that id.
+    #[error("restore {0} is not in the catalog (see `pgkeep restores`)")]
+    RestoreNotFound(BackupId),
     /// A pagination cursor that this catalog did not hand out.
     #[error("invalid cursor {0:?}: pass back exactly the cursor a previous page returned")]
     BadCursor(String),
@@ -63,6 +69,8 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// Only backups carrying this label (`key`: any value, `key=value`: that value).
     pub label: Option<LabelSelector>,
+    /// Only backups of this kind.
+    pub kind: Option<BackupKind>,
 }
 
 /// One page of a listing.
@@ -72,6 +80,34 @@ pub struct Page {
     pub records: Vec<BackupRecord>,
     /// Pass this back to get the next page; `None` at the end.
     pub next_cursor: Option<String>,
+}
+
+/// Which audit entries to list; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only entries about this database.
+    pub database: Option<String>,
+    /// Only entries at or after this time (to the millisecond).
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many entries (all when `None`).
+    pub limit: Option<usize>,
+    /// Continue after the page that returned this cursor.
+    pub cursor: Option<String>,
+}
+
+/// One page of the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct AuditPage {
+    /// Entries, newest first.
+    pub entries: Vec<AuditEntry>,
+    /// Pass this back to get the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// The smallest id of anything stored at or after `since`: ids begin with their time
+/// (`YYYYMMDDTHHMMSSmmmZ`), so a time bound is a bound on the sorted ids every index has.
+pub fn id_floor(since: DateTime<Utc>) -> String {
+    since.format("%Y%m%dT%H%M%S%3fZ").to_string()
 }
 
 /// Where backup records live.
@@ -121,6 +157,17 @@ pub trait Catalog: Send + Sync {
         database: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, CatalogError>;
+
+    /// One page of the audit trail, newest first (by id, which is the entry's time).
+    async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, CatalogError>;
+
+    /// Stores a restore's record, inserting it or replacing the stored one (a restore has
+    /// one writer: whoever runs it).
+    async fn put_restore(&self, run: &RestoreRun) -> Result<(), CatalogError>;
+    /// The restore with this id.
+    async fn get_restore(&self, id: &BackupId) -> Result<RestoreRun, CatalogError>;
+    /// The newest restores, newest first.
+    async fn list_restores(&self, limit: usize) -> Result<Vec<RestoreRun>, CatalogError>;
 
     /// Removes record `id` for good if its status is still `expected` (`NotFound` when it is
     /// gone, `Conflict` when it changed). Only for records that never held a backup: history
@@ -178,7 +225,16 @@ pub fn start_key(start: &str, id: &str) -> String {
 
 /// Cursors are opaque to callers: the last record's [`Cursor::key`], base64url-encoded.
 pub fn encode_cursor(last: &BackupRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Cursor::at(last).key())
+    encode_cursor_at(last.created_at, &last.id)
+}
+
+/// The cursor after an item of `id` at `start` (an audit entry's or restore's time).
+pub fn encode_cursor_at(start: DateTime<Utc>, id: &BackupId) -> String {
+    let cursor = Cursor {
+        start: crate::model::format_time(start),
+        id: id.clone(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cursor.key())
 }
 
 /// Reverses [`encode_cursor`], refusing anything it did not produce.
@@ -376,6 +432,8 @@ pub(crate) mod contract {
         labels(catalog).await;
         leases(catalog).await;
         audit(catalog).await;
+        kinds(catalog).await;
+        restores(catalog).await;
         remove(catalog).await;
     }
 
@@ -616,5 +674,181 @@ pub(crate) mod contract {
         );
         let shop = catalog.list_audit(Some("shop"), 1).await.unwrap();
         assert_eq!(shop, vec![entries[2].clone()]);
+
+        // Pages: every entry once, newest first; filters by database and time.
+        let mut paged = Vec::new();
+        let mut query = AuditQuery {
+            limit: Some(2),
+            ..Default::default()
+        };
+        loop {
+            let page = catalog.audit_page(&query).await.unwrap();
+            assert!(page.entries.len() <= 2);
+            paged.extend(page.entries);
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(paged, all);
+        let page = |database: Option<&str>, since_minute: Option<u32>, limit| AuditQuery {
+            database: database.map(str::to_owned),
+            since: since_minute.map(|m| Utc.with_ymd_and_hms(2026, 11, 24, 13, m, 0).unwrap()),
+            limit,
+            cursor: None,
+        };
+        let recent = catalog
+            .audit_page(&page(None, Some(1), None))
+            .await
+            .unwrap();
+        assert_eq!(recent.entries, vec![entries[2].clone(), entries[1].clone()]);
+        assert!(recent.next_cursor.is_none());
+        let shop_recent = catalog
+            .audit_page(&page(Some("shop"), Some(1), Some(1)))
+            .await
+            .unwrap();
+        assert_eq!(shop_recent.entries, vec![entries[2].clone()]);
+        assert!(shop_recent.next_cursor.is_none());
+        // A cursor together with `since`: the next page stops at the bound.
+        let first = catalog
+            .audit_page(&page(None, Some(1), Some(1)))
+            .await
+            .unwrap();
+        assert_eq!(first.entries, vec![entries[2].clone()]);
+        let second = catalog
+            .audit_page(&AuditQuery {
+                cursor: first.next_cursor.clone(),
+                ..page(None, Some(1), Some(1))
+            })
+            .await
+            .unwrap();
+        assert_eq!(second.entries, vec![entries[1].clone()]);
+        if let Some(cursor) = second.next_cursor {
+            let third = catalog
+                .audit_page(&AuditQuery {
+                    cursor: Some(cursor),
+                    ..page(None, Some(1), Some(1))
+                })
+                .await
+                .unwrap();
+            assert!(third.entries.is_empty() && third.next_cursor.is_none());
+        }
+        let shop_all = catalog
+            .audit_page(&page(Some("shop"), None, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            shop_all.entries,
+            vec![entries[2].clone(), entries[0].clone()]
+        );
+        assert!(matches!(
+            catalog
+                .audit_page(&AuditQuery {
+                    cursor: Some("not-a-cursor".into()),
+                    ..Default::default()
+                })
+                .await,
+            Err(CatalogError::BadCursor(_))
+        ));
+    }
+
+    /// Restores: stored, replaced as they move on, listed newest first.
+    async fn restores(catalog: &dyn Catalog) {
+        assert!(catalog.list_restores(10).await.unwrap().is_empty());
+        let backup = record("shop", 40).id;
+        let mut runs = Vec::new();
+        for m in 0..3u32 {
+            let at = Utc.with_ymd_and_hms(2026, 11, 27, 9, m, 0).unwrap();
+            let mut run = crate::model::RestoreRun::queued(
+                BackupId::generate(at),
+                backup.clone(),
+                "copy",
+                at,
+            );
+            run.requested_by = Some("erin".into());
+            catalog.put_restore(&run).await.unwrap();
+            runs.push(run);
+        }
+        let missing = record("shop", 41).id;
+        assert!(matches!(
+            catalog.get_restore(&missing).await,
+            Err(CatalogError::RestoreNotFound(_))
+        ));
+        let mut done = runs[1].clone();
+        done.state = crate::model::RestoreState::Succeeded;
+        done.listing = Some("; Archive created at ...\n".into());
+        done.duration_ms = Some(1234);
+        catalog.put_restore(&done).await.unwrap();
+        assert_eq!(catalog.get_restore(&done.id).await.unwrap(), done);
+        runs[1] = done;
+        runs.reverse();
+        assert_eq!(catalog.list_restores(10).await.unwrap(), runs);
+        assert_eq!(catalog.list_restores(2).await.unwrap(), runs[..2].to_vec());
+        // Restores are not backups: no listing shows them.
+        let all = catalog.list(&ListQuery::default()).await.unwrap();
+        assert!(all.records.iter().all(|r| r.id != runs[0].id));
+    }
+
+    /// The kind filter, alone and with the others, page by page; `requested_by` is kept.
+    async fn kinds(catalog: &dyn Catalog) {
+        let mut manual = Vec::new();
+        for m in 0..6u32 {
+            let t = Utc.with_ymd_and_hms(2026, 11, 26, 10, m, 0).unwrap();
+            let kind = if m % 2 == 0 {
+                BackupKind::Manual
+            } else {
+                BackupKind::Scheduled
+            };
+            let mut r =
+                BackupRecord::start(BackupId::generate(t), "kinds", kind, Compression::Zstd);
+            r.created_at = t;
+            r.requested_by = Some(format!("user{m}"));
+            catalog.insert(&r).await.unwrap();
+            assert_eq!(
+                catalog.get(&r.id).await.unwrap().requested_by.as_deref(),
+                Some(format!("user{m}").as_str())
+            );
+            if kind == BackupKind::Manual {
+                manual.push(r.id.clone());
+            }
+        }
+        manual.reverse();
+        for limit in [1, 2, 10] {
+            let got = all_pages(
+                catalog,
+                ListQuery {
+                    database: Some("kinds".into()),
+                    kind: Some(BackupKind::Manual),
+                    limit: Some(limit),
+                    ..Default::default()
+                },
+            )
+            .await;
+            assert_eq!(got, manual, "limit {limit}");
+        }
+        let everywhere = all_pages(
+            catalog,
+            ListQuery {
+                kind: Some(BackupKind::Manual),
+                limit: Some(2),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(manual.iter().all(|id| everywhere.contains(id)));
+        for id in &everywhere {
+            assert_eq!(catalog.get(id).await.unwrap().kind, BackupKind::Manual);
+        }
+        let scheduled_in_progress = all_pages(
+            catalog,
+            ListQuery {
+                status: Some(BackupStatus::InProgress),
+                kind: Some(BackupKind::Scheduled),
+                database: Some("kinds".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(scheduled_in_progress.len(), 3);
     }
 }

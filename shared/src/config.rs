@@ -211,10 +211,30 @@ pub struct AlertSettings {
     pub topic_arn: Option<String>,
     /// A Slack-compatible webhook.
     pub webhook_url: Option<WebhookUrl>,
+    /// The events the topic gets (`PGKEEP_ALERT_SNS_EVENTS`); `None`: failures and staleness.
+    pub sns_events: Option<Vec<crate::alert::AlertKind>>,
+    /// The events the webhook gets (`PGKEEP_ALERT_WEBHOOK_EVENTS`); `None`: as the topic's
+    /// default.
+    pub webhook_events: Option<Vec<crate::alert::AlertKind>>,
+    /// The webhook's body shape (`PGKEEP_ALERT_WEBHOOK_FORMAT`: slack, teams).
+    pub webhook_format: crate::alert::WebhookFormat,
+    /// A dead man's switch pinged at the start, success and failure of dumps and
+    /// verifications (`PGKEEP_HEARTBEAT_URL`, healthchecks.io's convention).
+    pub heartbeat_url: Option<WebhookUrl>,
 }
 
 fn invalid(name: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid(format!("{name}: {why}"))
+}
+
+/// An event selection (`backup_ok,backup_failed`, `all`, `none`); `None` when unset.
+fn events(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<Vec<crate::alert::AlertKind>>, ConfigError> {
+    get(name)
+        .map(|text| crate::alert::AlertKind::parse_list(&text).map_err(|e| invalid(name, e)))
+        .transpose()
 }
 
 /// `PGKEEP_SELECTIONS`: checked patterns, for databases `PGKEEP_DATABASES` names.
@@ -320,6 +340,20 @@ impl LambdaSettings {
             alerts: AlertSettings {
                 topic_arn: get("PGKEEP_ALERT_TOPIC_ARN"),
                 webhook_url,
+                sns_events: events(&get, "PGKEEP_ALERT_SNS_EVENTS")?,
+                webhook_events: events(&get, "PGKEEP_ALERT_WEBHOOK_EVENTS")?,
+                webhook_format: get("PGKEEP_ALERT_WEBHOOK_FORMAT")
+                    .map(|f| {
+                        f.parse()
+                            .map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_FORMAT", e))
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
+                heartbeat_url: get("PGKEEP_HEARTBEAT_URL")
+                    .map(|url| {
+                        WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_HEARTBEAT_URL", e))
+                    })
+                    .transpose()?,
             },
             retention,
             abandon_after,

@@ -275,6 +275,11 @@ pub struct BackupRecord {
     /// scheduled event, an API call) ran again after a failure; absent on a first attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<BackupId>,
+    /// Who asked for the backup: an API caller's JWT subject or IAM principal, `schedule`,
+    /// `console` (a direct invocation that named nobody), `cli:<login>`; absent in records
+    /// that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 impl BackupRecord {
@@ -302,6 +307,7 @@ impl BackupRecord {
             selection: Selection::everything(),
             schema_only_tables: Vec::new(),
             retry_of: None,
+            requested_by: None,
         }
     }
 
@@ -714,6 +720,134 @@ pub fn path_segment(name: &str) -> String {
 /// RFC 3339 with milliseconds, the one time format pgkeep prints and stores.
 pub fn format_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Where a restore is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreState {
+    /// Accepted by the API, handed to the function that runs it; not started yet.
+    Queued,
+    /// Running.
+    Running,
+    /// Done: the target holds the backup (a dry run: the archive checked and listed).
+    Succeeded,
+    /// Refused or failed; `error` says why.
+    Failed,
+}
+
+names!(RestoreState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+});
+
+/// Most bytes of a dry run's archive listing kept on its restore record (a DynamoDB item holds
+/// at most 400 KB); a longer listing is cut at a line and says so.
+pub const MAX_LISTING_BYTES: usize = 256 * 1024;
+
+/// One restore (or dry run), as its caller follows it: `GET /restores/{id}`, `pgkeep restores`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreRun {
+    /// Sortable id (same form as a backup id).
+    pub id: BackupId,
+    /// The backup restored.
+    pub backup_id: BackupId,
+    /// The database restored into.
+    pub target_db: String,
+    /// Only checked and listed; nothing written.
+    pub dry_run: bool,
+    /// Replaces an existing target (after a safety backup).
+    pub overwrite: bool,
+    /// Where it is.
+    pub state: RestoreState,
+    /// Who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// When it was asked for.
+    pub requested_at: DateTime<Utc>,
+    /// When it started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Running time in milliseconds (the restore time objective actually achieved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The `pre_restore` backup taken of the target before it was replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_backup_id: Option<BackupId>,
+    /// A dry run's `pg_restore --list` of the archive (at most [`MAX_LISTING_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<String>,
+    /// Tables restored (or, in a dry run, found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<usize>,
+    /// Rows restored (or found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RestoreRun {
+    /// A restore asked for at `at`, not yet running.
+    pub fn queued(id: BackupId, backup_id: BackupId, target_db: &str, at: DateTime<Utc>) -> Self {
+        RestoreRun {
+            id,
+            backup_id,
+            target_db: target_db.to_owned(),
+            dry_run: false,
+            overwrite: false,
+            state: RestoreState::Queued,
+            requested_by: None,
+            requested_at: at,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            safety_backup_id: None,
+            listing: None,
+            tables: None,
+            rows: None,
+            error: None,
+        }
+    }
+
+    /// Ends the run as failed at `at` with `error`.
+    pub fn fail(&mut self, error: String, at: DateTime<Utc>) {
+        self.state = RestoreState::Failed;
+        self.finished_at = Some(at);
+        if let Some(started) = self.started_at {
+            self.duration_ms = Some((at - started).num_milliseconds().max(0) as u64);
+        }
+        self.error = Some(error);
+    }
+
+    /// Whether it has ended.
+    pub fn ended(&self) -> bool {
+        matches!(self.state, RestoreState::Succeeded | RestoreState::Failed)
+    }
+}
+
+/// `listing` cut to at most [`MAX_LISTING_BYTES`] at a line boundary, saying so when cut.
+pub fn bounded_listing(listing: &str) -> String {
+    if listing.len() <= MAX_LISTING_BYTES {
+        return listing.to_owned();
+    }
+    let mut end = MAX_LISTING_BYTES;
+    while !listing.is_char_boundary(end) {
+        end -= 1;
+    }
+    let end = listing[..end].rfind('\n').map_or(end, |n| n + 1);
+    format!(
+        "{}; ... cut at {} of {} bytes: `pgkeep restore ID --dry-run` prints all of it\n",
+        &listing[..end],
+        end,
+        listing.len()
+    )
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::retention::PolicyError;
 use crate::selection::SelectionError;
 use crate::store::StoreError;
 
+pub mod audit;
 pub mod backup;
 pub mod delete;
 pub mod download;
@@ -325,7 +326,8 @@ impl Error {
             Error::Store(StoreError::AlreadyExists { .. }) => ErrorKind::Conflict,
             Error::Store(StoreError::Unsupported { .. }) => ErrorKind::Config,
             Error::Store(_) => ErrorKind::Storage,
-            Error::Catalog(CatalogError::NotFound(_)) => ErrorKind::NotFound,
+            Error::Catalog(CatalogError::NotFound(_))
+            | Error::Catalog(CatalogError::RestoreNotFound(_)) => ErrorKind::NotFound,
             Error::Catalog(CatalogError::AlreadyExists(_))
             | Error::Catalog(CatalogError::Conflict { .. })
             | Error::Catalog(CatalogError::Transition(_)) => ErrorKind::Conflict,

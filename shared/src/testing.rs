@@ -355,6 +355,25 @@ impl Catalog for FaultyCatalog {
         self.write(self.faults.append_audit)?;
         self.inner.append_audit(entry).await
     }
+    async fn put_restore(&self, run: &crate::model::RestoreRun) -> Result<(), CatalogError> {
+        self.write(false)?;
+        self.inner.put_restore(run).await
+    }
+    async fn get_restore(&self, id: &BackupId) -> Result<crate::model::RestoreRun, CatalogError> {
+        self.inner.get_restore(id).await
+    }
+    async fn list_restores(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::model::RestoreRun>, CatalogError> {
+        self.inner.list_restores(limit).await
+    }
+    async fn audit_page(
+        &self,
+        query: &crate::catalog::AuditQuery,
+    ) -> Result<crate::catalog::AuditPage, CatalogError> {
+        self.inner.audit_page(query).await
+    }
     async fn list_audit(
         &self,
         database: Option<&str>,

@@ -119,6 +119,12 @@ impl DumpTrigger {
         self.kind == BackupKind::Scheduled && self.requested_by.as_deref() == Some("schedule")
     }
 
+    /// Who asked, for the record: as the request says, else `console` (a direct invocation
+    /// that named nobody, as the Lambda console's test events are).
+    pub fn requester(&self) -> &str {
+        self.requested_by.as_deref().unwrap_or("console")
+    }
+
     /// Reads any accepted event shape.
     pub fn from_event(event: &serde_json::Value) -> Result<Self, TriggerError> {
         if event.get("source").is_some() && event.get("detail-type").is_some() {
@@ -202,6 +208,7 @@ impl DumpTrigger {
         let mut record =
             BackupRecord::start(id.clone(), &self.database, self.kind, Compression::Zstd);
         record.labels = self.labels.as_map().clone();
+        record.requested_by = Some(self.requester().to_owned());
         if let Some(selection) = &self.selection {
             record.selection = selection.clone();
         }
@@ -245,6 +252,9 @@ pub struct RestoreTrigger {
     /// Who asked.
     #[serde(default)]
     pub requested_by: Option<String>,
+    /// The id the API recorded the restore under (`GET /restores/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_id: Option<BackupId>,
 }
 
 /// What the verify function is asked to do.
@@ -523,6 +533,7 @@ mod tests {
                 dry_run: false,
                 no_owner: true,
                 requested_by: Some("alice".into()),
+                restore_id: Some(id.clone()),
             }),
         ] {
             assert_eq!(VerifyEvent::from_event(&event.to_event()).unwrap(), event);

@@ -67,17 +67,35 @@ pub fn notifier(
     settings: &LambdaSettings,
     aws: Option<&SdkConfig>,
 ) -> Result<Arc<dyn Notifier>, ConfigError> {
+    let alerts = &settings.alerts;
+    let selected = |inner: Arc<dyn Notifier>, events: &Option<Vec<crate::alert::AlertKind>>| {
+        Arc::new(crate::alert::Selected {
+            inner,
+            events: events
+                .clone()
+                .unwrap_or_else(|| crate::alert::DEFAULT_EVENTS.to_vec()),
+        }) as Arc<dyn Notifier>
+    };
     let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(LogNotifier)];
-    if let Some(topic) = &settings.alerts.topic_arn {
+    if let Some(topic) = &alerts.topic_arn {
         let aws = aws.ok_or_else(|| {
             ConfigError::Invalid("PGKEEP_ALERT_TOPIC_ARN needs the AWS configuration".into())
         })?;
-        notifiers.push(Arc::new(SnsNotifier::new(aws, topic)));
+        notifiers.push(selected(
+            Arc::new(SnsNotifier::new(aws, topic)),
+            &alerts.sns_events,
+        ));
     }
-    if let Some(url) = &settings.alerts.webhook_url {
-        let webhook =
-            WebhookNotifier::new(url.clone()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        notifiers.push(Arc::new(webhook));
+    if let Some(url) = &alerts.webhook_url {
+        let webhook = WebhookNotifier::new(url.clone())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?
+            .with_format(alerts.webhook_format);
+        notifiers.push(selected(Arc::new(webhook), &alerts.webhook_events));
+    }
+    if let Some(url) = &alerts.heartbeat_url {
+        let heartbeat = crate::alert::heartbeat::HeartbeatNotifier::new(url.clone())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        notifiers.push(Arc::new(heartbeat));
     }
     Ok(Arc::new(Notifiers(notifiers)))
 }

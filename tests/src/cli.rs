@@ -66,6 +66,11 @@ impl Pgkeep {
         self
     }
 
+    /// The local repository's directory (its catalog is `catalog.sqlite3` inside).
+    pub fn repo_dir(&self) -> &Path {
+        &self.repo
+    }
+
     /// Adds an environment variable to every run.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_owned(), value.to_owned()));

@@ -17,6 +17,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &ListArgs) -> Result<u8, Failure
         limit: args.limit,
         cursor: None,
         label: args.label.clone(),
+        kind: args.kind,
     };
     let records = match args.limit {
         Some(_) => ops::list::list(&services, &query).await?.records,

@@ -47,6 +47,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &RestoreArgs) -> Result<u8, Fail
     request.pg_bin = resolver.cli.pg_bin.clone();
     request.actor = resolver.actor(&args.actor);
     request.safety_backup_id = Some(BackupId::generate(chrono::Utc::now()));
+    request.restore_id = Some(BackupId::generate(chrono::Utc::now()));
     restore(&services, &request, args.json).await
 }
 
@@ -70,6 +71,9 @@ async fn restore(services: &Services, request: &RestoreRequest, json: bool) -> R
                 if let Err(e) = ops::backup::end_interrupted(services, &request.target_db, id, &why).await {
                     eprintln!("pgkeep: could not record the interrupted safety backup: {e}");
                 }
+            }
+            if let Some(id) = &request.restore_id {
+                ops::restore::record_failure(services, id, &format!("interrupted ({})", signal.name())).await;
             }
             eprintln!("pgkeep: interrupted ({}); nothing was restored and {:?} was left as it was", signal.name(), request.target_db);
             return Ok(signal.exit_code());

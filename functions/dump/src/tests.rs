@@ -93,10 +93,22 @@ async fn every_sample_event_backs_up_once_with_metrics_and_a_verification() {
              INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 250) g;",
         )
         .unwrap();
-    let f = fixture(&cluster.url("shop"), &[]).await;
+    let mut f = fixture(&cluster.url("shop"), &[]).await;
+    let notices = Arc::new(pgkeep::testing::RecordingNotifier::new());
+    f.jobs.notifier = notices.clone();
 
     // The same scheduled event, delivered twice: one backup.
     let first = handle(&f.jobs, event("scheduled")).await.unwrap();
+    // Who asked, on the record; the start and the good news told to the notifiers (a
+    // heartbeat's /start and success pings).
+    assert_eq!(first["backup"]["requested_by"], "schedule");
+    assert_eq!(
+        notices.starts(),
+        [(pgkeep::alert::RunKind::Backup, "shop".to_owned())]
+    );
+    let kinds: Vec<_> = notices.notices().iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [pgkeep::alert::AlertKind::BackupOk]);
+    assert!(notices.alerts().is_empty());
     assert_eq!(first["outcome"], "completed", "{first}");
     assert_eq!(first["verify_started"], true);
     let backup = &first["backup"];
@@ -137,6 +149,7 @@ async fn every_sample_event_backs_up_once_with_metrics_and_a_verification() {
     assert_eq!(manual["outcome"], "completed", "{manual}");
     assert_eq!(manual["backup"]["kind"], "manual");
     assert_ne!(manual["backup"]["id"], id.as_str());
+    assert_eq!(manual["backup"]["requested_by"], "console");
     let api = handle(&f.jobs, event("from-api")).await.unwrap();
     assert_eq!(api["backup"]["id"], event("from-api")["backup_id"], "{api}");
     assert_eq!(objects(&f.jobs).await.len(), 3);

@@ -73,6 +73,7 @@ impl fmt::Display for WebhookUrl {
 pub struct WebhookNotifier {
     client: reqwest::Client,
     url: WebhookUrl,
+    format: super::WebhookFormat,
 }
 
 impl WebhookNotifier {
@@ -86,7 +87,54 @@ impl WebhookNotifier {
             .user_agent(concat!("pgkeep/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| fail(&url, format!("cannot build the HTTP client: {e}")))?;
-        Ok(WebhookNotifier { client, url })
+        Ok(WebhookNotifier {
+            client,
+            url,
+            format: super::WebhookFormat::Slack,
+        })
+    }
+
+    /// The same notifier posting bodies in `format` (Slack's by default).
+    pub fn with_format(mut self, format: super::WebhookFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// POSTs `body` as JSON; a non-2xx answer is an error.
+    pub(crate) async fn post(&self, url: reqwest::Url, body: Vec<u8>) -> Result<(), NotifyError> {
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| fail(&self.url, describe(&e.without_url())))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let text: String = text.chars().take(200).collect();
+        Err(fail(
+            &self.url,
+            format!(
+                "the webhook answered {status}{}",
+                if text.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", super::redact(text.trim()))
+                }
+            ),
+        ))
+    }
+
+    /// The configured URL with `suffix` appended to its path (`/start`, `/fail`).
+    pub(crate) fn url_with(&self, suffix: &str) -> reqwest::Url {
+        let mut url = self.url.0.clone();
+        let path = format!("{}{suffix}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url
     }
 }
 
@@ -124,32 +172,9 @@ fn describe(e: &reqwest::Error) -> String {
 #[async_trait]
 impl Notifier for WebhookNotifier {
     async fn notify(&self, alert: &Alert) -> Result<(), NotifyError> {
-        let body = serde_json::to_vec(&alert.webhook_payload()).expect("JSON values serialize");
-        let response = self
-            .client
-            .post(self.url.0.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| fail(&self.url, describe(&e.without_url())))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = response.text().await.unwrap_or_default();
-        let text: String = text.chars().take(200).collect();
-        Err(fail(
-            &self.url,
-            format!(
-                "the webhook answered {status}{}",
-                if text.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", super::redact(text.trim()))
-                }
-            ),
-        ))
+        let body =
+            serde_json::to_vec(&alert.webhook_body(self.format)).expect("JSON values serialize");
+        self.post(self.url.0.clone(), body).await
     }
 }
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::backends::{BackendConfig, KeyUrl, KeyUse, RepoUrl};
-use crate::model::{BackupRecord, Compression};
+use crate::model::{format_time, BackupRecord, Compression};
 use crate::testing::{RecordingStarter, RecordingVerifyStarter};
 use chrono::{Duration, TimeZone};
 
@@ -618,6 +618,7 @@ async fn a_backup_that_cannot_be_started_is_recorded_failed_and_alerted() {
     let record = api.services.catalog.get(&id).await.unwrap();
     assert_eq!(record.status, BackupStatus::Failed);
     assert_eq!(record.labels["ticket"], "OPS-9");
+    assert_eq!(record.requested_by.as_deref(), Some("alice"));
     let reason = record.error.unwrap();
     assert!(reason.contains("PGKEEP_DUMP_FUNCTION"), "{reason}");
     let sent = alerts.alerts();
@@ -678,6 +679,235 @@ async fn a_lost_catalog_answers_503_naming_repair_and_starts_nothing() {
         api.handle(&get("/backups", Caller::Anonymous), now())
             .await
             .status,
+        403
+    );
+}
+
+fn audit_entry(minutes_ago: i64, database: &str, actor: &str) -> crate::model::AuditEntry {
+    let at = now() - Duration::minutes(minutes_ago);
+    crate::model::AuditEntry {
+        id: BackupId::generate(at),
+        at,
+        actor: actor.into(),
+        action: "restore".into(),
+        backup_id: None,
+        database: database.into(),
+        outcome: "ok".into(),
+        details: serde_json::json!({}),
+    }
+}
+
+#[tokio::test]
+async fn the_audit_trail_pages_filters_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _) = api(dir.path()).await;
+    // Five entries, 10 minutes apart; every other one about `crm`.
+    for (i, m) in [50, 40, 30, 20, 10].into_iter().enumerate() {
+        let db = if i % 2 == 0 { "shop" } else { "crm" };
+        let entry = audit_entry(m, db, &format!("user{i}"));
+        api.services.catalog.append_audit(&entry).await.unwrap();
+    }
+    // A deletion through the API is audited under the caller and shows up first.
+    let doomed = add(&api, 30, BackupStatus::Completed).await;
+    add(&api, 1, BackupStatus::Verified).await;
+    assert_eq!(api.handle(&delete(&doomed.id), now()).await.status, 200);
+
+    let actors = |body: &Value| -> Vec<String> {
+        body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["actor"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut path = "/audit?limit=2".to_owned();
+    loop {
+        let page = api.handle(&get(&path, admin()), now()).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let got = actors(&page.body);
+        assert!(got.len() <= 2);
+        seen.extend(got);
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/audit?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alice", "user4", "user3", "user2", "user1", "user0"]);
+
+    let crm = api
+        .handle(&get("/audit?database=crm", admin()), now())
+        .await;
+    assert_eq!(actors(&crm.body), ["user3", "user1"]);
+    // `since`: a duration back from now, or a time.
+    let recent = api.handle(&get("/audit?since=25m", admin()), now()).await;
+    assert_eq!(actors(&recent.body), ["alice", "user4", "user3"]);
+    let since = format_time(now() - Duration::minutes(35));
+    let timed = api
+        .handle(
+            &get(&format!("/audit?since={since}&database=shop"), admin()),
+            now(),
+        )
+        .await;
+    assert_eq!(actors(&timed.body), ["alice", "user4", "user2"]);
+
+    for bad in [
+        "/audit?since=yesterday",
+        "/audit?limit=0",
+        "/audit?cursor=nope",
+    ] {
+        let r = api.handle(&get(bad, admin()), now()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    let mut post = get("/audit", admin());
+    post.method = "POST".into();
+    assert_eq!(api.handle(&post, now()).await.status, 405);
+    let outsider = Caller::Jwt {
+        subject: "bob".into(),
+        groups: vec!["ops".into()],
+    };
+    assert_eq!(
+        api.handle(&get("/audit", outsider), now()).await.status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn listing_filters_by_kind_and_records_say_who_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _) = api(dir.path()).await;
+    let mut manual = Vec::new();
+    for h in 1..=6 {
+        let mut r = add(&api, h, BackupStatus::Completed).await;
+        if h % 2 == 0 {
+            let before = r.clone();
+            r.kind = BackupKind::Manual;
+            r.requested_by = Some("alice".into());
+            api.services.catalog.replace(&r).await.unwrap();
+            assert_ne!(before.kind, r.kind);
+            manual.push(r.id.to_string());
+        }
+    }
+    let mut seen = Vec::new();
+    let mut path = "/backups?kind=manual&limit=2".to_owned();
+    loop {
+        let page = api.handle(&get(&path, admin()), now()).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        for b in page.body["backups"].as_array().unwrap() {
+            assert_eq!(b["kind"], "manual");
+            assert_eq!(b["requested_by"], "alice");
+            seen.push(b["id"].as_str().unwrap().to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/backups?kind=manual&limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, manual);
+    let bad = api
+        .handle(&get("/backups?kind=weekly", admin()), now())
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("pre_migration"),
+        "{}",
+        bad.body
+    );
+}
+
+#[tokio::test]
+async fn a_queued_restore_gets_an_id_to_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut api, _) = api(dir.path()).await;
+    let verifies = Arc::new(RecordingVerifyStarter::default());
+    api.verify_starter = verifies.clone();
+    let stored = add(&api, 1, BackupStatus::Completed).await;
+    let post = |body: &str| {
+        let mut req = get(&format!("/backups/{}/restore", stored.id), admin());
+        req.method = "POST".into();
+        req.body = Some(body.as_bytes().to_vec());
+        req
+    };
+    let res = api
+        .handle(&post(r#"{"target_db": "copy", "dry_run": true}"#), now())
+        .await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    let restore_id = res.body["restore_id"].as_str().unwrap().to_owned();
+    assert!(res
+        .headers
+        .contains(&("location".into(), format!("/restores/{restore_id}"))));
+    // The function gets the id; until it runs, the restore is queued.
+    let queued = verifies.0.lock().unwrap().clone();
+    assert!(
+        matches!(&queued[0], VerifyEvent::Restore(t) if t.restore_id.as_ref().map(BackupId::as_str) == Some(restore_id.as_str())),
+        "{queued:?}"
+    );
+    let shown = api
+        .handle(&get(&format!("/restores/{restore_id}"), admin()), now())
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["state"], "queued");
+    assert_eq!(shown.body["backup_id"], stored.id.as_str());
+    assert_eq!(shown.body["target_db"], "copy");
+    assert_eq!(shown.body["dry_run"], true);
+    assert_eq!(shown.body["requested_by"], "alice");
+    let listed = api.handle(&get("/restores", admin()), now()).await;
+    assert_eq!(listed.body["restores"][0]["id"], restore_id.as_str());
+
+    // A restore that cannot be handed over is recorded failed, saying why.
+    api.verify_starter = Arc::new(crate::invoke::Unconfigured("PGKEEP_VERIFY_FUNCTION"));
+    let res = api.handle(&post(r#"{"target_db": "copy2"}"#), now()).await;
+    assert_eq!(res.status, 502, "{}", res.body);
+    let failed_id = res.body["restore_id"].as_str().unwrap();
+    let shown = api
+        .handle(&get(&format!("/restores/{failed_id}"), admin()), now())
+        .await;
+    assert_eq!(shown.body["state"], "failed");
+    let error = shown.body["error"].as_str().unwrap();
+    assert!(error.contains("PGKEEP_VERIFY_FUNCTION"), "{error}");
+
+    let unknown = BackupId::generate(now());
+    for (path, status) in [
+        (format!("/restores/{unknown}"), 404),
+        ("/restores/nope".to_owned(), 400),
+        ("/restores?limit=0".to_owned(), 400),
+    ] {
+        let res = api.handle(&get(&path, admin()), now()).await;
+        assert_eq!(res.status, status, "{path}: {}", res.body);
+    }
+    let mut delete = get(&format!("/restores/{restore_id}"), admin());
+    delete.method = "DELETE".into();
+    assert_eq!(api.handle(&delete, now()).await.status, 405);
+}
+
+#[tokio::test]
+async fn the_dashboard_is_an_html_page_for_admins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _) = api(dir.path()).await;
+    add(&api, 2, BackupStatus::Verified).await;
+    let res = api.handle(&get("/dashboard", admin()), now()).await;
+    assert_eq!(res.status, 200);
+    assert!(res
+        .headers
+        .contains(&("content-type".into(), "text/html; charset=utf-8".into())));
+    let page = res.raw_body().expect("sent as it is, not as JSON");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(page.contains("data-database=\"shop\""));
+    // JSON answers stay JSON.
+    assert!(api
+        .handle(&get("/status", admin()), now())
+        .await
+        .raw_body()
+        .is_none());
+    let outsider = Caller::Jwt {
+        subject: "bob".into(),
+        groups: vec!["ops".into()],
+    };
+    assert_eq!(
+        api.handle(&get("/dashboard", outsider), now()).await.status,
         403
     );
 }

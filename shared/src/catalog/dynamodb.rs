@@ -25,11 +25,14 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
 use super::{
-    check_update, decode_cursor, encode_cursor, start_key, Catalog, CatalogError, ListQuery, Page,
+    check_update, decode_cursor, encode_cursor, encode_cursor_at, start_key, AuditPage, AuditQuery,
+    Catalog, CatalogError, ListQuery, Page,
 };
 use crate::aws::{describe, error_code};
 use crate::labels::LabelSelector;
-use crate::model::{format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
+use crate::model::{
+    format_time, AuditEntry, BackupId, BackupKind, BackupRecord, BackupStatus, Lease, RestoreRun,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -131,14 +134,51 @@ impl DynamoCatalog {
         want: Option<usize>,
         keep: impl Fn(&Item) -> bool,
     ) -> Result<Vec<Item>, CatalogError> {
+        self.query_newest_since(index, hash_attr, hash, before, None, want, keep)
+            .await
+    }
+
+    /// [`Self::query_newest`], also stopping at start keys below `since` (a time as
+    /// [`format_time`] writes it: every key of an item at or after it sorts above it).
+    #[allow(clippy::too_many_arguments)]
+    async fn query_newest_since(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash: String,
+        before: Option<&str>,
+        since: Option<&str>,
+        want: Option<usize>,
+        keep: impl Fn(&Item) -> bool,
+    ) -> Result<Vec<Item>, CatalogError> {
         let mut condition = String::from("#h = :h");
         let mut names = HashMap::from([("#h".to_owned(), hash_attr.to_owned())]);
         let mut values = HashMap::from([(":h".to_owned(), s(hash))]);
-        if let Some(before) = before {
-            condition.push_str(" AND #k < :before");
-            names.insert("#k".into(), START_KEY.into());
-            values.insert(":before".into(), s(before));
+        // A key condition allows one test of the sort key: both bounds are a BETWEEN (which
+        // includes `before`, dropped below).
+        match (before, since) {
+            // Nothing is both below the cursor and at or above `since`.
+            (Some(before), Some(since)) if before < since => return Ok(Vec::new()),
+            (Some(before), Some(since)) => {
+                condition.push_str(" AND #k BETWEEN :since AND :before");
+                values.insert(":since".into(), s(since));
+                values.insert(":before".into(), s(before));
+            }
+            (Some(before), None) => {
+                condition.push_str(" AND #k < :before");
+                values.insert(":before".into(), s(before));
+            }
+            (None, Some(since)) => {
+                condition.push_str(" AND #k >= :since");
+                values.insert(":since".into(), s(since));
+            }
+            (None, None) => {}
         }
+        if before.is_some() || since.is_some() {
+            names.insert("#k".into(), START_KEY.into());
+        }
+        let keep =
+            |item: &Item| before.is_none_or(|b| text(item, START_KEY) != Some(b)) && keep(item);
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -241,6 +281,12 @@ impl DynamoCatalog {
         serde_json::from_str(json).map_err(|e| self.corrupt("record", e))
     }
 
+    fn restore_from(&self, item: &Item) -> Result<RestoreRun, CatalogError> {
+        let json = text(item, "entry")
+            .ok_or_else(|| self.corrupt("restore record", "no entry attribute"))?;
+        serde_json::from_str(json).map_err(|e| self.corrupt("restore record", e))
+    }
+
     fn lease_from(&self, item: &Item) -> Result<Lease, CatalogError> {
         let field = |name| {
             text(item, name).ok_or_else(|| self.corrupt("lease", format!("no {name} attribute")))
@@ -281,6 +327,16 @@ fn has_label(item: &Item, selector: &LabelSelector) -> bool {
     }
 }
 
+/// An item's backup kind: its `kind` attribute, or (items written before it existed) the
+/// record's.
+fn item_kind(item: &Item) -> Option<BackupKind> {
+    if let Some(kind) = text(item, "kind") {
+        return kind.parse().ok();
+    }
+    let record: serde_json::Value = serde_json::from_str(text(item, "record")?).ok()?;
+    record.get("kind")?.as_str()?.parse().ok()
+}
+
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Some(v),
@@ -296,6 +352,28 @@ fn audit_pk(id: &BackupId) -> String {
     format!("audit#{id}")
 }
 
+fn restore_pk(id: &BackupId) -> String {
+    format!("restore#{id}")
+}
+
+/// A restore's item: in `by_time` under item type `restore`, so restores list newest first.
+fn restore_item(run: &RestoreRun) -> Item {
+    HashMap::from([
+        (PK.to_owned(), s(restore_pk(&run.id))),
+        (ITEM_TYPE.to_owned(), s("restore")),
+        (ID.to_owned(), s(run.id.as_str())),
+        (
+            START_KEY.to_owned(),
+            s(start_key(&format_time(run.requested_at), run.id.as_str())),
+        ),
+        ("state".to_owned(), s(run.state.as_str())),
+        (
+            "entry".to_owned(),
+            s(serde_json::to_string(run).expect("restore records serialize")),
+        ),
+    ])
+}
+
 fn lease_pk(database: &str) -> String {
     format!("lease#{database}")
 }
@@ -307,6 +385,7 @@ fn record_item(record: &BackupRecord) -> Item {
         (ID.to_owned(), s(record.id.as_str())),
         ("database".to_owned(), s(&record.database)),
         ("status".to_owned(), s(record.status.as_str())),
+        ("kind".to_owned(), s(record.kind.as_str())),
         ("created_at".to_owned(), s(format_time(record.created_at))),
         (
             START_KEY.to_owned(),
@@ -328,6 +407,9 @@ fn record_item(record: &BackupRecord) -> Item {
             s(serde_json::to_string(record).expect("records always serialize")),
         ),
     ]);
+    if let Some(by) = &record.requested_by {
+        item.insert("requested_by".to_owned(), s(by));
+    }
     if !record.labels.is_empty() {
         let labels = record
             .labels
@@ -480,7 +562,11 @@ impl Catalog for DynamoCatalog {
         // Labels are filtered after the query: a page is filled from as many index pages as
         // it takes, and the cursor is the last record returned, so none is skipped or repeated.
         let label = query.label.as_ref();
-        let labelled = |item: &Item| label.is_none_or(|l| has_label(item, l));
+        let kind = query.kind;
+        let labelled = |item: &Item| {
+            label.is_none_or(|l| has_label(item, l))
+                && kind.is_none_or(|k| item_kind(item) == Some(k))
+        };
         let items = match (&query.database, status) {
             (Some(database), _) => {
                 self.query_newest(
@@ -684,6 +770,87 @@ impl Catalog for DynamoCatalog {
                 serde_json::from_str(json).map_err(|e| self.corrupt("audit entry", e))
             })
             .collect()
+    }
+
+    async fn put_restore(&self, run: &RestoreRun) -> Result<(), CatalogError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(restore_item(run)))
+            .send()
+            .await
+            .map_err(|e| self.backend("PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn get_restore(&self, id: &BackupId) -> Result<RestoreRun, CatalogError> {
+        let item = self
+            .get_item(restore_pk(id))
+            .await?
+            .ok_or_else(|| CatalogError::RestoreNotFound(id.clone()))?;
+        self.restore_from(&item)
+    }
+
+    async fn list_restores(&self, limit: usize) -> Result<Vec<RestoreRun>, CatalogError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query_newest(
+                BY_TIME,
+                ITEM_TYPE,
+                "restore".into(),
+                None,
+                Some(limit),
+                |_| true,
+            )
+            .await?;
+        items.iter().map(|item| self.restore_from(item)).collect()
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, CatalogError> {
+        let before = query
+            .cursor
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?
+            .map(|c| c.key());
+        let since = query.since.map(format_time);
+        let want = query.limit.map(|l| l + 1);
+        let (index, attr, hash) = match &query.database {
+            Some(db) => (BY_DATABASE, DATABASE_KEY, format!("audit#{db}")),
+            None => (BY_TIME, ITEM_TYPE, "audit".to_owned()),
+        };
+        let items = self
+            .query_newest_since(
+                index,
+                attr,
+                hash,
+                before.as_deref(),
+                since.as_deref(),
+                want,
+                |_| true,
+            )
+            .await?;
+        let mut entries = items
+            .iter()
+            .map(|item| {
+                let json = text(item, "entry")
+                    .ok_or_else(|| self.corrupt("audit entry", "no entry attribute"))?;
+                serde_json::from_str::<AuditEntry>(json).map_err(|e| self.corrupt("audit entry", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut next_cursor = None;
+        if let Some(limit) = query.limit {
+            if entries.len() > limit {
+                entries.truncate(limit);
+                next_cursor = entries.last().map(|e| encode_cursor_at(e.at, &e.id));
+            }
+        }
+        Ok(AuditPage {
+            entries,
+            next_cursor,
+        })
     }
 
     async fn remove_record(

@@ -14,10 +14,15 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{check_update, decode_cursor, encode_cursor, Catalog, CatalogError, ListQuery, Page};
+use super::{
+    check_update, decode_cursor, encode_cursor, encode_cursor_at, AuditPage, AuditQuery, Catalog,
+    CatalogError, ListQuery, Page,
+};
 use chrono::{DateTime, Utc};
 
-use crate::model::{format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease};
+use crate::model::{
+    format_time, AuditEntry, BackupId, BackupRecord, BackupStatus, Lease, RestoreRun,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS backups (
@@ -42,6 +47,10 @@ CREATE TABLE IF NOT EXISTS audit (
     entry    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_database ON audit (database, id);
+CREATE TABLE IF NOT EXISTS restores (
+    id    TEXT PRIMARY KEY,
+    entry TEXT NOT NULL
+);
 PRAGMA user_version = 1;
 ";
 
@@ -94,6 +103,19 @@ impl SqliteCatalog {
             conn.execute_batch("ALTER TABLE leases ADD COLUMN process TEXT")
                 .map_err(|e| fail(e.to_string()))?;
         }
+        // Who asked for a backup (a copy of the record's `requested_by`) came later still.
+        let has_requested_by: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('backups') WHERE name = 'requested_by'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| fail(e.to_string()))?
+            > 0;
+        if !has_requested_by {
+            conn.execute_batch("ALTER TABLE backups ADD COLUMN requested_by TEXT")
+                .map_err(|e| fail(e.to_string()))?;
+        }
         Ok(SqliteCatalog {
             path,
             conn: Arc::new(Mutex::new(conn)),
@@ -137,6 +159,13 @@ fn from_json(location: &str, json: &str) -> Result<BackupRecord, CatalogError> {
     })
 }
 
+fn restore_from_json(location: &str, json: &str) -> Result<RestoreRun, CatalogError> {
+    serde_json::from_str(json).map_err(|e| CatalogError::Backend {
+        location: location.to_owned(),
+        message: format!("unreadable restore record: {e}"),
+    })
+}
+
 #[async_trait]
 impl Catalog for SqliteCatalog {
     fn location(&self) -> String {
@@ -149,8 +178,8 @@ impl Catalog for SqliteCatalog {
         self.with(move |conn| {
             let inserted = conn
                 .execute(
-                    "INSERT INTO backups (id, database, status, kind, created_at, record)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO backups (id, database, status, kind, created_at, record, requested_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
                     params![
                         record.id.as_str(),
                         record.database,
@@ -158,6 +187,7 @@ impl Catalog for SqliteCatalog {
                         record.kind.as_str(),
                         crate::model::format_time(record.created_at),
                         to_json(&record),
+                        record.requested_by,
                     ],
                 )
                 .map_err(backend(&location))?;
@@ -174,11 +204,12 @@ impl Catalog for SqliteCatalog {
         let location = self.location();
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO backups (id, database, status, kind, created_at, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO backups (id, database, status, kind, created_at, record, requested_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET database = excluded.database,
                    status = excluded.status, kind = excluded.kind,
-                   created_at = excluded.created_at, record = excluded.record",
+                   created_at = excluded.created_at, record = excluded.record,
+                   requested_by = excluded.requested_by",
                 params![
                     record.id.as_str(),
                     record.database,
@@ -186,6 +217,7 @@ impl Catalog for SqliteCatalog {
                     record.kind.as_str(),
                     crate::model::format_time(record.created_at),
                     to_json(&record),
+                    record.requested_by,
                 ],
             )
             .map_err(backend(&location))?;
@@ -272,10 +304,11 @@ impl Catalog for SqliteCatalog {
                     "SELECT record FROM backups
                      WHERE (?1 IS NULL OR database = ?1)
                        AND (?2 IS NULL OR status = ?2)
-                       AND (?3 IS NULL OR (created_at, id) < (?3, ?7))
+                       AND (?3 IS NULL OR (created_at, id) < (?3, ?8))
                        AND (?5 IS NULL OR EXISTS (
                              SELECT 1 FROM json_each(record, '$.labels') AS l
                              WHERE l.key = ?5 AND (?6 IS NULL OR l.value = ?6)))
+                       AND (?7 IS NULL OR kind = ?7)
                      ORDER BY created_at DESC, id DESC LIMIT ?4",
                 )
                 .map_err(backend(&location))?;
@@ -290,6 +323,7 @@ impl Catalog for SqliteCatalog {
                         limit,
                         label_key,
                         label_value,
+                        query.kind.map(|k| k.as_str()),
                         after.as_ref().map(|a| a.id.as_str())
                     ],
                     |r| r.get::<_, String>(0),
@@ -433,6 +467,114 @@ impl Catalog for SqliteCatalog {
                         message: format!("unreadable audit entry: {e}"),
                     })?,
                 );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, CatalogError> {
+        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let query = query.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let limit = query.limit.map(|l| l as i64 + 1).unwrap_or(-1);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT entry FROM audit WHERE (?1 IS NULL OR database = ?1)
+                       AND (?2 IS NULL OR id >= ?2) AND (?3 IS NULL OR id < ?3)
+                     ORDER BY id DESC LIMIT ?4",
+                )
+                .map_err(backend(&location))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.database,
+                        query.since.map(super::id_floor),
+                        after.as_ref().map(|a| a.id.as_str()),
+                        limit
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(backend(&location))?;
+            let mut entries: Vec<AuditEntry> = Vec::new();
+            for json in rows {
+                let json = json.map_err(backend(&location))?;
+                entries.push(
+                    serde_json::from_str(&json).map_err(|e| CatalogError::Backend {
+                        location: location.clone(),
+                        message: format!("unreadable audit entry: {e}"),
+                    })?,
+                );
+            }
+            let mut next_cursor = None;
+            if let Some(limit) = query.limit {
+                if entries.len() > limit {
+                    entries.truncate(limit);
+                    next_cursor = entries.last().map(|e| encode_cursor_at(e.at, &e.id));
+                }
+            }
+            Ok(AuditPage {
+                entries,
+                next_cursor,
+            })
+        })
+        .await
+    }
+
+    async fn put_restore(&self, run: &RestoreRun) -> Result<(), CatalogError> {
+        let run = run.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO restores (id, entry) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET entry = excluded.entry",
+                params![
+                    run.id.as_str(),
+                    serde_json::to_string(&run).expect("restore records serialize")
+                ],
+            )
+            .map_err(backend(&location))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_restore(&self, id: &BackupId) -> Result<RestoreRun, CatalogError> {
+        let id = id.clone();
+        let location = self.location();
+        self.with(move |conn| {
+            let json: Option<String> = conn
+                .query_row(
+                    "SELECT entry FROM restores WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend(&location))?;
+            match json {
+                Some(json) => restore_from_json(&location, &json),
+                None => Err(CatalogError::RestoreNotFound(id)),
+            }
+        })
+        .await
+    }
+
+    async fn list_restores(&self, limit: usize) -> Result<Vec<RestoreRun>, CatalogError> {
+        let location = self.location();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT entry FROM restores ORDER BY id DESC LIMIT ?1")
+                .map_err(backend(&location))?;
+            let rows = stmt
+                .query_map([limit as i64], |r| r.get::<_, String>(0))
+                .map_err(backend(&location))?;
+            let mut out = Vec::new();
+            for json in rows {
+                out.push(restore_from_json(
+                    &location,
+                    &json.map_err(backend(&location))?,
+                )?);
             }
             Ok(out)
         })

@@ -144,13 +144,18 @@ fn parse_groups(claim: &str, value: &str) -> Result<Vec<String>, String> {
 }
 
 fn to_response(response: ApiResponse) -> Result<Response<Body>, Error> {
-    let mut builder = Response::builder()
-        .status(response.status)
-        .header("content-type", "application/json");
+    let mut builder = Response::builder().status(response.status);
+    let body = match response.raw_body() {
+        Some(raw) => raw.to_owned(),
+        None => {
+            builder = builder.header("content-type", "application/json");
+            response.body.to_string()
+        }
+    };
     for (name, value) in &response.headers {
         builder = builder.header(name, value);
     }
-    Ok(builder.body(Body::from(response.body.to_string()))?)
+    Ok(builder.body(Body::from(body))?)
 }
 
 #[cfg(test)]

@@ -70,6 +70,8 @@ pub struct BackupRequest {
     pub selection: Selection,
     /// The failed attempt this backup retakes (a retried request), for its record.
     pub retry_of: Option<BackupId>,
+    /// Who asked for it, for its record (see [`BackupRecord::requested_by`]).
+    pub requested_by: Option<String>,
 }
 
 /// Default heartbeat timeout of a dump lease: a run renews its lease every 30 seconds, so a
@@ -95,6 +97,7 @@ impl BackupRequest {
             labels: Labels::none(),
             selection: Selection::everything(),
             retry_of: None,
+            requested_by: None,
         }
     }
 
@@ -293,6 +296,7 @@ async fn backup_leased(
     record.labels = request.labels.as_map().clone();
     record.selection = request.selection.clone();
     record.retry_of = request.retry_of.clone();
+    record.requested_by = request.requested_by.clone();
     services.catalog.insert(&record).await?;
     tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
     let started = Instant::now();

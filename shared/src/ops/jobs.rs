@@ -28,7 +28,7 @@ use super::prune::{self, Missing, PruneReport, PruneRequest};
 use super::restore::{restore, RestoreReport, RestoreRequest};
 use super::verify::{next_to_verify, verify, VerifyRequest};
 use super::{reaper, Error};
-use crate::alert::{Alert, AlertKind, Notifier, NotifyError};
+use crate::alert::{Alert, AlertKind, Notifier, NotifyError, RunKind};
 use crate::backends::{KeyUse, Services};
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, LambdaSettings};
@@ -270,6 +270,7 @@ impl Jobs {
         if let Some(failed) = &retry_of {
             tracing::info!(backup = %id, retry_of = %failed, database = %trigger.database, "an earlier attempt of this request failed: taking the backup again");
         }
+        self.started(RunKind::Backup, &trigger.database).await;
         let result = self.dump(trigger, &id, retry_of.clone()).await;
         let record = match result {
             Ok(record) => record,
@@ -283,6 +284,8 @@ impl Jobs {
             Err(e) => return Err(self.dump_failed(trigger, &id, retry_of, e).await),
         };
         self.metrics.emit(&backup_metrics(&record));
+        self.good_news(AlertKind::BackupOk, &record, "the backup completed")
+            .await;
         let (verify_started, verify_error) = match &self.verify_starter {
             None => (false, None),
             Some(starter) => {
@@ -325,6 +328,7 @@ impl Jobs {
         request.database_name = Some(trigger.database.clone());
         request.abandon_after = self.settings.abandon_after;
         request.labels = trigger.labels.clone();
+        request.requested_by = Some(trigger.requester().to_owned());
         // The event's selection replaces the database's configured one.
         request.selection = match &trigger.selection {
             Some(selection) => selection.clone(),
@@ -492,6 +496,27 @@ impl Jobs {
         first_failure.map_or(Ok(()), Err)
     }
 
+    /// Tells the notifiers a run starts (a heartbeat's `/start`); a failure is only logged:
+    /// the run matters more than its ping.
+    async fn started(&self, run: RunKind, database: &str) {
+        if let Err(e) = self.notifier.started(run, database).await {
+            tracing::warn!(database, error = %e, "could not send the start notice");
+        }
+    }
+
+    /// A notice that a run went well (sent where selected, and to a heartbeat); a delivery
+    /// failure is logged, never a failed run.
+    async fn good_news(&self, kind: AlertKind, record: &BackupRecord, what: &str) {
+        let alert = Alert::new(
+            kind,
+            &record.database,
+            Some(record.id.clone()),
+            what,
+            Utc::now(),
+        );
+        let _ = self.notify(&alert).await;
+    }
+
     /// Sends one alert; a delivery failure is logged here and returned for the caller to fail
     /// the invocation with.
     async fn notify(&self, alert: &Alert) -> Result<(), NotifyError> {
@@ -525,6 +550,7 @@ impl Jobs {
                 None => return Ok(VerifyOutcome::NothingToVerify),
             },
         };
+        self.started(RunKind::Verification, &record.database).await;
         let scratch = match self.scratch_for(&record.database).await {
             Ok(scratch) => scratch,
             Err(e) => return Err(self.verify_not_run(&record, e).await),
@@ -550,6 +576,12 @@ impl Jobs {
             verification.verified_at,
         ));
         if report.failure.is_none() {
+            self.good_news(
+                AlertKind::VerificationOk,
+                &recorded,
+                "the backup was verified",
+            )
+            .await;
             return Ok(VerifyOutcome::Verified { backup: recorded });
         }
         let reason = verification
@@ -600,12 +632,40 @@ impl Jobs {
                 .clone()
                 .unwrap_or_else(|| "pgkeep".into());
             request.safety_backup_id = Some(BackupId::generate(Utc::now()));
+            request.restore_id = trigger.restore_id.clone();
             restore(&self.services, &request).await
         }
         .await;
         match result {
-            Ok(report) => Ok(report),
+            Ok(report) => {
+                let alert = Alert::new(
+                    AlertKind::RestoreOk,
+                    &trigger.target_db,
+                    Some(trigger.backup_id.clone()),
+                    &format!(
+                        "{} of backup {} (asked for by {}) succeeded in {} ms",
+                        if trigger.dry_run {
+                            "dry run of the restore"
+                        } else {
+                            "restore"
+                        },
+                        trigger.backup_id,
+                        trigger.requested_by.as_deref().unwrap_or("unknown"),
+                        report.duration_ms
+                    ),
+                    Utc::now(),
+                );
+                // Good news that cannot be sent is logged (by `notify`), not a failed restore.
+                let _ = self.notify(&alert).await;
+                Ok(report)
+            }
             Err(error) => {
+                // Failed before the restore could record it (the backup or its server
+                // unreachable): its queued record says so.
+                if let Some(id) = &trigger.restore_id {
+                    crate::ops::restore::record_failure(&self.services, id, &error.to_string())
+                        .await;
+                }
                 let what = if trigger.dry_run {
                     "dry run of the restore"
                 } else {

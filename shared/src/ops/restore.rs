@@ -33,7 +33,9 @@ use super::scratch::{
 };
 use super::Error;
 use crate::backends::Services;
-use crate::model::{AuditEntry, BackupId, BackupKind, BackupRecord};
+use crate::model::{
+    bounded_listing, AuditEntry, BackupId, BackupKind, BackupRecord, RestoreRun, RestoreState,
+};
 use crate::pipeline::archive_scan::ArchiveSummary;
 use crate::pipeline::pg_restore::{tolerates_transaction_timeout, PgRestore, RestoreOptions};
 use crate::pipeline::Progress;
@@ -73,6 +75,9 @@ pub struct RestoreRequest {
     /// A pre-allocated id for the safety backup, so a caller interrupted while it runs can
     /// mark it failed ([`crate::ops::backup::mark_failed`]).
     pub safety_backup_id: Option<BackupId>,
+    /// The id its restore record goes under: allocated by whoever queued it (the status API),
+    /// else a fresh one.
+    pub restore_id: Option<BackupId>,
     /// Archive bytes restored so far, for progress displays.
     pub progress: Arc<Progress>,
 }
@@ -93,6 +98,7 @@ impl RestoreRequest {
             pg_bin: None,
             actor: "pgkeep".into(),
             safety_backup_id: None,
+            restore_id: None,
             progress: Arc::default(),
         }
     }
@@ -144,11 +150,97 @@ pub struct RestoreReport {
     /// `pg_restore --list` of the archive (dry runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listing: Option<String>,
+    /// The restore's record (`pgkeep restores`, `GET /restores/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_id: Option<BackupId>,
 }
 
 /// Restores (or, with `dry_run`, checks and lists) a backup. Refusals change nothing; a failure
 /// after the target was planned leaves no new database behind and the target as it was.
+///
+/// Every restore is recorded ([`RestoreRun`], `running` then `succeeded` or `failed`) under
+/// `request.restore_id` or a fresh id, so it can be followed and listed; a record that cannot
+/// be written is logged, never a reason to refuse the restore.
 pub async fn restore(
+    services: &Services,
+    request: &RestoreRequest,
+) -> Result<RestoreReport, Error> {
+    let now = Utc::now();
+    let id = request
+        .restore_id
+        .clone()
+        .unwrap_or_else(|| BackupId::generate(now));
+    let mut run = match services.catalog.get_restore(&id).await {
+        Ok(queued) => queued,
+        Err(_) => {
+            let mut run = RestoreRun::queued(id, request.id.clone(), &request.target_db, now);
+            run.requested_by = Some(request.actor.clone());
+            run
+        }
+    };
+    run.dry_run = request.dry_run;
+    run.overwrite = request.overwrite;
+    run.state = RestoreState::Running;
+    run.started_at = Some(now);
+    run.safety_backup_id = request.safety_backup_id.clone();
+    put_run(services, &run).await;
+    let mut result = restore_untracked(services, request).await;
+    if let Ok(report) = &mut result {
+        report.restore_id = Some(run.id.clone());
+    }
+    let end = Utc::now();
+    match &result {
+        Ok(report) => {
+            run.state = RestoreState::Succeeded;
+            run.finished_at = Some(report.finished_at);
+            run.duration_ms = Some(report.duration_ms);
+            run.safety_backup_id = report.safety_backup.clone();
+            run.listing = report.listing.as_deref().map(bounded_listing);
+            run.tables = Some(report.tables);
+            run.rows = Some(report.rows);
+        }
+        Err(e) => {
+            // A safety backup taken before the failure stays: name it if it was stored.
+            run.safety_backup_id = match &request.safety_backup_id {
+                Some(id) => services
+                    .catalog
+                    .get(id)
+                    .await
+                    .ok()
+                    .filter(|r| r.status.has_object())
+                    .map(|r| r.id),
+                None => None,
+            };
+            run.fail(e.to_string(), end);
+        }
+    }
+    put_run(services, &run).await;
+    result
+}
+
+/// Writes a restore's record; a failure is logged (the restore itself goes on).
+async fn put_run(services: &Services, run: &RestoreRun) {
+    if let Err(e) = services.catalog.put_restore(run).await {
+        tracing::error!(restore = %run.id, error = %e, "could not record the restore's state");
+    }
+}
+
+/// Marks restore `id` failed with `error` unless it already ended (a restore that could not
+/// even start: its backup or server unreachable, its function not invoked).
+pub async fn record_failure(services: &Services, id: &BackupId, error: &str) {
+    match services.catalog.get_restore(id).await {
+        Ok(mut run) if !run.ended() => {
+            run.fail(error.to_owned(), Utc::now());
+            put_run(services, &run).await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(restore = %id, error = %e, "could not read the restore to record its failure")
+        }
+    }
+}
+
+async fn restore_untracked(
     services: &Services,
     request: &RestoreRequest,
 ) -> Result<RestoreReport, Error> {
@@ -419,6 +511,7 @@ async fn execute(
                 BackupRequest::new(plan.admin.target_for(target), BackupKind::PreRestore);
             backup_request.id = request.safety_backup_id.clone();
             backup_request.pg_bin = request.pg_bin.clone();
+            backup_request.requested_by = Some(request.actor.clone());
             tracing::info!(database = %target, "taking the safety backup before overwriting");
             let record = backup(services, &backup_request, Arc::default())
                 .await
@@ -562,6 +655,7 @@ fn report(
         rows: summary.tables.iter().map(|t| t.rows).sum(),
         large_objects: summary.large_objects,
         listing,
+        restore_id: None,
     }
 }
 

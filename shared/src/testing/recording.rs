@@ -14,6 +14,7 @@ use crate::trigger::{DumpTrigger, VerifyEvent};
 #[derive(Debug, Default)]
 pub struct RecordingNotifier {
     alerts: Mutex<Vec<Alert>>,
+    starts: Mutex<Vec<(crate::alert::RunKind, String)>>,
 }
 
 impl RecordingNotifier {
@@ -22,9 +23,25 @@ impl RecordingNotifier {
         RecordingNotifier::default()
     }
 
-    /// The alerts received so far, in order.
+    /// The alerts (problems) received so far, in order; good news is in [`Self::notices`].
     pub fn alerts(&self) -> Vec<Alert> {
+        self.notices()
+            .into_iter()
+            .filter(|a| !a.kind.is_ok())
+            .collect()
+    }
+
+    /// Everything received so far, in order: alerts and good news (`backup_ok`, ...).
+    pub fn notices(&self) -> Vec<Alert> {
         self.alerts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The runs announced as starting (`started`), in order.
+    pub fn starts(&self) -> Vec<(crate::alert::RunKind, String)> {
+        self.starts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -38,6 +55,14 @@ impl Notifier for RecordingNotifier {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(alert.clone());
+        Ok(())
+    }
+
+    async fn started(&self, run: crate::alert::RunKind, database: &str) -> Result<(), NotifyError> {
+        self.starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((run, database.to_owned()));
         Ok(())
     }
 }
