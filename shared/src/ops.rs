@@ -387,6 +387,10 @@ impl From<PipelineError> for Error {
                 context: "writing the backup",
                 source,
             },
+            PipelineError::Cancelled => Error::Io {
+                context: "writing the backup",
+                source: io::Error::other("stopped: another stream of the backup failed"),
+            },
         }
     }
 }

@@ -51,6 +51,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &BackupArgs) -> Result<u8, Failu
     request.abandon_after = resolver.abandon_after;
     request.labels = labels;
     request.selection = selection;
+    request.jobs = args.jobs;
     backup(&services, &request, args.json).await
 }
 
