@@ -340,6 +340,10 @@ pub struct VerifyArgs {
     /// Print the record with its verification as JSON on stdout (also when it fails).
     #[arg(long)]
     pub json: bool,
+    /// pg_restore workers for the indexes and constraints of a parallel backup (backup
+    /// --jobs), whose data parts are restored all at once; nothing but its schema is staged.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
 }
 
 #[derive(Args, Debug)]

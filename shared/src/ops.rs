@@ -28,6 +28,7 @@ pub mod health;
 pub mod init;
 pub mod jobs;
 pub mod list;
+mod parts;
 pub mod prune;
 pub mod read;
 pub mod reaper;

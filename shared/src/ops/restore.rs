@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::backup::{backup, BackupRequest};
+use super::parts;
 use super::replay::{self, ReadFailure, Sink};
 use super::scratch::{
     AdminConnection, DatabaseInfo, OwnedDatabase, ServerRole, RESTORE_PREFIX, STALE_AFTER,
@@ -258,7 +259,8 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
         // The safety backup needs pg_dump; find out now rather than after reading the backup.
         locate_tool("pg_dump", request.pg_bin.as_deref(), major).await?;
     }
-    let staging_dir = if request.jobs > 1 {
+    // A parallel backup stages only its schema object; a single stream, the whole archive.
+    let staging_dir = if request.jobs > 1 || !record.parts.is_empty() {
         let manifest = replay::read_manifest(services, &record)
             .await
             .map_err(ReadFailure::into_error)?;
@@ -266,7 +268,8 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
             .staging_dir
             .clone()
             .unwrap_or_else(default_staging_dir);
-        let needed = manifest.archive.archive_bytes + STAGING_HEADROOM;
+        let in_parts: u64 = record.parts.iter().map(|p| p.archive_bytes).sum();
+        let needed = manifest.archive.archive_bytes.saturating_sub(in_parts) + STAGING_HEADROOM;
         let available = free_space(&dir)?;
         if available < needed {
             return Err(Error::NoSpace {
@@ -345,6 +348,7 @@ async fn preview(
         .await
         .map_err(ReadFailure::into_error)?;
     let (mut list, stdin) = PgRestore::list(&plan.pg_restore)?;
+    // A parallel backup: the schema object is listed, and every data part read whole too.
     let summary = match replay::replay(
         services,
         &plan.record,
@@ -362,6 +366,14 @@ async fn preview(
         }
     };
     let listing = list.finish().await?;
+    let summary = if plan.record.parts.is_empty() {
+        summary
+    } else {
+        let data = parts::check_parts(services, &plan.record, request.progress.clone())
+            .await
+            .map_err(ReadFailure::into_error)?;
+        parts::combine(summary, data)
+    };
     Ok(report(
         request,
         &plan,
@@ -392,25 +404,42 @@ async fn execute(
         tracing::warn!(error = %e, "could not look for databases left by interrupted restores");
     }
 
-    // 1. The whole object, checked, before any database is touched (staged when parallel).
-    let (staged, sinks) = match &plan.staging_dir {
-        Some(dir) => {
-            super::sweep::remove_staged_of_gone_processes(dir).await;
-            let (staged, file) = StagedArchive::create(dir, &plan.record.id).await?;
-            (Some(staged), vec![Sink::File(file)])
-        }
-        None => (None, Vec::new()),
+    // 1. The whole object, checked, before any database is touched (staged when parallel;
+    // of a parallel backup, the schema object staged and every data part read).
+    let (staged, summary) = if plan.record.parts.is_empty() {
+        let (staged, sinks) = match &plan.staging_dir {
+            Some(dir) => {
+                super::sweep::remove_staged_of_gone_processes(dir).await;
+                let (staged, file) = StagedArchive::create(dir, &plan.record.id).await?;
+                (Some(staged), vec![Sink::File(file)])
+            }
+            None => (None, Vec::new()),
+        };
+        let check_progress = match staged {
+            Some(_) => request.progress.clone(),
+            None => Arc::default(),
+        };
+        let stream = replay::open(services, &plan.record)
+            .await
+            .map_err(ReadFailure::into_error)?;
+        let summary = replay::replay(services, &plan.record, stream, sinks, check_progress)
+            .await
+            .map_err(ReadFailure::into_error)?;
+        (staged, summary)
+    } else {
+        let dir = plan
+            .staging_dir
+            .as_deref()
+            .expect("a parallel backup is staged");
+        super::sweep::remove_staged_of_gone_processes(dir).await;
+        let (staged, schema) = parts::stage_schema(services, &plan.record, dir)
+            .await
+            .map_err(ReadFailure::into_error)?;
+        let data = parts::check_parts(services, &plan.record, Arc::default())
+            .await
+            .map_err(ReadFailure::into_error)?;
+        (Some(staged), parts::combine(schema, data))
     };
-    let check_progress = match staged {
-        Some(_) => request.progress.clone(),
-        None => Arc::default(),
-    };
-    let stream = replay::open(services, &plan.record)
-        .await
-        .map_err(ReadFailure::into_error)?;
-    let summary = replay::replay(services, &plan.record, stream, sinks, check_progress)
-        .await
-        .map_err(ReadFailure::into_error)?;
 
     // 2. The safety backup, complete before the target is touched.
     let safety = match &plan.existing {
@@ -498,8 +527,24 @@ async fn run_pg_restore(
         jobs: request.jobs.max(1),
         no_owner: request.no_owner,
         tolerate_transaction_timeout: plan.tolerate_transaction_timeout,
+        section: None,
     };
     let target = fresh.target();
+    if !plan.record.parts.is_empty() {
+        let schema = staged.expect("a parallel backup's schema object is staged");
+        parts::restore_parts(
+            services,
+            &plan.record,
+            &plan.pg_restore,
+            &target,
+            options,
+            &schema.path,
+            request.progress.clone(),
+        )
+        .await
+        .map_err(parts::PartsFailure::into_error)?;
+        return Ok(());
+    }
     match staged {
         Some(file) => {
             let (child, _) =
@@ -616,12 +661,15 @@ pub fn default_staging_dir() -> PathBuf {
 /// The decrypted archive on local disk for `pg_restore --jobs` (which cannot read stdin):
 /// created 0600, removed when dropped, whatever happened; named after this process so that the
 /// orphan sweep removes it once a `kill -9` has left it (see [`super::sweep`]).
-struct StagedArchive {
-    path: PathBuf,
+pub(crate) struct StagedArchive {
+    pub(crate) path: PathBuf,
 }
 
 impl StagedArchive {
-    async fn create(dir: &Path, id: &BackupId) -> Result<(Self, tokio::fs::File), Error> {
+    pub(crate) async fn create(
+        dir: &Path,
+        id: &BackupId,
+    ) -> Result<(Self, tokio::fs::File), Error> {
         let mut random = [0u8; 4];
         getrandom::fill(&mut random).expect("the operating system's random source failed");
         let path = dir.join(super::sweep::staged_file_name(id, &hex::encode(random)));
