@@ -435,9 +435,15 @@ async fn execute(
         let (staged, schema) = parts::stage_schema(services, &plan.record, dir)
             .await
             .map_err(ReadFailure::into_error)?;
-        let data = parts::check_parts(services, &plan.record, Arc::default())
-            .await
-            .map_err(ReadFailure::into_error)?;
+        // Before a safety backup and a replaced target, every part is read whole first; a new
+        // target needs no such pass: each part is checked as it is restored, and a bad one
+        // fails the restore, which drops its new database and leaves nothing.
+        let data = match plan.existing {
+            Some(_) => parts::check_parts(services, &plan.record, Arc::default())
+                .await
+                .map_err(ReadFailure::into_error)?,
+            None => Vec::new(),
+        };
         (Some(staged), parts::combine(schema, data))
     };
 
@@ -462,10 +468,14 @@ async fn execute(
 
     // 3. Into a new database of our own; dropped again if anything fails.
     let fresh = plan.admin.create(RESTORE_PREFIX, None).await?;
-    if let Err(e) = run_pg_restore(services, request, &plan, &fresh, staged.as_ref()).await {
-        let _ = fresh.drop_now().await;
-        return Err(e);
-    }
+    let summary = match run_pg_restore(services, request, &plan, &fresh, staged.as_ref()).await {
+        Ok(Some(data)) => parts::combine(summary, data),
+        Ok(None) => summary,
+        Err(e) => {
+            let _ = fresh.drop_now().await;
+            return Err(e);
+        }
+    };
     drop(staged);
 
     // 4. Only now is the target touched: dropped (when replaced), and the new one renamed.
@@ -515,14 +525,15 @@ async fn execute(
 }
 
 /// pg_restore into `fresh`: from the staged file, or streamed from the object (read and
-/// checked a second time on the way).
+/// checked a second time on the way); a parallel backup in its three steps, returning its data
+/// parts' summaries.
 async fn run_pg_restore(
     services: &Services,
     request: &RestoreRequest,
     plan: &Plan,
     fresh: &OwnedDatabase,
     staged: Option<&StagedArchive>,
-) -> Result<(), Error> {
+) -> Result<Option<Vec<ArchiveSummary>>, Error> {
     let options = RestoreOptions {
         jobs: request.jobs.max(1),
         no_owner: request.no_owner,
@@ -532,7 +543,7 @@ async fn run_pg_restore(
     let target = fresh.target();
     if !plan.record.parts.is_empty() {
         let schema = staged.expect("a parallel backup's schema object is staged");
-        parts::restore_parts(
+        let data = parts::restore_parts(
             services,
             &plan.record,
             &plan.pg_restore,
@@ -543,7 +554,7 @@ async fn run_pg_restore(
         )
         .await
         .map_err(parts::PartsFailure::into_error)?;
-        return Ok(());
+        return Ok(Some(data));
     }
     match staged {
         Some(file) => {
@@ -573,7 +584,7 @@ async fn run_pg_restore(
             child.finish().await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 struct Times {
