@@ -181,11 +181,10 @@ async fn collect(
         match joined {
             Ok(Ok((i, summary))) => out[i] = Some(summary),
             Ok(Err(f)) => {
-                let replace = match (&failure, &f) {
-                    (None, _) => true,
-                    (Some(PartsFailure::Restore(_)), PartsFailure::Read(_)) => true,
-                    _ => false,
-                };
+                let replace = matches!(
+                    (&failure, &f),
+                    (None, _) | (Some(PartsFailure::Restore(_)), PartsFailure::Read(_))
+                );
                 if replace {
                     failure = Some(f);
                 }

@@ -398,11 +398,11 @@ fn is_stop(e: Option<&Error>) -> bool {
     })
 }
 
+/// A data stream that ended whole: its key, its upload still open, what it stored.
+type Streamed = (String, (Box<dyn ObjectUpload>, StoredObject));
+
 /// Aborts every upload still open after a failure.
-async fn discard(
-    schema: Box<dyn ObjectUpload>,
-    done: Vec<(String, (Box<dyn ObjectUpload>, StoredObject))>,
-) {
+async fn discard(schema: Box<dyn ObjectUpload>, done: Vec<Streamed>) {
     let uploads = std::iter::once(schema).chain(done.into_iter().map(|(_, (upload, _))| upload));
     for upload in uploads {
         if let Err(e) = upload.abort().await {
