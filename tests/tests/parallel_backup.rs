@@ -152,6 +152,22 @@ fn jobs_3_restores_and_verifies_exactly_and_single_stream_is_unchanged() {
     assert_eq!(counts_by_name(&cluster, &target).unwrap(), expected);
     assert_eq!(fingerprint(&cluster, &target), source_print);
     assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0);
+    // Over an existing database (every part read whole first, then a safety backup).
+    cluster
+        .psql(&target, "DROP TABLE public.empty_table;")
+        .unwrap();
+    let (out, report) = pgkeep.restore(&[
+        id,
+        "--target-db",
+        &target,
+        "--overwrite",
+        "--confirm",
+        &target,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report["action"], "replace_existing");
+    assert_eq!(counts_by_name(&cluster, &target).unwrap(), expected);
+    assert_eq!(fingerprint(&cluster, &target), source_print);
 
     // Verified (counts and the object comparison), with and without post-data workers.
     for jobs in ["1", "2"] {
