@@ -273,7 +273,11 @@ def targets(cases, verify, growth):
 
 
 def chart(cases, path):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # scripts/bench installs it; a bare run of this file may lack it
+        print(f"matplotlib is missing: {path} not drawn", file=sys.stderr)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = [c.name for c in cases]
