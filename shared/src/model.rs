@@ -284,7 +284,6 @@ pub struct BackupRecord {
 
 /// One data part of a parallel backup: its own encrypted object beside the schema object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupPart {
     /// Key of the part's object (`<id>.data-<n>.pgkeep`, n from 1).
     pub object_key: String,
