@@ -29,7 +29,7 @@ mod multipart;
 /// S3's smallest part (except the last): 5 MiB.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// Default part size: large enough for throughput, small enough that an upload's buffers
-/// (`part size × (in flight + 2)`, 32 MiB) keep a backup to S3 under 64 MiB.
+/// stay at `part size × (in flight + 2)` = 32 MiB (80 MiB with the former 16 MiB × 3).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// Default parts uploading at once per upload.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
