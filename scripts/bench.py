@@ -124,7 +124,8 @@ def fresh_repo(path):
 
 
 def stored_size(stdout):
-    return json.loads(stdout)["size_bytes"]
+    record = json.loads(stdout)
+    return record["size_bytes"] + sum(p["size_bytes"] for p in record.get("parts", []))
 
 
 def cases_for(db):
@@ -139,6 +140,7 @@ def cases_for(db):
         Case("pgkeep backup (zstd, local)", f"{PGKEEP} backup --json", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
         Case("pgkeep backup (gzip, local)", f"{PGKEEP} backup --json --compression gzip", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
         Case("pgkeep backup (zstd, S3 emulator)", f"{PGKEEP} backup --json", env=s3_env(db, repo), size=stored_size),
+        Case("pgkeep backup --jobs 2 (zstd, local)", f"{PGKEEP} backup --json --jobs 2", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
     ] + ([Case("pgBackRest full backup (zst, 2 processes)", pgbackrest("backup --type=full"),
                prepare=fresh_pgbackrest_repo, size=pgbackrest_size)] if PGBR and PHASE == "main" else [])
 
@@ -151,25 +153,49 @@ COUNT_SQL = """SELECT n.nspname, c.relname,
 
 
 def verify_cases(db):
-    """`pgkeep verify` of one backup against a bare pg_restore of the same archive (what
-    `pgkeep cat` prints) into an empty database, counting every table, then dropping it."""
+    """`pgkeep verify` and `pgkeep restore` of one backup against a bare pg_restore of the same
+    archive (what `pgkeep cat` prints) into an empty database, counting every table, then
+    dropping it; and both of a parallel backup (`backup --jobs 2`) of the same database."""
     repo = BENCH / f"repo-verify-{db}"
     env = pgkeep_env(db, repo)
     subprocess.run(["rm", "-rf", str(repo)], check=True)
-    backup = json.loads(subprocess.run([PGKEEP, "backup", "--json"], env=env, capture_output=True,
-                                       text=True, check=True).stdout)
+
+    def take(*args):
+        return json.loads(subprocess.run([PGKEEP, "backup", "--json", *args], env=env, capture_output=True,
+                                         text=True, check=True).stdout)["id"]
+    single, parallel = take(), take("--jobs", "2")
     archive = BENCH / "out" / "verify.dump"
     with open(archive, "wb") as f:
-        subprocess.run([PGKEEP, "cat", backup["id"]], env=env, stdout=f, check=True)
+        subprocess.run([PGKEEP, "cat", single], env=env, stdout=f, check=True)
     (BENCH / "count.sql").write_text(COUNT_SQL)
+    count = f"psql -XAtq -v ON_ERROR_STOP=1 -d bench_restore -f {BENCH / 'count.sql'} > /dev/null && dropdb bench_restore"
     bare = ("createdb bench_restore && "
-            f"pg_restore --exit-on-error --no-owner --no-privileges -d bench_restore {archive} && "
-            f"psql -XAtq -v ON_ERROR_STOP=1 -d bench_restore -f {BENCH / 'count.sql'} > /dev/null && "
-            "dropdb bench_restore")
+            f"pg_restore --exit-on-error --no-owner --no-privileges -d bench_restore {archive} && " + count)
+    restore = f"{PGKEEP} restore --json --no-owner --target-db bench_restore"
     return [
         Case("pg_restore + count tables (bare)", bare),
-        Case("pgkeep verify", f"{PGKEEP} verify --json {backup['id']} > /dev/null", env=env),
+        Case("pgkeep verify", f"{PGKEEP} verify --json {single} > /dev/null", env=env),
+        Case("pgkeep restore + count", f"{restore} {single} > /dev/null && " + count, env=env),
+        Case("pgkeep restore --jobs 2 (backup --jobs 2) + count", f"{restore} --jobs 2 {parallel} > /dev/null && " + count, env=env),
+        Case("pgkeep verify --jobs 2 (backup --jobs 2)", f"{PGKEEP} verify --json --jobs 2 {parallel} > /dev/null", env=env),
     ]
+
+
+def scaling_cases(db):
+    """The parallel cases and their single-stream references pinned to 1 core and to 2 (taskset):
+    how the wall time scales with cores, for the targets 2 cores cannot meet."""
+    repo = BENCH / f"repo-scaling-{db}"
+    env = pgkeep_env(db, repo)
+    out = []
+    for cpus in ("0", "0,1"):
+        pin = f"taskset -c {cpus}"
+        n = len(cpus.split(","))
+        out += [
+            Case(f"{n} core: pg_dump -Fc -Z0 > /dev/null (floor)", f"{pin} pg_dump -Fc -Z0 -d {db} > /dev/null"),
+            Case(f"{n} core: pgkeep backup", f"{pin} {PGKEEP} backup --json", env=env, prepare=fresh_repo(repo), size=stored_size),
+            Case(f"{n} core: pgkeep backup --jobs 2", f"{pin} {PGKEEP} backup --json --jobs 2", env=env, prepare=fresh_repo(repo), size=stored_size),
+        ]
+    return out
 
 
 def measure(cases, rounds):
@@ -214,7 +240,9 @@ def targets(cases, verify, growth):
     floor, fc = cases[0], cases[1]
     gz, plain, pk = cases[2], cases[3], cases[4]
     s3, pgbr = by_name(cases, "pgkeep backup (zstd, S3"), by_name(cases, "pgBackRest")
-    bare, pv = verify
+    pj = by_name(cases, "pgkeep backup --jobs 2")
+    bare, pv = verify[0], verify[1]
+    rj, vj = by_name(verify, "pgkeep restore --jobs 2"), by_name(verify, "pgkeep verify --jobs 2")
     checks = [
         ("pgkeep (zstd) wall ≤ 1.1× floor", pk.median("wall") / floor.median("wall"), 1.1),
         ("pgkeep (zstd) wall ≤ 0.5× pg_dump -Fc -f", pk.median("wall") / fc.median("wall"), 0.5),
@@ -224,6 +252,11 @@ def targets(cases, verify, growth):
         ("pgkeep peak RSS ≤ 64 MiB", pk.median("rss_mib"), 64),
         ("pgkeep verify ≤ 1.2× bare pg_restore + count", pv.median("wall") / bare.median("wall"), 1.2),
         ("pgkeep to the S3 emulator ≤ 1.2× local repository", s3.median("wall") / pk.median("wall"), 1.2),
+        ("pgkeep to the S3 emulator peak RSS ≤ 64 MiB", s3.median("rss_mib"), 64),
+        ("pgkeep backup --jobs 2 wall ≤ 0.9× floor", pj.median("wall") / floor.median("wall"), 0.9),
+        ("pgkeep backup --jobs 2 peak RSS ≤ 64 MiB", pj.median("rss_mib"), 64),
+        ("pgkeep restore --jobs 2 ≤ 0.75× bare pg_restore + count", rj.median("wall") / bare.median("wall"), 0.75),
+        ("pgkeep verify --jobs 2 ≤ 0.75× bare pg_restore + count", vj.median("wall") / bare.median("wall"), 0.75),
     ]
     if pgbr:
         checks.append(("pgkeep ≤ 1.0× pgBackRest full backup", pk.median("wall") / pgbr.median("wall"), 1.0))
@@ -240,7 +273,11 @@ def targets(cases, verify, growth):
 
 
 def chart(cases, path):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # scripts/bench installs it; a bare run of this file may lack it
+        print(f"matplotlib is missing: {path} not drawn", file=sys.stderr)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = [c.name for c in cases]
@@ -267,8 +304,20 @@ NOTES = """## Reading these numbers
 - pgBackRest copies the cluster's files (every database, indexes, the WAL of the backup), not a
   logical dump, so its output holds more; it is the bar for time, not for size.
 - The S3 case's extra time and memory are the emulator (moto, Python, on the same 2 CPUs) and
-  up to 3 parts of 16 MiB in flight; a real S3 endpoint takes the upload off this machine.
+  the upload's buffers (8 MiB parts, 2 in flight, one waiting, one filling: 32 MiB); a real S3
+  endpoint takes the upload off this machine.
+- The parallel cases (`--jobs 2`) add a server backend and a compression stream per part: on
+  2 CPUs shared with the server they can only gain what the single stream leaves idle; the
+  scaling table below shows wall time against CPU seconds on 1 and 2 cores.
 """
+
+
+def scaling_table(cases):
+    rows = ["| command | wall (s) | CPU (s) | peak RSS (MiB) |", "|---|---:|---:|---:|"]
+    for c in cases:
+        rows.append("| `{}` | {:.2f} | {:.2f} | {:.0f} |".format(
+            c.name, c.median("wall"), c.median("cpu"), c.median("rss_mib")))
+    return "\n".join(rows)
 
 
 def verify_table(cases):
@@ -302,9 +351,14 @@ def main():
         verify = verify_cases("bench")
         measure(verify, ROUNDS)
         save(BENCH / "verify.json", verify)
+        print("scaling with cores")
+        scaling = scaling_cases("bench")
+        measure(scaling, 1)
+        save(BENCH / "scaling.json", scaling)
         return
     size = db_size("bench")
     cases, verify = load(BENCH / "main.json"), load(BENCH / "verify.json")
+    scaling = load(BENCH / "scaling.json")
     growth = []
     for s in sorted(GROWTH):
         db = "bench" if s == SCALE else f"bench_s{s}"
@@ -330,7 +384,14 @@ def main():
         " objects, drop it) against a bare `pg_restore` of the same archive (`pgkeep cat` output, on local disk)"
         " into an empty database followed by a count of every table.", "",
         verify_table(verify), "",
+        "The parallel rows: a backup taken with `--jobs 2` (a schema object and two data parts from one"
+        " snapshot), restored with `restore --jobs 2` (pre-data, both data parts at once from their streams,"
+        " post-data with 2 workers) and verified with `verify --jobs 2`.", "",
         "## Targets", "", targets(cases, verify, growth), "", NOTES,
+        "## Scaling with cores", "",
+        "One run each, pinned with `taskset` to 1 core and to both (the server's backends are not pinned,"
+        " and their CPU is not in the CPU column: it counts the command and its children, pg_dump included).", "",
+        scaling_table(scaling), "",
     ]
     if growth:
         report += ["## Growth with size", "", "| scale | database (GB) | floor wall (s) | pgkeep wall (s) | pgkeep peak RSS (MiB) |", "|---:|---:|---:|---:|---:|"]

@@ -234,6 +234,10 @@ pub struct BackupArgs {
     /// Print the final record as JSON on stdout (also when the backup fails).
     #[arg(long)]
     pub json: bool,
+    /// Dump with N parallel pg_dump streams from one snapshot (1-32): a schema object and up
+    /// to N data parts, restored in parallel. 1 (the default) writes one object.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub jobs: u32,
     /// Heartbeat timeout of this run's lock on the database (e.g. 30s, 2m): the run renews it
     /// every quarter of this while alive; if the run dies, another backup may start after at
     /// most this long (at once on the same host) [default: 2m].
@@ -392,6 +396,10 @@ pub struct VerifyArgs {
     /// Print the record with its verification as JSON on stdout (also when it fails).
     #[arg(long)]
     pub json: bool,
+    /// pg_restore workers for the indexes and constraints of a parallel backup (backup
+    /// --jobs), whose data parts are restored all at once; nothing but its schema is staged.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
 }
 
 #[derive(Args, Debug)]

@@ -280,9 +280,58 @@ pub struct BackupRecord {
     /// that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// The data parts of a parallel backup (`backup --jobs N`, docs/FORMAT.md): the object at
+    /// `object_key` then holds only the schema (pre- and post-data), each part the data of its
+    /// tables. Empty (absent) for a single-stream backup, whose object holds everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<BackupPart>,
+}
+
+/// One data part of a parallel backup: its own encrypted object beside the schema object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupPart {
+    /// Key of the part's object (`<id>.data-<n>.pgkeep`, n from 1).
+    pub object_key: String,
+    /// Stored size in bytes; `None` while the run is in progress.
+    pub size_bytes: Option<u64>,
+    /// SHA-256 of the stored object, lowercase hex; `None` while the run is in progress.
+    pub sha256: Option<String>,
+    /// The tables whose data the part holds (keys as in `row_counts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Large objects in the part (all of them are in exactly one part).
+    #[serde(default)]
+    pub large_objects: u64,
+    /// Uncompressed archive bytes of the part.
+    #[serde(default)]
+    pub archive_bytes: u64,
+}
+
+/// Key of data part `n` (from 1) of the backup whose object is `object_key`.
+pub fn part_key(object_key: &str, n: usize) -> String {
+    let stem = object_key.strip_suffix(".pgkeep").unwrap_or(object_key);
+    format!("{stem}.data-{n}.pgkeep")
 }
 
 impl BackupRecord {
+    /// The record of one data part for reading it: this record with the part's key and
+    /// checksum in place of the schema object's.
+    pub fn for_part(&self, part: &BackupPart) -> BackupRecord {
+        let mut r = self.clone();
+        r.object_key = part.object_key.clone();
+        r.size_bytes = part.size_bytes;
+        r.sha256 = part.sha256.clone();
+        r.parts = Vec::new();
+        r
+    }
+
+    /// Every object key of the backup: the object, then its data parts.
+    pub fn object_keys(&self) -> Vec<String> {
+        let mut keys = vec![self.object_key.clone()];
+        keys.extend(self.parts.iter().map(|p| p.object_key.clone()));
+        keys
+    }
+
     /// A new in-progress record; the object key is fixed up front so a crash can be cleaned up.
     pub fn start(id: BackupId, database: &str, kind: BackupKind, compression: Compression) -> Self {
         let object_key = object_key(database, &id);
@@ -308,6 +357,7 @@ impl BackupRecord {
             schema_only_tables: Vec::new(),
             retry_of: None,
             requested_by: None,
+            parts: Vec::new(),
         }
     }
 

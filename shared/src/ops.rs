@@ -29,6 +29,7 @@ pub mod health;
 pub mod init;
 pub mod jobs;
 pub mod list;
+mod parts;
 pub mod prune;
 pub mod read;
 pub mod reaper;
@@ -392,6 +393,10 @@ impl From<PipelineError> for Error {
             PipelineError::Io(source) => Error::Io {
                 context: "writing the backup",
                 source,
+            },
+            PipelineError::Cancelled => Error::Io {
+                context: "writing the backup",
+                source: io::Error::other("stopped: another stream of the backup failed"),
             },
         }
     }

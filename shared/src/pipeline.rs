@@ -64,6 +64,9 @@ pub enum PipelineError {
     /// Writing the stream failed.
     #[error("writing the backup stream: {0}")]
     Io(io::Error),
+    /// Stopped because another stream of the same backup failed.
+    #[error("stopped: another stream of the backup failed")]
+    Cancelled,
 }
 
 impl From<io::Error> for PipelineError {
@@ -144,29 +147,66 @@ pub async fn store_archive(
     options: StreamOptions,
     progress: Arc<Progress>,
 ) -> Result<StoredObject, PipelineError> {
+    let (upload, stored) = stream_archive(
+        dump,
+        stdout,
+        upload,
+        header,
+        key,
+        options,
+        progress,
+        std::future::pending(),
+    )
+    .await?;
+    upload.commit().await?;
+    Ok(stored)
+}
+
+/// [`store_archive`] without the commit: the whole stream, checked, in an upload still open,
+/// for a caller that publishes several objects together (a parallel backup's parts). When
+/// `cancel` completes first (another part failed), pg_dump is killed and the upload aborted;
+/// on any failure nothing remains.
+#[allow(clippy::too_many_arguments)]
+pub async fn stream_archive(
+    dump: PgDump,
+    stdout: ChildStdout,
+    upload: Box<dyn ObjectUpload>,
+    header: Header,
+    key: &DataKey,
+    options: StreamOptions,
+    progress: Arc<Progress>,
+    cancel: impl std::future::Future<Output = ()>,
+) -> Result<(Box<dyn ObjectUpload>, StoredObject), PipelineError> {
     let mut tap = ArchiveTap::new(stdout, progress.clone());
     let sealed = EncryptWriter::new(DigestWriter::new(upload), header, key);
     let mut compressed = CompressWriter::new(sealed, options.compression, options.zstd_workers);
     let streamed: Result<(), PipelineError> = async {
-        pump(&mut tap, &mut compressed).await?;
+        tokio::select! {
+            pumped = pump(&mut tap, &mut compressed) => { pumped?; }
+            () = cancel => {
+                // Dropping `dump` below kills pg_dump (kill_on_drop).
+                return Err(PipelineError::Cancelled);
+            }
+        }
         // The archive ended; only pg_dump's exit status says whether it is whole.
         dump.finish().await?;
         compressed.shutdown().await?;
         Ok(())
     }
     .await;
+    let archive_bytes = tap.bytes_seen();
     let (upload, sha256, size) = compressed.into_inner().into_inner().finish();
     let scanned = streamed.and_then(|()| tap.finish().map_err(PipelineError::from));
     match scanned {
-        Ok(archive) => {
-            upload.commit().await?;
-            Ok(StoredObject {
+        Ok(archive) => Ok((
+            upload,
+            StoredObject {
                 sha256,
                 size,
-                archive_bytes: progress.archive_bytes(),
+                archive_bytes,
                 archive,
-            })
-        }
+            },
+        )),
         Err(e) => {
             if let Err(abort) = upload.abort().await {
                 tracing::error!(error = %abort, "could not discard the partial backup object");

@@ -52,6 +52,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &BackupArgs) -> Result<u8, Failu
     request.labels = labels;
     request.selection = selection;
     request.requested_by = Some(resolver.cli_user());
+    request.jobs = args.jobs;
     backup(&services, &request, args.json).await
 }
 

@@ -37,6 +37,9 @@ use crate::postgres::{locate_tool, server_version, PgTarget};
 use crate::retention::Span;
 use crate::selection::Selection;
 
+mod parallel;
+pub use parallel::{deal, exact_name, Share, MAX_JOBS};
+
 /// What to back up and how.
 #[derive(Debug, Clone)]
 pub struct BackupRequest {
@@ -72,6 +75,10 @@ pub struct BackupRequest {
     pub retry_of: Option<BackupId>,
     /// Who asked for it, for its record (see [`BackupRecord::requested_by`]).
     pub requested_by: Option<String>,
+    /// Data streams: 1 is one pg_dump into one object (the format every pgkeep reads); above
+    /// 1 a snapshot-consistent schema object and up to this many data parts (at most
+    /// [`MAX_JOBS`]).
+    pub jobs: u32,
 }
 
 /// Default heartbeat timeout of a dump lease: a run renews its lease every 30 seconds, so a
@@ -98,6 +105,7 @@ impl BackupRequest {
             selection: Selection::everything(),
             retry_of: None,
             requested_by: None,
+            jobs: 1,
         }
     }
 
@@ -297,6 +305,19 @@ async fn backup_leased(
     record.selection = request.selection.clone();
     record.retry_of = request.retry_of.clone();
     record.requested_by = request.requested_by.clone();
+    if request.jobs > 1 {
+        // The parts it may write, named before any is, so a crash's leftovers are found.
+        record.parts = (1..=request.jobs.min(MAX_JOBS) as usize)
+            .map(|n| crate::model::BackupPart {
+                object_key: crate::model::part_key(&record.object_key, n),
+                size_bytes: None,
+                sha256: None,
+                tables: Vec::new(),
+                large_objects: 0,
+                archive_bytes: 0,
+            })
+            .collect();
+    }
     services.catalog.insert(&record).await?;
     tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
     let started = Instant::now();
@@ -318,7 +339,7 @@ async fn backup_leased(
                 if matches!(e, crate::catalog::CatalogError::Conflict { .. }) {
                     // The reaper took this run for abandoned and failed it: the record will never
                     // point at the object, so remove it rather than leave it for prune.
-                    for key in [record.manifest_key(), record.object_key.clone()] {
+                    for key in [vec![record.manifest_key()], record.object_keys()].concat() {
                         if let Err(d) = services.store.delete(&key).await {
                             tracing::error!(error = %d, key = %key, "could not remove the object of a reaped run; the next prune will");
                         }
@@ -436,20 +457,79 @@ async fn run(
     };
     let data_key = services.keys.generate(ctx).await?;
     record.key_id = Some(data_key.key_id.clone());
-    let header = Header::new(
-        HeaderFields {
-            backup_id: record.id.to_string(),
-            database: record.database.clone(),
-            compression: record.compression.to_string(),
-            key_id: data_key.key_id.clone(),
-            wrapped_key: data_key.wrapped.clone(),
-        },
-        request.chunk_size,
-    )
-    .map_err(|e| Error::Integrity(e.into()))?;
+    let fields = HeaderFields {
+        backup_id: record.id.to_string(),
+        database: record.database.clone(),
+        compression: record.compression.to_string(),
+        key_id: data_key.key_id.clone(),
+        wrapped_key: data_key.wrapped.clone(),
+    };
+    let archive = if request.jobs > 1 {
+        parallel::dump(
+            services,
+            request,
+            record,
+            &pg_dump,
+            &data_key.key,
+            fields,
+            progress,
+        )
+        .await?
+    } else {
+        single_stream(
+            services,
+            request,
+            record,
+            &pg_dump,
+            &data_key.key,
+            fields,
+            progress,
+        )
+        .await?
+    };
 
+    // The manifest carries the record exactly as it will be once completed.
+    record.completed_at = Some(Utc::now());
+    record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    let mut final_record = record.clone();
+    final_record.status = BackupStatus::Completed;
+    let manifest = Manifest::new(
+        final_record,
+        EncryptionInfo::aes_256_gcm(
+            FORMAT_VERSION,
+            request.chunk_size,
+            &data_key.key_id,
+            &data_key.wrapped,
+        ),
+        archive,
+    );
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+    if let Err(e) = services.store.put(&record.manifest_key(), json).await {
+        // Without its manifest the object is not a complete backup: remove it.
+        for key in record.object_keys() {
+            if let Err(d) = services.store.delete(&key).await {
+                tracing::error!(error = %d, key = %key, "could not remove the object after its manifest failed");
+            }
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// One pg_dump into one object (the format of every backup without `--jobs`).
+async fn single_stream(
+    services: &Services,
+    request: &BackupRequest,
+    record: &mut BackupRecord,
+    pg_dump: &std::path::Path,
+    key: &crate::keys::DataKey,
+    fields: HeaderFields,
+    progress: Arc<Progress>,
+) -> Result<crate::model::ArchiveInfo, Error> {
+    let target = &request.target;
+    let header = Header::new(fields, request.chunk_size).map_err(|e| Error::Integrity(e.into()))?;
     let upload = services.store.create(&record.object_key).await?;
-    let (dump, stdout) = match PgDump::spawn(&pg_dump, target, &request.selection.pg_dump_args()) {
+    let (dump, stdout) = match PgDump::spawn(pg_dump, target, &request.selection.pg_dump_args()) {
         Ok(started) => started,
         Err(e) => {
             let _ = upload.abort().await;
@@ -461,7 +541,7 @@ async fn run(
         stdout,
         upload,
         header,
-        &data_key.key,
+        key,
         StreamOptions {
             compression: request.compression,
             zstd_workers: request.zstd_workers,
@@ -484,29 +564,5 @@ async fn run(
         .iter()
         .map(|t| qualified_name(&t.schema, &t.table))
         .collect();
-
-    // The manifest carries the record exactly as it will be once completed.
-    record.completed_at = Some(Utc::now());
-    record.duration_ms = Some(started.elapsed().as_millis() as u64);
-    let mut final_record = record.clone();
-    final_record.status = BackupStatus::Completed;
-    let manifest = Manifest::new(
-        final_record,
-        EncryptionInfo::aes_256_gcm(
-            FORMAT_VERSION,
-            request.chunk_size,
-            &data_key.key_id,
-            &data_key.wrapped,
-        ),
-        stored.archive_info(),
-    );
-    let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-    if let Err(e) = services.store.put(&record.manifest_key(), json).await {
-        // Without its manifest the object is not a complete backup: remove it.
-        if let Err(d) = services.store.delete(&record.object_key).await {
-            tracing::error!(error = %d, key = %record.object_key, "could not remove the object after its manifest failed");
-        }
-        return Err(e.into());
-    }
-    Ok(())
+    Ok(stored.archive_info())
 }

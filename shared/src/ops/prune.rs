@@ -207,7 +207,9 @@ pub async fn plan(services: &Services, request: &PruneRequest) -> Result<PrunePl
             .collect();
         let mut known = BTreeSet::new();
         for r in rs {
-            for key in [r.manifest_key(), r.object_key.clone()] {
+            let mut keys = vec![r.manifest_key()];
+            keys.extend(r.object_keys());
+            for key in keys {
                 let present = stored.contains(&key);
                 if present
                     && matches!(r.status, BackupStatus::Deleted | BackupStatus::Failed)
@@ -427,7 +429,7 @@ pub async fn delete_backup(
         _ => {}
     }
     let now = Utc::now();
-    for key in [&record.object_key, &record.manifest_key()] {
+    for key in &[record.object_keys(), vec![record.manifest_key()]].concat() {
         if let Some(lock) = services.store.object_lock(key).await? {
             if lock.blocks_deletion_at(now) {
                 return Err(refused(
@@ -482,7 +484,9 @@ fn locked_why(key: &str, lock: &ObjectLock) -> String {
 /// Manifest first, then the object (see the module documentation).
 async fn remove_keys(services: &Services, record: &BackupRecord) -> Result<(), Error> {
     services.store.delete(&record.manifest_key()).await?;
-    services.store.delete(&record.object_key).await?;
+    for key in record.object_keys() {
+        services.store.delete(&key).await?;
+    }
     Ok(())
 }
 

@@ -26,8 +26,29 @@ pub async fn open_archive(
     services: &Services,
     id: &BackupId,
 ) -> Result<(BackupRecord, ArchiveStream), Error> {
+    let record = services.catalog.get(id).await?;
+    refuse_parts(&record)?;
     let (record, _, stream) = open_archive_with_header(services, id).await?;
     Ok((record, stream))
+}
+
+/// A parallel backup is no single archive: its schema and each data part are archives of
+/// their own, which pgkeep restores in three steps (`ops::parts`). Reading one as a whole
+/// archive is refused, naming what works.
+fn refuse_parts(record: &BackupRecord) -> Result<(), Error> {
+    if record.parts.is_empty() || !record.status.has_object() {
+        return Ok(());
+    }
+    Err(Error::Unusable {
+        id: record.id.clone(),
+        status: record.status,
+        why: format!(
+            "it is a parallel backup (backup --jobs) stored as a schema object and {} data parts, not one archive; restore it with `pgkeep restore {} --target-db NAME` (or check it with `pgkeep verify {}`)",
+            record.parts.len(),
+            record.id,
+            record.id
+        ),
+    })
 }
 
 /// [`open_archive`], also returning the object header's fields (for comparing them with the
@@ -56,6 +77,21 @@ pub async fn open_archive_with_header(
     )
     .await?;
     Ok((record, fields, stream))
+}
+
+/// Opens one data part of a parallel backup: `part` is the backup's record as
+/// [`BackupRecord::for_part`] makes it (the part's key and checksum).
+pub(crate) async fn open_part(
+    services: &Services,
+    part: &BackupRecord,
+) -> Result<(HeaderFields, ArchiveStream), Error> {
+    open_object(
+        services.store.as_ref(),
+        services.keys.as_ref(),
+        &part.object_key,
+        part,
+    )
+    .await
 }
 
 /// Reads the object at `object_key` of the backup `record` describes (its id, database and
@@ -128,6 +164,7 @@ pub async fn open_from_manifest(
             manifest.manifest_version
         )));
     }
+    refuse_parts(&manifest.backup)?;
     let object_key = format!("{stem}.pgkeep");
     let named = manifest.backup.object_key.rsplit('/').next().unwrap_or("");
     if object_key.rsplit('/').next() != Some(named) {

@@ -244,8 +244,11 @@ pub async fn remove_run_leftovers(
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     services.store.delete(&record.manifest_key()).await?;
-    services.store.delete(&record.object_key).await?;
-    for key in [record.object_key.clone(), record.manifest_key()] {
+    for key in record.object_keys() {
+        services.store.delete(&key).await?;
+    }
+    // A parallel run's in-progress record names the parts it planned.
+    for key in [record.object_keys(), vec![record.manifest_key()]].concat() {
         let aborted = services.store.abort_incomplete_uploads(&key, now).await?;
         if aborted > 0 {
             tracing::warn!(

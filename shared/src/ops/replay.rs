@@ -89,6 +89,17 @@ pub(crate) async fn open_with_header(
     }
 }
 
+/// Opens one data part (`part` from [`BackupRecord::for_part`]).
+pub(crate) async fn open_part(
+    services: &Services,
+    part: &BackupRecord,
+) -> Result<ArchiveStream, ReadFailure> {
+    match super::read::open_part(services, part).await {
+        Ok((_, stream)) => Ok(stream),
+        Err(e) => Err(classify(services, part, e).await),
+    }
+}
+
 /// Copies the whole archive into `sinks`, reading it to its end, and returns what the archive
 /// declares (tables with row counts, large objects, schema objects).
 pub(crate) async fn replay(

@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::backup::{backup, BackupRequest};
+use super::parts;
 use super::replay::{self, ReadFailure, Sink};
 use super::scratch::{
     AdminConnection, DatabaseInfo, OwnedDatabase, ServerRole, RESTORE_PREFIX, STALE_AFTER,
@@ -350,7 +351,8 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
         // The safety backup needs pg_dump; find out now rather than after reading the backup.
         locate_tool("pg_dump", request.pg_bin.as_deref(), major).await?;
     }
-    let staging_dir = if request.jobs > 1 {
+    // A parallel backup stages only its schema object; a single stream, the whole archive.
+    let staging_dir = if request.jobs > 1 || !record.parts.is_empty() {
         let manifest = replay::read_manifest(services, &record)
             .await
             .map_err(ReadFailure::into_error)?;
@@ -358,7 +360,8 @@ async fn plan(services: &Services, request: &RestoreRequest) -> Result<Plan, Err
             .staging_dir
             .clone()
             .unwrap_or_else(default_staging_dir);
-        let needed = manifest.archive.archive_bytes + STAGING_HEADROOM;
+        let in_parts: u64 = record.parts.iter().map(|p| p.archive_bytes).sum();
+        let needed = manifest.archive.archive_bytes.saturating_sub(in_parts) + STAGING_HEADROOM;
         let available = free_space(&dir)?;
         if available < needed {
             return Err(Error::NoSpace {
@@ -437,6 +440,7 @@ async fn preview(
         .await
         .map_err(ReadFailure::into_error)?;
     let (mut list, stdin) = PgRestore::list(&plan.pg_restore)?;
+    // A parallel backup: the schema object is listed, and every data part read whole too.
     let summary = match replay::replay(
         services,
         &plan.record,
@@ -454,6 +458,14 @@ async fn preview(
         }
     };
     let listing = list.finish().await?;
+    let summary = if plan.record.parts.is_empty() {
+        summary
+    } else {
+        let data = parts::check_parts(services, &plan.record, request.progress.clone())
+            .await
+            .map_err(ReadFailure::into_error)?;
+        parts::combine(summary, data)
+    };
     Ok(report(
         request,
         &plan,
@@ -484,25 +496,48 @@ async fn execute(
         tracing::warn!(error = %e, "could not look for databases left by interrupted restores");
     }
 
-    // 1. The whole object, checked, before any database is touched (staged when parallel).
-    let (staged, sinks) = match &plan.staging_dir {
-        Some(dir) => {
-            super::sweep::remove_staged_of_gone_processes(dir).await;
-            let (staged, file) = StagedArchive::create(dir, &plan.record.id).await?;
-            (Some(staged), vec![Sink::File(file)])
-        }
-        None => (None, Vec::new()),
+    // 1. The whole object, checked, before any database is touched (staged when parallel;
+    // of a parallel backup, the schema object staged and every data part read).
+    let (staged, summary) = if plan.record.parts.is_empty() {
+        let (staged, sinks) = match &plan.staging_dir {
+            Some(dir) => {
+                super::sweep::remove_staged_of_gone_processes(dir).await;
+                let (staged, file) = StagedArchive::create(dir, &plan.record.id).await?;
+                (Some(staged), vec![Sink::File(file)])
+            }
+            None => (None, Vec::new()),
+        };
+        let check_progress = match staged {
+            Some(_) => request.progress.clone(),
+            None => Arc::default(),
+        };
+        let stream = replay::open(services, &plan.record)
+            .await
+            .map_err(ReadFailure::into_error)?;
+        let summary = replay::replay(services, &plan.record, stream, sinks, check_progress)
+            .await
+            .map_err(ReadFailure::into_error)?;
+        (staged, summary)
+    } else {
+        let dir = plan
+            .staging_dir
+            .as_deref()
+            .expect("a parallel backup is staged");
+        super::sweep::remove_staged_of_gone_processes(dir).await;
+        let (staged, schema) = parts::stage_schema(services, &plan.record, dir)
+            .await
+            .map_err(ReadFailure::into_error)?;
+        // Before a safety backup and a replaced target, every part is read whole first; a new
+        // target needs no such pass: each part is checked as it is restored, and a bad one
+        // fails the restore, which drops its new database and leaves nothing.
+        let data = match plan.existing {
+            Some(_) => parts::check_parts(services, &plan.record, Arc::default())
+                .await
+                .map_err(ReadFailure::into_error)?,
+            None => Vec::new(),
+        };
+        (Some(staged), parts::combine(schema, data))
     };
-    let check_progress = match staged {
-        Some(_) => request.progress.clone(),
-        None => Arc::default(),
-    };
-    let stream = replay::open(services, &plan.record)
-        .await
-        .map_err(ReadFailure::into_error)?;
-    let summary = replay::replay(services, &plan.record, stream, sinks, check_progress)
-        .await
-        .map_err(ReadFailure::into_error)?;
 
     // 2. The safety backup, complete before the target is touched.
     let safety = match &plan.existing {
@@ -526,10 +561,14 @@ async fn execute(
 
     // 3. Into a new database of our own; dropped again if anything fails.
     let fresh = plan.admin.create(RESTORE_PREFIX, None).await?;
-    if let Err(e) = run_pg_restore(services, request, &plan, &fresh, staged.as_ref()).await {
-        let _ = fresh.drop_now().await;
-        return Err(e);
-    }
+    let summary = match run_pg_restore(services, request, &plan, &fresh, staged.as_ref()).await {
+        Ok(Some(data)) => parts::combine(summary, data),
+        Ok(None) => summary,
+        Err(e) => {
+            let _ = fresh.drop_now().await;
+            return Err(e);
+        }
+    };
     drop(staged);
 
     // 4. Only now is the target touched: dropped (when replaced), and the new one renamed.
@@ -579,20 +618,37 @@ async fn execute(
 }
 
 /// pg_restore into `fresh`: from the staged file, or streamed from the object (read and
-/// checked a second time on the way).
+/// checked a second time on the way); a parallel backup in its three steps, returning its data
+/// parts' summaries.
 async fn run_pg_restore(
     services: &Services,
     request: &RestoreRequest,
     plan: &Plan,
     fresh: &OwnedDatabase,
     staged: Option<&StagedArchive>,
-) -> Result<(), Error> {
+) -> Result<Option<Vec<ArchiveSummary>>, Error> {
     let options = RestoreOptions {
         jobs: request.jobs.max(1),
         no_owner: request.no_owner,
         tolerate_transaction_timeout: plan.tolerate_transaction_timeout,
+        section: None,
     };
     let target = fresh.target();
+    if !plan.record.parts.is_empty() {
+        let schema = staged.expect("a parallel backup's schema object is staged");
+        let data = parts::restore_parts(
+            services,
+            &plan.record,
+            &plan.pg_restore,
+            &target,
+            options,
+            &schema.path,
+            request.progress.clone(),
+        )
+        .await
+        .map_err(parts::PartsFailure::into_error)?;
+        return Ok(Some(data));
+    }
     match staged {
         Some(file) => {
             let (child, _) =
@@ -621,7 +677,7 @@ async fn run_pg_restore(
             child.finish().await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 struct Times {
@@ -710,12 +766,15 @@ pub fn default_staging_dir() -> PathBuf {
 /// The decrypted archive on local disk for `pg_restore --jobs` (which cannot read stdin):
 /// created 0600, removed when dropped, whatever happened; named after this process so that the
 /// orphan sweep removes it once a `kill -9` has left it (see [`super::sweep`]).
-struct StagedArchive {
-    path: PathBuf,
+pub(crate) struct StagedArchive {
+    pub(crate) path: PathBuf,
 }
 
 impl StagedArchive {
-    async fn create(dir: &Path, id: &BackupId) -> Result<(Self, tokio::fs::File), Error> {
+    pub(crate) async fn create(
+        dir: &Path,
+        id: &BackupId,
+    ) -> Result<(Self, tokio::fs::File), Error> {
         let mut random = [0u8; 4];
         getrandom::fill(&mut random).expect("the operating system's random source failed");
         let path = dir.join(super::sweep::staged_file_name(id, &hex::encode(random)));

@@ -26,6 +26,7 @@ use tokio_postgres::Client;
 
 mod manifest;
 
+use super::parts;
 use super::replay::{self, ReadFailure, Sink};
 use super::scratch::{AdminConnection, OwnedDatabase, ServerRole, STALE_AFTER, VERIFY_PREFIX};
 use super::{Error, ErrorKind};
@@ -54,6 +55,9 @@ pub struct VerifyRequest {
     pub actor: String,
     /// Archive bytes restored so far, for progress displays.
     pub progress: Arc<Progress>,
+    /// pg_restore workers for the indexes and constraints of a parallel backup (whose data
+    /// parts are always restored all at once); a single-stream backup streams with one.
+    pub jobs: u32,
 }
 
 impl VerifyRequest {
@@ -65,6 +69,7 @@ impl VerifyRequest {
             pg_bin: None,
             actor: "pgkeep".into(),
             progress: Arc::default(),
+            jobs: 1,
         }
     }
 }
@@ -280,6 +285,7 @@ async fn attempt(
             tool_major,
             server.version.major,
         ),
+        section: None,
     };
     let manifest = match replay::read_manifest(services, record).await {
         Ok(m) => m,
@@ -316,6 +322,52 @@ async fn attempt(
     outcome
 }
 
+/// A parallel backup into the scratch database ([`parts`]): the schema object staged (small),
+/// the data parts streamed at once; the archive's summary, or the verdict when it failed.
+async fn restore_in_parts(
+    services: &Services,
+    request: &VerifyRequest,
+    record: &BackupRecord,
+    manifest: &Manifest,
+    pg_restore: &std::path::Path,
+    options: RestoreOptions,
+    target: &PgTarget,
+) -> Result<ArchiveSummary, Outcome> {
+    let dir = super::restore::default_staging_dir();
+    let (staged, schema) = parts::stage_schema(services, record, &dir)
+        .await
+        .map_err(Outcome::from_read)?;
+    let options = RestoreOptions {
+        jobs: request.jobs.max(1),
+        ..options
+    };
+    let data = parts::restore_parts(
+        services,
+        record,
+        pg_restore,
+        target,
+        options,
+        &staged.path,
+        request.progress.clone(),
+    )
+    .await
+    .map_err(|f| match f {
+        parts::PartsFailure::Read(r) => Outcome::from_read(r),
+        parts::PartsFailure::Restore(e) => Outcome::Failed {
+            result: VerificationResult::RestoreFailed,
+            reason: format!("the archive does not restore: {e}"),
+            kind: ErrorKind::Verification,
+        },
+    })?;
+    drop(staged);
+    let summary = parts::combine(schema, data);
+    let differences = manifest::against_archive(manifest, &summary);
+    if !differences.is_empty() {
+        return Err(Outcome::manifest_differs(&differences));
+    }
+    Ok(summary)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn restore_and_compare(
     services: &Services,
@@ -329,32 +381,45 @@ async fn restore_and_compare(
 ) -> Outcome {
     let target = scratch.target();
     let started = Instant::now();
-    let (mut child, stdin) = match PgRestore::restore(pg_restore, &target, options, None) {
-        Ok(started) => started,
-        Err(e) => return Outcome::Inconclusive(e.into()),
-    };
-    let sinks = vec![Sink::Child(stdin.expect("stdin is piped"))];
-    let summary =
-        match replay::replay(services, record, stream, sinks, request.progress.clone()).await {
+    let summary = if record.parts.is_empty() {
+        let (mut child, stdin) = match PgRestore::restore(pg_restore, &target, options, None) {
+            Ok(started) => started,
+            Err(e) => return Outcome::Inconclusive(e.into()),
+        };
+        let sinks = vec![Sink::Child(stdin.expect("stdin is piped"))];
+        let summary =
+            match replay::replay(services, record, stream, sinks, request.progress.clone()).await {
+                Ok(summary) => summary,
+                Err(failure) => {
+                    child.kill();
+                    let _ = child.finish().await;
+                    return Outcome::from_read(failure);
+                }
+            };
+        let differences = manifest::against_archive(manifest, &summary);
+        if !differences.is_empty() {
+            let _ = child.finish().await;
+            return Outcome::manifest_differs(&differences);
+        }
+        if let Err(e) = child.finish().await {
+            return Outcome::Failed {
+                result: VerificationResult::RestoreFailed,
+                reason: format!("the archive does not restore: {e}"),
+                kind: ErrorKind::Verification,
+            };
+        }
+        summary
+    } else {
+        drop(stream);
+        match restore_in_parts(
+            services, request, record, manifest, pg_restore, options, &target,
+        )
+        .await
+        {
             Ok(summary) => summary,
-            Err(failure) => {
-                child.kill();
-                let _ = child.finish().await;
-                return Outcome::from_read(failure);
-            }
-        };
-    let differences = manifest::against_archive(manifest, &summary);
-    if !differences.is_empty() {
-        let _ = child.finish().await;
-        return Outcome::manifest_differs(&differences);
-    }
-    if let Err(e) = child.finish().await {
-        return Outcome::Failed {
-            result: VerificationResult::RestoreFailed,
-            reason: format!("the archive does not restore: {e}"),
-            kind: ErrorKind::Verification,
-        };
-    }
+            Err(outcome) => return outcome,
+        }
+    };
     findings.restore_duration_ms = Some(started.elapsed().as_millis() as u64);
 
     let client = match target.connect().await {

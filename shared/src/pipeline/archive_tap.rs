@@ -38,6 +38,11 @@ impl<R> ArchiveTap<R> {
         }
     }
 
+    /// Archive bytes read through this tap.
+    pub fn bytes_seen(&self) -> u64 {
+        self.scanner.bytes_seen()
+    }
+
     /// What the archive held; fails if it ended mid-structure.
     pub fn finish(self) -> Result<ArchiveSummary, ArchiveScanError> {
         self.scanner.finish()

@@ -27,6 +27,9 @@ pub struct RestoreOptions {
     /// servers before 17 reject; with no pg_restore of the server's own major at hand, that one
     /// error is tolerated (see [`tolerates_transaction_timeout`]) and every other still fails.
     pub tolerate_transaction_timeout: bool,
+    /// Only this section of the archive (`--section=pre-data|data|post-data`): a parallel
+    /// backup's parts are restored in three steps. `None`: everything.
+    pub section: Option<&'static str>,
 }
 
 /// The error pg_restore 17+ meets on every connection to a server before 17.
@@ -81,6 +84,9 @@ impl PgRestore {
         }
         if options.jobs > 1 {
             cmd.arg(format!("--jobs={}", options.jobs));
+        }
+        if let Some(section) = options.section {
+            cmd.arg(format!("--section={section}"));
         }
         match file {
             Some(path) => {

@@ -62,6 +62,7 @@ pub(super) fn against_record(
         show(&record.schema_only_tables),
     );
     field("selection", show(&b.selection), show(&record.selection));
+    field("parts", show(&b.parts), show(&record.parts));
     out.extend(count_differences(
         "backup.row_counts",
         &b.row_counts,
