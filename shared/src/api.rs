@@ -241,6 +241,7 @@ impl Api {
             limit: Some(limit),
             cursor: q.get("cursor").cloned(),
             label,
+            run_id: None,
         };
         let page = ops::list::list(&self.services, &query)
             .await

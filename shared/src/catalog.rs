@@ -63,6 +63,8 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// Only backups carrying this label (`key`: any value, `key=value`: that value).
     pub label: Option<LabelSelector>,
+    /// Only the backups of this whole-server run ([`BackupRecord::run_id`]).
+    pub run_id: Option<String>,
 }
 
 /// One page of a listing.

@@ -17,6 +17,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &ListArgs) -> Result<u8, Failure
         limit: args.limit,
         cursor: None,
         label: args.label.clone(),
+        run_id: args.run.clone(),
     };
     let records = match args.limit {
         Some(_) => ops::list::list(&services, &query).await?.records,

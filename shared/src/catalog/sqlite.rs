@@ -94,6 +94,25 @@ impl SqliteCatalog {
             conn.execute_batch("ALTER TABLE leases ADD COLUMN process TEXT")
                 .map_err(|e| fail(e.to_string()))?;
         }
+        // The whole-server run id came later too: a nullable column (filled from the record
+        // JSON of rows written before it), and an index for `list --run`.
+        let has_run_id: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('backups') WHERE name = 'run_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| fail(e.to_string()))?
+            > 0;
+        if !has_run_id {
+            conn.execute_batch(
+                "ALTER TABLE backups ADD COLUMN run_id TEXT;
+                 UPDATE backups SET run_id = json_extract(record, '$.run_id');",
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS backups_by_run ON backups (run_id, id)")
+            .map_err(|e| fail(e.to_string()))?;
         Ok(SqliteCatalog {
             path,
             conn: Arc::new(Mutex::new(conn)),
@@ -149,8 +168,8 @@ impl Catalog for SqliteCatalog {
         self.with(move |conn| {
             let inserted = conn
                 .execute(
-                    "INSERT INTO backups (id, database, status, kind, created_at, record)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO backups (id, database, status, kind, created_at, record, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
                     params![
                         record.id.as_str(),
                         record.database,
@@ -158,6 +177,7 @@ impl Catalog for SqliteCatalog {
                         record.kind.as_str(),
                         crate::model::format_time(record.created_at),
                         to_json(&record),
+                        record.run_id,
                     ],
                 )
                 .map_err(backend(&location))?;
@@ -174,11 +194,12 @@ impl Catalog for SqliteCatalog {
         let location = self.location();
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO backups (id, database, status, kind, created_at, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO backups (id, database, status, kind, created_at, record, run_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET database = excluded.database,
                    status = excluded.status, kind = excluded.kind,
-                   created_at = excluded.created_at, record = excluded.record",
+                   created_at = excluded.created_at, record = excluded.record,
+                   run_id = excluded.run_id",
                 params![
                     record.id.as_str(),
                     record.database,
@@ -186,6 +207,7 @@ impl Catalog for SqliteCatalog {
                     record.kind.as_str(),
                     crate::model::format_time(record.created_at),
                     to_json(&record),
+                    record.run_id,
                 ],
             )
             .map_err(backend(&location))?;
@@ -277,6 +299,7 @@ impl Catalog for SqliteCatalog {
                        AND (?5 IS NULL OR EXISTS (
                              SELECT 1 FROM json_each(record, '$.labels') AS l
                              WHERE l.key = ?5 AND (?6 IS NULL OR l.value = ?6)))
+                       AND (?7 IS NULL OR run_id = ?7)
                      ORDER BY created_at DESC, id DESC LIMIT ?4",
                 )
                 .map_err(backend(&location))?;
@@ -290,7 +313,8 @@ impl Catalog for SqliteCatalog {
                         after.as_ref().map(|a| a.as_str()),
                         limit,
                         label_key,
-                        label_value
+                        label_value,
+                        query.run_id
                     ],
                     |r| r.get::<_, String>(0),
                 )

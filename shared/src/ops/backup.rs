@@ -70,6 +70,11 @@ pub struct BackupRequest {
     pub selection: Selection,
     /// The failed attempt this backup retakes (a retried request), for its record.
     pub retry_of: Option<BackupId>,
+    /// The whole-server run this backup belongs to ([`super::server`]).
+    pub run_id: Option<String>,
+    /// Set for a run's globals backup: the databases whose owner, grants and settings it
+    /// carries; then `target` is only the server to read them from ([`super::server`]).
+    pub globals: Option<Vec<String>>,
 }
 
 /// Default heartbeat timeout of a dump lease: a run renews its lease every 30 seconds, so a
@@ -95,6 +100,8 @@ impl BackupRequest {
             labels: Labels::none(),
             selection: Selection::everything(),
             retry_of: None,
+            run_id: None,
+            globals: None,
         }
     }
 
@@ -293,6 +300,7 @@ async fn backup_leased(
     record.labels = request.labels.as_map().clone();
     record.selection = request.selection.clone();
     record.retry_of = request.retry_of.clone();
+    record.run_id = request.run_id.clone();
     services.catalog.insert(&record).await?;
     tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
     let started = Instant::now();
@@ -418,6 +426,9 @@ async fn run(
     started: Instant,
     progress: Arc<Progress>,
 ) -> Result<(), Error> {
+    if let Some(databases) = &request.globals {
+        return super::server::store_globals(services, request, record, databases, started).await;
+    }
     let target = &request.target;
     let version = {
         let client = target.connect().await?;
