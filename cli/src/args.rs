@@ -361,7 +361,12 @@ pub struct RestoreArgs {
     #[arg(required_unless_present = "run", conflicts_with = "run")]
     pub id: Option<String>,
     /// The database to restore into; it must not exist unless --overwrite is given.
-    #[arg(long, value_name = "NAME", required_unless_present = "run", conflicts_with = "run")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "run",
+        conflicts_with = "run"
+    )]
     pub target_db: Option<String>,
     /// Restore a whole-server run (`backup --all-databases`) onto the --target-url server:
     /// its globals first (roles that exist there are kept as they are), then every database
@@ -370,7 +375,13 @@ pub struct RestoreArgs {
     pub run: Option<String>,
     /// With --run: the server to restore onto [default: --database-url]; its database is used
     /// only to connect.
-    #[arg(long, env = "PGKEEP_TARGET_URL", value_name = "URL", requires = "run", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PGKEEP_TARGET_URL",
+        value_name = "URL",
+        requires = "run",
+        hide_env_values = true
+    )]
     pub target_url: Option<String>,
     /// With --run: restore only databases matching GLOB (repeatable).
     #[arg(long, value_name = "GLOB", requires = "run")]

@@ -497,16 +497,33 @@ pub fn print_run(r: &pgkeep::ops::server::RunReport) {
 
 /// A whole-server restore (or its plan): the globals step, then one line per database.
 pub fn print_run_restore(r: &pgkeep::ops::restore_run::RunRestoreReport) {
-    let verb = if r.dry_run { "plan for restoring" } else { "restored" };
+    let verb = if r.dry_run {
+        "plan for restoring"
+    } else {
+        "restored"
+    };
     println!("{verb} run {} onto {}", r.run_id, r.server);
     let g = &r.globals;
     if let Some(id) = &g.backup_id {
         println!("globals (backup {id}):");
     }
-    let names = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
-    let create = if r.dry_run { "roles to create" } else { "roles created" };
+    let names = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    let create = if r.dry_run {
+        "roles to create"
+    } else {
+        "roles created"
+    };
     println!("  {create}: {}", names(&g.roles_created));
-    println!("  roles that exist, kept as they are: {}", names(&g.roles_kept));
+    println!(
+        "  roles that exist, kept as they are: {}",
+        names(&g.roles_kept)
+    );
     if !r.dry_run {
         println!("  statements applied: {}", g.statements_applied);
     }

@@ -44,9 +44,8 @@ pub fn split(script: &str) -> Vec<String> {
             b'-' if b.get(i + 1) == Some(&b'-') => i = line_end(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => i = block_comment_end(b, i),
             b'\'' => {
-                let escapes = i > 0
-                    && matches!(b[i - 1], b'E' | b'e')
-                    && (i < 2 || !is_ident_byte(b[i - 2]));
+                let escapes =
+                    i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !is_ident_byte(b[i - 2]));
                 i = quoted_end(b, i, b'\'', escapes);
             }
             b'"' => i = quoted_end(b, i, b'"', false),
@@ -470,7 +469,8 @@ mod tests {
 
     #[test]
     fn scripts_split_on_semicolons_outside_quotes_comments_and_dollar_quotes() {
-        let script = "\\restrict abc\nSET x = 'a;b';\n-- a comment; here\nCREATE ROLE \"we;ird\"\"\";\n\
+        let script =
+            "\\restrict abc\nSET x = 'a;b';\n-- a comment; here\nCREATE ROLE \"we;ird\"\"\";\n\
                       /* block ; /* nested; */ */ COMMENT ON ROLE r IS $q$semi;colon$q$;\n\
                       ALTER ROLE r SET search_path TO E'it\\'s;';\n\\unrestrict abc\nGRANT a TO b";
         assert_eq!(

@@ -158,7 +158,8 @@ fn a_run_restores_onto_a_new_empty_cluster_with_owners_grants_and_settings() {
     assert_eq!(run["failed"], serde_json::json!([]));
 
     // Every backup of the run carries its id; the globals one is told apart.
-    let listed: Value = serde_json::from_str(&pgkeep.run_ok(&["list", "--run", &run_id, "--json"])).unwrap();
+    let listed: Value =
+        serde_json::from_str(&pgkeep.run_ok(&["list", "--run", &run_id, "--json"])).unwrap();
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 5);
     assert!(listed.iter().all(|r| r["run_id"] == run_id.as_str()));
@@ -166,15 +167,24 @@ fn a_run_restores_onto_a_new_empty_cluster_with_owners_grants_and_settings() {
     assert_eq!(globals.len(), 1);
     assert_eq!(globals[0]["database"], "@globals");
     let text = pgkeep.run_ok(&["show", globals[0]["id"].as_str().unwrap()]);
-    assert!(text.contains(&format!("run:             {run_id}")), "{text}");
+    assert!(
+        text.contains(&format!("run:             {run_id}")),
+        "{text}"
+    );
     let script = pgkeep.run_ok(&["cat", globals[0]["id"].as_str().unwrap()]);
     assert!(script.contains("CREATE ROLE appowner"), "{script}");
-    assert!(script.contains("GRANT CONNECT ON DATABASE \"misc\" TO \"connector\""), "{script}");
+    assert!(
+        script.contains("GRANT CONNECT ON DATABASE \"misc\" TO \"connector\""),
+        "{script}"
+    );
 
     // A brand-new cluster, where `readers` already exists with other attributes.
     let target = PgCluster::start().unwrap();
     target
-        .psql("postgres", "CREATE ROLE readers NOLOGIN CONNECTION LIMIT 7;")
+        .psql(
+            "postgres",
+            "CREATE ROLE readers NOLOGIN CONNECTION LIMIT 7;",
+        )
         .unwrap();
     let readers_before = role(&target, "readers");
     let restore = |args: &[&str]| {
@@ -188,7 +198,11 @@ fn a_run_restores_onto_a_new_empty_cluster_with_owners_grants_and_settings() {
     // `postgres` exists there: refused, nothing changed.
     let out = restore(&[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("\"postgres\" already exists"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"postgres\" already exists"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(role(&target, "appowner"), "");
 
     // The plan, then the restore.
@@ -196,7 +210,10 @@ fn a_run_restores_onto_a_new_empty_cluster_with_owners_grants_and_settings() {
     assert!(out.status.success(), "{}", stderr(&out));
     let plan = json(&out);
     assert_eq!(plan["dry_run"], true);
-    assert_eq!(plan["globals"]["roles_kept"], serde_json::json!(["readers"]));
+    // `readers` and the bootstrap superuser exist there: kept as they are.
+    let kept = plan["globals"]["roles_kept"].as_array().unwrap();
+    assert!(kept.contains(&Value::from("readers")), "{plan:#}");
+    assert!(!kept.contains(&Value::from("appowner")), "{plan:#}");
     assert!(plan["globals"]["roles_created"]
         .as_array()
         .unwrap()
@@ -205,11 +222,20 @@ fn a_run_restores_onto_a_new_empty_cluster_with_owners_grants_and_settings() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["database"].as_str().unwrap(), d["action"].as_str().unwrap()))
+        .map(|d| {
+            (
+                d["database"].as_str().unwrap(),
+                d["action"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         planned,
-        [("app_one", "create_new"), ("app_two", "create_new"), ("misc", "create_new")]
+        [
+            ("app_one", "create_new"),
+            ("app_two", "create_new"),
+            ("misc", "create_new")
+        ]
     );
     assert_eq!(target.database_names().unwrap(), ["postgres"]);
     assert_eq!(role(&target, "appowner"), "");
@@ -222,11 +248,19 @@ fn a_run_restores_onto_a_new_empty_cluster_with_owners_grants_and_settings() {
     for db in ["app_one", "app_two", "misc"] {
         assert_eq!(tables(&target, db), tables(&source, db), "{db}");
         assert!(!tables(&target, db).is_empty());
-        assert_eq!(database_globals(&target, db), database_globals(&source, db), "{db}");
+        assert_eq!(
+            database_globals(&target, db),
+            database_globals(&source, db),
+            "{db}"
+        );
     }
     assert_eq!(role(&target, "appowner"), role(&source, "appowner"));
     assert_eq!(role(&target, "connector"), role(&source, "connector"));
-    assert_eq!(role(&target, "readers"), readers_before, "an existing role was changed");
+    assert_eq!(
+        role(&target, "readers"),
+        readers_before,
+        "an existing role was changed"
+    );
     // connector can connect to misc and read its table with the restored password.
     let rows = target
         .command("psql")
@@ -244,28 +278,52 @@ fn a_run_restores_onto_a_new_empty_cluster_with_owners_grants_and_settings() {
 fn a_role_without_pg_authid_backs_up_the_server_without_passwords() {
     let source = PgCluster::start().unwrap();
     source_server(&source);
-    // What an RDS master user has: no superuser, but reading everything and managing roles.
-    let password = source
-        .create_role("master", "CREATEROLE CREATEDB")
+    // What an RDS master user has: no superuser and no pg_authid, but CREATEROLE, CREATEDB,
+    // membership in the roles it made, and reads granted on the rest.
+    let password = source.create_role("master", "CREATEROLE CREATEDB").unwrap();
+    source
+        .psql(
+            "postgres",
+            "GRANT appowner, readers, connector TO master;
+             GRANT CONNECT ON DATABASE misc TO master;",
+        )
         .unwrap();
     source
-        .psql("postgres", "GRANT pg_read_all_data, pg_read_all_settings TO master;")
+        .psql(
+            "app_two",
+            "GRANT USAGE ON SCHEMA app TO master; GRANT SELECT ON plain TO master;",
+        )
         .unwrap();
     source
-        .psql("postgres", "GRANT CONNECT ON DATABASE misc TO master;")
+        .psql("misc", "GRANT SELECT ON notes TO master;")
         .unwrap();
+    let readable = source
+        .command("psql")
+        .args(["-X", "-At", "-d"])
+        .arg(source.url_as("master", &password, "postgres"))
+        .args(["-c", "SELECT has_table_privilege('pg_authid', 'SELECT')"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&readable.stdout).trim(), "f");
     let pgkeep = Pgkeep::new().database_url(source.url_as("master", &password, "postgres"));
 
     let out = pgkeep.run(&["backup", "--all-databases"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("role passwords: left out"), "{text}");
-    assert!(stderr(&out).contains("role passwords were left out"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("role passwords were left out"),
+        "{}",
+        stderr(&out)
+    );
 
     let records: Value = serde_json::from_str(&pgkeep.run_ok(&["list", "--json"])).unwrap();
     let records = records.as_array().unwrap();
     assert_eq!(records.len(), 5);
-    assert!(records.iter().all(|r| r["status"] == "completed"), "{records:#?}");
+    assert!(
+        records.iter().all(|r| r["status"] == "completed"),
+        "{records:#?}"
+    );
     let globals = records.iter().find(|r| r["globals"].is_object()).unwrap();
     assert_eq!(globals["globals"]["role_passwords"], false);
     let script = pgkeep.run_ok(&["cat", globals["id"].as_str().unwrap()]);
@@ -296,9 +354,19 @@ fn one_database_failing_fails_only_its_backup_and_the_run_names_it() {
     // `bad`'s table is not readable by the backing-up role: pg_dump fails there.
     let pgkeep = Pgkeep::new().database_url(source.url_as("runner", &password, "postgres"));
 
-    let out = pgkeep.run(&["backup", "--all-databases", "--exclude", "postgres", "--json"]);
+    let out = pgkeep.run(&[
+        "backup",
+        "--all-databases",
+        "--exclude",
+        "postgres",
+        "--json",
+    ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("1 of 4 backups failed: bad"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 of 4 backups failed: bad"),
+        "{}",
+        stderr(&out)
+    );
     let run = json(&out);
     assert_eq!(run["failed"], serde_json::json!(["bad"]));
     let by_name: BTreeMap<&str, &Value> = run["databases"]
@@ -309,7 +377,10 @@ fn one_database_failing_fails_only_its_backup_and_the_run_names_it() {
         .collect();
     assert_eq!(by_name["bad"]["status"], "failed");
     assert!(
-        by_name["bad"]["error"].as_str().unwrap().contains("permission denied"),
+        by_name["bad"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"),
         "{run:#}"
     );
     assert_eq!(by_name["good_one"]["status"], "completed");
@@ -318,12 +389,18 @@ fn one_database_failing_fails_only_its_backup_and_the_run_names_it() {
 
     // The catalog says the same, by run.
     let run_id = run["run_id"].as_str().unwrap();
-    let listed: Value = serde_json::from_str(&pgkeep.run_ok(&["list", "--run", run_id, "--json"])).unwrap();
+    let listed: Value =
+        serde_json::from_str(&pgkeep.run_ok(&["list", "--run", run_id, "--json"])).unwrap();
     let statuses: BTreeMap<&str, &str> = listed
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["database"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["database"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         statuses,

@@ -18,7 +18,9 @@ pub async fn run(resolver: &Resolver<'_>, args: &RestoreArgs) -> Result<u8, Fail
     let id = parse_id(args.id.as_deref().unwrap_or_default())?;
     let target_db = args.target_db.clone().unwrap_or_default();
     if args.confirm.len() > 1 {
-        return Err(usage("--confirm names the one target database; give it once"));
+        return Err(usage(
+            "--confirm names the one target database; give it once",
+        ));
     }
     let database = resolver.database()?;
     let url = database.url.as_deref().ok_or_else(|| {
@@ -97,7 +99,11 @@ async fn restore(services: &Services, request: &RestoreRequest, json: bool) -> R
 }
 
 /// `restore --run`: a whole-server run onto the --target-url server.
-async fn restore_run(resolver: &Resolver<'_>, args: &RestoreArgs, run_id: &str) -> Result<u8, Failure> {
+async fn restore_run(
+    resolver: &Resolver<'_>,
+    args: &RestoreArgs,
+    run_id: &str,
+) -> Result<u8, Failure> {
     run_id
         .parse::<BackupId>()
         .map_err(|_| usage(format!("{run_id:?} is not a run id (the RUN column of `pgkeep list`, e.g. 20261124T153512123Z-9f3a1c2b)")))?;

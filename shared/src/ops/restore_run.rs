@@ -213,7 +213,11 @@ pub async fn restore_run(
                     server_address(&request.server)
                 )));
             }
-            let confirm = request.confirm.iter().find(|c| *c == name).map(String::as_str);
+            let confirm = request
+                .confirm
+                .iter()
+                .find(|c| *c == name)
+                .map(String::as_str);
             check_intent(name, true, confirm)?;
         } else {
             check_intent(name, false, None)?;

@@ -347,9 +347,7 @@ pub(crate) async fn store_globals(
         tracing::warn!(backup = %record.id, "the role cannot read pg_authid: role passwords are left out of the globals (pg_dumpall --no-role-passwords)");
     }
     let roles = read_roles(&client).await.map_err(q)?;
-    let dbs = read_database_globals(&client, databases)
-        .await
-        .map_err(q)?;
+    let dbs = read_database_globals(&client, databases).await.map_err(q)?;
 
     let pg_dumpall = locate_tool("pg_dumpall", request.pg_bin.as_deref(), version.major).await?;
     let mut cmd = tokio::process::Command::new(&pg_dumpall);
