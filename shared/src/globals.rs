@@ -197,12 +197,69 @@ fn tokens(statement: &str) -> Vec<Token> {
             } else {
                 out.push(Token::Word(word.to_ascii_lowercase()));
             }
+        } else if c.is_ascii_digit() || (c == b'-' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            let s = i;
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            out.push(Token::Word(statement[s..i].to_owned()));
         } else {
             i += 1;
             out.push(Token::Other);
         }
     }
     out
+}
+
+/// The attributes an `ALTER ROLE name WITH …` statement sets, as a role of the manifest
+/// holds them (`None` for other statements). Attributes it does not name keep the defaults
+/// of `CREATE ROLE` (no superuser, inherit, no createrole/createdb/login/replication/
+/// bypassrls, no connection limit), as pg_dumpall relies on.
+pub fn role_attributes(statement: &str) -> Option<crate::model::RoleInfo> {
+    let t = tokens(statement);
+    if !(t.first()?.is("alter") && (t.get(1)?.is("role") || t.get(1)?.is("user"))) {
+        return None;
+    }
+    let name = t.get(2)?.name()?;
+    if !t.get(3).is_some_and(|x| x.is("with")) {
+        return None;
+    }
+    let mut role = crate::model::RoleInfo {
+        name,
+        superuser: false,
+        inherit: true,
+        createrole: false,
+        createdb: false,
+        login: false,
+        replication: false,
+        bypassrls: false,
+        connection_limit: -1,
+        member_of: Vec::new(),
+    };
+    for (i, tok) in t.iter().enumerate().skip(4) {
+        let Token::Word(w) = tok else { continue };
+        let (flag, on) = match w.strip_prefix("no") {
+            Some(rest) if rest != "ne" => (rest, false),
+            _ => (w.as_str(), true),
+        };
+        match flag {
+            "superuser" => role.superuser = on,
+            "inherit" => role.inherit = on,
+            "createrole" => role.createrole = on,
+            "createdb" => role.createdb = on,
+            "login" => role.login = on,
+            "replication" => role.replication = on,
+            "bypassrls" => role.bypassrls = on,
+            "limit" => {
+                if let Some(Token::Word(n)) = t.get(i + 1) {
+                    role.connection_limit = n.parse().unwrap_or(-1);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(role)
 }
 
 /// What one statement of a globals script touches.
@@ -546,6 +603,21 @@ mod tests {
         for s in db.statements() {
             assert_eq!(classify(&s), Statement::Database("Shop's".into()), "{s}");
         }
+    }
+
+    #[test]
+    fn role_attributes_are_read_from_alter_role() {
+        let r = role_attributes(
+            "ALTER ROLE \"App\" WITH NOSUPERUSER NOINHERIT CREATEROLE CREATEDB LOGIN NOREPLICATION BYPASSRLS CONNECTION LIMIT 3 PASSWORD 'x'",
+        )
+        .unwrap();
+        assert_eq!(r.name, "App");
+        assert!(!r.superuser && !r.inherit && r.createrole && r.createdb && r.login);
+        assert!(!r.replication && r.bypassrls);
+        assert_eq!(r.connection_limit, 3);
+        assert!(role_attributes("ALTER ROLE r IN DATABASE d SET x TO '1'").is_none());
+        assert!(role_attributes("CREATE ROLE r").is_none());
+        assert!(role_attributes("ALTER ROLE r SET work_mem TO '8MB'").is_none());
     }
 
     #[test]
