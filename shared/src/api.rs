@@ -181,6 +181,11 @@ impl Api {
             ("DELETE", ["backups", id]) => self.delete(id, request).await,
             ("GET", ["backups", id, "download"]) => self.download(id, now).await,
             ("GET", ["status"]) => self.status(now).await,
+            ("GET", ["runs", id]) => self.run(id).await,
+            (_, ["runs", _]) => Err(ApiResponse::error(
+                405,
+                format!("{} is not allowed on {}", request.method, request.path),
+            )),
             (_, ["backups"])
             | (_, ["backups", _])
             | (_, ["backups", _, "verify" | "restore" | "download"])
@@ -241,7 +246,7 @@ impl Api {
             limit: Some(limit),
             cursor: q.get("cursor").cloned(),
             label,
-            run_id: None,
+            run_id: q.get("run").cloned(),
         };
         let page = ops::list::list(&self.services, &query)
             .await
@@ -475,6 +480,31 @@ impl Api {
             .headers
             .push(("cache-control".into(), "no-store".into()));
         Ok(response)
+    }
+
+    /// A whole-server run: its backups (each an ordinary backup), and which failed.
+    async fn run(&self, id: &str) -> Result<ApiResponse, ApiResponse> {
+        let records = ops::server::run_members(&self.services, id)
+            .await
+            .map_err(error_response)?;
+        let failed: Vec<&str> = records
+            .iter()
+            .filter(|r| r.never_held_a_backup())
+            .map(|r| r.database.as_str())
+            .collect();
+        let in_progress = records
+            .iter()
+            .any(|r| r.status == BackupStatus::InProgress);
+        Ok(ApiResponse::json(
+            200,
+            json!({
+                "run_id": id,
+                "complete": failed.is_empty() && !in_progress,
+                "in_progress": in_progress,
+                "failed": failed,
+                "backups": records,
+            }),
+        ))
     }
 
     async fn status(&self, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
