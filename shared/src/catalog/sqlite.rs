@@ -560,6 +560,45 @@ mod tests {
         crate::catalog::contract::run(&catalog).await;
     }
 
+    /// A catalog written before runs existed gains the `run_id` column on opening, filled from
+    /// the records, so `list --run` finds them.
+    #[tokio::test]
+    async fn an_older_catalog_gains_the_run_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite3");
+        let mut r = BackupRecord::start(
+            BackupId::generate(chrono::Utc::now()),
+            "shop",
+            crate::model::BackupKind::Manual,
+            crate::model::Compression::Zstd,
+        );
+        r.run_id = Some("20261124T020000000Z-00000001".into());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE backups (id TEXT PRIMARY KEY, database TEXT NOT NULL,
+                   status TEXT NOT NULL, kind TEXT NOT NULL, created_at TEXT NOT NULL,
+                   record TEXT NOT NULL);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO backups VALUES (?1, 'shop', 'in_progress', 'manual', ?2, ?3)",
+                params![r.id.as_str(), format_time(r.created_at), to_json(&r)],
+            )
+            .unwrap();
+        }
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        let listed = catalog
+            .list(&ListQuery {
+                run_id: r.run_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.records, vec![r]);
+    }
+
     /// A backup asked for earlier but started later (a retried event keeps its event's time in
     /// its id) lists as the newer one, and pages continue by start.
     #[tokio::test]
