@@ -6,7 +6,8 @@
 //!
 //! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
 //! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `DELETE /backups/{id}`,
-//! `GET /backups/{id}/download`, `GET /status`. See docs/openapi.yaml.
+//! `GET /backups/{id}/download`, `GET /status`, `GET /runs/{id}` (a whole-server run's
+//! backups). See docs/openapi.yaml.
 //!
 //! Dumps, verifications and restores run for minutes, so the API only checks the request,
 //! hands it to the function that does the work (an asynchronous invocation) and answers 202.
