@@ -307,6 +307,7 @@ impl Api {
             requested_by: Some(request.caller.name()),
             labels: body.labels,
             selection: body.selection,
+            all_databases: false,
         };
         if let Err(e) = self.starter.start(&trigger).await {
             return Err(self.not_started(&trigger, &id, &e).await);
