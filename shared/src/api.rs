@@ -494,9 +494,7 @@ impl Api {
             .filter(|r| r.never_held_a_backup())
             .map(|r| r.database.as_str())
             .collect();
-        let in_progress = records
-            .iter()
-            .any(|r| r.status == BackupStatus::InProgress);
+        let in_progress = records.iter().any(|r| r.status == BackupStatus::InProgress);
         Ok(ApiResponse::json(
             200,
             json!({

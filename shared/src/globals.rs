@@ -197,7 +197,8 @@ fn tokens(statement: &str) -> Vec<Token> {
             } else {
                 out.push(Token::Word(word.to_ascii_lowercase()));
             }
-        } else if c.is_ascii_digit() || (c == b'-' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+        } else if c.is_ascii_digit() || (c == b'-' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+        {
             let s = i;
             i += 1;
             while i < b.len() && b[i].is_ascii_digit() {

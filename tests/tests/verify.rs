@@ -520,7 +520,11 @@ fn a_globals_backup_verifies_without_touching_the_scratch_servers_roles() {
         .unwrap();
     let pgkeep = Pgkeep::new().database_url(source.url("postgres"));
     let out = pgkeep.run(&["backup", "--all-databases", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     let globals_id = run["globals"]["backup_id"].as_str().unwrap().to_owned();
 
@@ -543,7 +547,11 @@ fn a_globals_backup_verifies_without_touching_the_scratch_servers_roles() {
         .args(["verify", "--json", &globals_id])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["status"], "verified", "{record:#}");
     assert!(record["verification"]["objects_checked"].as_u64().unwrap() > 5);

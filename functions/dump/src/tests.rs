@@ -590,7 +590,10 @@ async fn an_all_databases_event_backs_up_the_whole_server_once() {
     for db in ["shop", "crm"] {
         cluster.create_database(db).unwrap();
         cluster
-            .psql(db, "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);")
+            .psql(
+                db,
+                "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);",
+            )
             .unwrap();
     }
     let f = fixture(&cluster.url("shop"), &[]).await;
@@ -611,9 +614,10 @@ async fn an_all_databases_event_backs_up_the_whole_server_once() {
     assert_eq!(databases, ["crm", "postgres", "shop"]);
     assert_eq!(out["verify_started"], 4);
     assert_eq!(f.verifies.0.lock().unwrap().len(), 4);
-    let records = pgkeep::ops::server::run_members(&f.jobs.services, "20261124T020000000Z-0a1b2c3d")
-        .await
-        .unwrap();
+    let records =
+        pgkeep::ops::server::run_members(&f.jobs.services, "20261124T020000000Z-0a1b2c3d")
+            .await
+            .unwrap();
     assert_eq!(records.len(), 4);
     assert!(records.iter().all(|r| r.status == BackupStatus::Completed));
     assert_eq!(records.iter().filter(|r| r.globals.is_some()).count(), 1);

@@ -692,7 +692,11 @@ async fn a_run_lists_its_backups_and_names_the_failed_ones() {
         let mut r = add(&api, hours, BackupStatus::InProgress).await;
         let before = r.status;
         r.run_id = Some(run.into());
-        r.database = if hours == 3 { "shop".into() } else { "crm".into() };
+        r.database = if hours == 3 {
+            "shop".into()
+        } else {
+            "crm".into()
+        };
         api.services.catalog.replace(&r).await.unwrap();
         r.transition(status).unwrap();
         api.services.catalog.update(&r, before).await.unwrap();
@@ -700,7 +704,9 @@ async fn a_run_lists_its_backups_and_names_the_failed_ones() {
     }
     add(&api, 1, BackupStatus::Completed).await; // not in the run
 
-    let response = api.handle(&get(&format!("/runs/{run}"), admin()), now()).await;
+    let response = api
+        .handle(&get(&format!("/runs/{run}"), admin()), now())
+        .await;
     assert_eq!(response.status, 200, "{}", response.body);
     let body = &response.body;
     let listed: Vec<&str> = body["backups"]

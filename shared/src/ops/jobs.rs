@@ -406,7 +406,11 @@ impl Jobs {
         }
         if let Some(source) = unsent {
             return Err(JobError::Unalerted {
-                done: format!("run {} ended (failed: {})", run.run_id, run.failed.join(", ")),
+                done: format!(
+                    "run {} ended (failed: {})",
+                    run.run_id,
+                    run.failed.join(", ")
+                ),
                 source,
             });
         }

@@ -186,10 +186,9 @@ async fn rehearse(server: &AdminConnection, statements: &[String]) -> Result<(),
     for s in statements {
         let run = match globals::classify(s) {
             Statement::CreateRole(r) | Statement::AlterRole(r) => !existing.contains(&r),
-            Statement::Membership { roles, members } => roles
-                .iter()
-                .chain(&members)
-                .all(|r| !existing.contains(r)),
+            Statement::Membership { roles, members } => {
+                roles.iter().chain(&members).all(|r| !existing.contains(r))
+            }
             _ => false,
         };
         if !run {
