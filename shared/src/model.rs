@@ -304,6 +304,10 @@ pub struct GlobalsInfo {
     pub databases: Vec<String>,
     /// SQL statements in the script.
     pub statements: u64,
+    /// The configured database (a Lambda deployment's `PGKEEP_DATABASES` name) the run
+    /// connected through, whose server verifies the run's backups; absent from the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
 }
 
 /// One role's attributes and memberships, as `pg_roles` shows them.

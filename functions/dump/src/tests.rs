@@ -622,6 +622,21 @@ async fn an_all_databases_event_backs_up_the_whole_server_once() {
     assert!(records.iter().all(|r| r.status == BackupStatus::Completed));
     assert_eq!(records.iter().filter(|r| r.globals.is_some()).count(), 1);
 
+    // The run's backups name databases that are not configured (`crm`, `@globals`): they are
+    // verified on the server of the connection the run used.
+    for r in records.iter().filter(|r| r.database != "shop") {
+        let outcome = f
+            .jobs
+            .run_verify(&pgkeep::trigger::VerifyTrigger {
+                backup_id: Some(r.id.clone()),
+                requested_by: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", r.database));
+        let outcome = serde_json::to_value(outcome).unwrap();
+        assert_eq!(outcome["outcome"], "verified", "{}: {outcome}", r.database);
+    }
+
     let again = handle(&f.jobs, event).await.unwrap();
     assert_eq!(again["outcome"], "duplicate_run", "{again}");
     assert_eq!(again["backups"], 4);

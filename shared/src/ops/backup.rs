@@ -75,6 +75,9 @@ pub struct BackupRequest {
     /// Set for a run's globals backup: the databases whose owner, grants and settings it
     /// carries; then `target` is only the server to read them from ([`super::server`]).
     pub globals: Option<Vec<String>>,
+    /// For a run's globals backup: the configured name of the connection the run used
+    /// ([`crate::model::GlobalsInfo::connection`]).
+    pub connection: Option<String>,
 }
 
 /// Default heartbeat timeout of a dump lease: a run renews its lease every 30 seconds, so a
@@ -102,6 +105,7 @@ impl BackupRequest {
             retry_of: None,
             run_id: None,
             globals: None,
+            connection: None,
         }
     }
 

@@ -374,6 +374,7 @@ impl Jobs {
         let target = self.database_target(&trigger.database).await?;
         let mut request = super::server::RunRequest::new(target, trigger.kind);
         request.run_id = Some(run_id);
+        request.connection = Some(trigger.database.clone());
         request.labels = trigger.labels.clone();
         request.abandon_after = self.settings.abandon_after;
         let run = super::server::backup_all(&self.services, &request, Arc::default()).await?;
@@ -596,7 +597,20 @@ impl Jobs {
                 None => return Ok(VerifyOutcome::NothingToVerify),
             },
         };
-        let scratch = match self.scratch_for(&record.database).await {
+        // A whole-server run's backups name databases (and `@globals`) that are not
+        // configured: they are verified on the server of the connection the run used.
+        let mut scratch_name = record.database.clone();
+        if let (Some(run_id), None) = (
+            &record.run_id,
+            self.settings.databases.get(&record.database),
+        ) {
+            if let Ok(Some(connection)) =
+                super::server::run_connection(&self.services, run_id).await
+            {
+                scratch_name = connection;
+            }
+        }
+        let scratch = match self.scratch_for(&scratch_name).await {
             Ok(scratch) => scratch,
             Err(e) => return Err(self.verify_not_run(&record, e).await),
         };

@@ -60,6 +60,9 @@ pub struct RunRequest {
     pub abandon_after: Span,
     /// A pre-allocated run id (so a caller can settle the run if interrupted), or a fresh one.
     pub run_id: Option<String>,
+    /// The configured name of the connection (a Lambda deployment's `PGKEEP_DATABASES` name),
+    /// recorded so the run's backups are verified on that server.
+    pub connection: Option<String>,
 }
 
 impl RunRequest {
@@ -76,6 +79,7 @@ impl RunRequest {
             lease_ttl: super::backup::DEFAULT_LEASE_TTL,
             abandon_after: super::reaper::DEFAULT_ABANDON_AFTER,
             run_id: None,
+            connection: None,
         }
     }
 
@@ -187,6 +191,7 @@ pub async fn backup_all(
     let mut globals_request = request.backup_request(request.server.clone(), &run_id);
     globals_request.database_name = Some(GLOBALS_NAME.to_owned());
     globals_request.globals = Some(databases.clone());
+    globals_request.connection = request.connection.clone();
     let globals = member(
         services,
         GLOBALS_NAME,
@@ -265,6 +270,15 @@ async fn member(
             )
         }
     }
+}
+
+/// The configured connection a run's backups were taken through (its globals backup says),
+/// when the run named one.
+pub async fn run_connection(services: &Services, run_id: &str) -> Result<Option<String>, Error> {
+    Ok(run_members(services, run_id)
+        .await?
+        .into_iter()
+        .find_map(|r| r.globals.and_then(|g| g.connection)))
 }
 
 /// Every backup of run `run_id`, newest first; [`Error::UnknownRun`] when there is none.
@@ -420,6 +434,7 @@ pub(crate) async fn store_globals(
         roles,
         databases: databases.to_vec(),
         statements,
+        connection: request.connection.clone(),
     });
     record.completed_at = Some(Utc::now());
     record.duration_ms = Some(started.elapsed().as_millis() as u64);

@@ -238,6 +238,7 @@ mod tests {
             roles: vec![role("app", true, &["readers"]), role("readers", false, &[])],
             databases: vec!["shop".into()],
             statements: script.len() as u64,
+            connection: None,
         };
         assert_eq!(compare(&script, &info), (vec![], vec![]));
 
