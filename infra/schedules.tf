@@ -105,3 +105,45 @@ resource "aws_scheduler_schedule" "health" {
     }
   }
 }
+
+# Whole-server runs (var.server_runs): the dump function with detail.all_databases, so every
+# database on that server and the globals are backed up as one run (one run id per execution).
+resource "aws_scheduler_schedule" "server_run" {
+  for_each = var.server_runs
+
+  name                         = "${var.name}-server-${each.key}"
+  group_name                   = aws_scheduler_schedule_group.pgkeep.name
+  description                  = "pgkeep: whole-server run on the server of ${each.value.database}"
+  schedule_expression          = each.value.schedule
+  schedule_expression_timezone = var.schedule_timezone
+  kms_key_arn                  = aws_kms_key.pgkeep.arn
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = aws_lambda_function.function["dump"].arn
+    role_arn = aws_iam_role.scheduler.arn
+    input = jsonencode({
+      version       = "0"
+      id            = "<aws.scheduler.execution-id>"
+      "detail-type" = "Scheduled Event"
+      source        = "aws.scheduler"
+      account       = local.account
+      time          = "<aws.scheduler.scheduled-time>"
+      region        = local.region
+      resources     = ["<aws.scheduler.schedule-arn>"]
+      detail        = { database = each.value.database, all_databases = true }
+    })
+
+    retry_policy {
+      maximum_event_age_in_seconds = 3600
+      maximum_retry_attempts       = 3
+    }
+
+    dead_letter_config {
+      arn = aws_sqs_queue.dlq.arn
+    }
+  }
+}

@@ -96,6 +96,30 @@ variable "databases" {
   }
 }
 
+variable "server_runs" {
+  description = <<-EOT
+    Whole-server runs to schedule, by name: each backs up every database on the server of
+    `database` (a key of `databases`, used only to connect; its role should be the server's
+    admin or RDS master user) and the globals (roles, memberships, tablespaces, each database's
+    owner, grants and settings) as one run, at `schedule` (an EventBridge Scheduler expression in
+    `schedule_timezone`). The per-database schedules keep running beside it.
+  EOT
+  type = map(object({
+    database = string
+    schedule = optional(string, "cron(0 1 * * ? *)")
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for n, r in var.server_runs : contains(keys(var.databases), r.database)])
+    error_message = "each server run's database must be one of var.databases."
+  }
+  validation {
+    condition     = alltrue([for n in keys(var.server_runs) : can(regex("^[a-z0-9-]{1,40}$", n))])
+    error_message = "server run names are 1-40 lowercase letters, digits or hyphens."
+  }
+}
+
 variable "health_schedule" {
   description = "How often the health check runs (the prune function with detail.check = \"health\"): it writes each database's backup age metric and alerts stale databases. An EventBridge Scheduler expression; at most an hour apart, so staleness is noticed within the hour."
   type        = string

@@ -231,13 +231,27 @@ pub struct BackupArgs {
     /// Keep the definition of tables matching PATTERN but not their rows (repeatable).
     #[arg(long = "exclude-table-data", value_name = "PATTERN")]
     pub exclude_table_data: Vec<String>,
-    /// Print the final record as JSON on stdout (also when the backup fails).
+    /// Print the final record as JSON on stdout (also when the backup fails); with
+    /// --all-databases, the run's report.
     #[arg(long)]
     pub json: bool,
     /// Dump with N parallel pg_dump streams from one snapshot (1-32): a schema object and up
     /// to N data parts, restored in parallel. 1 (the default) writes one object.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub jobs: u32,
+    /// Back up the whole server: every database (not templates, accepting connections) as its
+    /// own backup, plus one globals backup (roles, memberships, tablespaces, each database's
+    /// owner, grants and settings), all under one run id. The database URL's database is used
+    /// only to connect.
+    #[arg(long, conflicts_with_all = ["schemas", "exclude_schemas", "tables", "exclude_tables", "exclude_table_data"])]
+    pub all_databases: bool,
+    /// With --all-databases: back up only databases whose name matches GLOB (`*`, `?`;
+    /// repeatable).
+    #[arg(long = "include", value_name = "GLOB", requires = "all_databases")]
+    pub include: Vec<String>,
+    /// With --all-databases: leave out databases whose name matches GLOB (repeatable).
+    #[arg(long = "exclude", value_name = "GLOB", requires = "all_databases")]
+    pub exclude: Vec<String>,
     /// Heartbeat timeout of this run's lock on the database (e.g. 30s, 2m): the run renews it
     /// every quarter of this while alive; if the run dies, another backup may start after at
     /// most this long (at once on the same host) [default: 2m].
@@ -276,6 +290,9 @@ pub struct ListArgs {
     /// Only backups of this kind: scheduled, manual, pre-restore or pre-migration.
     #[arg(long, value_parser = parse_kind)]
     pub kind: Option<BackupKind>,
+    /// Only the backups of this whole-server run (`backup --all-databases`).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
     /// JSON array of records on stdout.
     #[arg(long)]
     pub json: bool,
@@ -405,16 +422,44 @@ pub struct VerifyArgs {
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Backup id.
-    pub id: String,
+    #[arg(required_unless_present = "run", conflicts_with = "run")]
+    pub id: Option<String>,
     /// The database to restore into; it must not exist unless --overwrite is given.
-    #[arg(long, value_name = "NAME")]
-    pub target_db: String,
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "run",
+        conflicts_with = "run"
+    )]
+    pub target_db: Option<String>,
+    /// Restore a whole-server run (`backup --all-databases`) onto the --target-url server:
+    /// its globals first (roles that exist there are kept as they are), then every database
+    /// under its own name with its owner, grants and settings.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// With --run: the server to restore onto [default: --database-url]; its database is used
+    /// only to connect.
+    #[arg(
+        long,
+        env = "PGKEEP_TARGET_URL",
+        value_name = "URL",
+        requires = "run",
+        hide_env_values = true
+    )]
+    pub target_url: Option<String>,
+    /// With --run: restore only databases matching GLOB (repeatable).
+    #[arg(long, value_name = "GLOB", requires = "run")]
+    pub only: Vec<String>,
+    /// With --run: leave out databases matching GLOB (repeatable).
+    #[arg(long, value_name = "GLOB", requires = "run")]
+    pub exclude: Vec<String>,
     /// Replace the target if it exists: a pre_restore backup of it is taken first.
     #[arg(long)]
     pub overwrite: bool,
-    /// The target's name typed again, required by --overwrite.
+    /// The target's name typed again, required by --overwrite (with --run: once per existing
+    /// database to replace).
     #[arg(long, value_name = "NAME", requires = "overwrite")]
-    pub confirm: Option<String>,
+    pub confirm: Vec<String>,
     /// Check the checksum, decrypt and list the archive (pg_restore --list); write nothing.
     #[arg(long)]
     pub dry_run: bool,

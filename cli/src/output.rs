@@ -85,23 +85,31 @@ pub fn print_list(records: &[BackupRecord]) {
         println!("no backups yet");
         return;
     }
-    const HEADER: [&str; 7] = [
+    let mut header = vec![
         "ID", "DATABASE", "KIND", "STATUS", "CREATED", "SIZE", "TOOK",
     ];
-    if records.iter().any(|r| !r.labels.is_empty()) {
-        let rows: Vec<[String; 8]> = records
-            .iter()
-            .map(|r| {
-                let [id, db, kind, status, created, size, took] = list_cells(r);
-                [id, db, kind, status, created, size, took, labels_text(r)]
-            })
-            .collect();
-        let [id, db, kind, status, created, size, took] = HEADER;
-        print_table([id, db, kind, status, created, size, took, "LABELS"], &rows);
-    } else {
-        let rows: Vec<[String; 7]> = records.iter().map(list_cells).collect();
-        print_table(HEADER, &rows);
+    let labels = records.iter().any(|r| !r.labels.is_empty());
+    let runs = records.iter().any(|r| r.run_id.is_some());
+    if labels {
+        header.push("LABELS");
     }
+    if runs {
+        header.push("RUN");
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let mut row = list_cells(r).to_vec();
+            if labels {
+                row.push(labels_text(r));
+            }
+            if runs {
+                row.push(r.run_id.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
+        })
+        .collect();
+    print_rows(&header, &rows);
 }
 
 /// One backup's cells in the listing, label column aside.
@@ -146,6 +154,20 @@ pub fn print_record(r: &BackupRecord) {
     println!("key:             {}", opt(r.key_id.clone()));
     println!("server version:  {}", opt(r.server_version.clone()));
     println!("object:          {}", r.object_key);
+    if let Some(run) = &r.run_id {
+        println!("run:             {run}");
+    }
+    if let Some(g) = &r.globals {
+        println!(
+            "globals:         {} roles, {} databases' owners, grants and settings, {} statements",
+            g.roles.len(),
+            g.databases.len(),
+            g.statements
+        );
+        if !g.role_passwords {
+            println!("role passwords:  left out (the backing-up role could not read pg_authid)");
+        }
+    }
     if !r.labels.is_empty() {
         println!("labels:          {}", labels_text(r));
     }
@@ -341,7 +363,13 @@ pub fn print_status(summary: &[DatabaseHealth]) {
 
 /// Left-aligned columns two spaces apart.
 fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.to_vec()).collect();
+    print_rows(&header, &rows);
+}
+
+/// A table of any width: left-aligned columns two spaces apart.
+fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -350,8 +378,8 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     let line = |cells: Vec<&str>| {
         cells
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .zip(&widths)
+            .map(|(c, &w)| format!("{c:<w$}"))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
@@ -441,6 +469,98 @@ pub fn print_prune_report(report: &PruneReport) {
 }
 
 /// The line a person sees after a backup.
+/// A whole-server run: one line per backup, then what failed.
+pub fn print_run(r: &pgkeep::ops::server::RunReport) {
+    println!("run {} of {}", r.run_id, r.server);
+    let rows: Vec<[String; 4]> = std::iter::once(&r.globals)
+        .chain(&r.databases)
+        .map(|m| {
+            [
+                shown(&m.database).into_owned(),
+                m.backup_id.to_string(),
+                m.status.to_string(),
+                match (&m.error, m.size_bytes) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(b)) => human_bytes(b),
+                    (None, None) => String::new(),
+                },
+            ]
+        })
+        .collect();
+    print_table(["DATABASE", "BACKUP", "STATUS", "SIZE / ERROR"], &rows);
+    if r.role_passwords == Some(false) {
+        println!("role passwords: left out (the role cannot read pg_authid)");
+    }
+    if r.failed.is_empty() {
+        println!("all {} backups completed", r.databases.len() + 1);
+    } else {
+        println!("failed: {}", r.failed.join(", "));
+    }
+}
+
+/// A whole-server restore (or its plan): the globals step, then one line per database.
+pub fn print_run_restore(r: &pgkeep::ops::restore_run::RunRestoreReport) {
+    let verb = if r.dry_run {
+        "plan for restoring"
+    } else {
+        "restored"
+    };
+    println!("{verb} run {} onto {}", r.run_id, r.server);
+    let g = &r.globals;
+    if let Some(id) = &g.backup_id {
+        println!("globals (backup {id}):");
+    }
+    let names = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    let create = if r.dry_run {
+        "roles to create"
+    } else {
+        "roles created"
+    };
+    println!("  {create}: {}", names(&g.roles_created));
+    println!(
+        "  roles that exist, kept as they are: {}",
+        names(&g.roles_kept)
+    );
+    if !r.dry_run {
+        println!("  statements applied: {}", g.statements_applied);
+    }
+    for s in &g.statements_skipped {
+        println!("  skipped: {s}");
+    }
+    for f in &g.statements_failed {
+        println!("  failed: {}: {}", f.statement, f.error);
+    }
+    if !g.role_passwords {
+        println!("  role passwords: not in the backup; set them again");
+    }
+    let rows: Vec<[String; 4]> = r
+        .databases
+        .iter()
+        .map(|d| {
+            [
+                shown(&d.database).into_owned(),
+                d.backup_id.to_string(),
+                match d.action {
+                    Some(pgkeep::ops::restore::RestoreAction::CreateNew) => "create".into(),
+                    Some(pgkeep::ops::restore::RestoreAction::ReplaceExisting) => "replace".into(),
+                    None => "-".into(),
+                },
+                match &d.error {
+                    Some(e) => format!("{}: {e}", d.outcome),
+                    None => d.outcome.clone(),
+                },
+            ]
+        })
+        .collect();
+    print_table(["DATABASE", "BACKUP", "ACTION", "OUTCOME"], &rows);
+}
+
 pub fn print_backup_done(r: &BackupRecord) {
     let rows: u64 = r.row_counts.values().sum();
     let schema_only = if r.schema_only_tables.is_empty() {

@@ -7,7 +7,8 @@
 //! Routes (all admin-only): `GET /backups`, `GET /backups/{id}`, `POST /backups`,
 //! `POST /backups/{id}/verify`, `POST /backups/{id}/restore`, `DELETE /backups/{id}`,
 //! `GET /backups/{id}/download`, `GET /status`, `GET /audit`, `GET /restores`,
-//! `GET /restores/{id}`, `GET /dashboard` (the HTML history page). See docs/openapi.yaml.
+//! `GET /restores/{id}`, `GET /dashboard` (the HTML history page), `GET /runs/{id}` (a
+//! whole-server run's backups). See docs/openapi.yaml.
 //!
 //! Dumps, verifications and restores run for minutes, so the API only checks the request,
 //! hands it to the function that does the work (an asynchronous invocation) and answers 202.
@@ -212,10 +213,12 @@ impl Api {
             ("GET", ["dashboard"]) => self.dashboard(now).await,
             ("GET", ["restores"]) => self.list_restores(request).await,
             ("GET", ["restores", id]) => self.show_restore(id).await,
+            ("GET", ["runs", id]) => self.run(id).await,
             (_, ["audit"])
             | (_, ["dashboard"])
             | (_, ["restores"])
             | (_, ["restores", _])
+            | (_, ["runs", _])
             | (_, ["backups"])
             | (_, ["backups", _])
             | (_, ["backups", _, "verify" | "restore" | "download"])
@@ -298,6 +301,7 @@ impl Api {
             cursor: q.get("cursor").cloned(),
             label,
             kind,
+            run_id: q.get("run").cloned(),
         };
         let page = ops::list::list(&self.services, &query)
             .await
@@ -357,6 +361,7 @@ impl Api {
             requested_by: Some(request.caller.name()),
             labels: body.labels,
             selection: body.selection,
+            all_databases: false,
         };
         if let Err(e) = self.starter.start(&trigger).await {
             return Err(self.not_started(&trigger, &id, &e).await);
@@ -603,6 +608,29 @@ impl Api {
             .headers
             .push(("cache-control".into(), "no-store".into()));
         Ok(response)
+    }
+
+    /// A whole-server run: its backups (each an ordinary backup), and which failed.
+    async fn run(&self, id: &str) -> Result<ApiResponse, ApiResponse> {
+        let records = ops::server::run_members(&self.services, id)
+            .await
+            .map_err(error_response)?;
+        let failed: Vec<&str> = records
+            .iter()
+            .filter(|r| r.never_held_a_backup())
+            .map(|r| r.database.as_str())
+            .collect();
+        let in_progress = records.iter().any(|r| r.status == BackupStatus::InProgress);
+        Ok(ApiResponse::json(
+            200,
+            json!({
+                "run_id": id,
+                "complete": failed.is_empty() && !in_progress,
+                "in_progress": in_progress,
+                "failed": failed,
+                "backups": records,
+            }),
+        ))
     }
 
     async fn status(&self, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {

@@ -71,6 +71,8 @@ pub struct ListQuery {
     pub label: Option<LabelSelector>,
     /// Only backups of this kind.
     pub kind: Option<BackupKind>,
+    /// Only the backups of this whole-server run ([`BackupRecord::run_id`]).
+    pub run_id: Option<String>,
 }
 
 /// One page of a listing.
@@ -430,6 +432,7 @@ pub(crate) mod contract {
         );
 
         labels(catalog).await;
+        runs(catalog).await;
         leases(catalog).await;
         audit(catalog).await;
         kinds(catalog).await;
@@ -564,6 +567,63 @@ pub(crate) mod contract {
         )
         .await;
         assert_eq!(by_status.len(), 9);
+    }
+
+    /// The run filter: only the run's records, of every database, newest first, page by page;
+    /// `replace` keeps the run, and other filters still apply.
+    async fn runs(catalog: &dyn Catalog) {
+        let run = "20261126T100000000Z-00c0ffee";
+        let mut expected = Vec::new();
+        for m in 0..6u32 {
+            let t = Utc.with_ymd_and_hms(2026, 11, 26, 10, m, 0).unwrap();
+            let mut r = BackupRecord::start(
+                BackupId::generate(t),
+                if m % 2 == 0 { "run_a" } else { "run_b" },
+                BackupKind::Manual,
+                Compression::Zstd,
+            );
+            r.created_at = t;
+            if m != 3 {
+                r.run_id = Some(run.into());
+                expected.push(r.id.clone());
+            }
+            if m == 5 {
+                // Inserted without, then given its run by `replace` (repair's path).
+                let mut bare = r.clone();
+                bare.run_id = None;
+                catalog.insert(&bare).await.unwrap();
+                catalog.replace(&r).await.unwrap();
+            } else {
+                catalog.insert(&r).await.unwrap();
+            }
+        }
+        expected.reverse();
+        for limit in [1, 2, 100] {
+            let query = ListQuery {
+                run_id: Some(run.into()),
+                limit: Some(limit),
+                ..Default::default()
+            };
+            assert_eq!(all_pages(catalog, query).await, expected, "limit {limit}");
+        }
+        let in_a = all_pages(
+            catalog,
+            ListQuery {
+                run_id: Some(run.into()),
+                database: Some("run_a".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(in_a.len(), 3);
+        let none = catalog
+            .list(&ListQuery {
+                run_id: Some("20261126T100000000Z-00000000".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.records.is_empty());
     }
 
     /// Every record a query lists, following cursors; checks each page's size.

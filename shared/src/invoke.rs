@@ -180,6 +180,7 @@ mod tests {
             requested_by: Some("alice".into()),
             labels: Default::default(),
             selection: None,
+            all_databases: false,
         };
         DumpStarter::start(&invoker, &dump).await.unwrap();
         let verify = VerifyEvent::Verify(crate::trigger::VerifyTrigger {

@@ -17,6 +17,7 @@ pub mod aws;
 pub mod backends;
 pub mod catalog;
 pub mod config;
+pub mod globals;
 pub mod history;
 pub mod invoke;
 pub mod keys;

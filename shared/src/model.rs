@@ -285,6 +285,16 @@ pub struct BackupRecord {
     /// tables. Empty (absent) for a single-stream backup, whose object holds everything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<BackupPart>,
+    /// The whole-server run (`backup --all-databases`) this backup belongs to: every database
+    /// backup of the run and its globals backup carry the same id. A grouping only; retention
+    /// and status treat each backup on its own. Absent for single backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Present only on a run's globals backup (roles, memberships, tablespaces, and the
+    /// databases' owners, settings and grants; `pg_dumpall --globals-only`, not a database):
+    /// what it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<GlobalsInfo>,
 }
 
 /// One data part of a parallel backup: its own encrypted object beside the schema object.
@@ -311,6 +321,55 @@ pub struct BackupPart {
 pub fn part_key(object_key: &str, n: usize) -> String {
     let stem = object_key.strip_suffix(".pgkeep").unwrap_or(object_key);
     format!("{stem}.data-{n}.pgkeep")
+}
+
+/// The name a run's globals backup is recorded under in place of a database name (its lease,
+/// listings, object key); not a database, so a real database of this name is refused.
+pub const GLOBALS_NAME: &str = "@globals";
+
+/// What a globals backup holds, in its record and manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalsInfo {
+    /// Whether the script sets role passwords; `false` when the backing-up role could not
+    /// read `pg_authid` (RDS, Aurora: `pg_dumpall --no-role-passwords`), so restored roles
+    /// need their passwords set again.
+    pub role_passwords: bool,
+    /// The server's roles when the backup was taken (`pg_*` roles aside), for verification.
+    pub roles: Vec<RoleInfo>,
+    /// The databases whose owner, settings and grants the script carries.
+    pub databases: Vec<String>,
+    /// SQL statements in the script.
+    pub statements: u64,
+    /// The configured database (a Lambda deployment's `PGKEEP_DATABASES` name) the run
+    /// connected through, whose server verifies the run's backups; absent from the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+}
+
+/// One role's attributes and memberships, as `pg_roles` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RoleInfo {
+    /// The role's name.
+    pub name: String,
+    /// `SUPERUSER`.
+    pub superuser: bool,
+    /// `INHERIT`.
+    pub inherit: bool,
+    /// `CREATEROLE`.
+    pub createrole: bool,
+    /// `CREATEDB`.
+    pub createdb: bool,
+    /// `LOGIN`.
+    pub login: bool,
+    /// `REPLICATION`.
+    pub replication: bool,
+    /// `BYPASSRLS`.
+    pub bypassrls: bool,
+    /// `CONNECTION LIMIT` (-1: none).
+    pub connection_limit: i32,
+    /// Roles it is a member of, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<String>,
 }
 
 impl BackupRecord {
@@ -358,6 +417,8 @@ impl BackupRecord {
             retry_of: None,
             requested_by: None,
             parts: Vec::new(),
+            run_id: None,
+            globals: None,
         }
     }
 

@@ -36,7 +36,9 @@ pub mod reaper;
 pub mod repair;
 mod replay;
 pub mod restore;
+pub mod restore_run;
 pub mod scratch;
+pub mod server;
 pub mod state;
 pub mod sweep;
 pub mod verify;
@@ -193,6 +195,9 @@ pub enum Error {
         /// Which records stand in the way, for a person.
         why: String,
     },
+    /// No backup of this whole-server run is in the catalog.
+    #[error("run {0:?} has no backups in the catalog (`pgkeep list` shows each backup's run)")]
+    UnknownRun(String),
     /// No record of this database is in the catalog.
     #[error("database {0:?} has no records in the catalog (`pgkeep status` lists the databases it knows)")]
     UnknownDatabase(String),
@@ -344,6 +349,7 @@ impl Error {
             Error::DeleteRefused { .. } => ErrorKind::Conflict,
             Error::ForgetRefused { .. } => ErrorKind::Conflict,
             Error::UnknownDatabase(_) => ErrorKind::NotFound,
+            Error::UnknownRun(_) => ErrorKind::NotFound,
             Error::Io { .. } => ErrorKind::Storage,
             Error::Scratch(PgError::BadUrl(_)) => ErrorKind::Config,
             Error::Scratch(_) => ErrorKind::Database,

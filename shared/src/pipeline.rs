@@ -216,6 +216,39 @@ pub async fn stream_archive(
     }
 }
 
+/// Stores `bytes` (a whole plain object, such as a globals script) through the same
+/// compression, encryption and checksum as an archive; committed only when all was written.
+/// Returns the SHA-256 and size of the stored bytes.
+pub async fn store_bytes(
+    bytes: &[u8],
+    upload: Box<dyn ObjectUpload>,
+    header: Header,
+    key: &DataKey,
+    options: StreamOptions,
+) -> Result<(String, u64), PipelineError> {
+    let sealed = EncryptWriter::new(DigestWriter::new(upload), header, key);
+    let mut compressed = CompressWriter::new(sealed, options.compression, options.zstd_workers);
+    let written: Result<(), PipelineError> = async {
+        compressed.write_all(bytes).await?;
+        compressed.shutdown().await?;
+        Ok(())
+    }
+    .await;
+    let (upload, sha256, size) = compressed.into_inner().into_inner().finish();
+    match written {
+        Ok(()) => {
+            upload.commit().await?;
+            Ok((sha256, size))
+        }
+        Err(e) => {
+            if let Err(abort) = upload.abort().await {
+                tracing::error!(error = %abort, "could not discard the partial backup object");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Copies `from` to `to` until end of stream without ever flushing `to`: a flush would make
 /// the compressor end its block (and zstd's workers finish their jobs) whenever pg_dump is
 /// momentarily slower than we are, which costs both ratio and parallelism. (tokio's `copy`

@@ -40,6 +40,10 @@ pub struct DumpTrigger {
     /// one.
     #[serde(default)]
     pub selection: Option<Selection>,
+    /// Back up the whole server `database` is on: every database there and the globals, as
+    /// one run ([`crate::ops::server`]); `database` only names the connection.
+    #[serde(default)]
+    pub all_databases: bool,
 }
 
 /// Why an event is not a dump request.
@@ -76,6 +80,8 @@ struct DirectInvocation {
     labels: Labels,
     #[serde(default)]
     selection: Option<Selection>,
+    #[serde(default)]
+    all_databases: bool,
 }
 
 /// The backup id for an event: its time to the millisecond, then 8 hex digits of SHA-256 of
@@ -148,6 +154,11 @@ impl DumpTrigger {
                 requested_by: Some("schedule".into()),
                 labels: Labels::none(),
                 selection: None,
+                all_databases: e
+                    .detail
+                    .get("all_databases")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
             });
         }
         let d: DirectInvocation = serde_json::from_value(event.clone())
@@ -167,6 +178,11 @@ impl DumpTrigger {
             })
             .transpose()?;
         if let Some(selection) = &d.selection {
+            if d.all_databases {
+                return Err(TriggerError::Field(
+                    "all_databases backs up whole databases; leave out selection".into(),
+                ));
+            }
             selection
                 .validate()
                 .map_err(|e| TriggerError::Field(e.to_string()))?;
@@ -178,6 +194,7 @@ impl DumpTrigger {
             requested_by: d.requested_by,
             labels: d.labels,
             selection: d.selection,
+            all_databases: d.all_databases,
         })
     }
 }
@@ -197,6 +214,9 @@ impl DumpTrigger {
         }
         if let Some(selection) = &self.selection {
             event["selection"] = serde_json::json!(selection);
+        }
+        if self.all_databases {
+            event["all_databases"] = serde_json::json!(true);
         }
         event
     }
@@ -398,6 +418,7 @@ mod tests {
             requested_by: Some("alice".into()),
             labels: Labels::none(),
             selection: None,
+            all_databases: false,
         };
         assert_eq!(DumpTrigger::from_event(&t.to_event()).unwrap(), t);
         let t = DumpTrigger {
@@ -415,6 +436,24 @@ mod tests {
         assert_eq!(event["labels"]["release"], "2026.11");
         assert_eq!(event["selection"]["exclude_schemas"][0], "audit");
         assert_eq!(DumpTrigger::from_event(&event).unwrap(), t);
+        // A whole-server run reads back, from a console event and a schedule's detail too.
+        let t = DumpTrigger {
+            all_databases: true,
+            selection: None,
+            ..t
+        };
+        assert_eq!(DumpTrigger::from_event(&t.to_event()).unwrap(), t);
+        let scheduled = DumpTrigger::from_event(&json!({
+            "version": "0", "id": "e1", "detail-type": "Scheduled Event", "source": "aws.scheduler",
+            "account": "1", "time": "2026-11-24T02:00:00Z", "region": "eu-west-1",
+            "resources": [], "detail": {"database": "main", "all_databases": true}
+        }))
+        .unwrap();
+        assert!(scheduled.all_databases);
+        assert!(DumpTrigger::from_event(
+            &json!({"database": "main", "all_databases": true, "selection": {"schemas": ["x"]}})
+        )
+        .is_err());
     }
 
     #[test]

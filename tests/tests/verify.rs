@@ -501,3 +501,60 @@ fn an_archive_that_does_not_restore_fails_verification_with_pg_restores_reason()
     assert_eq!(record["status"], "verified");
     assert!(working_databases(&cluster).is_empty());
 }
+
+/// A whole-server run's globals backup is a script: verify reads it whole, compares its roles
+/// (names, attributes, memberships) and databases with the manifest and rehearses the role
+/// statements on the scratch server in a transaction it rolls back. The scratch server's roles
+/// stay exactly as they were, one of the same name as a backed-up role included.
+#[test]
+fn a_globals_backup_verifies_without_touching_the_scratch_servers_roles() {
+    let source = PgCluster::start().unwrap();
+    source
+        .psql(
+            "postgres",
+            "CREATE ROLE app_owner LOGIN CONNECTION LIMIT 4;
+             CREATE ROLE app_readers;
+             GRANT app_readers TO app_owner;
+             CREATE DATABASE app OWNER app_owner;",
+        )
+        .unwrap();
+    let pgkeep = Pgkeep::new().database_url(source.url("postgres"));
+    let out = pgkeep.run(&["backup", "--all-databases", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let globals_id = run["globals"]["backup_id"].as_str().unwrap().to_owned();
+
+    let scratch = PgCluster::start().unwrap();
+    scratch
+        .psql("postgres", "CREATE ROLE app_readers CONNECTION LIMIT 9;")
+        .unwrap();
+    let roles = || {
+        scratch
+            .psql(
+                "postgres",
+                "SELECT string_agg(rolname || ':' || rolconnlimit || ':' || rolcanlogin, ',' ORDER BY rolname) FROM pg_roles;",
+            )
+            .unwrap()
+    };
+    let before = roles();
+    let out = pgkeep
+        .command()
+        .env("PGKEEP_SCRATCH_URL", scratch.url("postgres"))
+        .args(["verify", "--json", &globals_id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["status"], "verified", "{record:#}");
+    assert!(record["verification"]["objects_checked"].as_u64().unwrap() > 5);
+    assert_eq!(roles(), before, "the scratch server's roles changed");
+    assert_eq!(working_databases(&scratch), Vec::<String>::new());
+}

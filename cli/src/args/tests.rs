@@ -46,6 +46,10 @@ const CLI_ONLY: &[(&str, &str)] = &[
         "restores through the status API do not stage",
     ),
     (
+        "PGKEEP_TARGET_URL",
+        "`restore --run` (a whole server onto another) is a command, not a function",
+    ),
+    (
         "PGKEEP_ACTOR",
         "the functions name the API caller or the schedule",
     ),

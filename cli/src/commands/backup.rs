@@ -8,6 +8,7 @@ use pgkeep::labels::Labels;
 use pgkeep::model::BackupId;
 use pgkeep::ops;
 use pgkeep::ops::backup::BackupRequest;
+use pgkeep::ops::server::RunRequest;
 use pgkeep::pipeline::Progress;
 use pgkeep::selection::Selection;
 
@@ -43,6 +44,18 @@ pub async fn run(resolver: &Resolver<'_>, args: &BackupArgs) -> Result<u8, Failu
         .source_target(aws.as_ref())
         .await
         .map_err(ops::Error::from)?;
+    if args.all_databases {
+        let mut request = RunRequest::new(target, args.kind);
+        request.include = args.include.clone();
+        request.exclude = args.exclude.clone();
+        request.compression = args.compression;
+        request.lease_ttl = args.lease_ttl();
+        request.pg_bin = resolver.cli.pg_bin.clone();
+        request.abandon_after = resolver.abandon_after;
+        request.labels = labels;
+        request.run_id = Some(BackupId::generate(chrono::Utc::now()).to_string());
+        return backup_all(&services, &request, args.json).await;
+    }
     let mut request = BackupRequest::new(target, args.kind);
     request.compression = args.compression;
     request.lease_ttl = args.lease_ttl();
@@ -97,5 +110,43 @@ async fn backup(services: &Services, request: &BackupRequest, json: bool) -> Res
             }
             Err(failed(&e, format!("backup {id} failed: {e}")))
         }
+    }
+}
+
+/// `--all-databases`: the run, its report, and a non-zero exit when any backup failed.
+async fn backup_all(services: &Services, request: &RunRequest, json: bool) -> Result<u8, Failure> {
+    let run_id = request.run_id.clone().expect("the command names its run");
+    let progress = Arc::new(Progress::default());
+    let bar = output::ProgressBar::start_with("backing up", "the whole server", progress.clone());
+    let result = tokio::select! {
+        r = ops::server::backup_all(services, request, progress.clone()) => r,
+        signal = pgkeep::signals::received() => {
+            bar.finish();
+            let why = format!("interrupted ({})", signal.name());
+            match ops::server::end_interrupted_run(services, &run_id, &why).await {
+                Ok(ended) => eprintln!("pgkeep: {why}; run {run_id}: {} backup(s) in progress recorded as failed", ended.len()),
+                Err(e) => eprintln!("pgkeep: {why}; could not record it: {e}"),
+            }
+            return Ok(signal.exit_code());
+        }
+    };
+    bar.finish();
+    let report = result.map_err(|e| failed(&e, format!("run {run_id} failed: {e}")))?;
+    output::print(json, &report, || output::print_run(&report));
+    if report.role_passwords == Some(false) {
+        eprintln!("pgkeep: role passwords were left out of the globals backup: the role cannot read pg_authid (pg_dumpall --no-role-passwords); set them again after restoring");
+    }
+    if report.ok() {
+        Ok(0)
+    } else {
+        Err(Failure {
+            code: 1,
+            message: format!(
+                "run {run_id}: {} of {} backups failed: {}",
+                report.failed.len(),
+                report.databases.len() + 1,
+                report.failed.join(", ")
+            ),
+        })
     }
 }

@@ -18,6 +18,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &ListArgs) -> Result<u8, Failure
         cursor: None,
         label: args.label.clone(),
         kind: args.kind,
+        run_id: args.run.clone(),
     };
     let records = match args.limit {
         Some(_) => ops::list::list(&services, &query).await?.records,

@@ -4,6 +4,7 @@ use pgkeep::backends::{KeyUse, Services};
 use pgkeep::model::BackupId;
 use pgkeep::ops;
 use pgkeep::ops::restore::RestoreRequest;
+use pgkeep::ops::restore_run::RunRestoreRequest;
 
 use super::{failed, parse_id, usage, Failure};
 use crate::args::RestoreArgs;
@@ -11,7 +12,16 @@ use crate::output;
 use crate::resolve::Resolver;
 
 pub async fn run(resolver: &Resolver<'_>, args: &RestoreArgs) -> Result<u8, Failure> {
-    let id = parse_id(&args.id)?;
+    if let Some(run_id) = &args.run {
+        return restore_run(resolver, args, run_id).await;
+    }
+    let id = parse_id(args.id.as_deref().unwrap_or_default())?;
+    let target_db = args.target_db.clone().unwrap_or_default();
+    if args.confirm.len() > 1 {
+        return Err(usage(
+            "--confirm names the one target database; give it once",
+        ));
+    }
     let database = resolver.database()?;
     let url = database.url.as_deref().ok_or_else(|| {
         usage("no server to restore on: set PGKEEP_DATABASE_URL or pass --database-url (its database is used only to connect)")
@@ -37,9 +47,9 @@ pub async fn run(resolver: &Resolver<'_>, args: &RestoreArgs) -> Result<u8, Fail
     let server = resolver
         .server(&database, iam, url, server, aws.as_ref())
         .await?;
-    let mut request = RestoreRequest::new(id, server, args.target_db.clone());
+    let mut request = RestoreRequest::new(id, server, target_db);
     request.overwrite = args.overwrite;
-    request.confirm = args.confirm.clone();
+    request.confirm = args.confirm.first().cloned();
     request.dry_run = args.dry_run;
     request.jobs = args.jobs;
     request.no_owner = args.no_owner;
@@ -89,5 +99,75 @@ async fn restore(services: &Services, request: &RestoreRequest, json: bool) -> R
             &e,
             format!("restore of backup {} failed: {e}", request.id),
         )),
+    }
+}
+
+/// `restore --run`: a whole-server run onto the --target-url server.
+async fn restore_run(
+    resolver: &Resolver<'_>,
+    args: &RestoreArgs,
+    run_id: &str,
+) -> Result<u8, Failure> {
+    run_id
+        .parse::<BackupId>()
+        .map_err(|_| usage(format!("{run_id:?} is not a run id (the RUN column of `pgkeep list`, e.g. 20261124T153512123Z-9f3a1c2b)")))?;
+    let database = resolver.database()?;
+    let (url, from) = match (&args.target_url, &database.url) {
+        (Some(url), _) => (url.clone(), "target_url"),
+        (None, Some(url)) => (url.clone(), "database_url"),
+        (None, None) => {
+            return Err(usage(
+                "no server to restore on: pass --target-url URL (or PGKEEP_TARGET_URL); its database is used only to connect",
+            ))
+        }
+    };
+    let server = database
+        .auth
+        .parse("--target-url", &url)
+        .map_err(ops::Error::from)?;
+    resolver.warn_password_on_command_line(&server, from, "the target server", "PGKEEP_TARGET_URL");
+    let key_use = if args.overwrite && !args.dry_run {
+        KeyUse::Write
+    } else {
+        KeyUse::Read
+    };
+    let iam = database.auth.iam;
+    let (services, aws) = resolver.open_aws(key_use, iam).await?;
+    let server = resolver
+        .server(&database, iam, &url, server, aws.as_ref())
+        .await?;
+    let mut request = RunRestoreRequest::new(run_id, server);
+    request.only = args.only.clone();
+    request.exclude = args.exclude.clone();
+    request.overwrite = args.overwrite;
+    request.confirm = args.confirm.clone();
+    request.dry_run = args.dry_run;
+    request.jobs = args.jobs;
+    request.staging_dir = args.staging_dir.clone();
+    request.pg_bin = resolver.cli.pg_bin.clone();
+    request.actor = resolver.actor(&args.actor);
+    let result = tokio::select! {
+        r = ops::restore_run::restore_run(&services, &request) => r,
+        signal = pgkeep::signals::received() => {
+            ops::scratch::finish_cleanup().await;
+            eprintln!("pgkeep: interrupted ({}); the database being restored was not created; those restored before it stay", signal.name());
+            return Ok(signal.exit_code());
+        }
+    };
+    let report = result.map_err(|e| failed(&e, format!("restore of run {run_id} failed: {e}")))?;
+    output::print(args.json, &report, || output::print_run_restore(&report));
+    if !report.globals.role_passwords && !report.globals.roles_created.is_empty() {
+        eprintln!("pgkeep: the run's globals hold no role passwords (the backing-up role could not read pg_authid): set the passwords of the created roles again");
+    }
+    if report.ok() {
+        Ok(0)
+    } else {
+        Err(Failure {
+            code: 1,
+            message: format!(
+                "restore of run {run_id}: not restored: {}",
+                report.failed.join(", ")
+            ),
+        })
     }
 }

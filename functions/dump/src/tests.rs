@@ -593,3 +593,65 @@ async fn every_sample_event_goes_through_the_handler() {
     }
     assert_eq!(objects(&f.jobs).await.len(), expected.len());
 }
+
+/// `all_databases: true`: the whole server of the configured database in one run (every
+/// database and the globals), each completed backup measured and its verification started; a
+/// repeated delivery (same backup id) finds the run and starts nothing.
+#[tokio::test]
+async fn an_all_databases_event_backs_up_the_whole_server_once() {
+    let cluster = PgCluster::start().unwrap();
+    for db in ["shop", "crm"] {
+        cluster.create_database(db).unwrap();
+        cluster
+            .psql(
+                db,
+                "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);",
+            )
+            .unwrap();
+    }
+    let f = fixture(&cluster.url("shop"), &[]).await;
+    let event = serde_json::json!({
+        "database": "shop", "all_databases": true,
+        "backup_id": "20261124T020000000Z-0a1b2c3d", "requested_by": "alice"
+    });
+    let out = handle(&f.jobs, event.clone()).await.unwrap();
+    assert_eq!(out["outcome"], "run", "{out}");
+    assert_eq!(out["run"]["run_id"], "20261124T020000000Z-0a1b2c3d");
+    assert_eq!(out["run"]["failed"], serde_json::json!([]), "{out}");
+    let databases: Vec<&str> = out["run"]["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["database"].as_str().unwrap())
+        .collect();
+    assert_eq!(databases, ["crm", "postgres", "shop"]);
+    assert_eq!(out["verify_started"], 4);
+    assert_eq!(f.verifies.0.lock().unwrap().len(), 4);
+    let records =
+        pgkeep::ops::server::run_members(&f.jobs.services, "20261124T020000000Z-0a1b2c3d")
+            .await
+            .unwrap();
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|r| r.status == BackupStatus::Completed));
+    assert_eq!(records.iter().filter(|r| r.globals.is_some()).count(), 1);
+
+    // The run's backups name databases that are not configured (`crm`, `@globals`): they are
+    // verified on the server of the connection the run used.
+    for r in records.iter().filter(|r| r.database != "shop") {
+        let outcome = f
+            .jobs
+            .run_verify(&pgkeep::trigger::VerifyTrigger {
+                backup_id: Some(r.id.clone()),
+                requested_by: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", r.database));
+        let outcome = serde_json::to_value(outcome).unwrap();
+        assert_eq!(outcome["outcome"], "verified", "{}: {outcome}", r.database);
+    }
+
+    let again = handle(&f.jobs, event).await.unwrap();
+    assert_eq!(again["outcome"], "duplicate_run", "{again}");
+    assert_eq!(again["backups"], 4);
+    assert_eq!(f.verifies.0.lock().unwrap().len(), 4);
+}

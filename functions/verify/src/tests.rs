@@ -82,6 +82,7 @@ async fn dump(jobs: &Jobs, id: Option<BackupId>) -> BackupId {
         requested_by: None,
         labels: Default::default(),
         selection: None,
+        all_databases: false,
     };
     match jobs.run_dump(&trigger).await.unwrap() {
         DumpOutcome::Completed { backup, .. } => backup.id,

@@ -911,3 +911,51 @@ async fn the_dashboard_is_an_html_page_for_admins_only() {
         403
     );
 }
+
+#[tokio::test]
+async fn a_run_lists_its_backups_and_names_the_failed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _) = api(dir.path()).await;
+    let run = "20261124T110000000Z-0badc0de";
+    let mut ids = Vec::new();
+    for (hours, status) in [(3, BackupStatus::Completed), (2, BackupStatus::Failed)] {
+        let mut r = add(&api, hours, BackupStatus::InProgress).await;
+        let before = r.status;
+        r.run_id = Some(run.into());
+        r.database = if hours == 3 {
+            "shop".into()
+        } else {
+            "crm".into()
+        };
+        api.services.catalog.replace(&r).await.unwrap();
+        r.transition(status).unwrap();
+        api.services.catalog.update(&r, before).await.unwrap();
+        ids.push(r.id);
+    }
+    add(&api, 1, BackupStatus::Completed).await; // not in the run
+
+    let response = api
+        .handle(&get(&format!("/runs/{run}"), admin()), now())
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = &response.body;
+    let listed: Vec<&str> = body["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[1].as_str(), ids[0].as_str()]);
+    assert_eq!(body["failed"], serde_json::json!(["crm"]));
+    assert_eq!(body["complete"], false);
+
+    let listed = api
+        .handle(&get(&format!("/backups?run={run}"), admin()), now())
+        .await;
+    assert_eq!(listed.body["backups"].as_array().unwrap().len(), 2);
+
+    let missing = api
+        .handle(&get("/runs/20261124T110000000Z-00000000", admin()), now())
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+}

@@ -410,6 +410,9 @@ fn record_item(record: &BackupRecord) -> Item {
     if let Some(by) = &record.requested_by {
         item.insert("requested_by".to_owned(), s(by));
     }
+    if let Some(run_id) = &record.run_id {
+        item.insert("run_id".to_owned(), s(run_id));
+    }
     if !record.labels.is_empty() {
         let labels = record
             .labels
@@ -561,11 +564,15 @@ impl Catalog for DynamoCatalog {
         let status = query.status;
         // Labels are filtered after the query: a page is filled from as many index pages as
         // it takes, and the cursor is the last record returned, so none is skipped or repeated.
+        // So is the run id (attribute `run_id`): a run is read rarely, by `restore --run` and
+        // `GET /runs/{id}`, and needs no index of its own.
         let label = query.label.as_ref();
         let kind = query.kind;
+        let run_id = query.run_id.as_deref();
         let labelled = |item: &Item| {
             label.is_none_or(|l| has_label(item, l))
                 && kind.is_none_or(|k| item_kind(item) == Some(k))
+                && run_id.is_none_or(|run| text(item, "run_id") == Some(run))
         };
         let items = match (&query.database, status) {
             (Some(database), _) => {

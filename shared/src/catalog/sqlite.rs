@@ -116,6 +116,25 @@ impl SqliteCatalog {
             conn.execute_batch("ALTER TABLE backups ADD COLUMN requested_by TEXT")
                 .map_err(|e| fail(e.to_string()))?;
         }
+        // The whole-server run id came later too: a nullable column (filled from the record
+        // JSON of rows written before it), and an index for `list --run`.
+        let has_run_id: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('backups') WHERE name = 'run_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| fail(e.to_string()))?
+            > 0;
+        if !has_run_id {
+            conn.execute_batch(
+                "ALTER TABLE backups ADD COLUMN run_id TEXT;
+                 UPDATE backups SET run_id = json_extract(record, '$.run_id');",
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS backups_by_run ON backups (run_id, id)")
+            .map_err(|e| fail(e.to_string()))?;
         Ok(SqliteCatalog {
             path,
             conn: Arc::new(Mutex::new(conn)),
@@ -178,8 +197,8 @@ impl Catalog for SqliteCatalog {
         self.with(move |conn| {
             let inserted = conn
                 .execute(
-                    "INSERT INTO backups (id, database, status, kind, created_at, record, requested_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO backups (id, database, status, kind, created_at, record, requested_by, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
                     params![
                         record.id.as_str(),
                         record.database,
@@ -188,6 +207,7 @@ impl Catalog for SqliteCatalog {
                         crate::model::format_time(record.created_at),
                         to_json(&record),
                         record.requested_by,
+                        record.run_id,
                     ],
                 )
                 .map_err(backend(&location))?;
@@ -204,12 +224,12 @@ impl Catalog for SqliteCatalog {
         let location = self.location();
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO backups (id, database, status, kind, created_at, record, requested_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO backups (id, database, status, kind, created_at, record, requested_by, run_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (id) DO UPDATE SET database = excluded.database,
                    status = excluded.status, kind = excluded.kind,
                    created_at = excluded.created_at, record = excluded.record,
-                   requested_by = excluded.requested_by",
+                   requested_by = excluded.requested_by, run_id = excluded.run_id",
                 params![
                     record.id.as_str(),
                     record.database,
@@ -218,6 +238,7 @@ impl Catalog for SqliteCatalog {
                     crate::model::format_time(record.created_at),
                     to_json(&record),
                     record.requested_by,
+                    record.run_id,
                 ],
             )
             .map_err(backend(&location))?;
@@ -309,6 +330,7 @@ impl Catalog for SqliteCatalog {
                              SELECT 1 FROM json_each(record, '$.labels') AS l
                              WHERE l.key = ?5 AND (?6 IS NULL OR l.value = ?6)))
                        AND (?7 IS NULL OR kind = ?7)
+                       AND (?9 IS NULL OR run_id = ?9)
                      ORDER BY created_at DESC, id DESC LIMIT ?4",
                 )
                 .map_err(backend(&location))?;
@@ -324,7 +346,8 @@ impl Catalog for SqliteCatalog {
                         label_key,
                         label_value,
                         query.kind.map(|k| k.as_str()),
-                        after.as_ref().map(|a| a.id.as_str())
+                        after.as_ref().map(|a| a.id.as_str()),
+                        query.run_id
                     ],
                     |r| r.get::<_, String>(0),
                 )
@@ -676,6 +699,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = SqliteCatalog::open(dir.path().join("c/catalog.sqlite3")).unwrap();
         crate::catalog::contract::run(&catalog).await;
+    }
+
+    /// A catalog written before runs existed gains the `run_id` column on opening, filled from
+    /// the records, so `list --run` finds them.
+    #[tokio::test]
+    async fn an_older_catalog_gains_the_run_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite3");
+        let mut r = BackupRecord::start(
+            BackupId::generate(chrono::Utc::now()),
+            "shop",
+            crate::model::BackupKind::Manual,
+            crate::model::Compression::Zstd,
+        );
+        r.run_id = Some("20261124T020000000Z-00000001".into());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE backups (id TEXT PRIMARY KEY, database TEXT NOT NULL,
+                   status TEXT NOT NULL, kind TEXT NOT NULL, created_at TEXT NOT NULL,
+                   record TEXT NOT NULL);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO backups VALUES (?1, 'shop', 'in_progress', 'manual', ?2, ?3)",
+                params![r.id.as_str(), format_time(r.created_at), to_json(&r)],
+            )
+            .unwrap();
+        }
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        let listed = catalog
+            .list(&ListQuery {
+                run_id: r.run_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.records, vec![r]);
     }
 
     /// A backup asked for earlier but started later (a retried event keeps its event's time in

@@ -79,6 +79,14 @@ pub struct BackupRequest {
     /// 1 a snapshot-consistent schema object and up to this many data parts (at most
     /// [`MAX_JOBS`]).
     pub jobs: u32,
+    /// The whole-server run this backup belongs to ([`super::server`]).
+    pub run_id: Option<String>,
+    /// Set for a run's globals backup: the databases whose owner, grants and settings it
+    /// carries; then `target` is only the server to read them from ([`super::server`]).
+    pub globals: Option<Vec<String>>,
+    /// For a run's globals backup: the configured name of the connection the run used
+    /// ([`crate::model::GlobalsInfo::connection`]).
+    pub connection: Option<String>,
 }
 
 /// Default heartbeat timeout of a dump lease: a run renews its lease every 30 seconds, so a
@@ -106,6 +114,9 @@ impl BackupRequest {
             retry_of: None,
             requested_by: None,
             jobs: 1,
+            run_id: None,
+            globals: None,
+            connection: None,
         }
     }
 
@@ -318,6 +329,7 @@ async fn backup_leased(
             })
             .collect();
     }
+    record.run_id = request.run_id.clone();
     services.catalog.insert(&record).await?;
     tracing::info!(backup = %record.id, database = %record.database, target = %request.target.redacted(), "backup started");
     let started = Instant::now();
@@ -443,6 +455,9 @@ async fn run(
     started: Instant,
     progress: Arc<Progress>,
 ) -> Result<(), Error> {
+    if let Some(databases) = &request.globals {
+        return super::server::store_globals(services, request, record, databases, started).await;
+    }
     let target = &request.target;
     let version = {
         let client = target.connect().await?;

@@ -154,6 +154,21 @@ pub enum DumpOutcome {
         /// The existing record.
         backup: BackupRecord,
     },
+    /// A whole-server run (`all_databases`): one backup per database and the globals; each
+    /// failed one was alerted like any failed backup.
+    Run {
+        /// The run's report.
+        run: super::server::RunReport,
+        /// Verifications started (one per completed backup).
+        verify_started: usize,
+    },
+    /// The event was delivered before: its run exists, and no second one was started.
+    DuplicateRun {
+        /// The run.
+        run_id: String,
+        /// How many backups it has so far.
+        backups: usize,
+    },
 }
 
 /// How a verify-function invocation ended (its JSON result).
@@ -245,6 +260,9 @@ impl Jobs {
     pub async fn run_dump(&self, trigger: &DumpTrigger) -> Result<DumpOutcome, JobError> {
         // Refused before anything is recorded: a record would hide that the catalog was lost.
         super::repair::check_catalog(&self.services).await?;
+        if trigger.all_databases {
+            return self.run_server(trigger).await;
+        }
         let now = Utc::now();
         let first = trigger
             .backup_id
@@ -351,6 +369,75 @@ impl Jobs {
                 Err(Error::Stopped(why))
             }
         }
+    }
+
+    /// A whole-server run on the server of `trigger.database`. Its run id is the request's
+    /// first backup id, so a repeated delivery finds the run and starts nothing. Every failed
+    /// backup is alerted, every completed one measured and its verification started.
+    async fn run_server(&self, trigger: &DumpTrigger) -> Result<DumpOutcome, JobError> {
+        let run_id = trigger
+            .backup_id
+            .clone()
+            .unwrap_or_else(|| BackupId::generate(Utc::now()))
+            .to_string();
+        match super::server::run_members(&self.services, &run_id).await {
+            Ok(existing) => {
+                return Ok(DumpOutcome::DuplicateRun {
+                    run_id,
+                    backups: existing.len(),
+                })
+            }
+            Err(Error::UnknownRun(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let target = self.database_target(&trigger.database).await?;
+        let mut request = super::server::RunRequest::new(target, trigger.kind);
+        request.run_id = Some(run_id);
+        request.connection = Some(trigger.database.clone());
+        request.labels = trigger.labels.clone();
+        request.abandon_after = self.settings.abandon_after;
+        let run = super::server::backup_all(&self.services, &request, Arc::default()).await?;
+        let now = Utc::now();
+        let mut verify_started = 0;
+        let mut unsent = None;
+        for member in std::iter::once(&run.globals).chain(&run.databases) {
+            let Ok(record) = self.services.catalog.get(&member.backup_id).await else {
+                continue;
+            };
+            if record.status == BackupStatus::Failed {
+                if let Err(e) = self.notify(&Alert::backup_failed(&record, now)).await {
+                    unsent.get_or_insert(e);
+                }
+                continue;
+            }
+            self.metrics.emit(&backup_metrics(&record));
+            if let Some(starter) = &self.verify_starter {
+                let event = VerifyEvent::Verify(VerifyTrigger {
+                    backup_id: Some(record.id.clone()),
+                    requested_by: Some("dump".into()),
+                });
+                match starter.start(&event).await {
+                    Ok(()) => verify_started += 1,
+                    Err(e) => {
+                        tracing::error!(backup = %record.id, error = %e, "could not start the verification; the scheduled verify will pick the backup up")
+                    }
+                }
+            }
+        }
+        if let Some(source) = unsent {
+            return Err(JobError::Unalerted {
+                done: format!(
+                    "run {} ended (failed: {})",
+                    run.run_id,
+                    run.failed.join(", ")
+                ),
+                source,
+            });
+        }
+        Ok(DumpOutcome::Run {
+            run,
+            verify_started,
+        })
     }
 
     /// The record with `id`, if there is one.
@@ -551,7 +638,20 @@ impl Jobs {
             },
         };
         self.started(RunKind::Verification, &record.database).await;
-        let scratch = match self.scratch_for(&record.database).await {
+        // A whole-server run's backups name databases (and `@globals`) that are not
+        // configured: they are verified on the server of the connection the run used.
+        let mut scratch_name = record.database.clone();
+        if let (Some(run_id), None) = (
+            &record.run_id,
+            self.settings.databases.get(&record.database),
+        ) {
+            if let Ok(Some(connection)) =
+                super::server::run_connection(&self.services, run_id).await
+            {
+                scratch_name = connection;
+            }
+        }
+        let scratch = match self.scratch_for(&scratch_name).await {
             Ok(scratch) => scratch,
             Err(e) => return Err(self.verify_not_run(&record, e).await),
         };

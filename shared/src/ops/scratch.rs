@@ -63,6 +63,11 @@ impl AdminConnection {
         })
     }
 
+    /// The connection itself, for checks of the caller's own.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The server, without password, for messages.
     pub fn server(&self) -> String {
         self.target.redacted()

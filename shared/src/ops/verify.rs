@@ -24,6 +24,7 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+mod globals;
 mod manifest;
 
 use super::parts;
@@ -271,6 +272,10 @@ async fn attempt(
         .await
     {
         tracing::warn!(error = %e, "could not look for scratch databases left by earlier runs");
+    }
+    if let Some(info) = &record.globals {
+        // A script, not an archive: read, compared with the manifest, rehearsed.
+        return globals::attempt(services, &server, record, info, findings).await;
     }
     let major = server.version.major.max(source_major(record));
     let (pg_restore, tool_major) =

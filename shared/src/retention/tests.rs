@@ -746,6 +746,27 @@ proptest! {
     }
 
     #[test]
+    fn run_ids_never_keep_or_drop_a_backup(
+        (records, now) in arb_history(),
+        policy in arb_policy(),
+        runs in prop::collection::vec(prop::option::of(0u8..3), 60),
+    ) {
+        // A whole-server run is a grouping only: whichever backups share a run, each is
+        // decided exactly as it would be on its own.
+        let plain = apply(&policy, &records, now).unwrap();
+        let grouped: Vec<BackupRecord> = records
+            .iter()
+            .zip(runs.iter().cycle())
+            .map(|(r, run)| BackupRecord {
+                run_id: run.map(|n| format!("20261124T020000000Z-0000000{n}")),
+                ..r.clone()
+            })
+            .collect();
+        let decided = apply(&policy, &grouped, now).unwrap();
+        prop_assert_eq!(plain, decided);
+    }
+
+    #[test]
     fn the_newest_candidate_is_always_kept(
         (records, now) in arb_history(),
         policy in arb_policy(),
