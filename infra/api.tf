@@ -16,6 +16,7 @@ locals {
     "GET /dashboard",
     "GET /restores",
     "GET /restores/{id}",
+    "GET /runs/{id}",
   ]
   jwt = var.jwt_authorizer != null
 }
