@@ -36,6 +36,10 @@ scratch_secret_arn     = "arn:aws:secretsmanager:us-east-1:123456789012:secret:p
 secrets_kms_key_arns   = ["arn:aws:kms:us-east-1:123456789012:key/0b9e1b7c-0000-4000-8000-000000000001"]
 alert_emails           = ["ops@example.com"]
 alert_webhook_url      = "https://hooks.example.com/services/T000/B000/placeholder"
+alert_sns_events       = "backup_failed,verification_failed,restore_failed,stale"
+alert_webhook_events   = "all"
+alert_webhook_format   = "teams"
+heartbeat_url          = "https://hc-ping.example.com/00000000-0000-4000-8000-000000000000"
 object_lock            = { mode = "GOVERNANCE", days = 35 }
 restore_principal_arns = ["arn:aws:iam::123456789012:root"]
 artifacts_dir          = "@ARTIFACTS@"

@@ -36,6 +36,10 @@ module "pgkeep" {
   rds_iam_db_users       = var.rds_iam_db_users
   alert_emails           = var.alert_emails
   alert_webhook_url      = var.alert_webhook_url
+  alert_sns_events       = var.alert_sns_events
+  alert_webhook_events   = var.alert_webhook_events
+  alert_webhook_format   = var.alert_webhook_format
+  heartbeat_url          = var.heartbeat_url
   object_lock            = var.object_lock
   log_retention_days     = var.log_retention_days
   architecture           = var.architecture

@@ -91,6 +91,31 @@ variable "alert_webhook_url" {
   sensitive   = true
 }
 
+variable "alert_sns_events" {
+  description = "Events the SNS topic gets (comma-separated; null: every failure and stale)."
+  type        = string
+  default     = null
+}
+
+variable "alert_webhook_events" {
+  description = "Events the webhook gets (as alert_sns_events)."
+  type        = string
+  default     = null
+}
+
+variable "alert_webhook_format" {
+  description = "slack or teams."
+  type        = string
+  default     = null
+}
+
+variable "heartbeat_url" {
+  description = "Dead man's switch pinged on start, success and failure (healthchecks.io convention)."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
 variable "object_lock" {
   description = "Optional Object Lock (mode and days)."
   type = object({
