@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 
 use super::Error;
 use crate::backends::Services;
-use crate::keys::KeyContext;
+use crate::keys::{KeyContext, NewDataKey};
 use crate::labels::Labels;
 use crate::model::{
     format_time, qualified_name, BackupId, BackupKind, BackupRecord, BackupStatus, Compression,
@@ -466,19 +466,7 @@ async fn run(
     record.server_version = Some(version.text.clone());
     let pg_dump = locate_tool("pg_dump", request.pg_bin.as_deref(), version.major).await?;
 
-    let ctx = KeyContext {
-        backup_id: &record.id,
-        database: &record.database,
-    };
-    let data_key = services.keys.generate(ctx).await?;
-    record.key_id = Some(data_key.key_id.clone());
-    let fields = HeaderFields {
-        backup_id: record.id.to_string(),
-        database: record.database.clone(),
-        compression: record.compression.to_string(),
-        key_id: data_key.key_id.clone(),
-        wrapped_key: data_key.wrapped.clone(),
-    };
+    let (data_key, fields) = new_data_key(services, record).await?;
     let archive = if request.jobs > 1 {
         parallel::dump(
             services,
@@ -503,6 +491,49 @@ async fn run(
         .await?
     };
 
+    publish_manifest(
+        services,
+        record,
+        started,
+        request.chunk_size,
+        &data_key,
+        archive,
+    )
+    .await
+}
+
+/// A new data key for `record` (its id goes on the record) and the header fields every object
+/// of the backup carries.
+pub(super) async fn new_data_key(
+    services: &Services,
+    record: &mut BackupRecord,
+) -> Result<(NewDataKey, HeaderFields), Error> {
+    let ctx = KeyContext {
+        backup_id: &record.id,
+        database: &record.database,
+    };
+    let data_key = services.keys.generate(ctx).await?;
+    record.key_id = Some(data_key.key_id.clone());
+    let fields = HeaderFields {
+        backup_id: record.id.to_string(),
+        database: record.database.clone(),
+        compression: record.compression.to_string(),
+        key_id: data_key.key_id.clone(),
+        wrapped_key: data_key.wrapped.clone(),
+    };
+    Ok((data_key, fields))
+}
+
+/// Writes the manifest of `record`'s stored objects; without it they are not a complete
+/// backup, so a failed write removes them.
+pub(super) async fn publish_manifest(
+    services: &Services,
+    record: &mut BackupRecord,
+    started: Instant,
+    chunk_size: u32,
+    data_key: &NewDataKey,
+    archive: crate::model::ArchiveInfo,
+) -> Result<(), Error> {
     // The manifest carries the record exactly as it will be once completed.
     record.completed_at = Some(Utc::now());
     record.duration_ms = Some(started.elapsed().as_millis() as u64);
@@ -512,7 +543,7 @@ async fn run(
         final_record,
         EncryptionInfo::aes_256_gcm(
             FORMAT_VERSION,
-            request.chunk_size,
+            chunk_size,
             &data_key.key_id,
             &data_key.wrapped,
         ),
@@ -520,7 +551,6 @@ async fn run(
     );
     let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
     if let Err(e) = services.store.put(&record.manifest_key(), json).await {
-        // Without its manifest the object is not a complete backup: remove it.
         for key in record.object_keys() {
             if let Err(d) = services.store.delete(&key).await {
                 tracing::error!(error = %d, key = %key, "could not remove the object after its manifest failed");

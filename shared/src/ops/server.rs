@@ -22,13 +22,12 @@ use super::Error;
 use crate::backends::Services;
 use crate::catalog::ListQuery;
 use crate::globals::{self, DatabaseGlobals, DatabaseGrant};
-use crate::keys::KeyContext;
 use crate::labels::Labels;
 use crate::model::{
-    BackupId, BackupKind, BackupRecord, BackupStatus, Compression, EncryptionInfo, GlobalsInfo,
-    Manifest, RoleInfo, GLOBALS_NAME,
+    BackupId, BackupKind, BackupRecord, BackupStatus, Compression, GlobalsInfo, RoleInfo,
+    GLOBALS_NAME,
 };
-use crate::pipeline::crypt::{Header, HeaderFields, FORMAT_VERSION};
+use crate::pipeline::crypt::Header;
 use crate::pipeline::pg_dump::PgDump;
 use crate::pipeline::{store_bytes, Progress, StreamOptions};
 use crate::postgres::{locate_tool, server_version, PgTarget};
@@ -398,23 +397,8 @@ pub(crate) async fn store_globals(
     let script = globals::script(&header_text, &dumpall, &dbs);
     let statements = globals::split(&script).len() as u64;
 
-    let ctx = KeyContext {
-        backup_id: &record.id,
-        database: &record.database,
-    };
-    let data_key = services.keys.generate(ctx).await?;
-    record.key_id = Some(data_key.key_id.clone());
-    let header = Header::new(
-        HeaderFields {
-            backup_id: record.id.to_string(),
-            database: record.database.clone(),
-            compression: record.compression.to_string(),
-            key_id: data_key.key_id.clone(),
-            wrapped_key: data_key.wrapped.clone(),
-        },
-        request.chunk_size,
-    )
-    .map_err(|e| Error::Integrity(e.into()))?;
+    let (data_key, fields) = super::backup::new_data_key(services, record).await?;
+    let header = Header::new(fields, request.chunk_size).map_err(|e| Error::Integrity(e.into()))?;
     let upload = services.store.create(&record.object_key).await?;
     let (sha256, size) = store_bytes(
         script.as_bytes(),
@@ -436,18 +420,12 @@ pub(crate) async fn store_globals(
         statements,
         connection: request.connection.clone(),
     });
-    record.completed_at = Some(Utc::now());
-    record.duration_ms = Some(started.elapsed().as_millis() as u64);
-    let mut final_record = record.clone();
-    final_record.status = BackupStatus::Completed;
-    let manifest = Manifest::new(
-        final_record,
-        EncryptionInfo::aes_256_gcm(
-            FORMAT_VERSION,
-            request.chunk_size,
-            &data_key.key_id,
-            &data_key.wrapped,
-        ),
+    super::backup::publish_manifest(
+        services,
+        record,
+        started,
+        request.chunk_size,
+        &data_key,
         crate::model::ArchiveInfo {
             format: GLOBALS_FORMAT.into(),
             archive_version: String::new(),
@@ -457,15 +435,8 @@ pub(crate) async fn store_globals(
             schema_only_tables: Vec::new(),
             large_objects: 0,
         },
-    );
-    let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-    if let Err(e) = services.store.put(&record.manifest_key(), json).await {
-        if let Err(d) = services.store.delete(&record.object_key).await {
-            tracing::error!(error = %d, key = %record.object_key, "could not remove the object after its manifest failed");
-        }
-        return Err(e.into());
-    }
-    Ok(())
+    )
+    .await
 }
 
 /// The manifest's `archive.format` of a globals backup (a plain SQL script).
