@@ -18,7 +18,7 @@ use crate::model::Compression;
 /// speed, which is what keeps a backup as fast as pg_dump itself.
 const ZSTD_LEVEL: i32 = 3;
 /// Bytes of input per zstd worker job.
-const ZSTD_JOB_SIZE: u32 = 4 << 20;
+const ZSTD_JOB_SIZE: u32 = 1 << 20;
 /// gzip level 6, the gzip tool's default.
 const GZIP_LEVEL: i32 = 6;
 
@@ -36,8 +36,8 @@ impl<W: AsyncWrite + Unpin> CompressWriter<W> {
         match compression {
             Compression::Zstd => {
                 use async_compression::zstd::CParameter;
-                // Jobs of 4 MiB keep the workers' buffers (and so peak memory) small while
-                // leaving each job enough data to compress well.
+                // Small jobs keep the workers' buffers (and so peak memory) small while leaving
+                // each job enough data to compress well.
                 let params = [
                     CParameter::nb_workers(workers),
                     CParameter::job_size(ZSTD_JOB_SIZE),
