@@ -306,6 +306,25 @@ def check_static() -> None:
     if extra:
         fail(f"policies outside functions.json: {sorted(extra)}")
 
+    # The Fargate job's task definition: the environment of the functions it runs, built like
+    # theirs; its role from the same action lists (tasks.tf, functions.json's task).
+    task_def = resources.get("aws_ecs_task_definition.job", {})
+    containers = str(task_def.get("container_definitions"))
+    for needle in ("local.task_env", "local.task_secret_env", "/var/task/pgkeep", "job"):
+        if needle not in containers:
+            fail(f"aws_ecs_task_definition.job's container does not use {needle}")
+    if "local.spec.common_env" not in str(loc.get("task_env_all")) or "local.task_spec.runs" not in str(loc.get("task_env_all")):
+        fail("local.task_env_all is not built from functions.json's common_env and the env of task.runs")
+    task_policy = json.dumps(data.get("aws_iam_policy_document.task", {}).get("dynamic", ""))
+    if "local.task_actions" not in task_policy or "local.task_group_resources" not in task_policy:
+        fail("data.aws_iam_policy_document.task is not built from local.task_actions and local.task_group_resources")
+    for f in SPEC["task"]["runs"]:
+        if f not in FUNCTIONS:
+            fail(f"functions.json task.runs names {f}, which is not a function")
+    for v in SPEC["task"]["secret_env"]:
+        if not any(v in function_env(f) for f in SPEC["task"]["runs"]):
+            fail(f"functions.json task.secret_env names {v}, which no function of task.runs gets")
+
     check_code_calls()
     finish("static")
 
@@ -528,10 +547,61 @@ def check_deployed(state_path: str) -> None:
             fail(f"the health check's detail is {json.loads(target['input'])['detail']}")
 
     check_fargate(res, functions, runners, task_defs, on_ecs)
+    check_dashboard(res, databases)
 
     packaging = "dump and verify zips with the pg tools layer" if layers else "dump and verify from the image"
     print(f"deployed: {len(functions)} functions ({packaging}), {len(schedules)} schedules ({on_ecs} starting a Fargate task) and the health check, {len(task_defs)} task definitions, roles and key policy match functions.json")
     finish("deployed")
+
+
+def metrics_emitted() -> dict[str, str]:
+    """Metric name -> unit, as shared/src/metrics.rs defines them (the EMF the code writes)."""
+    text = (ROOT / "shared" / "src" / "metrics.rs").read_text()
+    # The arms of `fn name`, up to the next fn (`unit`'s arms map to units, not names).
+    body = re.search(r"pub fn name\(self\)(.*?)\n    pub fn ", text, re.S)
+    names = dict(re.findall(r'Metric::(\w+) => "(\w+)"', body.group(1))) if body else {}
+    namespace = re.search(r'pub const NAMESPACE: &str = "(\w+)";', text)
+    dimension = re.search(r'pub const DIMENSION: &str = "(\w+)";', text)
+    if not names or not namespace or not dimension:
+        fail("shared/src/metrics.rs: found no metric names, NAMESPACE or DIMENSION (has it changed shape?)")
+        return {}
+    return {"namespace": namespace.group(1), "dimension": dimension.group(1), "names": sorted(set(names.values()))}
+
+
+def check_dashboard(res: list[dict], databases: set[str]) -> None:
+    """The CloudWatch dashboard: for every database one row holding a widget per metric the code
+    emits, each graphing exactly that metric of that database."""
+    dashboards = by_key(res, "aws_cloudwatch_dashboard", "pgkeep")
+    if len(dashboards) != 1:
+        fail(f"expected one CloudWatch dashboard, found {len(dashboards)}")
+        return
+    emitted = metrics_emitted()
+    if not emitted:
+        return
+    widgets = json.loads(next(iter(dashboards.values()))["dashboard_body"])["widgets"]
+    seen: dict[str, dict[str, int]] = {}
+    for w in widgets:
+        for line in w.get("properties", {}).get("metrics", []):
+            plain = [x for x in line if isinstance(x, str)]
+            if len(plain) != 4 or plain[0] != emitted["namespace"] or plain[2] != emitted["dimension"]:
+                fail(f"dashboard widget {w.get('properties', {}).get('title')!r} graphs {line}, not {emitted['namespace']}/<metric>/{emitted['dimension']}/<database>")
+                continue
+            if plain[1] not in emitted["names"]:
+                fail(f"dashboard widget graphs {plain[1]}, which the code does not emit ({emitted['names']})")
+            if plain[3] not in databases:
+                fail(f"dashboard widget graphs database {plain[3]}, which is not deployed")
+            seen.setdefault(plain[3], {})[plain[1]] = w["y"]
+    for db in sorted(databases):
+        have = seen.get(db, {})
+        missing = sorted(set(emitted["names"]) - set(have))
+        if missing:
+            fail(f"dashboard: database {db} has no widget for {missing}")
+        if len(set(have.values())) > 1:
+            fail(f"dashboard: database {db}'s widgets are not one row (y = {sorted(set(have.values()))})")
+    rows = {db: next(iter(v.values())) for db, v in seen.items() if v}
+    if len(set(rows.values())) != len(rows):
+        fail(f"dashboard: databases share a row: {rows}")
+    print(f"dashboard: {len(widgets)} widgets, one row per database ({', '.join(sorted(databases))}) with {', '.join(emitted['names'])}")
 
 
 TASK = SPEC["task"]
