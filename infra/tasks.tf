@@ -193,10 +193,17 @@ resource "aws_ecs_task_definition" "job" {
     cpu_architecture        = var.architecture == "arm64" ? "ARM64" : "X86_64"
   }
 
-  # Scratch space (restores and pg_restore write under /tmp) on the task's ephemeral storage;
-  # the rest of the root file system is read-only.
+  # Scratch space (a restore with more than one job stages its archive under /tmp) on the
+  # task's ephemeral storage; the rest of the root file system is read-only.
   volume {
     name = "tmp"
+  }
+
+  dynamic "ephemeral_storage" {
+    for_each = each.value.fargate_storage_gib == null ? [] : [each.value.fargate_storage_gib]
+    content {
+      size_in_gib = ephemeral_storage.value
+    }
   }
 
   container_definitions = jsonencode([{

@@ -43,7 +43,8 @@ variable "databases" {
     `runner` says where its backups and verifications run (PGKEEP_RUNNERS): "lambda" (the
     default; a Lambda invocation ends at 15 minutes), "fargate" (an ECS Fargate task from
     pg_tools_image_uri, with `fargate_cpu` CPU units and `fargate_memory` MiB, a valid Fargate
-    combination) or "auto" (Fargate when its last successful backup took longer than
+    combination, and `fargate_storage_gib` of scratch space at /tmp when 20 GiB is too little for
+    a restore that stages its archive) or "auto" (Fargate when its last successful backup took longer than
     fargate_auto_after or is larger than fargate_auto_size_mib, else Lambda). `jobs` is the
     number of parallel dump streams of its backups, verifications and restores (PGKEEP_JOBS);
     with Fargate, about one per vCPU (docs/OPERATIONS.md, Choosing a runner).
@@ -74,7 +75,9 @@ variable "databases" {
     runner         = optional(string, "lambda")
     fargate_cpu    = optional(number, 1024)
     fargate_memory = optional(number, 2048)
-    jobs           = optional(number, 1)
+    # The task's ephemeral storage in GiB (21-200); null: Fargate's 20 GiB.
+    fargate_storage_gib = optional(number)
+    jobs                = optional(number, 1)
   }))
 
   validation {
@@ -108,6 +111,10 @@ variable "databases" {
   validation {
     condition     = alltrue([for n, d in var.databases : contains(["lambda", "fargate", "auto"], d.runner)])
     error_message = "a database's runner is \"lambda\", \"fargate\" or \"auto\"."
+  }
+  validation {
+    condition     = alltrue([for n, d in var.databases : d.fargate_storage_gib == null || try(d.fargate_storage_gib >= 21 && d.fargate_storage_gib <= 200 && d.fargate_storage_gib == floor(d.fargate_storage_gib), false)])
+    error_message = "a database's fargate_storage_gib is a whole number of GiB from 21 to 200 (Fargate's ephemeral storage), or null for the default 20 GiB."
   }
   validation {
     condition     = alltrue([for n, d in var.databases : d.jobs == floor(d.jobs) && d.jobs >= 1 && d.jobs <= 32])

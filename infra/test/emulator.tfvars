@@ -14,7 +14,9 @@ databases = {
     runner         = "fargate"
     fargate_cpu    = 2048
     fargate_memory = 4096
-    jobs           = 2
+    # Room for restores that stage a whole single-stream archive.
+    fargate_storage_gib = 50
+    jobs                = 2
   }
   crm = {
     secret_arn    = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/crm-GhIjKl"

@@ -38,7 +38,9 @@ variable "databases" {
     runner         = optional(string, "lambda")
     fargate_cpu    = optional(number, 1024)
     fargate_memory = optional(number, 2048)
-    jobs           = optional(number, 1)
+    # The task's ephemeral storage in GiB (21-200); null: Fargate's 20 GiB.
+    fargate_storage_gib = optional(number)
+    jobs                = optional(number, 1)
   }))
 }
 
