@@ -19,11 +19,23 @@ locals {
       dlq         = [aws_sqs_queue.dlq.arn]
       logs        = ["${aws_cloudwatch_log_group.function[f].arn}:*"]
       tracing     = ["*"]
+      # The task definitions by family and by revision (RunTask names the family; IAM sees the
+      # revision it resolves to).
+      run_task        = flatten([for a in values(local.task_definition_arns) : [a, "${a}:*"]])
+      pass_task_roles = local.uses_fargate ? [aws_iam_role.task[0].arn, aws_iam_role.task_execution[0].arn] : []
     }
   }
 
-  # Groups usable only through one AWS service (kms:ViaService).
+  # Groups usable only through one AWS service (kms:ViaService), or only on one cluster or for
+  # one service: the conditions of each group's statements.
   group_via_service = local.spec.via_service
+  group_conditions = merge(
+    { for g, service in local.group_via_service : g => [{ test = "StringEquals", variable = "kms:ViaService", values = ["${service}.${local.region}.amazonaws.com"] }] },
+    {
+      run_task        = [{ test = "ArnEquals", variable = "ecs:cluster", values = [local.cluster_arn] }]
+      pass_task_roles = [{ test = "StringEquals", variable = "iam:PassedToService", values = ["ecs-tasks.amazonaws.com"] }]
+    },
+  )
 }
 
 data "aws_iam_policy_document" "lambda_assume" {
@@ -60,11 +72,11 @@ data "aws_iam_policy_document" "function" {
       resources = local.group_resources[each.key][statement.key]
 
       dynamic "condition" {
-        for_each = contains(keys(local.group_via_service), statement.key) ? [local.group_via_service[statement.key]] : []
+        for_each = lookup(local.group_conditions, statement.key, [])
         content {
-          test     = "StringEquals"
-          variable = "kms:ViaService"
-          values   = ["${condition.value}.${local.region}.amazonaws.com"]
+          test     = condition.value.test
+          variable = condition.value.variable
+          values   = condition.value.values
         }
       }
     }
@@ -82,6 +94,10 @@ resource "aws_iam_role_policy" "function" {
     precondition {
       condition     = !var.database_iam_auth || alltrue([for n, d in var.databases : d.url != null])
       error_message = "database_iam_auth = true reaches every database with RDS IAM tokens: give each a url (postgresql://USER@HOST:PORT/DB, no password), not a secret_arn."
+    }
+    precondition {
+      condition     = var.pg_tools_image_uri != null || !local.uses_fargate
+      error_message = "pg_tools_image_uri is required when a database's runner is fargate or auto (${join(", ", keys(local.fargate_databases))}): the Fargate task runs `pgkeep job` from that image (infra/Dockerfile). Build and push it, or set those databases' runner to \"lambda\"."
     }
     precondition {
       condition     = !var.database_iam_auth || length(var.rds_iam_db_users) > 0
@@ -117,7 +133,7 @@ data "aws_iam_policy_document" "scheduler_assume" {
 
 resource "aws_iam_role" "scheduler" {
   name               = "${var.name}-scheduler"
-  description        = "EventBridge Scheduler starts the pgkeep dump, verify and prune functions"
+  description        = "EventBridge Scheduler starts the pgkeep dump, verify and prune functions, and the Fargate jobs of fargate databases"
   assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
 }
 
@@ -132,6 +148,37 @@ data "aws_iam_policy_document" "scheduler" {
     sid       = "DeadLetters"
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.dlq.arn]
+  }
+
+  # The schedules of fargate databases start their task directly (schedules.tf).
+  dynamic "statement" {
+    for_each = length(local.scheduled_task_definitions) > 0 ? [1] : []
+    content {
+      sid       = "RunTask"
+      actions   = ["ecs:RunTask"]
+      resources = flatten([for a in local.scheduled_task_definitions : [a, "${a}:*"]])
+
+      condition {
+        test     = "ArnEquals"
+        variable = "ecs:cluster"
+        values   = [local.cluster_arn]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(local.scheduled_task_definitions) > 0 ? [1] : []
+    content {
+      sid       = "PassTaskRoles"
+      actions   = ["iam:PassRole"]
+      resources = [aws_iam_role.task[0].arn, aws_iam_role.task_execution[0].arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["ecs-tasks.amazonaws.com"]
+      }
+    }
   }
 
   statement {

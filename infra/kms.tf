@@ -34,13 +34,20 @@ locals {
     "kms:UpdateKeyDescription",
   ]
 
-  # Key uses per function and per path, from functions.json.
+  # Key uses per function (and the Fargate job's task role) and per path, from functions.json.
   key_uses = {
     for group, service in { key = null, key_via_s3 = "s3", key_via_sns = "sns" } : group => {
       service                   = service
-      grants                    = { for f, s in local.functions : f => s.actions[group] if contains(keys(s.actions), group) }
+      grants = merge(
+        { for f, s in local.functions : f => s.actions[group] if contains(keys(s.actions), group) },
+        local.uses_fargate && contains(keys(local.task_actions), group) ? { task = local.task_actions[group] } : {},
+      )
     }
   }
+  key_principals = merge(
+    { for f in keys(local.functions) : f => aws_iam_role.function[f].arn },
+    local.uses_fargate ? { task = aws_iam_role.task[0].arn } : {},
+  )
 }
 
 data "aws_iam_policy_document" "key" {
@@ -70,7 +77,7 @@ data "aws_iam_policy_document" "key" {
 
       principals {
         type        = "AWS"
-        identifiers = [aws_iam_role.function[statement.value.function].arn]
+        identifiers = [local.key_principals[statement.value.function]]
       }
 
       dynamic "condition" {
@@ -100,7 +107,8 @@ data "aws_iam_policy_document" "key" {
   }
 
   # Services that encrypt resources with the key on the deployer's behalf and then use grants:
-  # the catalog table, the functions' environments, the schedules. Only through those services
+  # the catalog table, the functions' environments, the schedules, the Fargate job's secret
+  # settings (the deployer writes them, the task's execution role reads them). Only through those services
   # and only for principals of this account.
   statement {
     sid       = "AccountUseThroughServices"
@@ -121,7 +129,7 @@ data "aws_iam_policy_document" "key" {
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
-      values   = [for s in ["dynamodb", "lambda", "scheduler"] : "${s}.${local.region}.amazonaws.com"]
+      values   = [for s in ["dynamodb", "lambda", "scheduler", "secretsmanager"] : "${s}.${local.region}.amazonaws.com"]
     }
   }
 
@@ -141,6 +149,7 @@ data "aws_iam_policy_document" "key" {
       values = [
         "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:/aws/lambda/${var.name}-*",
         "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:/aws/apigateway/${var.name}-*",
+        "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:${local.task_log_group_name}",
       ]
     }
   }

@@ -50,6 +50,17 @@ locals {
     for n, d in var.databases : n => { for k, v in d.selection : k => v if v != null } if d.selection != null
   }
 
+  # Databases whose backups and verifications may run as a Fargate task (runner fargate or
+  # auto): one task definition each. Without any, nothing of ECS is created.
+  fargate_databases = { for n, d in var.databases : n => d if d.runner != "lambda" }
+  uses_fargate      = length(local.fargate_databases) > 0
+  cluster_arn       = !local.uses_fargate ? null : var.fargate_cluster_arn != null ? var.fargate_cluster_arn : aws_ecs_cluster.pgkeep[0].arn
+  task_families     = { for n in keys(local.fargate_databases) : n => "${var.name}-${replace(n, ".", "-")}" }
+  # Without a revision: RunTask then starts the latest ACTIVE revision, so a new revision takes
+  # effect without changing the functions or the schedules (and the task's own environment can
+  # name its task definition).
+  task_definition_arns = { for n, f in local.task_families : n => "arn:${local.partition}:ecs:${local.region}:${local.account}:task-definition/${f}" }
+
   span_units = { w = 604800, d = 86400, h = 3600, m = 60, s = 1 }
   # Seconds of a span such as "1d12h" (the alarms compare the age metric, in seconds, with it).
   max_age_seconds = {
@@ -87,6 +98,16 @@ locals {
     PGKEEP_KEEP_WITHIN             = var.retention.keep_within
     PGKEEP_KEEP_LABELS             = var.retention.keep_labels == null ? null : jsonencode(var.retention.keep_labels)
     PGKEEP_PRE_RESTORE_KEEP_WITHIN = var.retention.pre_restore_keep_within
+    # The runner of each database (#16; docs/OPERATIONS.md, Choosing a runner) and what starting
+    # a Fargate task needs; the ECS ones are unset when every database runs on Lambda.
+    PGKEEP_RUNNERS                  = jsonencode({ for n, d in var.databases : n => d.runner })
+    PGKEEP_JOBS                     = jsonencode({ for n, d in var.databases : n => d.jobs })
+    PGKEEP_FARGATE_AUTO_AFTER       = var.fargate_auto_after
+    PGKEEP_FARGATE_AUTO_SIZE_MIB    = try(tostring(var.fargate_auto_size_mib), null)
+    PGKEEP_FARGATE_CLUSTER          = local.cluster_arn
+    PGKEEP_FARGATE_TASK_DEFINITIONS = local.uses_fargate ? jsonencode(local.task_definition_arns) : null
+    PGKEEP_FARGATE_SUBNETS          = local.uses_fargate ? join(",", var.vpc_subnet_ids) : null
+    PGKEEP_FARGATE_SECURITY_GROUPS  = local.uses_fargate ? join(",", var.vpc_security_group_ids) : null
   }
 
   function_env = {
@@ -94,4 +115,14 @@ locals {
       for v in distinct(concat(local.spec.common_env, s.env)) : v => local.env_values[v] if local.env_values[v] != null
     }
   }
+
+  # The Fargate task's environment: that of the functions whose jobs it runs, built the same
+  # way; the credentials among it (task.secret_env) go through a secret instead (tasks.tf).
+  task_spec = local.spec.task
+  task_env_all = {
+    for v in distinct(concat(local.spec.common_env, flatten([for f in local.task_spec.runs : local.functions[f].env]))) :
+    v => local.env_values[v] if local.env_values[v] != null
+  }
+  task_env        = { for k, v in local.task_env_all : k => v if !contains(local.task_spec.secret_env, k) }
+  task_secret_env = { for k, v in local.task_env_all : k => v if contains(local.task_spec.secret_env, k) }
 }

@@ -47,3 +47,18 @@ output "dead_letter_queue_url" {
   description = "Queue of asynchronous invocations that failed for good."
   value       = aws_sqs_queue.dlq.url
 }
+
+output "fargate_cluster_arn" {
+  description = "ECS cluster of the Fargate jobs (fargate and auto databases); null when every database runs on Lambda."
+  value       = local.cluster_arn
+}
+
+output "fargate_task_definitions" {
+  description = "Task definition (family ARN, latest revision) of each fargate or auto database (PGKEEP_FARGATE_TASK_DEFINITIONS)."
+  value       = local.task_definition_arns
+}
+
+output "dashboard_name" {
+  description = "The CloudWatch dashboard: one row per database (backup duration, size, throughput, newest good age, verify duration)."
+  value       = aws_cloudwatch_dashboard.pgkeep.dashboard_name
+}

@@ -3,6 +3,11 @@
 # detail.database names the database, and the event id is the scheduler's execution id, so a
 # duplicate delivery of one execution maps to the same backup id. Prune's detail also carries
 # the database's retention override, when it has one.
+#
+# A fargate database's dump and verify schedules start its Fargate task instead (#16): the
+# Scheduler's universal target for ECS RunTask, with the request in the ECS API's own JSON and
+# the job, {"function": ..., "event": <the event the Lambda target would get>}, as the
+# container's PGKEEP_JOB. auto databases keep their Lambda targets (the function decides).
 
 locals {
   schedules = merge([
@@ -15,9 +20,57 @@ locals {
           { database = db },
           f == "prune" && d.retention != null ? { retention = { for k, v in d.retention : k => v if v != null } } : {},
         )
+        on_ecs = d.runner == "fargate" && contains(["dump", "verify"], f)
       } if s.scheduled
     }
   ]...)
+
+  # Task definitions the Scheduler starts (its role may run exactly these).
+  scheduled_task_definitions = distinct([for k, s in local.schedules : local.task_definition_arns[s.database] if s.on_ecs])
+
+  # The event each schedule's Lambda target gets (and a Fargate job's PGKEEP_JOB carries);
+  # <aws.scheduler.*> are the Scheduler's context attributes, filled in at each execution.
+  schedule_events = {
+    for k, s in local.schedules : k => {
+      version       = "0"
+      id            = "<aws.scheduler.execution-id>"
+      "detail-type" = "Scheduled Event"
+      source        = "aws.scheduler"
+      account       = local.account
+      time          = "<aws.scheduler.scheduled-time>"
+      region        = local.region
+      resources     = ["<aws.scheduler.schedule-arn>"]
+      detail        = s.detail
+    }
+  }
+
+  # jsonencode writes < and > as \u003c and \u003e; the context attributes must stay literal
+  # to be filled in, also inside the job's JSON string (valid JSON either way).
+  schedule_run_task = {
+    for k, s in local.schedules : k => replace(replace(jsonencode({
+      Cluster        = local.cluster_arn
+      TaskDefinition = local.task_definition_arns[s.database]
+      LaunchType     = "FARGATE"
+      Count          = 1
+      StartedBy      = "pgkeep"
+      NetworkConfiguration = {
+        AwsvpcConfiguration = {
+          Subnets        = var.vpc_subnet_ids
+          SecurityGroups = var.vpc_security_group_ids
+          AssignPublicIp = "DISABLED"
+        }
+      }
+      Overrides = {
+        ContainerOverrides = [{
+          Name = "pgkeep"
+          Environment = [{
+            Name  = "PGKEEP_JOB"
+            Value = replace(replace(jsonencode({ function = s.function, event = local.schedule_events[k] }), "\\u003c", "<"), "\\u003e", ">")
+          }]
+        }]
+      }
+    }), "\\u003c", "<"), "\\u003e", ">") if s.on_ecs
+  }
 }
 
 resource "aws_scheduler_schedule_group" "pgkeep" {
@@ -39,19 +92,9 @@ resource "aws_scheduler_schedule" "run" {
   }
 
   target {
-    arn      = aws_lambda_function.function[each.value.function].arn
+    arn      = each.value.on_ecs ? "arn:${local.partition}:scheduler:::aws-sdk:ecs:runTask" : aws_lambda_function.function[each.value.function].arn
     role_arn = aws_iam_role.scheduler.arn
-    input = jsonencode({
-      version       = "0"
-      id            = "<aws.scheduler.execution-id>"
-      "detail-type" = "Scheduled Event"
-      source        = "aws.scheduler"
-      account       = local.account
-      time          = "<aws.scheduler.scheduled-time>"
-      region        = local.region
-      resources     = ["<aws.scheduler.schedule-arn>"]
-      detail        = each.value.detail
-    })
+    input    = each.value.on_ecs ? local.schedule_run_task[each.key] : jsonencode(local.schedule_events[each.key])
 
     retry_policy {
       maximum_event_age_in_seconds = 3600

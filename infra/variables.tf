@@ -40,6 +40,14 @@ variable "databases" {
     patterns (psql patterns) in `include_schemas`, `exclude_schemas`, `include_tables`,
     `exclude_tables` and `exclude_table_data` (PGKEEP_SELECTIONS); without it the
     whole database is backed up.
+    `runner` says where its backups and verifications run (PGKEEP_RUNNERS): "lambda" (the
+    default; a Lambda invocation ends at 15 minutes), "fargate" (an ECS Fargate task from
+    pg_tools_image_uri, with `fargate_cpu` CPU units and `fargate_memory` MiB, a valid Fargate
+    combination, and `fargate_storage_gib` of scratch space at /tmp when 20 GiB is too little for
+    a restore that stages its archive) or "auto" (Fargate when its last successful backup took longer than
+    fargate_auto_after or is larger than fargate_auto_size_mib, else Lambda). `jobs` is the
+    number of parallel dump streams of its backups, verifications and restores (PGKEEP_JOBS);
+    with Fargate, about one per vCPU (docs/OPERATIONS.md, Choosing a runner).
   EOT
   type = map(object({
     secret_arn      = optional(string)
@@ -64,6 +72,12 @@ variable "databases" {
       exclude_tables     = optional(list(string))
       exclude_table_data = optional(list(string))
     }))
+    runner         = optional(string, "lambda")
+    fargate_cpu    = optional(number, 1024)
+    fargate_memory = optional(number, 2048)
+    # The task's ephemeral storage in GiB (21-200); null: Fargate's 20 GiB.
+    fargate_storage_gib = optional(number)
+    jobs                = optional(number, 1)
   }))
 
   validation {
@@ -93,6 +107,34 @@ variable "databases" {
   validation {
     condition     = alltrue([for n in keys(var.databases) : can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$", n))])
     error_message = "database names are 1-63 letters, digits, '_', '.' or '-'."
+  }
+  validation {
+    condition     = alltrue([for n, d in var.databases : contains(["lambda", "fargate", "auto"], d.runner)])
+    error_message = "a database's runner is \"lambda\", \"fargate\" or \"auto\"."
+  }
+  validation {
+    condition     = alltrue([for n, d in var.databases : d.fargate_storage_gib == null || try(d.fargate_storage_gib >= 21 && d.fargate_storage_gib <= 200 && d.fargate_storage_gib == floor(d.fargate_storage_gib), false)])
+    error_message = "a database's fargate_storage_gib is a whole number of GiB from 21 to 200 (Fargate's ephemeral storage), or null for the default 20 GiB."
+  }
+  validation {
+    condition     = alltrue([for n, d in var.databases : d.jobs == floor(d.jobs) && d.jobs >= 1 && d.jobs <= 32])
+    error_message = "a database's jobs (parallel dump streams) is a whole number from 1 to 32."
+  }
+  validation {
+    # Fargate's CPU and memory pairs: per CPU, the least, the most and the step of memory (MiB)
+    # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size).
+    condition = alltrue([for n, d in var.databases : d.runner == "lambda" || try(
+      d.fargate_memory >= {
+        "256" = 512, "512" = 1024, "1024" = 2048, "2048" = 4096, "4096" = 8192, "8192" = 16384, "16384" = 32768
+      }[tostring(d.fargate_cpu)] &&
+      d.fargate_memory <= {
+        "256" = 2048, "512" = 4096, "1024" = 8192, "2048" = 16384, "4096" = 30720, "8192" = 61440, "16384" = 122880
+      }[tostring(d.fargate_cpu)] &&
+      (d.fargate_memory == 512 || d.fargate_memory % {
+        "256" = 1024, "512" = 1024, "1024" = 1024, "2048" = 1024, "4096" = 1024, "8192" = 4096, "16384" = 8192
+      }[tostring(d.fargate_cpu)] == 0),
+    false)])
+    error_message = "fargate_cpu/fargate_memory must be a Fargate task size: cpu 256 (memory 512, 1024 or 2048), 512 (1024-4096 in steps of 1024), 1024 (2048-8192 in 1024s), 2048 (4096-16384 in 1024s), 4096 (8192-30720 in 1024s), 8192 (16384-61440 in 4096s) or 16384 (32768-122880 in 8192s)."
   }
 }
 
@@ -350,9 +392,42 @@ variable "artifacts_dir" {
 }
 
 variable "pg_tools_image_uri" {
-  description = "ECR image built from infra/Dockerfile (both the dump and verify binaries and the PostgreSQL client tools). When set, dump and verify run from it; when null they run from their zips with pg_tools_layer_arns."
+  description = "ECR image built from infra/Dockerfile (the dump and verify binaries, the pgkeep CLI and the PostgreSQL client tools). When set, dump and verify run from it; when null they run from their zips with pg_tools_layer_arns. The Fargate tasks of fargate and auto databases always run it (`pgkeep job`), so it is required when any database's runner is not lambda."
   type        = string
   default     = null
+}
+
+variable "fargate_cluster_arn" {
+  description = "ECS cluster the Fargate tasks of fargate and auto databases run in; null to create one (<name>, with Container Insights). Unused when every database runs on Lambda."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.fargate_cluster_arn == null || can(regex("^arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:cluster/[A-Za-z0-9_-]+$", var.fargate_cluster_arn))
+    error_message = "fargate_cluster_arn is an ECS cluster ARN: arn:aws:ecs:REGION:ACCOUNT:cluster/NAME."
+  }
+}
+
+variable "fargate_auto_after" {
+  description = "An auto database runs on Fargate when its last successful backup (for a verification, its last verification) took longer than this (PGKEEP_FARGATE_AUTO_AFTER), e.g. 10m; keep it well under the Lambda's 15 minutes."
+  type        = string
+  default     = "10m"
+
+  validation {
+    condition     = can(regex("^([0-9]+[wdhms])+$", var.fargate_auto_after))
+    error_message = "fargate_auto_after is a span such as 10m, 600s or 1h (units w, d, h, m, s)."
+  }
+}
+
+variable "fargate_auto_size_mib" {
+  description = "An auto database also runs on Fargate when its last successful backup is larger than this many MiB (PGKEEP_FARGATE_AUTO_SIZE_MIB); null for no size limit."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.fargate_auto_size_mib == null || try(var.fargate_auto_size_mib > 0 && var.fargate_auto_size_mib == floor(var.fargate_auto_size_mib), false)
+    error_message = "fargate_auto_size_mib is a positive whole number of MiB, or null."
+  }
 }
 
 variable "pg_tools_layer_arns" {

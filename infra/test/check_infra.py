@@ -32,7 +32,8 @@ FUNCTIONS = SPEC["functions"]
 GROUPS = {k for k in SPEC["permission_groups"] if k != "about"}
 # Groups that are the platform's needs, not calls in pgkeep's code.
 # rds_db: RDS checks rds-db:connect when the token (signed locally, no API call) is presented.
-PLATFORM_GROUPS = {"logs", "dlq", "tracing", "key_via_s3", "key_via_sns", "login_cmk", "rds_db"}
+# pass_task_roles: ECS checks iam:PassRole when RunTask hands the task its roles (no IAM call).
+PLATFORM_GROUPS = {"logs", "dlq", "tracing", "key_via_s3", "key_via_sns", "login_cmk", "rds_db", "pass_task_roles"}
 ENV_NAME = re.compile(r"PGKEEP_[A-Z0-9_]+")
 
 # SDK operation (snake_case method of the Rust SDK client) -> the IAM action it needs.
@@ -73,6 +74,7 @@ SDK_ACTIONS = {
     "secretsmanager": {"get_secret_value": "secretsmanager:GetSecretValue"},
     "lambda": {"invoke": "lambda:InvokeFunction"},
     "sns": {"publish": "sns:Publish"},
+    "ecs": {"run_task": "ecs:RunTask"},
 }
 # Calls made only by the CLI's setup commands and never by a function.
 CLI_ONLY = {"dynamodb:CreateTable", "dynamodb:UpdateTimeToLive", "dynamodb:DescribeTable", "kms:DescribeKey",
@@ -304,6 +306,25 @@ def check_static() -> None:
     if extra:
         fail(f"policies outside functions.json: {sorted(extra)}")
 
+    # The Fargate job's task definition: the environment of the functions it runs, built like
+    # theirs; its role from the same action lists (tasks.tf, functions.json's task).
+    task_def = resources.get("aws_ecs_task_definition.job", {})
+    containers = str(task_def.get("container_definitions"))
+    for needle in ("local.task_env", "local.task_secret_env", "/var/task/pgkeep", "job"):
+        if needle not in containers:
+            fail(f"aws_ecs_task_definition.job's container does not use {needle}")
+    if "local.spec.common_env" not in str(loc.get("task_env_all")) or "local.task_spec.runs" not in str(loc.get("task_env_all")):
+        fail("local.task_env_all is not built from functions.json's common_env and the env of task.runs")
+    task_policy = json.dumps(data.get("aws_iam_policy_document.task", {}).get("dynamic", ""))
+    if "local.task_actions" not in task_policy or "local.task_group_resources" not in task_policy:
+        fail("data.aws_iam_policy_document.task is not built from local.task_actions and local.task_group_resources")
+    for f in SPEC["task"]["runs"]:
+        if f not in FUNCTIONS:
+            fail(f"functions.json task.runs names {f}, which is not a function")
+    for v in SPEC["task"]["secret_env"]:
+        if not any(v in function_env(f) for f in SPEC["task"]["runs"]):
+            fail(f"functions.json task.secret_env names {v}, which no function of task.runs gets")
+
     check_code_calls()
     finish("static")
 
@@ -376,6 +397,13 @@ def check_deployed(state_path: str) -> None:
     vpc = by_key(res, "aws_iam_role_policy_attachment", "vpc")
     layers = list(by_key(res, "aws_lambda_layer_version", "pg_tools").values())
 
+    task_defs = by_key(res, "aws_ecs_task_definition", "job")
+    # Without a fargate or auto database there is no cluster, task definition or task role, so
+    # neither the variables naming them nor the permissions on them.
+    uses_fargate = bool(task_defs)
+    fargate_only = set() if uses_fargate else set(SPEC["optional_env"]["fargate_only"])
+    fargate_groups = set() if uses_fargate else {"run_task", "pass_task_roles"}
+
     if set(functions) != crates():
         fail(f"deployed functions {sorted(functions)} are not the crates {sorted(crates())}")
     for name, fn in sorted(functions.items()):
@@ -383,9 +411,10 @@ def check_deployed(state_path: str) -> None:
         if spec is None:
             continue
         env = (fn.get("environment") or [{}])[0].get("variables") or {}
-        if sorted(env) != sorted(function_env(name)):
-            missing = sorted(set(function_env(name)) - set(env))
-            extra = sorted(set(env) - set(function_env(name)))
+        want_env = [v for v in function_env(name) if v not in fargate_only]
+        if sorted(env) != sorted(want_env):
+            missing = sorted(set(want_env) - set(env))
+            extra = sorted(set(env) - set(want_env))
             fail(f"{name}: environment differs from functions.json (missing {missing}, extra {extra})")
         checks = {
             "PGKEEP_REPO": lambda v: v.startswith("s3://") and "/" in v[5:],
@@ -395,6 +424,14 @@ def check_deployed(state_path: str) -> None:
             "PGKEEP_DUMP_FUNCTION": lambda v: v == functions["dump"]["function_name"],
             "PGKEEP_VERIFY_FUNCTION": lambda v: v == functions["verify"]["function_name"],
             "PGKEEP_ALERT_TOPIC_ARN": lambda v: v.startswith("arn:aws:sns:"),
+            "PGKEEP_RUNNERS": lambda v: set(json.loads(v)) == set(json.loads(env["PGKEEP_DATABASES"]))
+            and set(json.loads(v).values()) <= {"lambda", "fargate", "auto"},
+            "PGKEEP_JOBS": lambda v: set(json.loads(v)) == set(json.loads(env["PGKEEP_DATABASES"]))
+            and all(isinstance(n, int) and n >= 1 for n in json.loads(v).values()),
+            "PGKEEP_FARGATE_TASK_DEFINITIONS": lambda v: json.loads(v)
+            == {db: td["arn_without_revision"] for db, td in task_defs.items()},
+            "PGKEEP_FARGATE_SUBNETS": lambda v: v.split(",") == fn["vpc_config"][0]["subnet_ids"]
+            if fn.get("vpc_config") else bool(v),
         }
         for var, ok in checks.items():
             if var in env and not ok(env[var]):
@@ -422,7 +459,7 @@ def check_deployed(state_path: str) -> None:
         inline = [p["name"] for p in roles[name].get("inline_policy", []) if p.get("name")]
         if inline != [policies[name]["name"]]:
             fail(f"{name}: role has inline policies {inline}")
-        want = {sid_of(g): sorted(a) for g, a in spec["actions"].items()}
+        want = {sid_of(g): sorted(a) for g, a in spec["actions"].items() if g not in fargate_groups}
         got = policy_actions(policies[name]["policy"])
         if got != want:
             for sid in sorted(set(want) | set(got)):
@@ -444,7 +481,12 @@ def check_deployed(state_path: str) -> None:
         if "kms:*" in as_list(s["Action"]):
             fail(f"key policy statement {s.get('Sid')} grants kms:*")
     role_arns = {roles[n]["arn"]: n for n in roles}
-    for name, spec in FUNCTIONS.items():
+    task_role = next(iter(by_key(res, "aws_iam_role", "task").values()), None)
+    holders = dict(FUNCTIONS)
+    if task_role:
+        role_arns[task_role["arn"]] = "task"
+        holders["task"] = {"actions": task_actions()}
+    for name, spec in holders.items():
         for group in ("key", "key_via_s3", "key_via_sns"):
             want = sorted(spec["actions"].get(group, []))
             got = sorted(
@@ -479,9 +521,15 @@ def check_deployed(state_path: str) -> None:
     want = {f"{f}-{db}" for f, s in FUNCTIONS.items() if s["scheduled"] for db in databases}
     if set(schedules) != want:
         fail(f"schedules {sorted(schedules)}, expected {sorted(want)}")
+    runners = json.loads(functions["dump"]["environment"][0]["variables"]["PGKEEP_RUNNERS"])
+    on_ecs = 0
     for key_name, s in schedules.items():
         f, db = key_name.split("-", 1)
         target = s["target"][0]
+        if runners.get(db) == "fargate" and f in ("dump", "verify"):
+            on_ecs += 1
+            check_run_task_schedule(key_name, f, db, target, functions["dump"], task_defs)
+            continue
         if target["arn"] != functions[f]["arn"]:
             fail(f"schedule {key_name} starts {target['arn']}")
         if json.loads(target["input"])["detail"]["database"] != db:
@@ -498,9 +546,263 @@ def check_deployed(state_path: str) -> None:
         if json.loads(target["input"])["detail"] != {"check": "health"}:
             fail(f"the health check's detail is {json.loads(target['input'])['detail']}")
 
+    check_fargate(res, functions, runners, task_defs, on_ecs)
+    check_dashboard(res, databases)
+
     packaging = "dump and verify zips with the pg tools layer" if layers else "dump and verify from the image"
-    print(f"deployed: {len(functions)} functions ({packaging}), {len(schedules)} schedules and the health check, roles and key policy match functions.json")
+    print(f"deployed: {len(functions)} functions ({packaging}), {len(schedules)} schedules ({on_ecs} starting a Fargate task) and the health check, {len(task_defs)} task definitions, roles and key policy match functions.json")
     finish("deployed")
+
+
+def metrics_emitted() -> dict[str, str]:
+    """Metric name -> unit, as shared/src/metrics.rs defines them (the EMF the code writes)."""
+    text = (ROOT / "shared" / "src" / "metrics.rs").read_text()
+    # The arms of `fn name`, up to the next fn (`unit`'s arms map to units, not names).
+    body = re.search(r"pub fn name\(self\)(.*?)\n    pub fn ", text, re.S)
+    names = dict(re.findall(r'Metric::(\w+) => "(\w+)"', body.group(1))) if body else {}
+    namespace = re.search(r'pub const NAMESPACE: &str = "(\w+)";', text)
+    dimension = re.search(r'pub const DIMENSION: &str = "(\w+)";', text)
+    if not names or not namespace or not dimension:
+        fail("shared/src/metrics.rs: found no metric names, NAMESPACE or DIMENSION (has it changed shape?)")
+        return {}
+    return {"namespace": namespace.group(1), "dimension": dimension.group(1), "names": sorted(set(names.values()))}
+
+
+def check_dashboard(res: list[dict], databases: set[str]) -> None:
+    """The CloudWatch dashboard: for every database one row holding a widget per metric the code
+    emits, each graphing exactly that metric of that database."""
+    dashboards = by_key(res, "aws_cloudwatch_dashboard", "pgkeep")
+    if len(dashboards) != 1:
+        fail(f"expected one CloudWatch dashboard, found {len(dashboards)}")
+        return
+    emitted = metrics_emitted()
+    if not emitted:
+        return
+    widgets = json.loads(next(iter(dashboards.values()))["dashboard_body"])["widgets"]
+    seen: dict[str, dict[str, int]] = {}
+    for w in widgets:
+        for line in w.get("properties", {}).get("metrics", []):
+            plain = [x for x in line if isinstance(x, str)]
+            if len(plain) != 4 or plain[0] != emitted["namespace"] or plain[2] != emitted["dimension"]:
+                fail(f"dashboard widget {w.get('properties', {}).get('title')!r} graphs {line}, not {emitted['namespace']}/<metric>/{emitted['dimension']}/<database>")
+                continue
+            if plain[1] not in emitted["names"]:
+                fail(f"dashboard widget graphs {plain[1]}, which the code does not emit ({emitted['names']})")
+            if plain[3] not in databases:
+                fail(f"dashboard widget graphs database {plain[3]}, which is not deployed")
+            seen.setdefault(plain[3], {})[plain[1]] = w["y"]
+    for db in sorted(databases):
+        have = seen.get(db, {})
+        missing = sorted(set(emitted["names"]) - set(have))
+        if missing:
+            fail(f"dashboard: database {db} has no widget for {missing}")
+        if len(set(have.values())) > 1:
+            fail(f"dashboard: database {db}'s widgets are not one row (y = {sorted(set(have.values()))})")
+    rows = {db: next(iter(v.values())) for db, v in seen.items() if v}
+    if len(set(rows.values())) != len(rows):
+        fail(f"dashboard: databases share a row: {rows}")
+    print(f"dashboard: {len(widgets)} widgets, one row per database ({', '.join(sorted(databases))}) with {', '.join(emitted['names'])}")
+
+
+TASK = SPEC["task"]
+RUN_TASK_TARGET = "arn:aws:scheduler:::aws-sdk:ecs:runTask"
+
+
+def task_actions() -> dict[str, list[str]]:
+    """The task role's actions: the union of those of the functions whose jobs it runs."""
+    out: dict[str, set[str]] = {}
+    for f in TASK["runs"]:
+        for group, actions in FUNCTIONS[f]["actions"].items():
+            if group not in TASK["not_in_task"]:
+                out.setdefault(group, set()).update(actions)
+    return {g: sorted(a) for g, a in out.items()}
+
+
+def task_env_names() -> list[str]:
+    names = list(SPEC["common_env"])
+    for f in TASK["runs"]:
+        names += FUNCTIONS[f]["env"]
+    return sorted(set(names))
+
+
+def statement_conditions(document: str) -> dict[str, dict]:
+    return {s.get("Sid", ""): s.get("Condition", {}) for s in json.loads(document)["Statement"]}
+
+
+def check_run_task_schedule(key_name: str, function: str, db: str, target: dict, dump: dict, task_defs: dict) -> None:
+    """A fargate database's dump or verify schedule: the Scheduler's RunTask (universal target),
+    the request in ECS's JSON, the job the Lambda target would have got as PGKEEP_JOB."""
+    if target["arn"] != RUN_TASK_TARGET:
+        fail(f"schedule {key_name} (a fargate database) targets {target['arn']}, not {RUN_TASK_TARGET}")
+        return
+    request = json.loads(target["input"])
+    env = dump["environment"][0]["variables"]
+    want = {
+        "Cluster": env.get("PGKEEP_FARGATE_CLUSTER"),
+        "TaskDefinition": json.loads(env.get("PGKEEP_FARGATE_TASK_DEFINITIONS", "{}")).get(db),
+        "LaunchType": "FARGATE",
+        "Count": 1,
+        "StartedBy": "pgkeep",
+        "NetworkConfiguration": {"AwsvpcConfiguration": {
+            "Subnets": dump["vpc_config"][0]["subnet_ids"],
+            "SecurityGroups": dump["vpc_config"][0]["security_group_ids"],
+            "AssignPublicIp": "DISABLED",
+        }},
+    }
+    for k, v in want.items():
+        got = request.get(k)
+        if k == "NetworkConfiguration" and got:
+            got = {"AwsvpcConfiguration": {**got["AwsvpcConfiguration"],
+                                           "Subnets": sorted(got["AwsvpcConfiguration"]["Subnets"]),
+                                           "SecurityGroups": sorted(got["AwsvpcConfiguration"]["SecurityGroups"])}}
+            v = {"AwsvpcConfiguration": {**v["AwsvpcConfiguration"], "Subnets": sorted(v["AwsvpcConfiguration"]["Subnets"]),
+                                         "SecurityGroups": sorted(v["AwsvpcConfiguration"]["SecurityGroups"])}}
+        if got != v:
+            fail(f"schedule {key_name}: RunTask {k} is {got!r}, expected {v!r}")
+    if db not in task_defs:
+        fail(f"schedule {key_name}: database {db} has no task definition")
+    overrides = request.get("Overrides", {}).get("ContainerOverrides", [])
+    if [o.get("Name") for o in overrides] != ["pgkeep"]:
+        fail(f"schedule {key_name}: container overrides {overrides}")
+        return
+    job_env = {e["Name"]: e["Value"] for e in overrides[0].get("Environment", [])}
+    if set(job_env) != {"PGKEEP_JOB"}:
+        fail(f"schedule {key_name}: the override sets {sorted(job_env)}, expected only PGKEEP_JOB")
+        return
+    job = json.loads(job_env["PGKEEP_JOB"])
+    event = job.get("event", {})
+    if job.get("function") != function or set(job) != {"function", "event"}:
+        fail(f"schedule {key_name}: PGKEEP_JOB is {job}, expected function {function} and its event")
+    if event.get("detail", {}).get("database") != db or event.get("detail-type") != "Scheduled Event":
+        fail(f"schedule {key_name}: the job's event is not the scheduled event of {db}: {event}")
+    # The Scheduler fills in its context attributes only where they stand literally.
+    if "<aws.scheduler.execution-id>" not in target["input"] or event.get("id") != "<aws.scheduler.execution-id>":
+        fail(f"schedule {key_name}: the job's event id is not the Scheduler's execution id placeholder")
+
+
+def check_fargate(res: list[dict], functions: dict, runners: dict, task_defs: dict, on_ecs: int) -> None:
+    """The Fargate job: one task definition per fargate/auto database, running `pgkeep job` from
+    the functions' image with their environment; its two roles exactly as functions.json's task
+    says; the Scheduler's and the functions' right to start it; the task-stopped rule."""
+    want_dbs = {db for db, r in runners.items() if r != "lambda"}
+    if set(task_defs) != want_dbs:
+        fail(f"task definitions for {sorted(task_defs)}, expected one per fargate/auto database {sorted(want_dbs)}")
+    others = {
+        "cluster": by_key(res, "aws_ecs_cluster", "pgkeep"),
+        "task role": by_key(res, "aws_iam_role", "task"),
+        "execution role": by_key(res, "aws_iam_role", "task_execution"),
+        "task log group": by_key(res, "aws_cloudwatch_log_group", "task"),
+        "task secret": by_key(res, "aws_secretsmanager_secret", "task"),
+        "task-stopped rule": by_key(res, "aws_cloudwatch_event_rule", "task_stopped"),
+        "task-stopped target": by_key(res, "aws_cloudwatch_event_target", "task_stopped"),
+        "task-stopped permission": by_key(res, "aws_lambda_permission", "task_stopped"),
+    }
+    if not want_dbs:
+        for what, found in others.items():
+            if found:
+                fail(f"every database runs on Lambda, yet the stack has a {what}")
+        return
+    for what, found in others.items():
+        if len(found) != 1:
+            fail(f"expected one {what}, found {len(found)}")
+            return
+    one = {k: next(iter(v.values())) for k, v in others.items()}
+    cluster_arn = one["cluster"]["arn"]
+    dump_env = functions["dump"]["environment"][0]["variables"]
+    if dump_env.get("PGKEEP_FARGATE_CLUSTER") != cluster_arn:
+        fail(f"PGKEEP_FARGATE_CLUSTER is {dump_env.get('PGKEEP_FARGATE_CLUSTER')}, not the cluster {cluster_arn}")
+    if {"name": "containerInsights", "value": "enabled"} not in one["cluster"]["setting"]:
+        fail(f"the cluster's Container Insights is off: {one['cluster']['setting']}")
+    image = functions["dump"].get("image_uri")
+    secret_arn = one["task secret"]["arn"]
+    for db, td in sorted(task_defs.items()):
+        if td["requires_compatibilities"] != ["FARGATE"] or td["network_mode"] != "awsvpc":
+            fail(f"task definition {db}: {td['requires_compatibilities']} {td['network_mode']}, expected FARGATE awsvpc")
+        if td["task_role_arn"] != one["task role"]["arn"] or td["execution_role_arn"] != one["execution role"]["arn"]:
+            fail(f"task definition {db}: roles {td['task_role_arn']}, {td['execution_role_arn']}")
+        containers = json.loads(td["container_definitions"])
+        if [c["name"] for c in containers] != ["pgkeep"]:
+            fail(f"task definition {db}: containers {[c['name'] for c in containers]}, expected one named pgkeep")
+            continue
+        c = containers[0]
+        if c.get("image") != image:
+            fail(f"task definition {db}: image {c.get('image')}, the functions run {image}")
+        if c.get("entryPoint") != ["/var/task/pgkeep", "job"] or c.get("command"):
+            fail(f"task definition {db}: runs {c.get('entryPoint')} {c.get('command')}, expected /var/task/pgkeep job")
+        env = {e["name"]: e["value"] for e in c.get("environment", [])}
+        secrets = {e["name"]: e["valueFrom"] for e in c.get("secrets", [])}
+        if "PGKEEP_JOB" in env or "PGKEEP_JOB" in secrets:
+            fail(f"task definition {db}: sets PGKEEP_JOB, which each RunTask overrides")
+        if sorted(set(env) | set(secrets)) != task_env_names() or set(env) & set(secrets):
+            fail(f"task definition {db}: environment {sorted(env)} and secrets {sorted(secrets)} are not functions.json's task environment {task_env_names()}")
+        if sorted(secrets) != sorted(TASK["secret_env"]):
+            fail(f"task definition {db}: secrets {sorted(secrets)}, expected {TASK['secret_env']}")
+        for k, v in secrets.items():
+            if v != f"{secret_arn}:{k}::":
+                fail(f"task definition {db}: secret {k} from {v}, expected {secret_arn}:{k}::")
+        for k, v in env.items():
+            if k in dump_env and dump_env[k] != v:
+                fail(f"task definition {db}: {k}={v!r}, the dump function has {dump_env[k]!r} (one environment builder)")
+        log = c.get("logConfiguration", {})
+        if log.get("logDriver") != "awslogs" or log.get("options", {}).get("awslogs-group") != one["task log group"]["name"]:
+            fail(f"task definition {db}: logs {log}")
+        if not one["task log group"].get("kms_key_id"):
+            fail("the task log group is not encrypted with the pgkeep key")
+        if c.get("stopTimeout") != 30:
+            fail(f"task definition {db}: stopTimeout {c.get('stopTimeout')}, expected 30")
+
+    # The task role: the union of its functions' actions; the execution role: its own list.
+    policies = {
+        "task": (by_key(res, "aws_iam_role_policy", "task"), {sid_of(g): a for g, a in task_actions().items()}),
+        "execution": (by_key(res, "aws_iam_role_policy", "task_execution"),
+                      {sid_of(g): sorted(a) for g, a in TASK["execution_actions"].items()}),
+    }
+    for what, (found, want) in policies.items():
+        if len(found) != 1:
+            fail(f"expected one {what} role policy, found {len(found)}")
+            continue
+        got = policy_actions(next(iter(found.values()))["policy"])
+        for sid in sorted(set(want) | set(got)):
+            if want.get(sid) != got.get(sid):
+                fail(f"{what} role: statement {sid} grants {got.get(sid)}, functions.json's task says {want.get(sid)}")
+
+    # Who may start it, and only there: dump and verify, and the Scheduler for fargate schedules.
+    fn_policies = by_key(res, "aws_iam_role_policy", "function")
+    scheduler = next(iter(by_key(res, "aws_iam_role_policy", "scheduler").values()))
+    holders = {f: fn_policies[f]["policy"] for f, s in FUNCTIONS.items() if "run_task" in s["actions"]}
+    if on_ecs:
+        holders["scheduler"] = scheduler["policy"]
+    elif "RunTask" in policy_actions(scheduler["policy"]):
+        fail("the Scheduler may run tasks though no schedule starts one")
+    for who, document in holders.items():
+        conditions = statement_conditions(document)
+        run = conditions.get("RunTask") if who == "scheduler" else conditions.get(sid_of("run_task"))
+        passing = conditions.get("PassTaskRoles")
+        if json.dumps(run or {}).count(cluster_arn) != 1 or "ecs:cluster" not in json.dumps(run):
+            fail(f"{who}: ecs:RunTask is not limited to the cluster (condition {run})")
+        if "ecs-tasks.amazonaws.com" not in json.dumps(passing or {}):
+            fail(f"{who}: iam:PassRole is not limited to ECS tasks (condition {passing})")
+        resources = [r for s in json.loads(document)["Statement"] if s.get("Sid") in ("RunTask", "PassTaskRoles") for r in as_list(s["Resource"])]
+        for db in (want_dbs if who != "scheduler" else {d for d, r in runners.items() if r == "fargate"}):
+            if task_defs[db]["arn_without_revision"] not in resources:
+                fail(f"{who}: may not run the task definition of {db}")
+        for role in ("task role", "execution role"):
+            if one[role]["arn"] not in resources:
+                fail(f"{who}: may not pass the {role}")
+
+    # A stopped task reaches the dump function.
+    pattern = json.loads(one["task-stopped rule"]["event_pattern"])
+    want_pattern = {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
+                    "detail": {"lastStatus": ["STOPPED"], "clusterArn": [cluster_arn], "startedBy": ["pgkeep"]}}
+    if pattern != want_pattern:
+        fail(f"task-stopped rule pattern {pattern}, expected {want_pattern}")
+    if one["task-stopped target"]["arn"] != functions["dump"]["arn"]:
+        fail(f"task-stopped rule targets {one['task-stopped target']['arn']}, not the dump function")
+    permission = one["task-stopped permission"]
+    if (permission["principal"], permission["source_arn"], permission["function_name"]) != (
+            "events.amazonaws.com", one["task-stopped rule"]["arn"], functions["dump"]["function_name"]):
+        fail(f"the dump function's permission for the rule is {permission}")
+    print(f"fargate: {len(task_defs)} task definitions ({', '.join(sorted(task_defs))}) run /var/task/pgkeep job with the functions' environment; task and execution roles match functions.json; the task-stopped rule reaches dump")
 
 
 # ---------------------------------------------------------------- code

@@ -3,18 +3,33 @@
 region = "us-east-1"
 name   = "pgkeep-test"
 
+# One database on each runner: shop on Fargate (its schedules start the task), crm auto (the
+# functions decide), ledger on Lambda (the default). infra/test/run's second apply (the zip
+# path, no image) turns them all to Lambda, which removes every ECS resource again.
 databases = {
   shop = {
-    secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/shop-AbCdEf"
-    retention  = { keep_last = 3, keep_within = "2d" }
-    selection  = { exclude_schemas = ["audit"], exclude_table_data = ["public.sessions"] }
+    secret_arn     = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/shop-AbCdEf"
+    retention      = { keep_last = 3, keep_within = "2d" }
+    selection      = { exclude_schemas = ["audit"], exclude_table_data = ["public.sessions"] }
+    runner         = "fargate"
+    fargate_cpu    = 2048
+    fargate_memory = 4096
+    # Room for restores that stage a whole single-stream archive.
+    fargate_storage_gib = 50
+    jobs                = 2
   }
   crm = {
     secret_arn    = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/crm-GhIjKl"
     dump_schedule = "cron(30 1 * * ? *)"
     max_age       = "2d"
+    runner        = "auto"
+  }
+  ledger = {
+    url = "postgresql://pgkeep_backup@ledger.example.internal:5432/ledger"
   }
 }
+fargate_auto_after    = "8m"
+fargate_auto_size_mib = 20480
 
 retention = {
   keep_last    = 2

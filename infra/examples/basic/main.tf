@@ -46,6 +46,9 @@ module "pgkeep" {
   artifacts_dir          = var.artifacts_dir
   pg_tools_image_uri     = var.pg_tools_image_uri
   pg_tools_layer         = var.pg_tools_layer
+  fargate_cluster_arn    = var.fargate_cluster_arn
+  fargate_auto_after     = var.fargate_auto_after
+  fargate_auto_size_mib  = var.fargate_auto_size_mib
   restore_principal_arns = var.restore_principal_arns
   jwt_authorizer         = var.jwt_authorizer
   deletion_protection    = var.deletion_protection

@@ -35,6 +35,12 @@ variable "databases" {
       exclude_tables     = optional(list(string))
       exclude_table_data = optional(list(string))
     }))
+    runner         = optional(string, "lambda")
+    fargate_cpu    = optional(number, 1024)
+    fargate_memory = optional(number, 2048)
+    # The task's ephemeral storage in GiB (21-200); null: Fargate's 20 GiB.
+    fargate_storage_gib = optional(number)
+    jobs                = optional(number, 1)
   }))
 }
 
@@ -146,6 +152,24 @@ variable "artifacts_dir" {
 variable "pg_tools_image_uri" {
   description = "ECR image built from infra/Dockerfile for dump and verify."
   type        = string
+  default     = null
+}
+
+variable "fargate_cluster_arn" {
+  description = "ECS cluster for the Fargate jobs of fargate and auto databases; null to create one."
+  type        = string
+  default     = null
+}
+
+variable "fargate_auto_after" {
+  description = "An auto database runs on Fargate when its last backup took longer than this (e.g. 10m)."
+  type        = string
+  default     = "10m"
+}
+
+variable "fargate_auto_size_mib" {
+  description = "An auto database also runs on Fargate when its last backup is larger than this (MiB); null for no limit."
+  type        = number
   default     = null
 }
 
