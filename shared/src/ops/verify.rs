@@ -431,7 +431,17 @@ async fn restore_and_compare(
         Ok(client) => client,
         Err(e) => return Outcome::Inconclusive(Error::Scratch(e)),
     };
-    match compare(&client, &target, record, manifest, &summary, findings).await {
+    match compare(
+        &client,
+        &target,
+        record,
+        manifest,
+        &summary,
+        findings,
+        request.jobs,
+    )
+    .await
+    {
         Ok(()) => {}
         Err(e) => return Outcome::Inconclusive(Error::Scratch(e)),
     }
@@ -577,7 +587,73 @@ SELECT n.nspname::text, c.relname::text,
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND c.oid >= 16384
   AND n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
+ORDER BY pg_catalog.pg_relation_size(c.oid) DESC
 ";
+
+/// Counts the rows of each `(name, count query)`, largest table first, on `jobs` connections at
+/// once (`client` and `jobs - 1` more): counting scans every table, which after a parallel
+/// restore is the longest step left.
+async fn count_rows(
+    client: &Client,
+    target: &PgTarget,
+    tables: Vec<(String, String)>,
+    jobs: u32,
+) -> Result<BTreeMap<String, u64>, crate::postgres::PgError> {
+    type Queue = Arc<std::sync::Mutex<std::collections::VecDeque<(String, String)>>>;
+    async fn work(
+        client: &Client,
+        target: &PgTarget,
+        queue: &Queue,
+    ) -> Result<Vec<(String, u64)>, crate::postgres::PgError> {
+        let mut counted = Vec::new();
+        loop {
+            let next = queue.lock().expect("queue lock").pop_front();
+            let Some((name, sql)) = next else {
+                return Ok(counted);
+            };
+            let n: i64 = client
+                .query_one(&sql, &[])
+                .await
+                .map_err(|e| target.query_error(&e))?
+                .get(0);
+            counted.push((name, n as u64));
+        }
+    }
+    let extra = (jobs.max(1) as usize - 1).min(tables.len().saturating_sub(1));
+    let queue: Queue = Arc::new(std::sync::Mutex::new(tables.into()));
+    let mut helpers = tokio::task::JoinSet::new();
+    for _ in 0..extra {
+        let (target, queue) = (target.clone(), queue.clone());
+        helpers.spawn(async move {
+            let client = target.connect().await?;
+            work(&client, &target, &queue).await
+        });
+    }
+    let mine = work(client, target, &queue).await;
+    let mut actual: BTreeMap<String, u64> = BTreeMap::new();
+    // Every helper is awaited (and so its connection closed) before any error is returned.
+    let mut failed = None;
+    match mine {
+        Ok(counted) => actual.extend(counted),
+        Err(e) => failed = Some(e),
+    }
+    while let Some(joined) = helpers.join_next().await {
+        match joined {
+            Ok(Ok(counted)) => actual.extend(counted),
+            Ok(Err(e)) => failed = failed.or(Some(e)),
+            Err(e) => {
+                failed = failed.or(Some(crate::postgres::PgError::Query {
+                    target: target.redacted(),
+                    message: format!("a counting task failed: {e}"),
+                }))
+            }
+        }
+    }
+    match failed {
+        None => Ok(actual),
+        Some(e) => Err(e),
+    }
+}
 
 /// Fills `findings` with the comparison of the restored database against the manifest (row
 /// counts, large objects) and the archive's TOC (objects).
@@ -588,6 +664,7 @@ async fn compare(
     manifest: &Manifest,
     archive: &ArchiveSummary,
     findings: &mut Findings,
+    jobs: u32,
 ) -> Result<(), crate::postgres::PgError> {
     let q = |e: tokio_postgres::Error| target.query_error(&e);
     // pg_dump formats type names under an empty search_path; so must we.
@@ -600,7 +677,7 @@ async fn compare(
     // and every restored table it does not. Tables the backup's selection left out are in
     // neither, so their absence is no difference.
     let schema_only: BTreeSet<&String> = record.schema_only_tables.iter().collect();
-    let mut actual: BTreeMap<String, u64> = BTreeMap::new();
+    let mut to_count = Vec::new();
     let mut own_tables = BTreeSet::new();
     for row in client.query(RESTORED_TABLES_SQL, &[]).await.map_err(q)? {
         let (schema, table, in_extension): (String, String, bool) =
@@ -613,13 +690,13 @@ async fn compare(
                 sql_ident(&schema),
                 sql_ident(&table)
             );
-            let n: i64 = client.query_one(&sql, &[]).await.map_err(q)?.get(0);
-            actual.insert(name.clone(), n as u64);
+            to_count.push((name.clone(), sql));
             if !in_extension {
                 own_tables.insert(name);
             }
         }
     }
+    let actual = count_rows(client, target, to_count, jobs).await?;
     let names: BTreeSet<&String> = record
         .row_counts
         .keys()
