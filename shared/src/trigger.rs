@@ -404,6 +404,85 @@ fn parse_id(text: &str) -> Result<BackupId, TriggerError> {
         .map_err(|e: crate::model::InvalidBackupId| TriggerError::Field(e.to_string()))
 }
 
+
+/// Which function's work a job is: what `pgkeep job` runs, in a Fargate task or locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobFunction {
+    /// A backup ([`DumpTrigger`]).
+    Dump,
+    /// A verification or a restore ([`VerifyEvent`]).
+    Verify,
+    /// A prune or health check ([`PruneTrigger`]).
+    Prune,
+}
+
+impl JobFunction {
+    /// Its name, as in the job's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobFunction::Dump => "dump",
+            JobFunction::Verify => "verify",
+            JobFunction::Prune => "prune",
+        }
+    }
+}
+
+/// One job for `pgkeep job` (`PGKEEP_JOB`): the function whose work it is and exactly the
+/// event that function's Lambda accepts, so a Fargate task and an invocation run the same
+/// work from the same event (a scheduled event names the same backup id in both).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Whose work.
+    pub function: JobFunction,
+    /// The event, as the function's Lambda takes it.
+    pub event: serde_json::Value,
+}
+
+impl Job {
+    /// Reads a job's JSON, checking that its event is one its function accepts.
+    pub fn parse(text: &str) -> Result<Job, TriggerError> {
+        let job: Job = serde_json::from_str(text).map_err(|e| {
+            TriggerError::Shape(format!(
+                "job: {e}; expected {{\"function\": \"dump\"|\"verify\"|\"prune\", \"event\": <that function's event>}}"
+            ))
+        })?;
+        job.check()?;
+        Ok(job)
+    }
+
+    /// Whether the event is one the function accepts.
+    pub fn check(&self) -> Result<(), TriggerError> {
+        match self.function {
+            JobFunction::Dump => DumpTrigger::from_event(&self.event).map(drop),
+            JobFunction::Verify => VerifyEvent::from_event(&self.event).map(drop),
+            JobFunction::Prune => PruneTrigger::from_event(&self.event).map(drop),
+        }
+    }
+
+    /// A dump job.
+    pub fn dump(trigger: &DumpTrigger) -> Job {
+        Job {
+            function: JobFunction::Dump,
+            event: trigger.to_event(),
+        }
+    }
+
+    /// A verify (or restore) job.
+    pub fn verify(event: &VerifyEvent) -> Job {
+        Job {
+            function: JobFunction::Verify,
+            event: event.to_event(),
+        }
+    }
+
+    /// The JSON `PGKEEP_JOB` carries.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a job serializes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,5 +739,20 @@ mod tests {
         ] {
             assert!(DumpTrigger::from_event(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_job_carries_a_function_and_its_own_event() {
+        let text = json!({"function": "dump", "event": {"database": "shop", "kind": "manual"}}).to_string();
+        let job = Job::parse(&text).unwrap();
+        assert_eq!(job.function, JobFunction::Dump);
+        assert_eq!(Job::parse(&job.to_json()).unwrap(), job);
+        let trigger = DumpTrigger::from_event(&json!({"database": "shop", "kind": "manual", "backup_id": "20261124T120000000Z-0a1b2c3d"})).unwrap();
+        let back = Job::parse(&Job::dump(&trigger).to_json()).unwrap();
+        assert_eq!(DumpTrigger::from_event(&back.event).unwrap(), trigger);
+        let bad = Job::parse(&json!({"function": "verify", "event": {"database": 3}}).to_string());
+        assert!(bad.is_err());
+        let err = Job::parse(&json!({"function": "backup", "event": {}}).to_string()).unwrap_err();
+        assert!(err.to_string().contains("\"dump\""), "{err}");
     }
 }
