@@ -70,9 +70,11 @@ impl TaskStarter for EcsTaskStarter {
             AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
             NetworkConfiguration, TaskOverride,
         };
-        let cluster = self.fargate.cluster.as_deref().ok_or(
-            "PGKEEP_FARGATE_CLUSTER is not set, so no Fargate task can be started",
-        )?;
+        let cluster = self
+            .fargate
+            .cluster
+            .as_deref()
+            .ok_or("PGKEEP_FARGATE_CLUSTER is not set, so no Fargate task can be started")?;
         let definition = self.fargate.task_definitions.get(database).ok_or_else(|| {
             format!("PGKEEP_FARGATE_TASK_DEFINITIONS names no task definition for {database:?}")
         })?;

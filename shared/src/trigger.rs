@@ -404,7 +404,6 @@ fn parse_id(text: &str) -> Result<BackupId, TriggerError> {
         .map_err(|e: crate::model::InvalidBackupId| TriggerError::Field(e.to_string()))
 }
 
-
 /// Which function's work a job is: what `pgkeep job` runs, in a Fargate task or locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -743,7 +742,8 @@ mod tests {
 
     #[test]
     fn a_job_carries_a_function_and_its_own_event() {
-        let text = json!({"function": "dump", "event": {"database": "shop", "kind": "manual"}}).to_string();
+        let text = json!({"function": "dump", "event": {"database": "shop", "kind": "manual"}})
+            .to_string();
         let job = Job::parse(&text).unwrap();
         assert_eq!(job.function, JobFunction::Dump);
         assert_eq!(Job::parse(&job.to_json()).unwrap(), job);

@@ -132,8 +132,12 @@ impl RunnerSettings {
         let map = |name: &str| -> Result<Option<BTreeMap<String, serde_json::Value>>, ConfigError> {
             get(name)
                 .map(|json| {
-                    serde_json::from_str(&json)
-                        .map_err(|e| invalid(name, format!("not a JSON object keyed by database name: {e}")))
+                    serde_json::from_str(&json).map_err(|e| {
+                        invalid(
+                            name,
+                            format!("not a JSON object keyed by database name: {e}"),
+                        )
+                    })
                 })
                 .transpose()
         };
@@ -314,7 +318,10 @@ mod tests {
         let s = settings(&[
             ("PGKEEP_RUNNERS", r#"{"big": "fargate", "grow": "auto"}"#),
             ("PGKEEP_FARGATE_AUTO_SIZE_MIB", "2048"),
-            ("PGKEEP_FARGATE_CLUSTER", "arn:aws:ecs:us-east-1:1:cluster/c"),
+            (
+                "PGKEEP_FARGATE_CLUSTER",
+                "arn:aws:ecs:us-east-1:1:cluster/c",
+            ),
             (
                 "PGKEEP_FARGATE_TASK_DEFINITIONS",
                 r#"{"big": "arn:td/big:1", "grow": "arn:td/grow:1"}"#,
@@ -344,7 +351,10 @@ mod tests {
         );
         match s.choose("grow", Work::Backup, Some(&last(20, 100))) {
             Placement::Fargate { reason } => {
-                assert!(reason.contains("1200s") && reason.contains("10m"), "{reason}")
+                assert!(
+                    reason.contains("1200s") && reason.contains("10m"),
+                    "{reason}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -362,11 +372,17 @@ mod tests {
     #[test]
     fn bad_runner_settings_name_the_variable_and_the_fix() {
         let err = settings(&[("PGKEEP_RUNNERS", r#"{"shop": "ec2"}"#)]).unwrap_err();
-        assert!(err.to_string().contains("PGKEEP_RUNNERS") && err.to_string().contains("\"auto\""), "{err}");
+        assert!(
+            err.to_string().contains("PGKEEP_RUNNERS") && err.to_string().contains("\"auto\""),
+            "{err}"
+        );
         let err = settings(&[("PGKEEP_RUNNERS", r#"{"nope": "fargate"}"#)]).unwrap_err();
         assert!(err.to_string().contains("PGKEEP_DATABASES"), "{err}");
         let err = settings(&[("PGKEEP_FARGATE_AUTO_AFTER", "soon")]).unwrap_err();
-        assert!(err.to_string().contains("PGKEEP_FARGATE_AUTO_AFTER"), "{err}");
+        assert!(
+            err.to_string().contains("PGKEEP_FARGATE_AUTO_AFTER"),
+            "{err}"
+        );
         let s = settings(&[("PGKEEP_RUNNERS", r#"{"big": "auto"}"#)]).unwrap();
         let err = s.check_startable().unwrap_err();
         assert!(err.to_string().contains("PGKEEP_FARGATE_CLUSTER"), "{err}");
@@ -376,7 +392,10 @@ mod tests {
         ])
         .unwrap();
         let err = s.check_startable().unwrap_err();
-        assert!(err.to_string().contains("PGKEEP_FARGATE_TASK_DEFINITIONS"), "{err}");
+        assert!(
+            err.to_string().contains("PGKEEP_FARGATE_TASK_DEFINITIONS"),
+            "{err}"
+        );
         assert!(RunnerSettings::default().check_startable().is_ok());
     }
 }

@@ -18,9 +18,7 @@ use crate::invoke::{EcsTaskStarter, TaskStarter};
 use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus};
 use crate::ops::verify::next_to_verify;
 use crate::ops::Error;
-use crate::trigger::{
-    DumpTrigger, Job, JobFunction, PruneTrigger, VerifyEvent, VerifyTrigger,
-};
+use crate::trigger::{DumpTrigger, Job, JobFunction, PruneTrigger, VerifyEvent, VerifyTrigger};
 
 /// The ECS starter, when a database may go to Fargate (its cluster and task definition are
 /// checked now, at the function's start).
@@ -32,9 +30,8 @@ pub(super) fn task_starter(
         return Ok(None);
     }
     settings.runners.check_startable()?;
-    let aws = aws.ok_or_else(|| {
-        ConfigError::Invalid("PGKEEP_RUNNERS needs the AWS configuration".into())
-    })?;
+    let aws = aws
+        .ok_or_else(|| ConfigError::Invalid("PGKEEP_RUNNERS needs the AWS configuration".into()))?;
     Ok(Some(Arc::new(EcsTaskStarter::new(
         aws,
         settings.runners.fargate.clone(),
