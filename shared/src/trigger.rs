@@ -482,6 +482,92 @@ impl Job {
     }
 }
 
+/// ECS's "Task State Change" event for a stopped task pgkeep started (the rule sends it to
+/// the dump function): which job the task ran and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskStopped {
+    /// The task.
+    pub task_arn: String,
+    /// The `pgkeep` container's exit code; `None` when it never ran (image pull, ENI, ...).
+    pub exit_code: Option<i64>,
+    /// ECS's reason (`Essential container in task exited`, `OutOfMemoryError`, ...).
+    pub stopped_reason: String,
+    /// When the task was created: records of the job older than this are not the task's.
+    pub created_at: Option<DateTime<Utc>>,
+    /// The job it ran (its `PGKEEP_JOB` override).
+    pub job: Job,
+}
+
+impl TaskStopped {
+    /// The event, when it is an ECS task state change (`None`: some other event); an ECS
+    /// event that is not a stopped pgkeep task is refused.
+    pub fn from_event(event: &serde_json::Value) -> Result<Option<TaskStopped>, TriggerError> {
+        if event.get("source").and_then(|s| s.as_str()) != Some("aws.ecs") {
+            return Ok(None);
+        }
+        let detail = &event["detail"];
+        let field = |name: &str| detail.get(name).and_then(|v| v.as_str());
+        let task_arn = field("taskArn").unwrap_or("(unknown task)").to_owned();
+        if event.get("detail-type").and_then(|s| s.as_str()) != Some("ECS Task State Change")
+            || field("lastStatus") != Some("STOPPED")
+        {
+            return Err(TriggerError::Field(format!(
+                "the ECS event about {task_arn} is not a stopped task's state change (the rule must match detail.lastStatus = STOPPED)"
+            )));
+        }
+        let container = crate::invoke::JOB_CONTAINER;
+        let named = |list: &serde_json::Value| -> Option<serde_json::Value> {
+            list.as_array()?
+                .iter()
+                .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(container))
+                .cloned()
+        };
+        let job = named(&detail["overrides"]["containerOverrides"])
+            .and_then(|o| {
+                o.get("environment")?
+                    .as_array()?
+                    .iter()
+                    .find(|e| e.get("name").and_then(|n| n.as_str()) == Some("PGKEEP_JOB"))?
+                    .get("value")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| {
+                TriggerError::Field(format!(
+                    "task {task_arn} has no PGKEEP_JOB override on its {container:?} container: it was not started by pgkeep"
+                ))
+            })?;
+        let job = Job::parse(&job)?;
+        let exit_code = named(&detail["containers"]).and_then(|c| c.get("exitCode")?.as_i64());
+        let created_at = field("createdAt")
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Ok(Some(TaskStopped {
+            task_arn,
+            exit_code,
+            stopped_reason: field("stoppedReason")
+                .unwrap_or("no reason given")
+                .to_owned(),
+            created_at,
+            job,
+        }))
+    }
+
+    /// Why the task failed, for its record and its alert.
+    pub fn reason(&self) -> String {
+        match self.exit_code {
+            Some(code) => format!(
+                "the Fargate task {} exited with code {code}: {}",
+                self.task_arn, self.stopped_reason
+            ),
+            None => format!(
+                "the Fargate task {} stopped before its container ran: {}",
+                self.task_arn, self.stopped_reason
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,5 +840,41 @@ mod tests {
         assert!(bad.is_err());
         let err = Job::parse(&json!({"function": "backup", "event": {}}).to_string()).unwrap_err();
         assert!(err.to_string().contains("\"dump\""), "{err}");
+    }
+
+    #[test]
+    fn a_stopped_task_event_names_its_job_and_exit() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../events/dump/task-stopped.json"
+        );
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let stopped = TaskStopped::from_event(&event).unwrap().unwrap();
+        assert_eq!(stopped.exit_code, Some(137));
+        assert_eq!(stopped.job.function, JobFunction::Dump);
+        assert!(
+            stopped.reason().contains("137") && stopped.reason().contains("OutOfMemory"),
+            "{}",
+            stopped.reason()
+        );
+        assert!(stopped.created_at.is_some());
+        // Other events are not ECS's; an ECS event that is not STOPPED is refused.
+        assert_eq!(
+            TaskStopped::from_event(&json!({"database": "shop"})).unwrap(),
+            None
+        );
+        let mut running = event.clone();
+        running["detail"]["lastStatus"] = json!("RUNNING");
+        assert!(TaskStopped::from_event(&running).is_err());
+        // A task that never ran has no exit code.
+        let mut never = event;
+        never["detail"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("exitCode");
+        let never = TaskStopped::from_event(&never).unwrap().unwrap();
+        assert_eq!(never.exit_code, None);
+        assert!(never.reason().contains("before its container ran"));
     }
 }

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 mod runner;
-pub use runner::key_use;
+pub use runner::{key_use, TaskOutcome};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{duplicate, exhausted, Attempt, DumpOutcome, JobError, Jobs, VerifyOutcome};
@@ -18,7 +19,10 @@ use crate::invoke::{EcsTaskStarter, TaskStarter};
 use crate::model::{AuditEntry, BackupId, BackupRecord, BackupStatus};
 use crate::ops::verify::next_to_verify;
 use crate::ops::Error;
-use crate::trigger::{DumpTrigger, Job, JobFunction, PruneTrigger, VerifyEvent, VerifyTrigger};
+use crate::trigger::{
+    attempt_id, DumpTrigger, Job, JobFunction, PruneTrigger, TaskStopped, VerifyEvent,
+    VerifyTrigger, MAX_ATTEMPTS,
+};
 
 /// The ECS starter, when a database may go to Fargate (its cluster and task definition are
 /// checked now, at the function's start).
@@ -303,6 +307,218 @@ impl Jobs {
                     source: Box::new(error),
                     alert: self.notify(&alert).await.err(),
                 }
+            }
+        }
+    }
+}
+
+/// What the dump function did with a stopped task's event (its JSON result).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TaskOutcome {
+    /// Exit code 0: the job recorded its own result; nothing to do.
+    TaskSucceeded {
+        /// The task.
+        task_arn: String,
+    },
+    /// The task failed.
+    TaskFailed {
+        /// The task.
+        task_arn: String,
+        /// Why (exit code and ECS's stopped reason).
+        reason: String,
+        /// The backup concerned, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        backup_id: Option<BackupId>,
+        /// Whether this event recorded the failure and sent its alert; `false` when the job
+        /// had done so itself (or its work was done before it failed), so nothing is alerted
+        /// twice.
+        alerted: bool,
+    },
+}
+
+/// Whether a job that exited so could not have recorded and alerted its own failure: it
+/// never ran (no exit code) or was killed (SIGKILL after ECS's stop timeout, the OOM killer).
+/// A job ended by SIGINT or SIGTERM (130, 143) or by its own failure went through its
+/// failure path.
+fn killed(exit_code: Option<i64>) -> bool {
+    match exit_code {
+        None => true,
+        Some(code) => code >= 128 && code != 130 && code != 143,
+    }
+}
+
+impl Jobs {
+    /// A stopped Fargate task (ECS's task state change): a non-zero exit makes sure the job's
+    /// record says failed, with the exit code and ECS's reason, and that the failure is
+    /// alerted as a Lambda failure would be, exactly once: a job that recorded and alerted its
+    /// own failure is not alerted again, and a repeated delivery of the event finds the record
+    /// it wrote. Exit code 0 changes nothing.
+    pub async fn run_task_stopped(&self, stopped: &TaskStopped) -> Result<TaskOutcome, JobError> {
+        let task_arn = stopped.task_arn.clone();
+        if stopped.exit_code == Some(0) {
+            return Ok(TaskOutcome::TaskSucceeded { task_arn });
+        }
+        let reason = stopped.reason();
+        tracing::warn!(task = %task_arn, reason, function = stopped.job.function.as_str(), "a Fargate task failed");
+        let (backup_id, alerted) = match stopped.job.function {
+            JobFunction::Dump => {
+                let trigger = DumpTrigger::from_event(&stopped.job.event)?;
+                self.dump_task_failed(stopped, &trigger, &reason).await?
+            }
+            JobFunction::Verify => {
+                let event = VerifyEvent::from_event(&stopped.job.event)?;
+                self.verify_task_failed(stopped, &event, &reason).await?
+            }
+            // A failed prune fails its invocation without an alert; so does its task.
+            JobFunction::Prune => (None, false),
+        };
+        Ok(TaskOutcome::TaskFailed {
+            task_arn,
+            reason,
+            backup_id,
+            alerted,
+        })
+    }
+
+    /// Sends `alert` for a failed task; an undelivered one fails the invocation (EventBridge
+    /// retries it, and the record written meanwhile keeps the retry from alerting twice only
+    /// when the first delivery got through, so the retry sends it again).
+    async fn task_alert(&self, alert: &Alert, done: &str) -> Result<(), JobError> {
+        self.notify(alert)
+            .await
+            .map_err(|source| JobError::Unalerted {
+                done: done.to_owned(),
+                source,
+            })
+    }
+
+    async fn dump_task_failed(
+        &self,
+        stopped: &TaskStopped,
+        trigger: &DumpTrigger,
+        reason: &str,
+    ) -> Result<(Option<BackupId>, bool), JobError> {
+        let now = Utc::now();
+        let first = match (&trigger.backup_id, trigger.all_databases) {
+            (Some(first), false) => first.clone(),
+            // No attempt to find: the failure is told as it is.
+            _ => {
+                let alert = Alert::new(
+                    AlertKind::BackupFailed,
+                    &trigger.database,
+                    trigger.backup_id.clone(),
+                    reason,
+                    now,
+                );
+                self.task_alert(&alert, reason).await?;
+                return Ok((trigger.backup_id.clone(), true));
+            }
+        };
+        // The task's attempt: the newest record of the request, if it was made since the task
+        // was created (an older one is an earlier attempt's).
+        let mut newest = None;
+        for n in 1..=MAX_ATTEMPTS {
+            match self.find(&attempt_id(&first, n)).await? {
+                Some(record) => newest = Some(record),
+                None => break,
+            }
+        }
+        let slack = chrono::Duration::seconds(5);
+        let ours = newest.filter(|r| stopped.created_at.is_none_or(|t| r.created_at + slack >= t));
+        match ours {
+            Some(record) if record.status == BackupStatus::InProgress => {
+                // The task is gone, so its run is dead: ended here as the reaper would.
+                crate::ops::backup::end_interrupted(
+                    &self.services,
+                    &record.database,
+                    &record.id,
+                    reason,
+                )
+                .await?;
+                let record = self.services.catalog.get(&record.id).await?;
+                self.task_alert(&Alert::backup_failed(&record, now), reason)
+                    .await?;
+                Ok((Some(record.id), true))
+            }
+            // Failed: the job recorded and alerted it. Completed: the backup is good.
+            Some(record) => Ok((Some(record.id), false)),
+            None => match self.next_attempt(&first).await? {
+                Attempt::Run { id, retry_of } => {
+                    match self
+                        .dump_failed(trigger, &id, retry_of, Error::Stopped(reason.to_owned()))
+                        .await
+                    {
+                        JobError::Failed {
+                            alert: Some(source),
+                            ..
+                        } => Err(JobError::Unalerted {
+                            done: format!("backup {id} recorded failed"),
+                            source,
+                        }),
+                        _ => Ok((Some(id), true)),
+                    }
+                }
+                Attempt::Exists(record) | Attempt::Exhausted(record) => {
+                    Ok((Some(record.id), false))
+                }
+            },
+        }
+    }
+
+    async fn verify_task_failed(
+        &self,
+        stopped: &TaskStopped,
+        event: &VerifyEvent,
+        reason: &str,
+    ) -> Result<(Option<BackupId>, bool), JobError> {
+        match event {
+            VerifyEvent::Verify(trigger) => {
+                let Some(id) = &trigger.backup_id else {
+                    return Ok((None, false));
+                };
+                let record = self.services.catalog.get(id).await?;
+                let verdict = record
+                    .verification
+                    .as_ref()
+                    .is_some_and(|v| stopped.created_at.is_none_or(|t| v.verified_at >= t));
+                if verdict || !killed(stopped.exit_code) {
+                    return Ok((Some(id.clone()), false));
+                }
+                let alert = Alert::verification_failed(
+                    &record,
+                    &format!("no verdict was reached: {reason}"),
+                    Utc::now(),
+                );
+                self.task_alert(&alert, reason).await?;
+                Ok((Some(id.clone()), true))
+            }
+            VerifyEvent::Restore(trigger) => {
+                let ended = match &trigger.restore_id {
+                    Some(id) => self
+                        .services
+                        .catalog
+                        .get_restore(id)
+                        .await
+                        .map(|run| run.ended())
+                        .unwrap_or(false),
+                    None => !killed(stopped.exit_code),
+                };
+                if ended {
+                    return Ok((Some(trigger.backup_id.clone()), false));
+                }
+                if let Some(id) = &trigger.restore_id {
+                    crate::ops::restore::record_failure(&self.services, id, reason).await;
+                }
+                let alert = Alert::new(
+                    AlertKind::RestoreFailed,
+                    &trigger.target_db,
+                    Some(trigger.backup_id.clone()),
+                    &format!("restore of backup {} failed: {reason}", trigger.backup_id),
+                    Utc::now(),
+                );
+                self.task_alert(&alert, reason).await?;
+                Ok((Some(trigger.backup_id.clone()), true))
             }
         }
     }
