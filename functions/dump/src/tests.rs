@@ -774,6 +774,32 @@ async fn a_failed_fargate_task_is_recorded_and_alerted_once() {
     assert_eq!(out["alerted"], false, "{out}");
     assert_eq!(failed_alerts(), 4, "the job's own failure is alerted once");
 
+    // A verification's task killed before its verdict: one verification_failed alert, also
+    // when the event comes twice; one whose job failed on its own (exit 6) alerted itself.
+    let verify_failed = || {
+        notices
+            .alerts()
+            .into_iter()
+            .filter(|a| a.kind == AlertKind::VerificationFailed)
+            .count()
+    };
+    let mut verify = event("task-stopped");
+    verify["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] =
+        Value::String(
+            serde_json::json!({"function": "verify", "event": {"backup_id": running_id.as_str()}})
+                .to_string(),
+        );
+    for _ in 0..2 {
+        let out = handle(&f.jobs, verify.clone()).await.unwrap();
+        assert_eq!(out["outcome"], "task_failed", "{out}");
+    }
+    assert_eq!(verify_failed(), 1);
+    verify["detail"]["taskArn"] = "arn:aws:ecs:eu-west-1:123456789012:task/pgkeep/other".into();
+    verify["detail"]["containers"][0]["exitCode"] = 6.into();
+    let out = handle(&f.jobs, verify).await.unwrap();
+    assert_eq!(out["alerted"], false, "{out}");
+    assert_eq!(verify_failed(), 1);
+
     // Exit 0: nothing.
     let ok = handle(
         &f.jobs,

@@ -482,7 +482,10 @@ impl Jobs {
                     .verification
                     .as_ref()
                     .is_some_and(|v| stopped.created_at.is_none_or(|t| v.verified_at >= t));
-                if verdict || !killed(stopped.exit_code) {
+                if verdict
+                    || !killed(stopped.exit_code)
+                    || self.task_alerted(&record.database, stopped).await?
+                {
                     return Ok((Some(id.clone()), false));
                 }
                 let alert = Alert::verification_failed(
@@ -491,6 +494,8 @@ impl Jobs {
                     Utc::now(),
                 );
                 self.task_alert(&alert, reason).await?;
+                self.audit_task_failed(&record.database, Some(id), stopped, reason)
+                    .await;
                 Ok((Some(id.clone()), true))
             }
             VerifyEvent::Restore(trigger) => {
@@ -502,7 +507,10 @@ impl Jobs {
                         .await
                         .map(|run| run.ended())
                         .unwrap_or(false),
-                    None => !killed(stopped.exit_code),
+                    None => {
+                        !killed(stopped.exit_code)
+                            || self.task_alerted(&trigger.target_db, stopped).await?
+                    }
                 };
                 if ended {
                     return Ok((Some(trigger.backup_id.clone()), false));
@@ -518,8 +526,56 @@ impl Jobs {
                     Utc::now(),
                 );
                 self.task_alert(&alert, reason).await?;
+                self.audit_task_failed(
+                    &trigger.target_db,
+                    Some(&trigger.backup_id),
+                    stopped,
+                    reason,
+                )
+                .await;
                 Ok((Some(trigger.backup_id.clone()), true))
             }
+        }
+    }
+
+    /// Whether an earlier delivery of this task's event alerted it (its `task_failed` audit
+    /// entry): a verification that reached no verdict leaves no record to tell by.
+    async fn task_alerted(&self, database: &str, stopped: &TaskStopped) -> Result<bool, Error> {
+        let entries = self
+            .services
+            .catalog
+            .list_audit(Some(database), 200)
+            .await?;
+        Ok(entries.iter().any(|e| {
+            e.action == "task_failed" && e.details["task_arn"] == stopped.task_arn.as_str()
+        }))
+    }
+
+    /// The audit entry of an alerted task failure (a failure to write it is logged).
+    async fn audit_task_failed(
+        &self,
+        database: &str,
+        backup_id: Option<&BackupId>,
+        stopped: &TaskStopped,
+        reason: &str,
+    ) {
+        let now = Utc::now();
+        let entry = AuditEntry {
+            id: BackupId::generate(now),
+            at: now,
+            actor: "ecs".into(),
+            action: "task_failed".into(),
+            backup_id: backup_id.cloned(),
+            database: database.to_owned(),
+            outcome: reason.to_owned(),
+            details: serde_json::json!({
+                "task_arn": stopped.task_arn,
+                "exit_code": stopped.exit_code,
+                "function": stopped.job.function.as_str(),
+            }),
+        };
+        if let Err(e) = self.services.catalog.append_audit(&entry).await {
+            tracing::error!(database, error = %e, "could not write the audit entry of a failed task");
         }
     }
 }
