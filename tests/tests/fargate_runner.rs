@@ -204,13 +204,18 @@ fn sigterm_mid_backup_ends_the_job_failed_with_nothing_left() {
         assert!(Instant::now() < deadline, "no running backup");
         std::thread::sleep(Duration::from_millis(50));
     };
+    let stopping = Instant::now();
     let killed = Command::new("kill")
         .args(["-TERM", &job.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let out = job.wait_with_output().unwrap();
+    let took = stopping.elapsed();
     assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
+    // Within ECS's default stop timeout, after which it would be killed (SIGKILL).
+    eprintln!("SIGTERM to exit: {took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
 
     let records = stack.records();
     assert_eq!(records.len(), 1, "{records:?}");
