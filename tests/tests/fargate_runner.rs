@@ -216,6 +216,9 @@ fn sigterm_mid_backup_ends_the_job_failed_with_nothing_left() {
     // Within ECS's default stop timeout, after which it would be killed (SIGKILL).
     eprintln!("SIGTERM to exit: {took:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
+    // The alert went out (here to the log, the one notifier configured).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("backup_failed"), "{stderr}");
 
     let records = stack.records();
     assert_eq!(records.len(), 1, "{records:?}");
