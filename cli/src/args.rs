@@ -134,6 +134,20 @@ pub enum Command {
     /// timeline, size / duration / restore-time charts over 90 days, recent failures,
     /// restores and the audit trail. The status API serves the same page at GET /dashboard.
     Report(ReportArgs),
+    /// Run one job of the Lambda functions here, as their Fargate task does: the job is JSON
+    /// `{"function": "dump"|"verify"|"prune", "event": <that function's event>}` from
+    /// PGKEEP_JOB (or --event), and the settings are the functions' own (PGKEEP_DATABASES,
+    /// PGKEEP_REPO, PGKEEP_CATALOG, PGKEEP_KEY, ...). Prints the function's JSON outcome;
+    /// a failure exits non-zero after recording and alerting it as the function would.
+    /// SIGTERM ends a backup as failed, its upload aborted and its lease released (exit 143).
+    Job(JobArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// Read the job from FILE (`-`: stdin) instead of PGKEEP_JOB.
+    #[arg(long, value_name = "PATH|-")]
+    pub event: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

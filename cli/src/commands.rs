@@ -10,6 +10,7 @@ pub mod cat;
 pub mod delete;
 pub mod forget;
 pub mod init;
+pub mod job;
 pub mod key;
 pub mod list;
 pub mod prune;

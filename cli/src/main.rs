@@ -64,7 +64,7 @@ fn init_logging(verbose: u8) {
 async fn run(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
     if matches!(
         cli.command,
-        Command::Backup(_) | Command::Restore(_) | Command::Verify(_)
+        Command::Backup(_) | Command::Restore(_) | Command::Verify(_) | Command::Job(_)
     ) {
         return dispatch(cli, matches).await;
     }
@@ -75,6 +75,10 @@ async fn run(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
 }
 
 async fn dispatch(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
+    // A job takes the functions' settings from the environment, not the command's.
+    if let Command::Job(args) = &cli.command {
+        return commands::job::run(args).await;
+    }
     let resolver = Resolver::new(cli, matches)?;
     match &cli.command {
         Command::Backup(args) => commands::backup::run(&resolver, args).await,
@@ -93,5 +97,6 @@ async fn dispatch(cli: &Cli, matches: &ArgMatches) -> Result<u8, Failure> {
         Command::Audit(args) => commands::audit::run(&resolver, args).await,
         Command::Restores(args) => commands::restores::run(&resolver, args).await,
         Command::Report(args) => commands::report::run(&resolver, args).await,
+        Command::Job(_) => unreachable!("dispatched above"),
     }
 }

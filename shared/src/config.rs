@@ -30,6 +30,7 @@
 //! | `PGKEEP_PRE_RESTORE_KEEP_WITHIN` | prune: keep `pre_restore` safety copies this long (`30d`) |
 //! | `PGKEEP_KEEP_LABELS` | prune: keep every backup carrying one of these labels, `KEY` or `KEY=VALUE`, comma-separated or a JSON array of strings (as the CLI's `--keep-label`) |
 //! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |
+//! | `PGKEEP_RUNNERS`, `PGKEEP_FARGATE_*` | dump, verify: which databases' work goes to a Fargate task, see [`RunnerSettings`] |
 //! | `PGKEEP_DOWNLOAD_URL_TTL` | status API: how long a `GET /backups/{id}/download` URL works (`15m`, at most `7d`) |
 //!
 //! Only the functions' crates, the `pgkeep` command and this module read the environment;
@@ -53,11 +54,13 @@ use crate::selection::Selection;
 mod backend;
 mod database;
 mod retention;
+mod runner;
 mod runs;
 
 pub use backend::{AwsOptions, BackendDefaults, BackendSettings, KeyPrecedence, S3Settings};
 pub use database::{parse_flag, DatabaseAuthSettings, DatabaseChoice, DatabaseSettings};
 pub use retention::RetentionSettings;
+pub use runner::{FargateSettings, LastRun, Placement, Runner, RunnerSettings, Work};
 pub use runs::{AbandonSettings, ActorSettings, HealthSettings};
 
 /// Configuration that cannot work, with what to change.
@@ -202,6 +205,8 @@ pub struct LambdaSettings {
     pub abandon_after: Span,
     /// How long a download URL of the status API works.
     pub download_ttl: Span,
+    /// Which databases' work the dump and verify functions hand to a Fargate task.
+    pub runners: RunnerSettings,
 }
 
 /// Where alerts are sent, besides the log.
@@ -324,6 +329,8 @@ impl LambdaSettings {
         let retention = RetentionSettings::from_lookup(get).resolve(get)?;
         let abandon_after = AbandonSettings::from_lookup(get).resolve()?;
         let selections = selections(&get, &databases)?;
+        let runners =
+            RunnerSettings::from_lookup(get, &databases.keys().cloned().collect::<Vec<_>>())?;
         let webhook_url = get("PGKEEP_ALERT_WEBHOOK_URL")
             .map(|url| WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_URL", e)))
             .transpose()?;
@@ -358,6 +365,7 @@ impl LambdaSettings {
             retention,
             abandon_after,
             download_ttl: download_ttl(&get)?,
+            runners,
         })
     }
 
@@ -374,6 +382,7 @@ impl LambdaSettings {
             || self.alerts.topic_arn.is_some()
             || self.dump_function.is_some()
             || self.verify_function.is_some()
+            || self.runners.any_fargate()
     }
 
     /// The configured databases' names.

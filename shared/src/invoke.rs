@@ -13,7 +13,8 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 
 use crate::aws::{describe, error_code, SdkConfig};
-use crate::trigger::{DumpTrigger, VerifyEvent};
+use crate::config::FargateSettings;
+use crate::trigger::{DumpTrigger, Job, VerifyEvent};
 
 /// Starts a dump without waiting for it (an asynchronous Lambda invocation in AWS).
 #[async_trait]
@@ -28,6 +29,118 @@ pub trait DumpStarter: Send + Sync {
 pub trait VerifyStarter: Send + Sync {
     /// Hands the event to the verify function; returns once it is queued.
     async fn start(&self, event: &VerifyEvent) -> Result<(), String>;
+}
+
+/// Starts a job in a task of its own (an ECS Fargate task in AWS): the dump and verify
+/// functions hand over the work of a database whose runner is Fargate.
+#[async_trait]
+pub trait TaskStarter: Send + Sync {
+    /// Starts a task running `job` for `database`; returns the task's ARN once ECS accepted
+    /// it.
+    async fn start(&self, database: &str, job: &Job) -> Result<String, String>;
+}
+
+/// The container the task definition runs `pgkeep job` in; its overrides carry the job.
+pub const JOB_CONTAINER: &str = "pgkeep";
+
+/// What the tasks pgkeep starts are started by (`startedBy`): the task-state rule matches it.
+pub const STARTED_BY: &str = "pgkeep";
+
+/// Starts Fargate tasks with ECS RunTask.
+#[derive(Debug, Clone)]
+pub struct EcsTaskStarter {
+    client: aws_sdk_ecs::Client,
+    fargate: FargateSettings,
+}
+
+impl EcsTaskStarter {
+    /// A starter for the cluster and task definitions `fargate` names.
+    pub fn new(config: &SdkConfig, fargate: FargateSettings) -> Self {
+        EcsTaskStarter {
+            client: aws_sdk_ecs::Client::new(config),
+            fargate,
+        }
+    }
+}
+
+#[async_trait]
+impl TaskStarter for EcsTaskStarter {
+    async fn start(&self, database: &str, job: &Job) -> Result<String, String> {
+        use aws_sdk_ecs::types::{
+            AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
+            NetworkConfiguration, TaskOverride,
+        };
+        let cluster = self
+            .fargate
+            .cluster
+            .as_deref()
+            .ok_or("PGKEEP_FARGATE_CLUSTER is not set, so no Fargate task can be started")?;
+        let definition = self.fargate.task_definitions.get(database).ok_or_else(|| {
+            format!("PGKEEP_FARGATE_TASK_DEFINITIONS names no task definition for {database:?}")
+        })?;
+        let overrides = TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name(JOB_CONTAINER)
+                    .environment(
+                        KeyValuePair::builder()
+                            .name("PGKEEP_JOB")
+                            .value(job.to_json())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let mut request = self
+            .client
+            .run_task()
+            .cluster(cluster)
+            .task_definition(definition)
+            .launch_type(LaunchType::Fargate)
+            .count(1)
+            .started_by(STARTED_BY)
+            .overrides(overrides);
+        if !self.fargate.subnets.is_empty() {
+            let vpc = AwsVpcConfiguration::builder()
+                .set_subnets(Some(self.fargate.subnets.clone()))
+                .set_security_groups(Some(self.fargate.security_groups.clone()))
+                .assign_public_ip(AssignPublicIp::Disabled)
+                .build()
+                .map_err(|e| format!("the task's network configuration: {e}"))?;
+            request = request.network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            );
+        }
+        let out = request.send().await.map_err(|e| {
+            let hint = match error_code(&e) {
+                Some("AccessDeniedException") => {
+                    " (grant ecs:RunTask on the task definition and iam:PassRole on its roles)"
+                }
+                Some("ClusterNotFoundException") => " (check PGKEEP_FARGATE_CLUSTER)",
+                _ => "",
+            };
+            format!(
+                "starting a Fargate task ({definition}) in {cluster}: {}{hint}",
+                describe(&e)
+            )
+        })?;
+        if let Some(failure) = out.failures().first() {
+            return Err(format!(
+                "ECS did not start the task ({definition}) in {cluster}: {} {}",
+                failure.reason().unwrap_or("no reason given"),
+                failure.detail().unwrap_or_default()
+            ));
+        }
+        out.tasks()
+            .first()
+            .and_then(|t| t.task_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                format!("ECS answered RunTask ({definition}) in {cluster} without a task")
+            })
+    }
 }
 
 /// Invokes one function asynchronously.

@@ -210,6 +210,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The work was to go to a Fargate task, and the task could not be started.
+    #[error("the work could not be handed to a Fargate task: {0}")]
+    HandOff(String),
 }
 
 /// Why a backup may not be deleted. The names (`newest_verified`, `in_progress`,
@@ -361,6 +364,7 @@ impl Error {
             Error::StateNotWritten { source, .. } => source.kind(),
             Error::CatalogLost { .. } => ErrorKind::Storage,
             Error::Stranded { .. } => ErrorKind::Database,
+            Error::HandOff(_) => ErrorKind::Storage,
         }
     }
 

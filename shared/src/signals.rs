@@ -91,6 +91,11 @@ pub async fn received() -> Signal {
     signal
 }
 
+/// The signal received so far, if any (for an exit code after the run ended through it).
+pub fn received_now() -> Option<Signal> {
+    RECEIVED.get().and_then(|rx| *rx.borrow())
+}
+
 tokio::task_local! {
     /// When the invocation running this task is killed.
     static DEADLINE: SystemTime;

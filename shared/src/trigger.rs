@@ -404,6 +404,170 @@ fn parse_id(text: &str) -> Result<BackupId, TriggerError> {
         .map_err(|e: crate::model::InvalidBackupId| TriggerError::Field(e.to_string()))
 }
 
+/// Which function's work a job is: what `pgkeep job` runs, in a Fargate task or locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobFunction {
+    /// A backup ([`DumpTrigger`]).
+    Dump,
+    /// A verification or a restore ([`VerifyEvent`]).
+    Verify,
+    /// A prune or health check ([`PruneTrigger`]).
+    Prune,
+}
+
+impl JobFunction {
+    /// Its name, as in the job's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobFunction::Dump => "dump",
+            JobFunction::Verify => "verify",
+            JobFunction::Prune => "prune",
+        }
+    }
+}
+
+/// One job for `pgkeep job` (`PGKEEP_JOB`): the function whose work it is and exactly the
+/// event that function's Lambda accepts, so a Fargate task and an invocation run the same
+/// work from the same event (a scheduled event names the same backup id in both).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Whose work.
+    pub function: JobFunction,
+    /// The event, as the function's Lambda takes it.
+    pub event: serde_json::Value,
+}
+
+impl Job {
+    /// Reads a job's JSON, checking that its event is one its function accepts.
+    pub fn parse(text: &str) -> Result<Job, TriggerError> {
+        let job: Job = serde_json::from_str(text).map_err(|e| {
+            TriggerError::Shape(format!(
+                "job: {e}; expected {{\"function\": \"dump\"|\"verify\"|\"prune\", \"event\": <that function's event>}}"
+            ))
+        })?;
+        job.check()?;
+        Ok(job)
+    }
+
+    /// Whether the event is one the function accepts.
+    pub fn check(&self) -> Result<(), TriggerError> {
+        match self.function {
+            JobFunction::Dump => DumpTrigger::from_event(&self.event).map(drop),
+            JobFunction::Verify => VerifyEvent::from_event(&self.event).map(drop),
+            JobFunction::Prune => PruneTrigger::from_event(&self.event).map(drop),
+        }
+    }
+
+    /// A dump job.
+    pub fn dump(trigger: &DumpTrigger) -> Job {
+        Job {
+            function: JobFunction::Dump,
+            event: trigger.to_event(),
+        }
+    }
+
+    /// A verify (or restore) job.
+    pub fn verify(event: &VerifyEvent) -> Job {
+        Job {
+            function: JobFunction::Verify,
+            event: event.to_event(),
+        }
+    }
+
+    /// The JSON `PGKEEP_JOB` carries.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a job serializes")
+    }
+}
+
+/// ECS's "Task State Change" event for a stopped task pgkeep started (the rule sends it to
+/// the dump function): which job the task ran and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskStopped {
+    /// The task.
+    pub task_arn: String,
+    /// The `pgkeep` container's exit code; `None` when it never ran (image pull, ENI, ...).
+    pub exit_code: Option<i64>,
+    /// ECS's reason (`Essential container in task exited`, `OutOfMemoryError`, ...).
+    pub stopped_reason: String,
+    /// When the task was created: records of the job older than this are not the task's.
+    pub created_at: Option<DateTime<Utc>>,
+    /// The job it ran (its `PGKEEP_JOB` override).
+    pub job: Job,
+}
+
+impl TaskStopped {
+    /// The event, when it is an ECS task state change (`None`: some other event); an ECS
+    /// event that is not a stopped pgkeep task is refused.
+    pub fn from_event(event: &serde_json::Value) -> Result<Option<TaskStopped>, TriggerError> {
+        if event.get("source").and_then(|s| s.as_str()) != Some("aws.ecs") {
+            return Ok(None);
+        }
+        let detail = &event["detail"];
+        let field = |name: &str| detail.get(name).and_then(|v| v.as_str());
+        let task_arn = field("taskArn").unwrap_or("(unknown task)").to_owned();
+        if event.get("detail-type").and_then(|s| s.as_str()) != Some("ECS Task State Change")
+            || field("lastStatus") != Some("STOPPED")
+        {
+            return Err(TriggerError::Field(format!(
+                "the ECS event about {task_arn} is not a stopped task's state change (the rule must match detail.lastStatus = STOPPED)"
+            )));
+        }
+        let container = crate::invoke::JOB_CONTAINER;
+        let named = |list: &serde_json::Value| -> Option<serde_json::Value> {
+            list.as_array()?
+                .iter()
+                .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(container))
+                .cloned()
+        };
+        let job = named(&detail["overrides"]["containerOverrides"])
+            .and_then(|o| {
+                o.get("environment")?
+                    .as_array()?
+                    .iter()
+                    .find(|e| e.get("name").and_then(|n| n.as_str()) == Some("PGKEEP_JOB"))?
+                    .get("value")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| {
+                TriggerError::Field(format!(
+                    "task {task_arn} has no PGKEEP_JOB override on its {container:?} container: it was not started by pgkeep"
+                ))
+            })?;
+        let job = Job::parse(&job)?;
+        let exit_code = named(&detail["containers"]).and_then(|c| c.get("exitCode")?.as_i64());
+        let created_at = field("createdAt")
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Ok(Some(TaskStopped {
+            task_arn,
+            exit_code,
+            stopped_reason: field("stoppedReason")
+                .unwrap_or("no reason given")
+                .to_owned(),
+            created_at,
+            job,
+        }))
+    }
+
+    /// Why the task failed, for its record and its alert.
+    pub fn reason(&self) -> String {
+        match self.exit_code {
+            Some(code) => format!(
+                "the Fargate task {} exited with code {code}: {}",
+                self.task_arn, self.stopped_reason
+            ),
+            None => format!(
+                "the Fargate task {} stopped before its container ran: {}",
+                self.task_arn, self.stopped_reason
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,5 +824,57 @@ mod tests {
         ] {
             assert!(DumpTrigger::from_event(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_job_carries_a_function_and_its_own_event() {
+        let text = json!({"function": "dump", "event": {"database": "shop", "kind": "manual"}})
+            .to_string();
+        let job = Job::parse(&text).unwrap();
+        assert_eq!(job.function, JobFunction::Dump);
+        assert_eq!(Job::parse(&job.to_json()).unwrap(), job);
+        let trigger = DumpTrigger::from_event(&json!({"database": "shop", "kind": "manual", "backup_id": "20261124T120000000Z-0a1b2c3d"})).unwrap();
+        let back = Job::parse(&Job::dump(&trigger).to_json()).unwrap();
+        assert_eq!(DumpTrigger::from_event(&back.event).unwrap(), trigger);
+        let bad = Job::parse(&json!({"function": "verify", "event": {"database": 3}}).to_string());
+        assert!(bad.is_err());
+        let err = Job::parse(&json!({"function": "backup", "event": {}}).to_string()).unwrap_err();
+        assert!(err.to_string().contains("\"dump\""), "{err}");
+    }
+
+    #[test]
+    fn a_stopped_task_event_names_its_job_and_exit() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../events/dump/task-stopped.json"
+        );
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let stopped = TaskStopped::from_event(&event).unwrap().unwrap();
+        assert_eq!(stopped.exit_code, Some(137));
+        assert_eq!(stopped.job.function, JobFunction::Dump);
+        assert!(
+            stopped.reason().contains("137") && stopped.reason().contains("OutOfMemory"),
+            "{}",
+            stopped.reason()
+        );
+        assert!(stopped.created_at.is_some());
+        // Other events are not ECS's; an ECS event that is not STOPPED is refused.
+        assert_eq!(
+            TaskStopped::from_event(&json!({"database": "shop"})).unwrap(),
+            None
+        );
+        let mut running = event.clone();
+        running["detail"]["lastStatus"] = json!("RUNNING");
+        assert!(TaskStopped::from_event(&running).is_err());
+        // A task that never ran has no exit code.
+        let mut never = event;
+        never["detail"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("exitCode");
+        let never = TaskStopped::from_event(&never).unwrap().unwrap();
+        assert_eq!(never.exit_code, None);
+        assert!(never.reason().contains("before its container ran"));
     }
 }

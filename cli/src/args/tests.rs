@@ -70,6 +70,14 @@ const LAMBDA_ONLY: &[&str] = &[
     "PGKEEP_ALERT_WEBHOOK_FORMAT",
     "PGKEEP_HEARTBEAT_URL",
     "PGKEEP_DOWNLOAD_URL_TTL",
+    // Where the functions run a database's work (`pgkeep backup` runs it here).
+    "PGKEEP_RUNNERS",
+    "PGKEEP_FARGATE_AUTO_AFTER",
+    "PGKEEP_FARGATE_AUTO_SIZE_MIB",
+    "PGKEEP_FARGATE_CLUSTER",
+    "PGKEEP_FARGATE_TASK_DEFINITIONS",
+    "PGKEEP_FARGATE_SUBNETS",
+    "PGKEEP_FARGATE_SECURITY_GROUPS",
 ];
 
 /// Every variable both read, with a value that is not its default.

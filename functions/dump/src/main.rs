@@ -9,7 +9,7 @@ use pgkeep::backends::KeyUse;
 use pgkeep::config::LambdaSettings;
 use pgkeep::lambda::{self, diagnostic, Diagnostic, Error};
 use pgkeep::ops::jobs::Jobs;
-use pgkeep::trigger::DumpTrigger;
+use pgkeep::trigger::{DumpTrigger, TaskStopped};
 use serde_json::Value;
 
 #[tokio::main]
@@ -28,8 +28,17 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
-/// One event: which database, then the dump. A failed dump fails the invocation.
+/// One event: which database, then the dump. A failed dump fails the invocation. ECS's event
+/// of a stopped Fargate task (the task-state rule) makes sure its failure is recorded and
+/// alerted once.
 async fn handle(jobs: &Jobs, event: Value) -> Result<Value, Diagnostic> {
+    if let Some(stopped) = TaskStopped::from_event(&event).map_err(|e| diagnostic(&e.into()))? {
+        let outcome = jobs
+            .run_task_stopped(&stopped)
+            .await
+            .map_err(|e| diagnostic(&e))?;
+        return Ok(serde_json::to_value(outcome).expect("outcomes serialize"));
+    }
     let trigger = DumpTrigger::from_event(&event).map_err(|e| diagnostic(&e.into()))?;
     // Boxed: the job's future is large and deeply nested (keeps the stack and the
     // compiler's layout queries small).

@@ -583,15 +583,27 @@ async fn every_sample_event_goes_through_the_handler() {
         ("console", "manual"),
         ("console-pre-migration", "pre_migration"),
         ("from-api", "manual"),
+        // ECS's event of a Fargate task killed before it recorded its backup.
+        ("task-stopped", "task_failed"),
     ];
     for (name, event, kind) in pgkeep_tests::events::each("dump", &expected) {
         let out = handle(&f.jobs, event)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        if name == "task-stopped" {
+            assert_eq!(out["outcome"], *kind, "{name}: {out}");
+            continue;
+        }
         assert_eq!(out["outcome"], "completed", "{name}: {out}");
         assert_eq!(out["backup"]["kind"], *kind, "{name}: {out}");
     }
-    assert_eq!(objects(&f.jobs).await.len(), expected.len());
+    // One object per backup; the failed task's attempt left only its state (why it failed).
+    let objects = objects(&f.jobs).await;
+    assert_eq!(
+        objects.iter().filter(|k| k.ends_with(".pgkeep")).count(),
+        expected.len() - 1,
+        "{objects:?}"
+    );
 }
 
 /// `all_databases: true`: the whole server of the configured database in one run (every
@@ -654,4 +666,147 @@ async fn an_all_databases_event_backs_up_the_whole_server_once() {
     assert_eq!(again["outcome"], "duplicate_run", "{again}");
     assert_eq!(again["backups"], 4);
     assert_eq!(f.verifies.0.lock().unwrap().len(), 4);
+}
+
+/// The sample stopped-task event with the job's request named `backup_id` and the container's
+/// exit code `exit` (`None`: it never ran).
+fn task_stopped(backup_id: &str, exit: Option<i64>, selection: Option<Value>) -> Value {
+    let mut event = event("task-stopped");
+    let mut job = serde_json::json!({"function": "dump", "event": {
+        "database": "shop", "kind": "scheduled", "backup_id": backup_id, "requested_by": "schedule"}});
+    if let Some(selection) = selection {
+        job["event"]["selection"] = selection;
+    }
+    event["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] =
+        Value::String(job.to_string());
+    let container = event["detail"]["containers"][0].as_object_mut().unwrap();
+    match exit {
+        Some(code) => container.insert("exitCode".into(), code.into()),
+        None => container.remove("exitCode"),
+    };
+    event
+}
+
+/// ECS's stopped-task event: a task that died before it recorded anything gets its attempt
+/// recorded failed with the exit code and ECS's reason, and one alert (a second delivery adds
+/// none); a task killed mid-backup has its running record ended failed and alerted; a job that
+/// recorded and alerted its own failure is not alerted again; exit 0 changes nothing.
+#[tokio::test]
+async fn a_failed_fargate_task_is_recorded_and_alerted_once() {
+    let cluster = PgCluster::start().unwrap();
+    cluster.create_database("shop").unwrap();
+    cluster
+        .psql(
+            "shop",
+            "CREATE TABLE items (id int); INSERT INTO items VALUES (1);",
+        )
+        .unwrap();
+    let mut f = fixture(&cluster.url("shop"), &[]).await;
+    let notices = Arc::new(RecordingNotifier::new());
+    f.jobs.notifier = notices.clone();
+    let failed_alerts = || {
+        notices
+            .alerts()
+            .into_iter()
+            .filter(|a| a.kind == AlertKind::BackupFailed)
+            .count()
+    };
+
+    // Never recorded (the container was OOM-killed, or never ran).
+    let out = handle(&f.jobs, event("task-stopped")).await.unwrap();
+    assert_eq!(out["outcome"], "task_failed", "{out}");
+    assert_eq!(out["alerted"], true, "{out}");
+    let id: BackupId = out["backup_id"].as_str().unwrap().parse().unwrap();
+    let record = f.jobs.services.catalog.get(&id).await.unwrap();
+    assert_eq!(record.status, BackupStatus::Failed);
+    let error = record.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("exited with code 137") && error.contains("OutOfMemoryError"),
+        "{error}"
+    );
+    assert_eq!(failed_alerts(), 1);
+    let again = handle(&f.jobs, event("task-stopped")).await.unwrap();
+    assert_eq!(again["alerted"], false, "{again}");
+    assert_eq!(failed_alerts(), 1, "a repeated event alerts nothing");
+    let never = handle(
+        &f.jobs,
+        task_stopped("20261124T040000000Z-00000001", None, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(never["alerted"], true, "{never}");
+    let never_id: BackupId = never["backup_id"].as_str().unwrap().parse().unwrap();
+    let never = f.jobs.services.catalog.get(&never_id).await.unwrap();
+    assert!(never
+        .error
+        .unwrap_or_default()
+        .contains("before its container ran"));
+    assert_eq!(failed_alerts(), 2);
+
+    // Killed mid-backup: its running record (and lease) ended here.
+    let running_id: BackupId = "20261124T050000000Z-00000002".parse().unwrap();
+    let running = BackupRecord::start(
+        running_id.clone(),
+        "shop",
+        BackupKind::Scheduled,
+        Compression::Zstd,
+    );
+    f.jobs.services.catalog.insert(&running).await.unwrap();
+    let out = handle(&f.jobs, task_stopped(running_id.as_str(), Some(137), None))
+        .await
+        .unwrap();
+    assert_eq!(out["alerted"], true, "{out}");
+    let ended = f.jobs.services.catalog.get(&running_id).await.unwrap();
+    assert_eq!(ended.status, BackupStatus::Failed, "{ended:?}");
+    assert!(ended.error.unwrap_or_default().contains("137"));
+    assert_eq!(failed_alerts(), 3);
+
+    // The job failed on its own (no table matches its selection): recorded and alerted by
+    // the job, not again by its stopped task.
+    let selection = serde_json::json!({"include_tables": ["public.no_such_table"]});
+    let own = task_stopped("20261124T060000000Z-00000003", Some(6), Some(selection));
+    let stopped = pgkeep::trigger::TaskStopped::from_event(&own)
+        .unwrap()
+        .unwrap();
+    f.jobs.run_job(&stopped.job).await.unwrap_err();
+    assert_eq!(failed_alerts(), 4);
+    let out = handle(&f.jobs, own).await.unwrap();
+    assert_eq!(out["alerted"], false, "{out}");
+    assert_eq!(failed_alerts(), 4, "the job's own failure is alerted once");
+
+    // A verification's task killed before its verdict: one verification_failed alert, also
+    // when the event comes twice; one whose job failed on its own (exit 6) alerted itself.
+    let verify_failed = || {
+        notices
+            .alerts()
+            .into_iter()
+            .filter(|a| a.kind == AlertKind::VerificationFailed)
+            .count()
+    };
+    let mut verify = event("task-stopped");
+    verify["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] =
+        Value::String(
+            serde_json::json!({"function": "verify", "event": {"backup_id": running_id.as_str()}})
+                .to_string(),
+        );
+    for _ in 0..2 {
+        let out = handle(&f.jobs, verify.clone()).await.unwrap();
+        assert_eq!(out["outcome"], "task_failed", "{out}");
+    }
+    assert_eq!(verify_failed(), 1);
+    verify["detail"]["taskArn"] = "arn:aws:ecs:eu-west-1:123456789012:task/pgkeep/other".into();
+    verify["detail"]["containers"][0]["exitCode"] = 6.into();
+    let out = handle(&f.jobs, verify).await.unwrap();
+    assert_eq!(out["alerted"], false, "{out}");
+    assert_eq!(verify_failed(), 1);
+
+    // Exit 0: nothing.
+    let ok = handle(
+        &f.jobs,
+        task_stopped("20261124T070000000Z-00000004", Some(0), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok["outcome"], "task_succeeded", "{ok}");
+    assert_eq!(failed_alerts(), 4);
 }

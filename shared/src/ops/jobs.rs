@@ -19,6 +19,9 @@
 
 use std::sync::Arc;
 
+mod runner;
+pub use runner::{key_use, TaskOutcome};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -32,7 +35,7 @@ use crate::alert::{Alert, AlertKind, Notifier, NotifyError, RunKind};
 use crate::backends::{KeyUse, Services};
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, LambdaSettings};
-use crate::invoke::VerifyStarter;
+use crate::invoke::{TaskStarter, VerifyStarter};
 use crate::metrics::{backup_metrics, health_metrics, verify_metrics, MetricSink, StdoutMetrics};
 use crate::model::{BackupId, BackupRecord, BackupStatus};
 use crate::postgres::auth::database_target;
@@ -59,6 +62,9 @@ pub struct Jobs {
     pub verify_starter: Option<Arc<dyn VerifyStarter>>,
     /// Where metric documents go.
     pub metrics: Arc<dyn MetricSink>,
+    /// Starts the Fargate task of a database whose work is not for this function
+    /// (`PGKEEP_RUNNERS`); `None`: everything runs here (and always in `pgkeep job`).
+    pub task_starter: Option<Arc<dyn TaskStarter>>,
 }
 
 impl JobError {
@@ -154,6 +160,18 @@ pub enum DumpOutcome {
         /// The existing record.
         backup: BackupRecord,
     },
+    /// The database runs on Fargate: a task was started with this request (the task's record
+    /// and alerts are the backup's); no dump was taken here.
+    HandedOff {
+        /// The database.
+        database: String,
+        /// The request's first backup id (the task takes it, or the next attempt).
+        backup_id: BackupId,
+        /// The started task.
+        task_arn: String,
+        /// Why it went to Fargate.
+        reason: String,
+    },
     /// A whole-server run (`all_databases`): one backup per database and the globals; each
     /// failed one was alerted like any failed backup.
     Run {
@@ -188,6 +206,17 @@ pub enum VerifyOutcome {
         /// The record.
         backup: BackupRecord,
         /// Why.
+        reason: String,
+    },
+    /// The database runs on Fargate: a task was started with this verification or restore.
+    HandedOff {
+        /// The database.
+        database: String,
+        /// The backup.
+        backup_id: BackupId,
+        /// The started task.
+        task_arn: String,
+        /// Why it went to Fargate.
         reason: String,
     },
     /// A restore (or its dry run) asked for through the status API finished.
@@ -225,6 +254,17 @@ impl Jobs {
     /// webhook when configured), the verify starter (when `PGKEEP_VERIFY_FUNCTION` is set)
     /// and metrics on stdout.
     pub async fn connect(settings: LambdaSettings, key_use: KeyUse) -> Result<Jobs, ConfigError> {
+        let mut jobs = Self::connect_here(settings, key_use).await?;
+        jobs.task_starter = runner::task_starter(&jobs.settings, jobs.aws.as_ref())?;
+        Ok(jobs)
+    }
+
+    /// As [`Jobs::connect`], for a process that runs every job itself (`pgkeep job` in its
+    /// Fargate task): no task starter, whatever `PGKEEP_RUNNERS` says.
+    pub async fn connect_here(
+        settings: LambdaSettings,
+        key_use: KeyUse,
+    ) -> Result<Jobs, ConfigError> {
         let (services, aws) =
             crate::wiring::connect(&settings.backends, key_use, settings.uses_aws()).await?;
         let notifier = crate::wiring::notifier(&settings, aws.as_ref())?;
@@ -238,6 +278,7 @@ impl Jobs {
             notifier,
             verify_starter,
             metrics: Arc::new(StdoutMetrics),
+            task_starter: None,
         })
     }
 
@@ -260,6 +301,9 @@ impl Jobs {
     pub async fn run_dump(&self, trigger: &DumpTrigger) -> Result<DumpOutcome, JobError> {
         // Refused before anything is recorded: a record would hide that the catalog was lost.
         super::repair::check_catalog(&self.services).await?;
+        if let Some(handed_off) = self.dump_elsewhere(trigger).await? {
+            return Ok(handed_off);
+        }
         if trigger.all_databases {
             return self.run_server(trigger).await;
         }
@@ -616,6 +660,9 @@ impl Jobs {
 
     /// The verify function: a verification or a restore.
     pub async fn run_verify_event(&self, event: &VerifyEvent) -> Result<VerifyOutcome, JobError> {
+        if let Some(handed_off) = self.verify_elsewhere(event).await? {
+            return Ok(handed_off);
+        }
         match event {
             VerifyEvent::Verify(trigger) => self.run_verify(trigger).await,
             VerifyEvent::Restore(trigger) => Ok(VerifyOutcome::Restored {

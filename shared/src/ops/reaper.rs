@@ -398,4 +398,97 @@ mod tests {
         expected.sort();
         assert_eq!(open, expected, "only the abandoned run's upload is aborted");
     }
+
+    /// A Fargate dump runs for hours: however long ago it started, a run whose heartbeat
+    /// keeps its lease fresh is not reaped, and its uploads (the object's and a data part's,
+    /// older than the abandon-after) are not orphans to prune; once its lease lapses it is.
+    #[tokio::test]
+    async fn a_run_that_keeps_its_lease_is_never_reaped_however_long_it_runs() {
+        let Some(config) = moto().await else { return };
+        let (client, bucket) = moto_bucket(&config).await;
+        let dir = tempfile::tempdir().unwrap();
+        let services = Services {
+            store: Arc::new(S3Store::new(
+                client.clone(),
+                &bucket,
+                "pgkeep",
+                S3Options::default(),
+            )),
+            catalog: Arc::new(SqliteCatalog::open(dir.path().join("catalog.sqlite3")).unwrap()),
+            keys: Arc::new(NoKey),
+        };
+        let started = Utc::now();
+        let mut run = BackupRecord::start(
+            BackupId::generate(started),
+            "big",
+            BackupKind::Scheduled,
+            Compression::Zstd,
+        );
+        let part = crate::model::part_key(&run.object_key, 1);
+        run.parts.push(crate::model::BackupPart {
+            object_key: part.clone(),
+            size_bytes: None,
+            sha256: None,
+            tables: vec!["public.events".into()],
+            large_objects: 0,
+            archive_bytes: 0,
+        });
+        services.catalog.insert(&run).await.unwrap();
+        for key in [&run.object_key, &part] {
+            client
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(format!("pgkeep/{key}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        // Three hours on, its heartbeat renewed the lease a moment ago.
+        let later = started + Duration::hours(3);
+        let lease = Lease {
+            database: "big".into(),
+            holder: run.id.to_string(),
+            expires_at: later + Duration::minutes(1),
+            process: None,
+        };
+        assert_eq!(
+            services
+                .catalog
+                .acquire_lease(&lease, started)
+                .await
+                .unwrap(),
+            None
+        );
+        let limit = Span::minutes(20);
+        let reaped = reap(&services, None, later, limit).await.unwrap();
+        assert!(reaped.abandoned.is_empty() && reaped.settled.is_empty());
+        let plan = crate::ops::prune::plan(
+            &services,
+            &crate::ops::prune::PruneRequest {
+                policy: crate::retention::RetentionPolicy {
+                    keep_last: 1,
+                    ..Default::default()
+                },
+                database: None,
+                now: later,
+                abandon_after: limit,
+                staging_dir: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(plan.abandoned.is_empty(), "{:?}", plan.abandoned);
+        assert!(plan.orphans.is_empty(), "{:?}", plan.orphans);
+        assert_eq!(
+            services.catalog.get(&run.id).await.unwrap().status,
+            BackupStatus::InProgress
+        );
+        assert_eq!(open_uploads(&client, &bucket).await.len(), 2);
+
+        // Its heartbeat stops: two minutes after the lease lapsed, it is reaped.
+        let dead = later + Duration::minutes(2);
+        let reaped = reap(&services, None, dead, limit).await.unwrap();
+        assert_eq!(reaped.abandoned.len(), 1);
+        assert!(open_uploads(&client, &bucket).await.is_empty());
+    }
 }

@@ -109,7 +109,11 @@ pub async fn find_uploads(
 ) -> Result<Vec<Orphan>, Error> {
     let mut owners: BTreeMap<String, &BackupRecord> = BTreeMap::new();
     for r in records {
-        owners.insert(r.object_key.clone(), r);
+        // Every key the run writes: a parallel run's data parts too (a long run's part
+        // uploads are older than the abandon-after and would otherwise look unowned).
+        for key in r.object_keys() {
+            owners.insert(key, r);
+        }
         owners.insert(r.manifest_key(), r);
     }
     let mut out = Vec::new();
