@@ -27,6 +27,7 @@
 //! | `PGKEEP_ALERT_WEBHOOK_URL` | Slack-compatible webhook alerts are also POSTed to (a credential: never logged) |
 //! | `PGKEEP_KEEP_LAST`, `PGKEEP_KEEP_HOURLY`, `PGKEEP_KEEP_DAILY`, `PGKEEP_KEEP_WEEKLY`, `PGKEEP_KEEP_MONTHLY`, `PGKEEP_KEEP_YEARLY` | prune: retention counts, as the CLI's `--keep-*` |
 //! | `PGKEEP_KEEP_WITHIN` | prune: keep everything within this span of the newest backup (`30d`) |
+//! | `PGKEEP_KEEP_WITHIN_KIND` | prune (and the expiry shown by the status API): keep each kind this long after it was taken (`scheduled=7d,manual=30d,pre_migration=365d`), on top of the rules above |
 //! | `PGKEEP_PRE_RESTORE_KEEP_WITHIN` | prune: keep `pre_restore` safety copies this long (`30d`) |
 //! | `PGKEEP_KEEP_LABELS` | prune: keep every backup carrying one of these labels, `KEY` or `KEY=VALUE`, comma-separated or a JSON array of strings (as the CLI's `--keep-label`) |
 //! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |

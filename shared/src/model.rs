@@ -84,7 +84,7 @@ impl fmt::Display for BackupId {
 }
 
 /// Why a backup was taken; retention treats the kinds differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupKind {
     /// Taken by a schedule.
@@ -94,8 +94,8 @@ pub enum BackupKind {
     /// The safety copy taken before a restore overwrites a database.
     PreRestore,
     /// Taken before a schema migration, to go back to if it goes wrong. Retention treats it
-    /// like a manual backup; label it (`--label`) and keep the label (`--keep-label`) to keep
-    /// it longer.
+    /// like a manual backup; keep it longer with a per-kind window (`--keep-within-kind
+    /// pre_migration=365d`) or a label (`--keep-label`).
     PreMigration,
 }
 

@@ -114,6 +114,7 @@ pub async fn api(settings: &LambdaSettings) -> Result<Api, ConfigError> {
         databases: settings.database_names(),
         download_ttl: settings.download_ttl,
         notifier,
+        retention: settings.retention.clone(),
     })
 }
 
