@@ -285,6 +285,19 @@ fn download_ttl(get: &impl Fn(&str) -> Option<String>) -> Result<Span, ConfigErr
     }
 }
 
+/// The heartbeat variable, read by the functions and by `pgkeep backup`/`verify` alike.
+pub const HEARTBEAT_URL: &str = "PGKEEP_HEARTBEAT_URL";
+
+/// `PGKEEP_HEARTBEAT_URL`: the dead man's switch, unset or empty for none. Only from the
+/// environment (never a flag): such a URL is a credential, and argv is visible to every user.
+pub fn heartbeat_url(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<WebhookUrl>, ConfigError> {
+    given_owned(&get(HEARTBEAT_URL))
+        .map(|url| WebhookUrl::parse(&url).map_err(|e| invalid(HEARTBEAT_URL, e)))
+        .transpose()
+}
+
 fn required(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, ConfigError> {
     get(name).ok_or_else(|| ConfigError::Missing(format!("{name} is not set")))
 }
@@ -350,11 +363,7 @@ impl LambdaSettings {
                     })
                     .transpose()?
                     .unwrap_or_default(),
-                heartbeat_url: get("PGKEEP_HEARTBEAT_URL")
-                    .map(|url| {
-                        WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_HEARTBEAT_URL", e))
-                    })
-                    .transpose()?,
+                heartbeat_url: heartbeat_url(&get)?,
             },
             retention,
             abandon_after,

@@ -68,7 +68,6 @@ const LAMBDA_ONLY: &[&str] = &[
     "PGKEEP_ALERT_SNS_EVENTS",
     "PGKEEP_ALERT_WEBHOOK_EVENTS",
     "PGKEEP_ALERT_WEBHOOK_FORMAT",
-    "PGKEEP_HEARTBEAT_URL",
     "PGKEEP_DOWNLOAD_URL_TTL",
 ];
 
@@ -101,6 +100,8 @@ const SHARED: &[(&str, &str)] = &[
     ("PGKEEP_KEEP_WITHIN", "30d"),
     ("PGKEEP_PRE_RESTORE_KEEP_WITHIN", "3d"),
     ("PGKEEP_KEEP_LABELS", "pinned, release=v2"),
+    ("PGKEEP_KEEP_WITHIN_KIND", "scheduled=7d, manual=30d"),
+    ("PGKEEP_HEARTBEAT_URL", "https://hc-ping.com/abc-123"),
 ];
 
 /// What every case starts from: what the functions require.
@@ -125,8 +126,11 @@ fn view(
     retention: impl std::fmt::Debug,
     max_age: impl std::fmt::Debug,
     abandon_after: impl std::fmt::Debug,
+    heartbeat: impl std::fmt::Debug,
 ) -> String {
-    format!("{backends:?} | {auth:?} | {retention:?} | {max_age:?} | {abandon_after:?}")
+    format!(
+        "{backends:?} | {auth:?} | {retention:?} | {max_age:?} | {abandon_after:?} | {heartbeat:?}"
+    )
 }
 
 fn lambda_view(vars: &BTreeMap<String, String>) -> String {
@@ -137,6 +141,7 @@ fn lambda_view(vars: &BTreeMap<String, String>) -> String {
             s.retention,
             s.health.max_age,
             s.abandon_after,
+            s.alerts.heartbeat_url,
         ),
         Err(e) => format!("error: {e}"),
     }
@@ -167,12 +172,14 @@ fn cli_view() -> Result<String, String> {
         unreachable!()
     };
     let health = status_args.health.resolve().map_err(|e| e.to_string())?;
+    let heartbeat = pgkeep::config::heartbeat_url(&env).map_err(|e| e.to_string())?;
     Ok(view(
         backends,
         auth,
         retention,
         health.max_age,
         resolver.abandon_after,
+        heartbeat,
     ))
 }
 
@@ -229,6 +236,8 @@ fn cli_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     walk(&Cli::command(), &mut names);
     names.extend(RetentionSettings::LOOKED_UP.iter().map(|s| s.to_string()));
+    // Read from the environment only (a credential): see `Resolver::notifier`.
+    names.insert(pgkeep::config::HEARTBEAT_URL.to_owned());
     names
 }
 

@@ -155,6 +155,36 @@ pub async fn reap(
     Ok(reaped)
 }
 
+/// [`reap`], then one `backup_failed` alert for each run failed as abandoned (a heartbeat's
+/// `/fail` for a run that was killed and could not say so itself); runs settled as completed
+/// did back their database up and are not alerted. For callers without their own alerting
+/// (the `pgkeep` command; the functions' jobs do the same with their retry bookkeeping).
+/// Errors are logged, never returned: the run that reaps matters more.
+pub async fn reap_and_alert(
+    services: &Services,
+    database: Option<&str>,
+    now: DateTime<Utc>,
+    limit: Span,
+    notifier: &dyn crate::alert::Notifier,
+) -> Reaped {
+    let reaped = match reap(services, database, now, limit).await {
+        Ok(reaped) => reaped,
+        Err(e) => {
+            tracing::error!(database, error = %e, "could not reap abandoned backups; the next run retries");
+            return Reaped::default();
+        }
+    };
+    for record in &reaped.abandoned {
+        if let Err(e) = notifier
+            .notify(&crate::alert::Alert::backup_failed(record, now))
+            .await
+        {
+            tracing::error!(backup = %record.id, error = %e, "could not alert the abandoned backup");
+        }
+    }
+    reaped
+}
+
 /// Settles backup `id` if its run is dead: `completed` from its published object and
 /// manifest, else `failed` with its keys removed, its open uploads aborted and its lease given
 /// back. `Ok(None)` when it is not abandoned (it finished, or its run is alive).
