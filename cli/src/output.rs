@@ -470,6 +470,9 @@ pub fn print_prune_report(report: &PruneReport) {
             format!(", skipped {} that changed meanwhile", report.skipped.len())
         }
     );
+    for id in &report.reaped_restores {
+        println!("restore {id}: its run died while running; marked failed (abandoned)");
+    }
 }
 
 /// The line a person sees after a backup.

@@ -1,7 +1,9 @@
 //! The dead man's switch for backups that cannot say they failed: a real `pgkeep backup` whose
 //! real pg_dump waits on a lock a "migration" holds, killed with SIGKILL (the next backup finds
 //! the run abandoned and sends its `/fail`) or stopped with SIGTERM (the signal path sends it),
-//! heard by a loopback heartbeat server that records every ping in order.
+//! heard by a loopback heartbeat server that records every ping in order; and a restore
+//! killed the same way, whose record the reaper fails as abandoned instead of leaving it
+//! `running` for ever.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -276,4 +278,89 @@ fn a_backup_stopped_with_sigterm_sends_its_fail_ping_itself() {
         paths(&s.seen)[2..],
         [format!("POST {base}/start"), format!("POST {base}")]
     );
+}
+
+#[test]
+fn a_restore_killed_mid_run_is_failed_as_abandoned_by_the_reaper() {
+    let s = setup();
+    let backup = s.pgkeep.backup_ok(&[]);
+    let id = backup["id"].as_str().unwrap();
+    // The target exists: overwriting it takes a safety backup first, whose pg_dump waits on
+    // the migration's lock while the restore is recorded `running`.
+    let live = unique_name("live");
+    s.cluster.create_database(&live).unwrap();
+    s.cluster
+        .psql(&live, "CREATE TABLE busy AS SELECT 1 AS id;")
+        .unwrap();
+    let mut migration = hold_lock(&s.cluster, &live, "busy");
+    let mut child = s
+        .pgkeep
+        .command()
+        .args([
+            "restore",
+            id,
+            "--target-db",
+            &live,
+            "--overwrite",
+            "--confirm",
+            &live,
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let restores = || -> Vec<Value> {
+        serde_json::from_str(&s.pgkeep.run_ok(&["restores", "--json"])).unwrap()
+    };
+    let mut running = Value::Null;
+    wait_for("the restore's running record", || {
+        running = restores()
+            .into_iter()
+            .find(|r| r["state"] == "running")
+            .unwrap_or(Value::Null);
+        !running.is_null()
+    });
+    wait_for("the safety backup's pg_dump to wait on the lock", || {
+        dump_is_waiting(&s.cluster, &live)
+    });
+    assert!(running["alive_at"].is_string(), "{running:#}");
+    assert!(running["process"]["pid"].is_number(), "{running:#}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None, "killed by SIGKILL");
+    migration.kill().unwrap();
+    migration.wait().unwrap();
+    let restore_id = running["id"].as_str().unwrap();
+    let stuck: Value =
+        serde_json::from_str(&s.pgkeep.run_ok(&["restores", "--json", "--id", restore_id]))
+            .unwrap();
+    assert_eq!(stuck["state"], "running", "nothing settled it yet");
+
+    // The reaper's pass (every prune) fails it, saying it was abandoned and why.
+    s.pgkeep.run_ok(&["prune", "--keep-last", "10"]);
+    let reaped: Value =
+        serde_json::from_str(&s.pgkeep.run_ok(&["restores", "--json", "--id", restore_id]))
+            .unwrap();
+    assert_eq!(reaped["state"], "failed", "{reaped:#}");
+    let error = reaped["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("abandoned:") && error.contains("is gone"),
+        "{error}"
+    );
+    assert!(reaped["finished_at"].is_string(), "{reaped:#}");
+    // Its unfinished safety backup was reaped like any killed backup.
+    let safety = s
+        .pgkeep
+        .list()
+        .into_iter()
+        .find(|r| r["kind"] == "pre_restore")
+        .unwrap();
+    assert_eq!(safety["status"], "failed", "{safety:#}");
+    // A second pass changes nothing more.
+    s.pgkeep.run_ok(&["prune", "--keep-last", "10"]);
+    let again: Value =
+        serde_json::from_str(&s.pgkeep.run_ok(&["restores", "--json", "--id", restore_id]))
+            .unwrap();
+    assert_eq!(again, reaped);
 }
