@@ -236,9 +236,10 @@ pub struct BackupArgs {
     #[arg(long)]
     pub json: bool,
     /// Dump with N parallel pg_dump streams from one snapshot (1-32): a schema object and up
-    /// to N data parts, restored in parallel. 1 (the default) writes one object.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
-    pub jobs: u32,
+    /// to N data parts, restored in parallel. 1 writes one object [default: the database's
+    /// entry in PGKEEP_JOBS, a JSON object like {"shop": 4}, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub jobs: Option<u32>,
     /// Back up the whole server: every database (not templates, accepting connections) as its
     /// own backup, plus one globals backup (roles, memberships, tablespaces, each database's
     /// owner, grants and settings), all under one run id. The database URL's database is used

@@ -382,6 +382,7 @@ impl Api {
             labels: body.labels,
             selection: body.selection,
             all_databases: false,
+            jobs: None,
         };
         if let Err(e) = self.starter.start(&trigger).await {
             return Err(self.not_started(&trigger, &id, &e).await);
@@ -466,6 +467,7 @@ impl Api {
         let event = VerifyEvent::Verify(VerifyTrigger {
             backup_id: Some(id.clone()),
             requested_by: Some(request.caller.name()),
+            jobs: None,
         });
         self.verify_starter.start(&event).await.map_err(|e| {
             ApiResponse::error(502, format!("could not start the verification: {e}"))
@@ -519,6 +521,7 @@ impl Api {
             no_owner: body.no_owner,
             requested_by: Some(request.caller.name()),
             restore_id: Some(restore_id.clone()),
+            jobs: None,
         };
         if let Err(e) = self
             .verify_starter

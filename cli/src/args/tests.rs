@@ -102,6 +102,7 @@ const SHARED: &[(&str, &str)] = &[
     ("PGKEEP_KEEP_LABELS", "pinned, release=v2"),
     ("PGKEEP_KEEP_WITHIN_KIND", "scheduled=7d, manual=30d"),
     ("PGKEEP_HEARTBEAT_URL", "https://hc-ping.com/abc-123"),
+    ("PGKEEP_JOBS", r#"{"shop": 4}"#),
 ];
 
 /// What every case starts from: what the functions require.
@@ -127,10 +128,9 @@ fn view(
     max_age: impl std::fmt::Debug,
     abandon_after: impl std::fmt::Debug,
     heartbeat: impl std::fmt::Debug,
+    shop_jobs: u32,
 ) -> String {
-    format!(
-        "{backends:?} | {auth:?} | {retention:?} | {max_age:?} | {abandon_after:?} | {heartbeat:?}"
-    )
+    format!("{backends:?} | {auth:?} | {retention:?} | {max_age:?} | {abandon_after:?} | {heartbeat:?} | {shop_jobs}")
 }
 
 fn lambda_view(vars: &BTreeMap<String, String>) -> String {
@@ -142,6 +142,7 @@ fn lambda_view(vars: &BTreeMap<String, String>) -> String {
             s.health.max_age,
             s.abandon_after,
             s.alerts.heartbeat_url,
+            s.jobs.get("shop").copied().unwrap_or(1),
         ),
         Err(e) => format!("error: {e}"),
     }
@@ -180,6 +181,7 @@ fn cli_view() -> Result<String, String> {
         health.max_age,
         resolver.abandon_after,
         heartbeat,
+        pgkeep::config::jobs_or_setting(None, &env, "shop").map_err(|e| e.to_string())?,
     ))
 }
 
@@ -238,6 +240,8 @@ fn cli_names() -> BTreeSet<String> {
     names.extend(RetentionSettings::LOOKED_UP.iter().map(|s| s.to_string()));
     // Read from the environment only (a credential): see `Resolver::notifier`.
     names.insert(pgkeep::config::HEARTBEAT_URL.to_owned());
+    // A JSON object by database: read by `backup` for its database (`jobs_or_setting`).
+    names.insert(pgkeep::config::JOBS.to_owned());
     names
 }
 

@@ -69,7 +69,9 @@ pub async fn run(resolver: &Resolver<'_>, args: &BackupArgs) -> Result<u8, Failu
     request.labels = labels;
     request.selection = selection;
     request.requested_by = Some(resolver.cli_user());
-    request.jobs = args.jobs;
+    request.jobs =
+        pgkeep::config::jobs_or_setting(args.jobs, &crate::resolve::env, request.database_name())
+            .map_err(ops::Error::from)?;
     backup(&services, &request, args.json, notifier.as_ref()).await
 }
 
