@@ -415,9 +415,10 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     /// pg_restore workers for the indexes and constraints of a parallel backup (backup
-    /// --jobs), whose data parts are restored all at once; nothing but its schema is staged.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub jobs: u32,
+    /// --jobs), whose data parts are restored all at once; nothing but its schema is staged
+    /// [default: the backup's database's entry in PGKEEP_JOBS, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -464,9 +465,10 @@ pub struct RestoreArgs {
     /// Check the checksum, decrypt and list the archive (pg_restore --list); write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Parallel pg_restore workers; the archive is staged to a temporary file first.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub jobs: u32,
+    /// Parallel pg_restore workers; the archive is staged to a temporary file first
+    /// [default: the backup's database's entry in PGKEEP_JOBS, else 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     /// Restore without the original owners and grants (for a server lacking those roles).
     #[arg(long)]
     pub no_owner: bool,
