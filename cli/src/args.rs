@@ -250,9 +250,10 @@ pub struct BackupArgs {
     #[arg(long)]
     pub json: bool,
     /// Dump with N parallel pg_dump streams from one snapshot (1-32): a schema object and up
-    /// to N data parts, restored in parallel. 1 (the default) writes one object.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
-    pub jobs: u32,
+    /// to N data parts, restored in parallel. 1 writes one object [default: the database's
+    /// entry in PGKEEP_JOBS, a JSON object like {"shop": 4}, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub jobs: Option<u32>,
     /// Back up the whole server: every database (not templates, accepting connections) as its
     /// own backup, plus one globals backup (roles, memberships, tablespaces, each database's
     /// owner, grants and settings), all under one run id. The database URL's database is used
@@ -428,9 +429,10 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     /// pg_restore workers for the indexes and constraints of a parallel backup (backup
-    /// --jobs), whose data parts are restored all at once; nothing but its schema is staged.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub jobs: u32,
+    /// --jobs), whose data parts are restored all at once; nothing but its schema is staged
+    /// [default: the backup's database's entry in PGKEEP_JOBS, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -477,9 +479,10 @@ pub struct RestoreArgs {
     /// Check the checksum, decrypt and list the archive (pg_restore --list); write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Parallel pg_restore workers; the archive is staged to a temporary file first.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub jobs: u32,
+    /// Parallel pg_restore workers; the archive is staged to a temporary file first
+    /// [default: the backup's database's entry in PGKEEP_JOBS, else 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     /// Restore without the original owners and grants (for a server lacking those roles).
     #[arg(long)]
     pub no_owner: bool,

@@ -67,6 +67,27 @@ pub fn failed(error: &ops::Error, message: String) -> Failure {
 }
 
 /// A backup id from the command line.
+/// `--jobs` when given, else the entry in `PGKEEP_JOBS` of the database backup `id` belongs
+/// to (the functions' rule), else 1 (also when no backup is named).
+pub async fn jobs_for_backup(
+    services: &pgkeep::backends::Services,
+    flag: Option<u32>,
+    id: Option<&BackupId>,
+) -> Result<u32, Failure> {
+    if let Some(n) = flag {
+        return Ok(n);
+    }
+    let Some(id) = id else { return Ok(1) };
+    // An unknown backup is reported by the command itself, with its own message.
+    let Ok(record) = services.catalog.get(id).await else {
+        return Ok(1);
+    };
+    Ok(
+        pgkeep::config::jobs_or_setting(None, &crate::resolve::env, &record.database)
+            .map_err(ops::Error::from)?,
+    )
+}
+
 pub fn parse_id(id: &str) -> Result<BackupId, Failure> {
     id.parse()
         .map_err(|e: pgkeep::model::InvalidBackupId| usage(e.to_string()))

@@ -128,12 +128,16 @@ fn list_cells(r: &BackupRecord) -> [String; 7] {
 }
 
 /// One record in full.
-pub fn print_record(r: &BackupRecord) {
+pub fn print_record(r: &BackupRecord, expiry: Option<&pgkeep::retention::Expiry>) {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     println!("id:              {}", r.id);
     println!("database:        {}", shown(&r.database));
     println!("kind:            {}", r.kind);
     println!("status:          {}", r.status);
+    if let Some(e) = expiry {
+        println!("expires:         {}", opt(e.expires_at.map(format_time)));
+        println!("retention:       {}", e.expiry);
+    }
     if let Some(by) = &r.requested_by {
         println!("requested by:    {}", shown(by));
     }
@@ -466,6 +470,9 @@ pub fn print_prune_report(report: &PruneReport) {
             format!(", skipped {} that changed meanwhile", report.skipped.len())
         }
     );
+    for id in &report.reaped_restores {
+        println!("restore {id}: its run died while running; marked failed (abandoned)");
+    }
 }
 
 /// The line a person sees after a backup.

@@ -61,6 +61,13 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// Where the command's notices go: the heartbeat of `PGKEEP_HEARTBEAT_URL`, read from the
+    /// environment only (the URL is a credential), or nowhere.
+    pub fn notifier(&self) -> Result<std::sync::Arc<dyn pgkeep::alert::Notifier>, Failure> {
+        let url = pgkeep::config::heartbeat_url(&env).map_err(ops::Error::from)?;
+        Ok(pgkeep::wiring::command_notifier(url.as_ref()).map_err(ops::Error::from)?)
+    }
+
     /// The backends: the command's per-user defaults (a repository under `$XDG_DATA_HOME`, a
     /// key file under `$XDG_CONFIG_HOME`), and a key and a key file set in different places
     /// resolved for the command line.

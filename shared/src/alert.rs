@@ -344,6 +344,21 @@ pub trait Notifier: Send + Sync {
     }
 }
 
+/// Sends a notice about a run (a start, a success, a failure the run itself records), logging
+/// a delivery failure instead of returning it: the run matters more than its notice.
+pub async fn send_logged(notifier: &dyn Notifier, alert: &Alert) {
+    if let Err(e) = notifier.notify(alert).await {
+        tracing::warn!(alert = alert.kind.as_str(), database = %alert.database, error = %e, "could not send the notice");
+    }
+}
+
+/// [`Notifier::started`], logging a delivery failure as [`send_logged`] does.
+pub async fn started_logged(notifier: &dyn Notifier, run: RunKind, database: &str) {
+    if let Err(e) = notifier.started(run, database).await {
+        tracing::warn!(database, error = %e, "could not send the start notice");
+    }
+}
+
 /// Passes on only the events selected for one channel (`PGKEEP_ALERT_SNS_EVENTS`,
 /// `PGKEEP_ALERT_WEBHOOK_EVENTS`).
 pub struct Selected {

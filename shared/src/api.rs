@@ -28,7 +28,7 @@ use crate::labels::{LabelSelector, Labels};
 use crate::model::{BackupId, BackupKind, BackupStatus, RestoreRun};
 use crate::ops::health::{health, HealthPolicy};
 use crate::ops::{self, DeleteRefusal, ErrorKind};
-use crate::retention::Span;
+use crate::retention::{with_expiries, RetentionPolicy, Span};
 use crate::selection::Selection;
 use crate::store::StoreError;
 use crate::trigger::{DumpTrigger, RestoreTrigger, VerifyEvent, VerifyTrigger};
@@ -147,6 +147,9 @@ pub struct Api {
     pub download_ttl: Span,
     /// Where alerts go (an accepted dump that could not be started).
     pub notifier: Arc<dyn Notifier>,
+    /// The retention policy prune applies (`PGKEEP_KEEP_*`): backups are shown with the date
+    /// it expires them (nothing when it is not configured).
+    pub retention: RetentionPolicy,
 }
 
 /// Default and largest page size of `GET /backups`.
@@ -201,9 +204,9 @@ impl Api {
             .filter(|s| !s.is_empty())
             .collect();
         let result = match (request.method.as_str(), segments.as_slice()) {
-            ("GET", ["backups"]) => self.list(request).await,
+            ("GET", ["backups"]) => self.list(request, now).await,
             ("POST", ["backups"]) => self.trigger(request, now).await,
-            ("GET", ["backups", id]) => self.show(id).await,
+            ("GET", ["backups", id]) => self.show(id, now).await,
             ("POST", ["backups", id, "verify"]) => self.verify(id, request).await,
             ("POST", ["backups", id, "restore"]) => self.restore(id, request, now).await,
             ("DELETE", ["backups", id]) => self.delete(id, request).await,
@@ -276,7 +279,11 @@ impl Api {
         ))
     }
 
-    async fn list(&self, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+    async fn list(
+        &self,
+        request: &ApiRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ApiResponse, ApiResponse> {
         let q = &request.query;
         let limit = page_limit(q)?;
         let status = q
@@ -306,13 +313,17 @@ impl Api {
         let page = ops::list::list(&self.services, &query)
             .await
             .map_err(error_response)?;
+        let databases: Vec<&str> = page.records.iter().map(|r| r.database.as_str()).collect();
+        let expiries = ops::list::expiries(&self.services, &self.retention, Some(&databases), now)
+            .await
+            .map_err(error_response)?;
         Ok(ApiResponse::json(
             200,
-            json!({ "backups": page.records, "next_cursor": page.next_cursor }),
+            json!({ "backups": with_expiries(&page.records, &expiries), "next_cursor": page.next_cursor }),
         ))
     }
 
-    async fn show(&self, id: &str) -> Result<ApiResponse, ApiResponse> {
+    async fn show(&self, id: &str, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
         let id: BackupId = id
             .parse()
             .map_err(|e: crate::model::InvalidBackupId| ApiResponse::error(400, e.to_string()))?;
@@ -322,7 +333,16 @@ impl Api {
             .get(&id)
             .await
             .map_err(|e| error_response(e.into()))?;
-        Ok(ApiResponse::json(200, json!(record)))
+        let expiries = ops::list::expiries(
+            &self.services,
+            &self.retention,
+            Some(&[record.database.as_str()]),
+            now,
+        )
+        .await
+        .map_err(error_response)?;
+        let shown = with_expiries(std::slice::from_ref(&record), &expiries);
+        Ok(ApiResponse::json(200, json!(shown[0])))
     }
 
     async fn trigger(
@@ -362,6 +382,7 @@ impl Api {
             labels: body.labels,
             selection: body.selection,
             all_databases: false,
+            jobs: None,
         };
         if let Err(e) = self.starter.start(&trigger).await {
             return Err(self.not_started(&trigger, &id, &e).await);
@@ -446,6 +467,7 @@ impl Api {
         let event = VerifyEvent::Verify(VerifyTrigger {
             backup_id: Some(id.clone()),
             requested_by: Some(request.caller.name()),
+            jobs: None,
         });
         self.verify_starter.start(&event).await.map_err(|e| {
             ApiResponse::error(502, format!("could not start the verification: {e}"))
@@ -499,6 +521,7 @@ impl Api {
             no_owner: body.no_owner,
             requested_by: Some(request.caller.name()),
             restore_id: Some(restore_id.clone()),
+            jobs: None,
         };
         if let Err(e) = self
             .verify_starter
@@ -532,14 +555,9 @@ impl Api {
 
     /// `GET /dashboard`: the backup history page (HTML; see [`crate::history`]).
     async fn dashboard(&self, now: DateTime<Utc>) -> Result<ApiResponse, ApiResponse> {
-        let html = crate::history::page(
-            &self.services,
-            now,
-            &self.health,
-            &crate::history::Expiries::new(),
-        )
-        .await
-        .map_err(error_response)?;
+        let html = crate::history::page(&self.services, now, &self.health, &self.retention)
+            .await
+            .map_err(error_response)?;
         Ok(ApiResponse::html(html))
     }
 

@@ -27,8 +27,10 @@
 //! | `PGKEEP_ALERT_WEBHOOK_URL` | Slack-compatible webhook alerts are also POSTed to (a credential: never logged) |
 //! | `PGKEEP_KEEP_LAST`, `PGKEEP_KEEP_HOURLY`, `PGKEEP_KEEP_DAILY`, `PGKEEP_KEEP_WEEKLY`, `PGKEEP_KEEP_MONTHLY`, `PGKEEP_KEEP_YEARLY` | prune: retention counts, as the CLI's `--keep-*` |
 //! | `PGKEEP_KEEP_WITHIN` | prune: keep everything within this span of the newest backup (`30d`) |
+//! | `PGKEEP_KEEP_WITHIN_KIND` | prune (and the expiry shown by the status API): keep each kind this long after it was taken (`scheduled=7d,manual=30d,pre_migration=365d`), on top of the rules above |
 //! | `PGKEEP_PRE_RESTORE_KEEP_WITHIN` | prune: keep `pre_restore` safety copies this long (`30d`) |
 //! | `PGKEEP_KEEP_LABELS` | prune: keep every backup carrying one of these labels, `KEY` or `KEY=VALUE`, comma-separated or a JSON array of strings (as the CLI's `--keep-label`) |
+//! | `PGKEEP_JOBS` | dump, verify (and `pgkeep backup`/`verify`/`restore` without `--jobs`): JSON object database → parallel dump streams (`{"shop": 4}`; default 1); an event's `jobs` wins |
 //! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |
 //! | `PGKEEP_RUNNERS`, `PGKEEP_FARGATE_*` | dump, verify: which databases' work goes to a Fargate task, see [`RunnerSettings`] |
 //! | `PGKEEP_DOWNLOAD_URL_TTL` | status API: how long a `GET /backups/{id}/download` URL works (`15m`, at most `7d`) |
@@ -198,6 +200,9 @@ pub struct LambdaSettings {
     pub scratch_secret_arn: Option<String>,
     /// Where alerts go besides the log.
     pub alerts: AlertSettings,
+    /// Parallel dump streams per database (`PGKEEP_JOBS`) for its backups, verifications and
+    /// restores; a database not named: 1. An event's `jobs` wins.
+    pub jobs: BTreeMap<String, u32>,
     /// The retention policy of prune (empty unless `PGKEEP_KEEP_*` are set; prune refuses an
     /// empty one at cold start).
     pub retention: RetentionPolicy,
@@ -289,6 +294,71 @@ fn download_ttl(get: &impl Fn(&str) -> Option<String>) -> Result<Span, ConfigErr
     }
 }
 
+/// The parallel-jobs variable, read by the functions and the `pgkeep` command alike.
+pub const JOBS: &str = "PGKEEP_JOBS";
+
+/// `PGKEEP_JOBS`: a JSON object, database name → parallel dump streams (1-32) for its backups,
+/// verifications and restores (`backup --jobs N`); unset or empty: none named (1 each). With
+/// `databases` (the functions' `PGKEEP_DATABASES`), naming another database is refused.
+pub fn jobs<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    databases: Option<&BTreeMap<String, T>>,
+) -> Result<BTreeMap<String, u32>, ConfigError> {
+    let Some(json) = given_owned(&get(JOBS)) else {
+        return Ok(BTreeMap::new());
+    };
+    let jobs: BTreeMap<String, u32> = serde_json::from_str(&json).map_err(|e| {
+        invalid(
+            JOBS,
+            format!("{e}; expected a JSON object of database name to a number of parallel streams, e.g. {{\"shop\": 4}}"),
+        )
+    })?;
+    for (database, n) in &jobs {
+        if !(1..=crate::ops::backup::MAX_JOBS).contains(n) {
+            return Err(invalid(
+                JOBS,
+                format!(
+                    "{database}: {n} is not between 1 and {}",
+                    crate::ops::backup::MAX_JOBS
+                ),
+            ));
+        }
+        if databases.is_some_and(|d| !d.contains_key(database)) {
+            return Err(invalid(
+                JOBS,
+                format!("names database {database:?}, which PGKEEP_DATABASES does not"),
+            ));
+        }
+    }
+    Ok(jobs)
+}
+
+/// `n` when given (a flag, an event), else `database`'s `PGKEEP_JOBS` through `get`, else 1:
+/// the `pgkeep` command's default, the same rule as the functions'.
+pub fn jobs_or_setting(
+    n: Option<u32>,
+    get: &impl Fn(&str) -> Option<String>,
+    database: &str,
+) -> Result<u32, ConfigError> {
+    match n {
+        Some(n) => Ok(n),
+        None => Ok(jobs::<()>(get, None)?.get(database).copied().unwrap_or(1)),
+    }
+}
+
+/// The heartbeat variable, read by the functions and by `pgkeep backup`/`verify` alike.
+pub const HEARTBEAT_URL: &str = "PGKEEP_HEARTBEAT_URL";
+
+/// `PGKEEP_HEARTBEAT_URL`: the dead man's switch, unset or empty for none. Only from the
+/// environment (never a flag): such a URL is a credential, and argv is visible to every user.
+pub fn heartbeat_url(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<WebhookUrl>, ConfigError> {
+    given_owned(&get(HEARTBEAT_URL))
+        .map(|url| WebhookUrl::parse(&url).map_err(|e| invalid(HEARTBEAT_URL, e)))
+        .transpose()
+}
+
 fn required(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, ConfigError> {
     get(name).ok_or_else(|| ConfigError::Missing(format!("{name} is not set")))
 }
@@ -331,6 +401,7 @@ impl LambdaSettings {
         let selections = selections(&get, &databases)?;
         let runners =
             RunnerSettings::from_lookup(get, &databases.keys().cloned().collect::<Vec<_>>())?;
+        let jobs = jobs(&get, Some(&databases))?;
         let webhook_url = get("PGKEEP_ALERT_WEBHOOK_URL")
             .map(|url| WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_URL", e)))
             .transpose()?;
@@ -356,17 +427,19 @@ impl LambdaSettings {
                     })
                     .transpose()?
                     .unwrap_or_default(),
-                heartbeat_url: get("PGKEEP_HEARTBEAT_URL")
-                    .map(|url| {
-                        WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_HEARTBEAT_URL", e))
-                    })
-                    .transpose()?,
+                heartbeat_url: heartbeat_url(&get)?,
             },
             retention,
             abandon_after,
             download_ttl: download_ttl(&get)?,
             runners,
+            jobs,
         })
+    }
+
+    /// The parallel dump streams for `database` (`PGKEEP_JOBS`; 1 when not named).
+    pub fn jobs_for(&self, database: &str) -> u32 {
+        self.jobs.get(database).copied().unwrap_or(1)
     }
 
     /// Whether anything configured calls AWS (backends, a database or scratch secret, the
@@ -708,6 +781,39 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn jobs_per_database_are_checked() {
+        let base = |jobs: &str| {
+            let vars = [
+                ("PGKEEP_REPO", "/var/pgkeep/repo".to_owned()),
+                ("PGKEEP_KEY", "kms://alias/pgkeep".to_owned()),
+                (
+                    "PGKEEP_DATABASES",
+                    r#"{"shop": {"url": "postgresql://b@h/shop"}, "crm": {"url": "postgresql://b@h/crm"}}"#.to_owned(),
+                ),
+                ("PGKEEP_JOBS", jobs.to_owned()),
+            ];
+            LambdaSettings::from_lookup(move |k| {
+                vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+            })
+        };
+        let s = base(r#"{"shop": 4}"#).unwrap();
+        assert_eq!((s.jobs_for("shop"), s.jobs_for("crm")), (4, 1));
+        assert_eq!(base("").unwrap().jobs_for("shop"), 1);
+        for (bad, says) in [
+            (r#"{"shop": 0}"#, "between 1 and 32"),
+            (r#"{"shop": 33}"#, "between 1 and 32"),
+            (r#"{"other": 2}"#, "which PGKEEP_DATABASES does not"),
+            ("4", "expected a JSON object"),
+        ] {
+            let err = base(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("PGKEEP_JOBS") && err.contains(says),
+                "{bad}: {err}"
+            );
         }
     }
 }

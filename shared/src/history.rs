@@ -38,8 +38,9 @@ pub struct HistoryData {
     pub restores: Vec<RestoreRun>,
 }
 
-/// When each backup expires under the current retention policy, by id (absent: kept).
-pub type Expiries = BTreeMap<crate::model::BackupId, DateTime<Utc>>;
+/// When each backup expires under the current retention policy, by id (empty: no policy
+/// configured, the table is left out); see [`crate::retention::expiries`].
+pub type Expiries = BTreeMap<crate::model::BackupId, crate::retention::Expiry>;
 
 /// Reads what the page shows.
 pub async fn collect(services: &Services) -> Result<HistoryData, Error> {
@@ -60,14 +61,17 @@ pub async fn collect(services: &Services) -> Result<HistoryData, Error> {
     })
 }
 
-/// The page for the catalog behind `services` at `now`.
+/// The page for the catalog behind `services` at `now`, with each stored backup's expiry
+/// under `retention` (left out when no retention is configured).
 pub async fn page(
     services: &Services,
     now: DateTime<Utc>,
     policy: &HealthPolicy,
-    expiries: &Expiries,
+    retention: &crate::retention::RetentionPolicy,
 ) -> Result<String, Error> {
-    Ok(render(&collect(services).await?, now, policy, expiries))
+    let data = collect(services).await?;
+    let expiries = crate::retention::expiries(retention, &data.records, now);
+    Ok(render(&data, now, policy, &expiries))
 }
 
 /// The page (pure: the same data and time give the same document).
@@ -285,17 +289,18 @@ fn database_section(
         let mut kept: Vec<&&BackupRecord> =
             records.iter().filter(|r| r.status.has_object()).collect();
         kept.sort_by(|a, b| b.start_order().cmp(&a.start_order()));
-        out.push_str("<h3>Stored backups and when they expire</h3><table class=\"expiry\"><tr><th>Backup</th><th>Kind</th><th>Status</th><th>Expires</th></tr>");
+        out.push_str("<h3>Stored backups and when they expire</h3><table class=\"expiry\"><tr><th>Backup</th><th>Kind</th><th>Status</th><th>Expires</th><th>Why</th></tr>");
         for r in kept.iter().take(50) {
+            let e = expiries.get(&r.id);
             let _ = write!(
                 out,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(r.id.as_str()),
                 r.kind,
                 r.status,
-                expiries
-                    .get(&r.id)
-                    .map_or_else(|| "kept by the policy".into(), |t| format_time(*t))
+                e.and_then(|e| e.expires_at)
+                    .map_or_else(|| "-".into(), format_time),
+                esc(e.map_or("-", |e| e.expiry.as_str()))
             );
         }
         out.push_str("</table>");
@@ -551,5 +556,45 @@ mod tests {
         }
         assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("src="));
         assert!(html.contains("default-src 'none'"));
+    }
+
+    #[test]
+    fn stored_backups_show_when_the_retention_policy_expires_them() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+        let records: Vec<BackupRecord> = [(2, BackupKind::Scheduled), (30, BackupKind::Manual)]
+            .into_iter()
+            .map(|(hours, kind)| {
+                let at = now - Duration::hours(hours);
+                let mut r =
+                    BackupRecord::start(BackupId::generate(at), "shop", kind, Compression::Zstd);
+                r.created_at = at;
+                r.status = BackupStatus::Completed;
+                r
+            })
+            .collect();
+        let mut policy = crate::retention::RetentionPolicy {
+            keep_last: 1,
+            ..Default::default()
+        };
+        policy.keep_within_kind = crate::retention::parse_kind_spans("manual=30d").unwrap();
+        let data = HistoryData {
+            records: records.clone(),
+            ..Default::default()
+        };
+        let expiries = crate::retention::expiries(&policy, &records, now);
+        let html = render(&data, now, &HealthPolicy::default(), &expiries);
+        let manual_end = format_time(records[1].created_at + Duration::days(30));
+        assert!(
+            html.contains("Stored backups and when they expire"),
+            "{html}"
+        );
+        assert!(html.contains(&format!("<td>{manual_end}</td><td>kept until {manual_end}: manual backup younger than 30d</td>")), "{html}");
+        assert!(
+            html.contains("<td>-</td><td>kept while last (1 of 1)</td>"),
+            "{html}"
+        );
+        // No policy: no expiry table.
+        let none = render(&data, now, &HealthPolicy::default(), &Expiries::new());
+        assert!(!none.contains("when they expire"));
     }
 }

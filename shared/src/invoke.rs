@@ -294,11 +294,13 @@ mod tests {
             labels: Default::default(),
             selection: None,
             all_databases: false,
+            jobs: None,
         };
         DumpStarter::start(&invoker, &dump).await.unwrap();
         let verify = VerifyEvent::Verify(crate::trigger::VerifyTrigger {
             backup_id: None,
             requested_by: None,
+            jobs: None,
         });
         VerifyStarter::start(&invoker, &verify).await.unwrap();
 
@@ -315,6 +317,7 @@ mod tests {
             &VerifyEvent::Verify(crate::trigger::VerifyTrigger {
                 backup_id: None,
                 requested_by: None,
+                jobs: None,
             }),
         )
         .await

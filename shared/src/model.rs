@@ -84,7 +84,7 @@ impl fmt::Display for BackupId {
 }
 
 /// Why a backup was taken; retention treats the kinds differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupKind {
     /// Taken by a schedule.
@@ -94,8 +94,8 @@ pub enum BackupKind {
     /// The safety copy taken before a restore overwrites a database.
     PreRestore,
     /// Taken before a schema migration, to go back to if it goes wrong. Retention treats it
-    /// like a manual backup; label it (`--label`) and keep the label (`--keep-label`) to keep
-    /// it longer.
+    /// like a manual backup; keep it longer with a per-kind window (`--keep-within-kind
+    /// pre_migration=365d`) or a label (`--keep-label`).
     PreMigration,
 }
 
@@ -902,7 +902,18 @@ pub struct RestoreRun {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The process running it, when known: on its host, a `running` restore whose process is
+    /// gone was killed and is failed as abandoned by the reaper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessIdentity>,
+    /// Its last sign of life while `running` (renewed every [`RESTORE_ALIVE_EVERY`]): one
+    /// older than the abandon-after limit means its run died (a crashed host, a Lambda killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive_at: Option<DateTime<Utc>>,
 }
+
+/// How often a running restore renews [`RestoreRun::alive_at`].
+pub const RESTORE_ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl RestoreRun {
     /// A restore asked for at `at`, not yet running.
@@ -924,6 +935,8 @@ impl RestoreRun {
             tables: None,
             rows: None,
             error: None,
+            process: None,
+            alive_at: None,
         }
     }
 

@@ -18,6 +18,15 @@
 //!   As in restic, the newest backup is the newest one not in the future of `now`, and the
 //!   comparison is strict (a backup exactly D older than the newest is not within).
 //!
+//! # Per kind
+//!
+//! `keep_within_kind` (`--keep-within-kind scheduled=7d,manual=30d,pre_migration=365d`) keeps
+//! every candidate of a kind taken less than its span before `now` (strict, as `keep_within`).
+//! Measured from `now`, not from the newest backup: "a manual backup lives 30 days" is a
+//! wall-clock promise, and it gives every such backup a date on which it expires. It only adds
+//! to the restic rules, which must not all be empty, so the newest candidate is still always
+//! kept by them when backups stop. `pre_restore` has its own window (below) and is refused here.
+//!
 //! # What is not a candidate
 //!
 //! - `in_progress`: never touched (the reaper turns abandoned ones into `failed`).
@@ -205,6 +214,40 @@ pub const DEFAULT_PRE_RESTORE_KEEP_WITHIN: Span = Span::days(30);
 /// Default for [`RetentionPolicy::verification_failed_keep_within`]: 30 days.
 pub const DEFAULT_VERIFICATION_FAILED_KEEP_WITHIN: Span = Span::days(30);
 
+/// `scheduled=7d,manual=30d`: a span per backup kind, for [`RetentionPolicy::keep_within_kind`].
+/// Also accepts a JSON object (`{"manual": "30d"}`), as environment variables often hold.
+pub fn parse_kind_spans(text: &str) -> Result<BTreeMap<BackupKind, Span>, String> {
+    let text = text.trim();
+    let pairs: Vec<(String, String)> = if text.starts_with('{') {
+        serde_json::from_str::<BTreeMap<String, String>>(text)
+            .map_err(|e| format!("not a JSON object of kind to duration: {e}"))?
+            .into_iter()
+            .collect()
+    } else {
+        text.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .ok_or_else(|| format!("{p:?} is not KIND=DURATION (e.g. manual=30d)"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mut out = BTreeMap::new();
+    for (kind, span) in pairs {
+        let kind: BackupKind = kind.parse()?;
+        if kind == BackupKind::PreRestore {
+            return Err("pre_restore copies have their own window: use --pre-restore-keep-within (PGKEEP_PRE_RESTORE_KEEP_WITHIN)".into());
+        }
+        let span: Span = span.parse().map_err(|e: SpanError| e.to_string())?;
+        if out.insert(kind, span).is_some() {
+            return Err(format!("{kind} is given twice"));
+        }
+    }
+    Ok(out)
+}
+
 /// What to keep of each database; see the module documentation for the exact rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
@@ -226,6 +269,10 @@ pub struct RetentionPolicy {
     pub pre_restore_keep_within: Span,
     /// Keep backups that failed verification this long after they were taken.
     pub verification_failed_keep_within: Span,
+    /// Keep every candidate of a kind taken within its span before `now` (in addition to the
+    /// rules above, which must not all be empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keep_within_kind: BTreeMap<BackupKind, Span>,
     /// Keep every stored backup carrying one of these labels (in addition to the rules
     /// above, which must not all be empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -246,6 +293,7 @@ impl Default for RetentionPolicy {
             keep_within: None,
             pre_restore_keep_within: DEFAULT_PRE_RESTORE_KEEP_WITHIN,
             verification_failed_keep_within: DEFAULT_VERIFICATION_FAILED_KEEP_WITHIN,
+            keep_within_kind: BTreeMap::new(),
             keep_labels: Vec::new(),
         }
     }
@@ -255,8 +303,11 @@ impl Default for RetentionPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// No keep rule is set: refusing is safer than guessing "all" or "nothing".
-    #[error("the retention policy is empty: set at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly or --keep-within (or the PGKEEP_KEEP_* variables); --keep-label only adds to those")]
+    #[error("the retention policy is empty: set at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly or --keep-within (or the PGKEEP_KEEP_* variables); --keep-label and --keep-within-kind only add to those")]
     Empty,
+    /// A per-kind window for `pre_restore`, which has its own.
+    #[error("--keep-within-kind (PGKEEP_KEEP_WITHIN_KIND) cannot name pre_restore: use --pre-restore-keep-within (PGKEEP_PRE_RESTORE_KEEP_WITHIN)")]
+    PreRestoreKind,
 }
 
 impl RetentionPolicy {
@@ -272,6 +323,9 @@ impl RetentionPolicy {
         ];
         if counts.iter().all(|n| *n == 0) && self.keep_within.is_none() {
             return Err(PolicyError::Empty);
+        }
+        if self.keep_within_kind.contains_key(&BackupKind::PreRestore) {
+            return Err(PolicyError::PreRestoreKind);
         }
         Ok(())
     }
@@ -295,6 +349,9 @@ impl fmt::Display for RetentionPolicy {
         }
         if let Some(w) = self.keep_within {
             parts.push(format!("within {w}"));
+        }
+        for (kind, w) in &self.keep_within_kind {
+            parts.push(format!("{kind} within {w}"));
         }
         for label in &self.keep_labels {
             parts.push(format!("label {label}"));
@@ -383,6 +440,13 @@ pub enum Reason {
         /// backup is in the future, in which case all are within.
         newest: Option<DateTime<Utc>>,
     },
+    /// A candidate of a kind with its own window, taken less than the span before `now`.
+    KindWithin {
+        /// Its kind.
+        kind: BackupKind,
+        /// The policy's span for the kind.
+        span: Span,
+    },
     /// Carries a label the policy keeps.
     Label(LabelSelector),
     /// The newest verified backup of its database: kept whatever the policy says.
@@ -426,6 +490,7 @@ impl fmt::Display for Reason {
                 ),
                 None => write!(f, "within {span} (every backup is in the future)"),
             },
+            Reason::KindWithin { kind, span } => write!(f, "{kind} backup younger than {span}"),
             Reason::Label(selector) => write!(f, "label {selector}"),
             Reason::NewestVerified => f.write_str("newest verified"),
             Reason::InProgress => f.write_str("in progress"),
@@ -503,6 +568,107 @@ impl fmt::Display for Decision {
     }
 }
 
+/// When a backup stops being kept under the current policy if nothing else changes (no new
+/// backup, no label or verification change): shown by `show`, `list --json`, the API and the
+/// history page. Serialized flat beside a record as `expires_at` and `expiry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expiry {
+    /// The first time at which the policy no longer keeps it. Set when every rule keeping it
+    /// is a window measured from `now` (per kind, pre-restore, failed verification), or when it
+    /// is already due for removal by a window; `None` when it is kept for a reason time alone
+    /// does not end (newest verified, a label, a restic rule) or when no rule keeps it.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// In words: `kept until ...: manual backup younger than 30d`, `kept while newest verified`,
+    /// `due for removal: outside policy`.
+    pub expiry: String,
+}
+
+impl Decision {
+    /// When the policy stops keeping this backup if nothing else changes (see [`Expiry`]).
+    /// Every reason but the windows measured from `now` is fixed while the records are: the
+    /// restic rules look only at the candidates' times (assuming none is in the future).
+    pub fn expiry(&self) -> Expiry {
+        let window_end = |r: &Reason| match r {
+            Reason::KindWithin { span, .. }
+            | Reason::PreRestoreWithin(span)
+            | Reason::VerificationFailedWithin(span)
+            | Reason::PreRestoreExpired(span)
+            | Reason::VerificationFailedExpired(span) => Some(self.created_at + span.as_delta()),
+            _ => None,
+        };
+        let words = |rs: &[&Reason]| {
+            rs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let reasons: Vec<&Reason> = self.reasons.iter().collect();
+        if !self.keeps() {
+            return Expiry {
+                expires_at: reasons.iter().filter_map(|r| window_end(r)).max(),
+                expiry: format!("due for removal: {}", words(&reasons)),
+            };
+        }
+        let lasting: Vec<&Reason> = reasons
+            .iter()
+            .copied()
+            .filter(|r| window_end(r).is_none())
+            .collect();
+        if !lasting.is_empty() {
+            return Expiry {
+                expires_at: None,
+                expiry: format!("kept while {}", words(&lasting)),
+            };
+        }
+        let end = reasons.iter().filter_map(|r| window_end(r)).max();
+        Expiry {
+            expires_at: end,
+            expiry: match end {
+                Some(t) => format!("kept until {}: {}", format_time(t), words(&reasons)),
+                None => format!("kept: {}", words(&reasons)),
+            },
+        }
+    }
+}
+
+/// The [`Expiry`] of every record that is not `deleted`, by id; empty when the policy is not
+/// usable (no retention configured: nothing expires by policy).
+pub fn expiries(
+    policy: &RetentionPolicy,
+    records: &[BackupRecord],
+    now: DateTime<Utc>,
+) -> BTreeMap<BackupId, Expiry> {
+    apply(policy, records, now)
+        .map(|ds| ds.into_iter().map(|d| (d.id.clone(), d.expiry())).collect())
+        .unwrap_or_default()
+}
+
+/// A record with its expiry beside it, as `show --json`, `list --json` and the API print it:
+/// the record's own fields plus `expires_at` and `expiry` (absent without a policy).
+#[derive(Debug, Serialize)]
+pub struct WithExpiry<'a> {
+    /// The record.
+    #[serde(flatten)]
+    pub record: &'a BackupRecord,
+    /// Its expiry, when a policy is configured.
+    #[serde(flatten)]
+    pub expiry: Option<&'a Expiry>,
+}
+
+/// Pairs each record with its expiry from `expiries`.
+pub fn with_expiries<'a>(
+    records: &'a [BackupRecord],
+    expiries: &'a BTreeMap<BackupId, Expiry>,
+) -> Vec<WithExpiry<'a>> {
+    records
+        .iter()
+        .map(|record| WithExpiry {
+            record,
+            expiry: expiries.get(&record.id),
+        })
+        .collect()
+}
+
 /// Decides, for every record that is not `deleted`, whether it stays; per database, newest
 /// first within each database, databases in name order.
 pub fn apply(
@@ -577,12 +743,20 @@ fn apply_one_database(
                     reasons.push(Reason::VerificationFailedExpired(span));
                 }
             } else {
-                match policy_reasons.remove(&r.id) {
-                    Some(rs) if !rs.is_empty() => reasons.extend(rs),
-                    _ => {
-                        keep = false;
-                        reasons.push(Reason::OutsidePolicy);
+                let mut rs = policy_reasons.remove(&r.id).unwrap_or_default();
+                if let Some(span) = policy.keep_within_kind.get(&r.kind) {
+                    if r.created_at > now - span.as_delta() {
+                        rs.push(Reason::KindWithin {
+                            kind: r.kind,
+                            span: *span,
+                        });
                     }
+                }
+                if rs.is_empty() {
+                    keep = false;
+                    reasons.push(Reason::OutsidePolicy);
+                } else {
+                    reasons.extend(rs);
                 }
             }
             let labelled: Vec<&LabelSelector> = if r.status.has_object() {

@@ -44,6 +44,22 @@ pub struct DumpTrigger {
     /// one run ([`crate::ops::server`]); `database` only names the connection.
     #[serde(default)]
     pub all_databases: bool,
+    /// Parallel dump streams (`backup --jobs N`, 1-32); `None`: the database's `PGKEEP_JOBS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u32>,
+}
+
+/// An event's `jobs`: 1 to [`crate::ops::backup::MAX_JOBS`].
+fn checked_jobs(jobs: Option<u32>) -> Result<Option<u32>, TriggerError> {
+    match jobs {
+        Some(n) if !(1..=crate::ops::backup::MAX_JOBS).contains(&n) => {
+            Err(TriggerError::Field(format!(
+                "jobs {n} is not between 1 and {}",
+                crate::ops::backup::MAX_JOBS
+            )))
+        }
+        other => Ok(other),
+    }
 }
 
 /// Why an event is not a dump request.
@@ -82,6 +98,8 @@ struct DirectInvocation {
     selection: Option<Selection>,
     #[serde(default)]
     all_databases: bool,
+    #[serde(default)]
+    jobs: Option<u32>,
 }
 
 /// The backup id for an event: its time to the millisecond, then 8 hex digits of SHA-256 of
@@ -159,6 +177,7 @@ impl DumpTrigger {
                     .get("all_databases")
                     .and_then(|v| v.as_bool())
                     .unwrap_or(false),
+                jobs: None,
             });
         }
         let d: DirectInvocation = serde_json::from_value(event.clone())
@@ -195,6 +214,7 @@ impl DumpTrigger {
             labels: d.labels,
             selection: d.selection,
             all_databases: d.all_databases,
+            jobs: checked_jobs(d.jobs)?,
         })
     }
 }
@@ -217,6 +237,9 @@ impl DumpTrigger {
         }
         if self.all_databases {
             event["all_databases"] = serde_json::json!(true);
+        }
+        if let Some(jobs) = self.jobs {
+            event["jobs"] = serde_json::json!(jobs);
         }
         event
     }
@@ -246,6 +269,9 @@ pub struct VerifyTrigger {
     pub backup_id: Option<BackupId>,
     /// Who asked (for the audit trail): `schedule`, `dump`, a user.
     pub requested_by: Option<String>,
+    /// Parallel restore streams (1-32); `None`: the database's `PGKEEP_JOBS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u32>,
 }
 
 /// A request to restore a backup into a database on its own database's server, with the
@@ -275,6 +301,9 @@ pub struct RestoreTrigger {
     /// The id the API recorded the restore under (`GET /restores/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_id: Option<BackupId>,
+    /// Parallel restore streams (1-32); `None`: the database's `PGKEEP_JOBS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u32>,
 }
 
 /// What the verify function is asked to do.
@@ -297,6 +326,8 @@ struct DirectVerify {
     database: Option<String>,
     #[serde(default)]
     requested_by: Option<String>,
+    #[serde(default)]
+    jobs: Option<u32>,
 }
 
 impl VerifyEvent {
@@ -315,6 +346,7 @@ impl VerifyEvent {
             return Ok(VerifyEvent::Verify(VerifyTrigger {
                 backup_id,
                 requested_by: Some("schedule".into()),
+                jobs: None,
             }));
         }
         if let Some(restore) = event.get("restore") {
@@ -325,6 +357,7 @@ impl VerifyEvent {
             }
             let t: RestoreTrigger = serde_json::from_value(restore.clone())
                 .map_err(|err| TriggerError::Field(format!("restore: {err}")))?;
+            checked_jobs(t.jobs)?;
             return Ok(VerifyEvent::Restore(t));
         }
         let d: DirectVerify = serde_json::from_value(event.clone()).map_err(|err| {
@@ -335,6 +368,7 @@ impl VerifyEvent {
         Ok(VerifyEvent::Verify(VerifyTrigger {
             backup_id: d.backup_id.as_deref().map(parse_id).transpose()?,
             requested_by: d.requested_by,
+            jobs: checked_jobs(d.jobs)?,
         }))
     }
 
@@ -342,10 +376,16 @@ impl VerifyEvent {
     /// [`VerifyEvent::from_event`].
     pub fn to_event(&self) -> serde_json::Value {
         match self {
-            VerifyEvent::Verify(t) => serde_json::json!({
-                "backup_id": t.backup_id,
-                "requested_by": t.requested_by,
-            }),
+            VerifyEvent::Verify(t) => {
+                let mut event = serde_json::json!({
+                    "backup_id": t.backup_id,
+                    "requested_by": t.requested_by,
+                });
+                if let Some(jobs) = t.jobs {
+                    event["jobs"] = serde_json::json!(jobs);
+                }
+                event
+            }
             VerifyEvent::Restore(t) => serde_json::json!({ "restore": t }),
         }
     }
@@ -574,6 +614,45 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn jobs_ride_on_dump_verify_and_restore_events() {
+        let dump = DumpTrigger::from_event(&json!({"database": "shop", "jobs": 2})).unwrap();
+        assert_eq!(dump.jobs, Some(2));
+        assert_eq!(DumpTrigger::from_event(&dump.to_event()).unwrap(), dump);
+        let plain = DumpTrigger::from_event(&json!({"database": "shop"})).unwrap();
+        assert_eq!(plain.jobs, None);
+        assert!(plain.to_event().get("jobs").is_none());
+        for bad in [json!(0), json!(33)] {
+            let err = DumpTrigger::from_event(&json!({"database": "shop", "jobs": bad}))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("between 1 and 32"), "{err}");
+        }
+        let verify = VerifyEvent::from_event(
+            &json!({"backup_id": "20261124T020000000Z-0a1b2c3d", "jobs": 3}),
+        )
+        .unwrap();
+        let VerifyEvent::Verify(t) = &verify else {
+            panic!("{verify:?}")
+        };
+        assert_eq!(t.jobs, Some(3));
+        assert_eq!(VerifyEvent::from_event(&verify.to_event()).unwrap(), verify);
+        let restore = VerifyEvent::from_event(&json!({"restore": {
+            "backup_id": "20261124T020000000Z-0a1b2c3d", "target_db": "copy", "jobs": 4}}))
+        .unwrap();
+        let VerifyEvent::Restore(t) = &restore else {
+            panic!("{restore:?}")
+        };
+        assert_eq!(t.jobs, Some(4));
+        assert_eq!(
+            VerifyEvent::from_event(&restore.to_event()).unwrap(),
+            restore
+        );
+        assert!(VerifyEvent::from_event(&json!({"restore": {
+            "backup_id": "20261124T020000000Z-0a1b2c3d", "target_db": "copy", "jobs": 0}}))
+        .is_err());
+    }
+
+    #[test]
     fn dump_payloads_read_back() {
         let t = DumpTrigger {
             database: "shop".into(),
@@ -583,6 +662,7 @@ mod tests {
             labels: Labels::none(),
             selection: None,
             all_databases: false,
+            jobs: None,
         };
         assert_eq!(DumpTrigger::from_event(&t.to_event()).unwrap(), t);
         let t = DumpTrigger {
@@ -705,7 +785,8 @@ mod tests {
             VerifyEvent::from_event(&scheduled).unwrap(),
             VerifyEvent::Verify(VerifyTrigger {
                 backup_id: None,
-                requested_by: Some("schedule".into())
+                requested_by: Some("schedule".into()),
+                jobs: None,
             })
         );
         let direct = VerifyEvent::from_event(&json!({"backup_id": id.as_str()})).unwrap();
@@ -713,20 +794,23 @@ mod tests {
             direct,
             VerifyEvent::Verify(VerifyTrigger {
                 backup_id: Some(id.clone()),
-                requested_by: None
+                requested_by: None,
+                jobs: None,
             })
         );
         assert_eq!(
             VerifyEvent::from_event(&json!({})).unwrap(),
             VerifyEvent::Verify(VerifyTrigger {
                 backup_id: None,
-                requested_by: None
+                requested_by: None,
+                jobs: None,
             })
         );
         for event in [
             VerifyEvent::Verify(VerifyTrigger {
                 backup_id: Some(id.clone()),
                 requested_by: Some("dump".into()),
+                jobs: None,
             }),
             VerifyEvent::Restore(RestoreTrigger {
                 backup_id: id.clone(),
@@ -737,6 +821,7 @@ mod tests {
                 no_owner: true,
                 requested_by: Some("alice".into()),
                 restore_id: Some(id.clone()),
+                jobs: None,
             }),
         ] {
             assert_eq!(VerifyEvent::from_event(&event.to_event()).unwrap(), event);

@@ -100,6 +100,21 @@ pub fn notifier(
     Ok(Arc::new(Notifiers(notifiers)))
 }
 
+/// The `pgkeep` command's notices: the heartbeat (`PGKEEP_HEARTBEAT_URL`) when set, so a
+/// dead man's switch watches local and cron backups as it watches the functions; otherwise
+/// none (the command reports on its terminal and exit status).
+pub fn command_notifier(
+    heartbeat: Option<&crate::alert::webhook::WebhookUrl>,
+) -> Result<Arc<dyn Notifier>, ConfigError> {
+    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+    if let Some(url) = heartbeat {
+        let heartbeat = crate::alert::heartbeat::HeartbeatNotifier::new(url.clone())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        notifiers.push(Arc::new(heartbeat));
+    }
+    Ok(Arc::new(Notifiers(notifiers)))
+}
+
 /// The status API with everything it needs. It only reads records, starts other functions and
 /// alerts (an accepted dump that cannot be started), so no key is loaded.
 pub async fn api(settings: &LambdaSettings) -> Result<Api, ConfigError> {
@@ -114,6 +129,7 @@ pub async fn api(settings: &LambdaSettings) -> Result<Api, ConfigError> {
         databases: settings.database_names(),
         download_ttl: settings.download_ttl,
         notifier,
+        retention: settings.retention.clone(),
     })
 }
 

@@ -89,6 +89,7 @@ fn a_presigned_download_returns_exactly_the_stored_object_with_what_decrypting_n
         databases: vec![db.clone()],
         download_ttl: DEFAULT_DOWNLOAD_TTL,
         notifier: Arc::new(pgkeep::alert::LogNotifier),
+        retention: Default::default(),
     };
     let now = Utc::now();
     let res = moto

@@ -198,6 +198,67 @@ fn an_api_backup_is_dumped_and_verified_by_the_real_functions() {
     }
 }
 
+/// `"jobs": 2` on a dump event makes the real dump function take a parallel backup (a schema
+/// part and data parts, listed in the manifest), and the verification it starts carries the
+/// same `jobs` and passes.
+#[test]
+fn a_dump_event_with_jobs_takes_a_parallel_backup_that_verifies() {
+    let Some(stack) = Stack::start() else { return };
+    let event = serde_json::json!({ "database": "shop", "kind": "manual", "jobs": 2 });
+    let dump_api = Arc::new(FakeRuntimeApi::start(vec![event]).unwrap());
+    let verify_api = Arc::new(FakeRuntimeApi::start(Vec::new()).unwrap());
+    stack.forwarder.route(DUMP_FUNCTION, dump_api.clone());
+    stack.forwarder.route(VERIFY_FUNCTION, verify_api.clone());
+    let mut dump = stack.spawn("dump", &dump_api);
+    let mut verify = stack.spawn("verify", &verify_api);
+
+    let (dumped, dump_log) = dump_api.answers_and_log(&mut dump, 1, WAIT);
+    let outcome = dumped[0].1.response();
+    assert_eq!(outcome["outcome"], "completed", "{outcome}\n{dump_log}");
+    assert_eq!(outcome["verify_started"], true, "{outcome}");
+    let id: BackupId = outcome["backup"]["id"]
+        .as_str()
+        .or_else(|| outcome["id"].as_str())
+        .unwrap_or_else(|| panic!("no backup id in {outcome}"))
+        .parse()
+        .unwrap();
+    let record = stack.record(&id);
+    assert!(
+        record.parts.len() >= 2,
+        "a parallel backup has parts: {record:?}"
+    );
+    let manifest: Value = serde_json::from_slice(
+        &stack
+            .moto
+            .get(
+                &stack
+                    .moto
+                    .s3_key(&record.object_key.replace(".pgkeep", ".manifest.json")),
+            )
+            .0,
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["backup"]["parts"].as_array().map(Vec::len),
+        Some(record.parts.len()),
+        "{manifest:#}"
+    );
+    let (_, verify_event) = stack
+        .forwarder
+        .invocations()
+        .into_iter()
+        .find(|(name, _)| name == VERIFY_FUNCTION)
+        .expect("dump started the verification");
+    assert_eq!(verify_event["jobs"], 2, "{verify_event}");
+
+    let (verified, verify_log) = verify_api.answers_and_log(&mut verify, 1, WAIT);
+    let outcome = verified[0].1.response();
+    assert_eq!(outcome["outcome"], "verified", "{outcome}\n{verify_log}");
+    let record = stack.record(&id);
+    assert_eq!(record.status, BackupStatus::Verified, "{record:?}");
+    assert_eq!(record.row_counts["public.pgbench_accounts"], 100_000);
+}
+
 /// A dump killed mid-run (the container dies) fails its invocation; Lambda's retry of the same
 /// event ends the killed run as failed and backs up again.
 #[test]

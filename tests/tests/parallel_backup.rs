@@ -447,3 +447,47 @@ fn on_s3_a_failing_stream_leaves_no_open_upload_of_any_part() {
         .collect();
     assert!(objects.is_empty(), "{objects:?}");
 }
+
+/// `PGKEEP_JOBS` (database → streams) is `backup`'s default when `--jobs` is not given, and
+/// `verify`'s for a backup of that database; the flag wins; a bad value is refused naming it.
+#[test]
+fn pgkeep_jobs_sets_the_default_streams_per_database() {
+    let cluster = PgCluster::start().unwrap();
+    let db = unique_name("jobsenv");
+    cluster.create_database(&db).unwrap();
+    cluster
+        .psql(
+            &db,
+            "CREATE TABLE a AS SELECT g AS id FROM generate_series(1, 5000) g;
+             CREATE TABLE b AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g;",
+        )
+        .unwrap();
+    let setting = serde_json::json!({ db.clone(): 2 }).to_string();
+    let pgkeep = Pgkeep::new()
+        .database_url(cluster.url(&db))
+        .env("PGKEEP_JOBS", &setting);
+    let parallel = pgkeep.backup_ok(&[]);
+    assert!(
+        parallel["parts"].as_array().is_some_and(|p| p.len() >= 2),
+        "{parallel:#}"
+    );
+    let single = pgkeep.backup_ok(&["--jobs", "1"]);
+    assert!(
+        single["parts"].as_array().is_none_or(|p| p.is_empty()),
+        "{single:#}"
+    );
+    let (out, verified) = pgkeep.verify(&[parallel["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(verified["status"], "verified", "{verified:#}");
+
+    let bad = Pgkeep::new()
+        .database_url(cluster.url(&db))
+        .env("PGKEEP_JOBS", r#"{"x": 0}"#);
+    let (out, _) = bad.backup(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("PGKEEP_JOBS") && stderr(&out).contains("between 1 and 32"),
+        "{}",
+        stderr(&out)
+    );
+}

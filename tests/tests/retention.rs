@@ -309,3 +309,169 @@ fn a_backup_reaps_an_abandoned_run_of_its_database_first() {
     let out = pgkeep.run_ok(&["prune", "--keep-last", "5"]);
     assert!(out.contains("0 abandoned"), "{out}");
 }
+
+#[test]
+fn per_kind_windows_prune_by_kind_and_show_when_each_backup_expires() {
+    let cluster = PgCluster::start().unwrap();
+    let db = unique_name("perkind");
+    cluster.create_database(&db).unwrap();
+    cluster
+        .psql(
+            &db,
+            "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g;",
+        )
+        .unwrap();
+    let plain = Pgkeep::new().database_url(cluster.url(&db));
+    let old_scheduled = plain.backup_ok(&["--kind", "scheduled"]);
+    let manual = plain.backup_ok(&["--kind", "manual"]);
+    let migration = plain.backup_ok(&["--kind", "pre-migration"]);
+    let newest = plain.backup_ok(&["--kind", "scheduled"]);
+    let kinds = "scheduled=7d,manual=30d,pre_migration=365d";
+    // The policy prune would apply, from the environment as the functions get it.
+    let with_policy = |args: &[&str]| -> String {
+        let out = plain
+            .command()
+            .env("PGKEEP_KEEP_LAST", "1")
+            .env("PGKEEP_KEEP_WITHIN_KIND", kinds)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let show = |r: &Value| -> Value {
+        serde_json::from_str(&with_policy(&["show", r["id"].as_str().unwrap(), "--json"])).unwrap()
+    };
+    let id = |r: &Value| r["id"].as_str().unwrap().to_owned();
+    let plus = |r: &Value, days: i64| created_at(r) + TimeDelta::days(days);
+
+    // ---- show: the date each expires (its window from when it was taken), or why it stays.
+    for (record, days, why) in [
+        (&old_scheduled, 7, "scheduled backup younger than 7d"),
+        (&manual, 30, "manual backup younger than 30d"),
+        (&migration, 365, "pre_migration backup younger than 365d"),
+    ] {
+        let shown = show(record);
+        let expires: DateTime<Utc> = shown["expires_at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(expires, plus(record, days), "{shown:#}");
+        assert_eq!(
+            shown["expiry"].as_str().unwrap(),
+            format!("kept until {}: {why}", format_time(expires)),
+            "{shown:#}"
+        );
+        let text = with_policy(&["show", &id(record)]);
+        assert!(
+            text.contains(&format!("expires:         {}", format_time(expires))),
+            "{text}"
+        );
+    }
+    let shown = show(&newest);
+    assert_eq!(shown["expires_at"], Value::Null, "{shown:#}");
+    assert!(shown["expiry"]
+        .as_str()
+        .unwrap()
+        .starts_with("kept while last (1 of 1)"));
+    // list --json carries the same; without a policy neither shows an expiry.
+    let listed: Vec<Value> = serde_json::from_str(&with_policy(&["list", "--json"])).unwrap();
+    let of = |rs: &[Value], r: &Value| rs.iter().find(|x| x["id"] == r["id"]).unwrap().clone();
+    assert_eq!(
+        of(&listed, &manual)["expires_at"],
+        show(&manual)["expires_at"]
+    );
+    assert!(plain.show(&id(&manual)).get("expiry").is_none());
+
+    // ---- prune plans per kind, as of later dates (dry runs).
+    let plan_at = |days: i64| -> Vec<String> {
+        let out = with_policy(&[
+            "prune",
+            "--dry-run",
+            "--json",
+            "--now",
+            &format_time(plus(&newest, days)),
+        ]);
+        let plan: Value = serde_json::from_str(&out).unwrap();
+        let mut removed: Vec<String> = plan["plan"]["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["action"] == "remove")
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect();
+        removed.sort();
+        removed
+    };
+    assert!(plan_at(6).is_empty());
+    assert_eq!(plan_at(8), [id(&old_scheduled)]);
+    assert_eq!(plan_at(31), [id(&old_scheduled), id(&manual)]);
+    assert_eq!(
+        plan_at(366),
+        [id(&old_scheduled), id(&manual), id(&migration)]
+    );
+
+    // ---- bad input is refused naming the setting; a per-kind window alone is not a policy.
+    for (args, says) in [
+        (
+            vec![
+                "prune",
+                "--dry-run",
+                "--keep-last",
+                "1",
+                "--keep-within-kind",
+                "daily=3d",
+            ],
+            "unknown BackupKind \"daily\"",
+        ),
+        (
+            vec![
+                "prune",
+                "--dry-run",
+                "--keep-last",
+                "1",
+                "--keep-within-kind",
+                "pre_restore=3d",
+            ],
+            "--pre-restore-keep-within",
+        ),
+    ] {
+        let out = plain.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--keep-within-kind") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+    let out = plain.run(&["prune", "--dry-run", "--keep-within-kind", "manual=1d"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the retention policy is empty"));
+
+    // ---- prune for real with the flag: a window already over removes that kind only.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Utc::now() <= created_at(&manual) + TimeDelta::seconds(2) {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = plain.run_ok(&[
+        "prune",
+        "--json",
+        "--keep-last",
+        "1",
+        "--keep-within-kind",
+        "scheduled=7d,manual=1s,pre_migration=365d",
+    ]);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    let deleted: Vec<&str> = result["report"]["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().or_else(|| d["id"].as_str()).unwrap())
+        .collect();
+    assert_eq!(deleted, [id(&manual)], "{result:#}");
+    assert_eq!(plain.show(&id(&manual))["status"], "deleted");
+    assert_eq!(plain.show(&id(&migration))["status"], "completed");
+    assert_eq!(plain.show(&id(&old_scheduled))["status"], "completed");
+}

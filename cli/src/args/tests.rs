@@ -68,7 +68,6 @@ const LAMBDA_ONLY: &[&str] = &[
     "PGKEEP_ALERT_SNS_EVENTS",
     "PGKEEP_ALERT_WEBHOOK_EVENTS",
     "PGKEEP_ALERT_WEBHOOK_FORMAT",
-    "PGKEEP_HEARTBEAT_URL",
     "PGKEEP_DOWNLOAD_URL_TTL",
     // Where the functions run a database's work (`pgkeep backup` runs it here).
     "PGKEEP_RUNNERS",
@@ -109,6 +108,9 @@ const SHARED: &[(&str, &str)] = &[
     ("PGKEEP_KEEP_WITHIN", "30d"),
     ("PGKEEP_PRE_RESTORE_KEEP_WITHIN", "3d"),
     ("PGKEEP_KEEP_LABELS", "pinned, release=v2"),
+    ("PGKEEP_KEEP_WITHIN_KIND", "scheduled=7d, manual=30d"),
+    ("PGKEEP_HEARTBEAT_URL", "https://hc-ping.com/abc-123"),
+    ("PGKEEP_JOBS", r#"{"shop": 4}"#),
 ];
 
 /// What every case starts from: what the functions require.
@@ -133,8 +135,10 @@ fn view(
     retention: impl std::fmt::Debug,
     max_age: impl std::fmt::Debug,
     abandon_after: impl std::fmt::Debug,
+    heartbeat: impl std::fmt::Debug,
+    shop_jobs: u32,
 ) -> String {
-    format!("{backends:?} | {auth:?} | {retention:?} | {max_age:?} | {abandon_after:?}")
+    format!("{backends:?} | {auth:?} | {retention:?} | {max_age:?} | {abandon_after:?} | {heartbeat:?} | {shop_jobs}")
 }
 
 fn lambda_view(vars: &BTreeMap<String, String>) -> String {
@@ -145,6 +149,8 @@ fn lambda_view(vars: &BTreeMap<String, String>) -> String {
             s.retention,
             s.health.max_age,
             s.abandon_after,
+            s.alerts.heartbeat_url,
+            s.jobs.get("shop").copied().unwrap_or(1),
         ),
         Err(e) => format!("error: {e}"),
     }
@@ -175,12 +181,15 @@ fn cli_view() -> Result<String, String> {
         unreachable!()
     };
     let health = status_args.health.resolve().map_err(|e| e.to_string())?;
+    let heartbeat = pgkeep::config::heartbeat_url(&env).map_err(|e| e.to_string())?;
     Ok(view(
         backends,
         auth,
         retention,
         health.max_age,
         resolver.abandon_after,
+        heartbeat,
+        pgkeep::config::jobs_or_setting(None, &env, "shop").map_err(|e| e.to_string())?,
     ))
 }
 
@@ -237,6 +246,10 @@ fn cli_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     walk(&Cli::command(), &mut names);
     names.extend(RetentionSettings::LOOKED_UP.iter().map(|s| s.to_string()));
+    // Read from the environment only (a credential): see `Resolver::notifier`.
+    names.insert(pgkeep::config::HEARTBEAT_URL.to_owned());
+    // A JSON object by database: read by `backup` for its database (`jobs_or_setting`).
+    names.insert(pgkeep::config::JOBS.to_owned());
     names
 }
 

@@ -1,8 +1,11 @@
 //! `pgkeep backup`: labels, selection and database checked before anything is touched, then
 //! one backup with a progress bar; SIGINT or SIGTERM records the run as failed (exit 130, 143).
+//! With `PGKEEP_HEARTBEAT_URL` set, the heartbeat hears `/start`, success or `/fail`, and
+//! `/fail` for an earlier run of the database that was killed (found abandoned first).
 
 use std::sync::Arc;
 
+use pgkeep::alert::{send_logged, started_logged, Alert, AlertKind, Notifier, RunKind};
 use pgkeep::backends::{KeyUse, Services};
 use pgkeep::labels::Labels;
 use pgkeep::model::BackupId;
@@ -29,6 +32,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &BackupArgs) -> Result<u8, Failu
     };
     selection.validate().map_err(ops::Error::from)?;
     let database = resolver.database()?;
+    let notifier = resolver.notifier()?;
     if let Some(url) = database.check_source().map_err(ops::Error::from)? {
         resolver.warn_password_on_command_line(
             &url,
@@ -65,12 +69,34 @@ pub async fn run(resolver: &Resolver<'_>, args: &BackupArgs) -> Result<u8, Failu
     request.labels = labels;
     request.selection = selection;
     request.requested_by = Some(resolver.cli_user());
-    request.jobs = args.jobs;
-    backup(&services, &request, args.json).await
+    request.jobs =
+        pgkeep::config::jobs_or_setting(args.jobs, &crate::resolve::env, request.database_name())
+            .map_err(ops::Error::from)?;
+    backup(&services, &request, args.json, notifier.as_ref()).await
 }
 
-async fn backup(services: &Services, request: &BackupRequest, json: bool) -> Result<u8, Failure> {
+async fn backup(
+    services: &Services,
+    request: &BackupRequest,
+    json: bool,
+    notifier: &dyn Notifier,
+) -> Result<u8, Failure> {
     let id = request.id.clone().expect("the command names its backup");
+    let database = request.database_name().to_owned();
+    let notice = |kind: AlertKind, why: &str| {
+        Alert::new(kind, &database, Some(id.clone()), why, chrono::Utc::now())
+    };
+    // Earlier runs of this database that died (killed, crashed) are failed and alerted
+    // first: nobody else would send their heartbeat's `/fail`.
+    ops::reaper::reap_and_alert(
+        services,
+        Some(&database),
+        chrono::Utc::now(),
+        request.abandon_after,
+        notifier,
+    )
+    .await;
+    started_logged(notifier, RunKind::Backup, &database).await;
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(request.target.database(), progress.clone());
 
@@ -84,6 +110,7 @@ async fn backup(services: &Services, request: &BackupRequest, json: bool) -> Res
             match ops::backup::end_interrupted(services, request.database_name(), &id, &why).await {
                 Ok(ops::backup::Ended::MarkedFailed) => {
                     eprintln!("pgkeep: {why}; backup {id} recorded as failed");
+                    send_logged(notifier, &notice(AlertKind::BackupFailed, &why)).await;
                 }
                 Ok(ops::backup::Ended::AlreadyEnded(status)) => {
                     eprintln!("pgkeep: {why}; backup {id} had already ended ({status})");
@@ -99,10 +126,19 @@ async fn backup(services: &Services, request: &BackupRequest, json: bool) -> Res
     bar.finish();
     match result {
         Ok(record) => {
+            send_logged(
+                notifier,
+                &notice(AlertKind::BackupOk, "the backup completed"),
+            )
+            .await;
             output::print(json, &record, || output::print_backup_done(&record));
             Ok(0)
         }
         Err(e) => {
+            // Refused because another run holds the database: that run is the one that counts.
+            if !matches!(e, ops::Error::LeaseHeld { .. }) {
+                send_logged(notifier, &notice(AlertKind::BackupFailed, &e.to_string())).await;
+            }
             if json {
                 if let Ok(record) = services.catalog.get(&id).await {
                     output::print_json(&record);

@@ -1,13 +1,16 @@
 //! `pgkeep list`.
 
+use chrono::Utc;
 use pgkeep::backends::KeyUse;
 use pgkeep::catalog::ListQuery;
+use pgkeep::config::RetentionSettings;
 use pgkeep::ops;
+use pgkeep::retention::with_expiries;
 
 use super::Failure;
 use crate::args::ListArgs;
 use crate::output;
-use crate::resolve::Resolver;
+use crate::resolve::{env, Resolver};
 
 pub async fn run(resolver: &Resolver<'_>, args: &ListArgs) -> Result<u8, Failure> {
     let services = resolver.open(KeyUse::None).await?;
@@ -24,6 +27,17 @@ pub async fn run(resolver: &Resolver<'_>, args: &ListArgs) -> Result<u8, Failure
         Some(_) => ops::list::list(&services, &query).await?.records,
         None => ops::list::list_all(&services, &query).await?,
     };
-    output::print(args.json, &records, || output::print_list(&records));
+    if args.json {
+        // Each record with the date the retention policy prune would apply expires it.
+        let policy = RetentionSettings::from_lookup(env)
+            .resolve(env)
+            .map_err(ops::Error::from)?;
+        let databases: Vec<&str> = records.iter().map(|r| r.database.as_str()).collect();
+        let expiries =
+            ops::list::expiries(&services, &policy, Some(&databases), Utc::now()).await?;
+        output::print_json(&with_expiries(&records, &expiries));
+    } else {
+        output::print_list(&records);
+    }
     Ok(0)
 }

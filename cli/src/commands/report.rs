@@ -2,20 +2,25 @@
 
 use chrono::Utc;
 use pgkeep::backends::KeyUse;
-use pgkeep::history::{self, Expiries};
+use pgkeep::config::RetentionSettings;
+use pgkeep::history;
 use pgkeep::ops;
 use pgkeep::outfile::{OutputError, OutputFile};
 use tokio::io::AsyncWriteExt;
 
 use super::Failure;
 use crate::args::ReportArgs;
-use crate::resolve::Resolver;
+use crate::resolve::{env, Resolver};
 
 pub async fn run(resolver: &Resolver<'_>, args: &ReportArgs) -> Result<u8, Failure> {
     let policy = args.health.resolve().map_err(ops::Error::from)?;
+    // The policy prune would apply (PGKEEP_KEEP_*), for the expiry column.
+    let retention = RetentionSettings::from_lookup(env)
+        .resolve(env)
+        .map_err(ops::Error::from)?;
     let services = resolver.open(KeyUse::None).await?;
     let now = args.now.unwrap_or_else(Utc::now);
-    let page = history::page(&services, now, &policy, &Expiries::new()).await?;
+    let page = history::page(&services, now, &policy, &retention).await?;
     let mut out = OutputFile::create(&args.html)
         .await
         .map_err(output_failure)?;

@@ -51,7 +51,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &RestoreArgs) -> Result<u8, Fail
     request.overwrite = args.overwrite;
     request.confirm = args.confirm.first().cloned();
     request.dry_run = args.dry_run;
-    request.jobs = args.jobs;
+    request.jobs = super::jobs_for_backup(&services, args.jobs, Some(&request.id)).await?;
     request.no_owner = args.no_owner;
     request.staging_dir = args.staging_dir.clone();
     request.pg_bin = resolver.cli.pg_bin.clone();
@@ -142,7 +142,7 @@ async fn restore_run(
     request.overwrite = args.overwrite;
     request.confirm = args.confirm.clone();
     request.dry_run = args.dry_run;
-    request.jobs = args.jobs;
+    request.jobs = args.jobs.unwrap_or(1);
     request.staging_dir = args.staging_dir.clone();
     request.pg_bin = resolver.cli.pg_bin.clone();
     request.actor = resolver.actor(&args.actor);

@@ -36,7 +36,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &VerifyArgs) -> Result<u8, Failu
     let mut request = VerifyRequest::new(scratch, id);
     request.pg_bin = resolver.cli.pg_bin.clone();
     request.actor = resolver.actor(&args.actor);
-    request.jobs = args.jobs;
+    request.jobs = super::jobs_for_backup(&services, args.jobs, request.id.as_ref()).await?;
     verify(&services, &request, args.json).await
 }
 

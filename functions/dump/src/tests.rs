@@ -655,6 +655,7 @@ async fn an_all_databases_event_backs_up_the_whole_server_once() {
             .run_verify(&pgkeep::trigger::VerifyTrigger {
                 backup_id: Some(r.id.clone()),
                 requested_by: None,
+                jobs: None,
             })
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", r.database));

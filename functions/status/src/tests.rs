@@ -59,6 +59,7 @@ async fn fixture() -> Fixture {
         databases: vec!["shop".into()],
         download_ttl: pgkeep::ops::download::DEFAULT_DOWNLOAD_TTL,
         notifier: Arc::new(pgkeep::alert::LogNotifier),
+        retention: Default::default(),
     };
     Fixture {
         _dir: dir,

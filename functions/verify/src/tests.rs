@@ -83,6 +83,7 @@ async fn dump(jobs: &Jobs, id: Option<BackupId>) -> BackupId {
         labels: Default::default(),
         selection: None,
         all_databases: false,
+        jobs: None,
     };
     match jobs.run_dump(&trigger).await.unwrap() {
         DumpOutcome::Completed { backup, .. } => backup.id,

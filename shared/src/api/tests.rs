@@ -29,6 +29,7 @@ async fn api(dir: &std::path::Path) -> (Api, Arc<RecordingStarter>) {
         databases: vec!["shop".into()],
         download_ttl: ops::download::DEFAULT_DOWNLOAD_TTL,
         notifier: Arc::new(crate::alert::LogNotifier),
+        retention: Default::default(),
     };
     (api, starter)
 }
@@ -148,6 +149,59 @@ async fn listing_paginates_and_validates() {
             "{bad}"
         );
     }
+}
+
+#[tokio::test]
+async fn backups_carry_their_expiry_under_the_retention_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut api, _) = api(dir.path()).await;
+    let newest = add(&api, 1, BackupStatus::Completed).await;
+    let older = add(&api, 30, BackupStatus::Completed).await;
+    let oldest = add(&api, 24 * 9, BackupStatus::Completed).await;
+    // No policy configured: no expiry fields.
+    let plain = api
+        .handle(&get(&format!("/backups/{}", older.id), admin()), now())
+        .await;
+    assert!(plain.body.get("expiry").is_none(), "{}", plain.body);
+    api.retention.keep_last = 1;
+    api.retention.keep_within_kind = crate::retention::parse_kind_spans("scheduled=7d").unwrap();
+    let shown = api
+        .handle(&get(&format!("/backups/{}", older.id), admin()), now())
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(
+        shown.body["expires_at"],
+        json!(older.created_at + Duration::days(7)),
+        "{}",
+        shown.body
+    );
+    assert_eq!(
+        shown.body["expiry"].as_str().unwrap(),
+        format!(
+            "kept until {}: scheduled backup younger than 7d",
+            format_time(older.created_at + Duration::days(7))
+        )
+    );
+    let listed = api.handle(&get("/backups", admin()), now()).await;
+    let by_id = |id: &BackupId| {
+        listed.body["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id.as_str())
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id(&newest.id)["expires_at"], Value::Null);
+    assert!(by_id(&newest.id)["expiry"]
+        .as_str()
+        .unwrap()
+        .starts_with("kept while last (1 of 1)"));
+    assert_eq!(
+        by_id(&oldest.id)["expiry"].as_str(),
+        Some("due for removal: outside policy")
+    );
+    assert_eq!(by_id(&older.id)["expires_at"], shown.body["expires_at"]);
 }
 
 #[tokio::test]

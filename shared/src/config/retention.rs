@@ -2,7 +2,7 @@
 
 use super::{given, ConfigError, Setting};
 use crate::labels::{parse_selector_list, LabelSelector};
-use crate::retention::{RetentionPolicy, DEFAULT_PRE_RESTORE_KEEP_WITHIN};
+use crate::retention::{parse_kind_spans, RetentionPolicy, DEFAULT_PRE_RESTORE_KEEP_WITHIN};
 
 const KEEP_LAST: Setting = Setting {
     env: "PGKEEP_KEEP_LAST",
@@ -31,6 +31,10 @@ const KEEP_YEARLY: Setting = Setting {
 const KEEP_WITHIN: Setting = Setting {
     env: "PGKEEP_KEEP_WITHIN",
     flag: "--keep-within",
+};
+const KEEP_WITHIN_KIND: Setting = Setting {
+    env: "PGKEEP_KEEP_WITHIN_KIND",
+    flag: "--keep-within-kind",
 };
 const PRE_RESTORE_KEEP_WITHIN: Setting = Setting {
     env: "PGKEEP_PRE_RESTORE_KEEP_WITHIN",
@@ -87,6 +91,18 @@ pub struct RetentionSettings {
         arg(long, env = "PGKEEP_KEEP_WITHIN", value_name = "DURATION")
     )]
     pub keep_within: Option<String>,
+    /// Also keep every backup of a kind taken within its span before now:
+    /// KIND=DURATION,... e.g. scheduled=7d,manual=30d,pre_migration=365d (or a JSON object).
+    /// Adds to the other rules; it is not a policy by itself.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            env = "PGKEEP_KEEP_WITHIN_KIND",
+            value_name = "KIND=DURATION,..."
+        )
+    )]
+    pub keep_within_kind: Option<String>,
     /// Keep pre-restore safety copies this long [default: 30d].
     #[cfg_attr(
         feature = "clap",
@@ -125,6 +141,7 @@ impl RetentionSettings {
             keep_monthly: get(KEEP_MONTHLY.env),
             keep_yearly: get(KEEP_YEARLY.env),
             keep_within: get(KEEP_WITHIN.env),
+            keep_within_kind: get(KEEP_WITHIN_KIND.env),
             pre_restore_keep_within: get(PRE_RESTORE_KEEP_WITHIN.env),
             keep_labels: Vec::new(),
         }
@@ -152,6 +169,10 @@ impl RetentionSettings {
             keep_monthly: count(KEEP_MONTHLY, self.keep_monthly.as_deref())?,
             keep_yearly: count(KEEP_YEARLY, self.keep_yearly.as_deref())?,
             keep_within: KEEP_WITHIN.span(self.keep_within.as_deref())?,
+            keep_within_kind: given(self.keep_within_kind.as_deref())
+                .map(|v| parse_kind_spans(v).map_err(|e| KEEP_WITHIN_KIND.invalid(e)))
+                .transpose()?
+                .unwrap_or_default(),
             pre_restore_keep_within: PRE_RESTORE_KEEP_WITHIN
                 .span(self.pre_restore_keep_within.as_deref())?
                 .unwrap_or(DEFAULT_PRE_RESTORE_KEEP_WITHIN),
@@ -173,6 +194,10 @@ mod tests {
             ("PGKEEP_KEEP_LAST", ""),
             ("PGKEEP_PRE_RESTORE_KEEP_WITHIN", "3d"),
             ("PGKEEP_KEEP_LABELS", "pinned, release=v2"),
+            (
+                "PGKEEP_KEEP_WITHIN_KIND",
+                "scheduled=7d, pre_migration=365d",
+            ),
         ];
         let get = |k: &str| {
             vars.iter()
@@ -183,6 +208,32 @@ mod tests {
         assert_eq!((policy.keep_daily, policy.keep_last), (7, 0));
         assert_eq!(policy.pre_restore_keep_within, Span::days(3));
         assert_eq!(policy.keep_labels.len(), 2);
+        assert_eq!(
+            policy.keep_within_kind.into_iter().collect::<Vec<_>>(),
+            [
+                (crate::model::BackupKind::Scheduled, Span::days(7)),
+                (crate::model::BackupKind::PreMigration, Span::days(365)),
+            ]
+        );
+        for (bad, says) in [
+            ("manual=30", "a number without a unit"),
+            ("daily=3d", "unknown BackupKind"),
+            ("pre_restore=3d", "--pre-restore-keep-within"),
+            ("manual", "KIND=DURATION"),
+            ("manual=1d,manual=2d", "twice"),
+        ] {
+            let err = RetentionSettings {
+                keep_within_kind: Some(bad.into()),
+                ..RetentionSettings::default()
+            }
+            .resolve(|_| None)
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("PGKEEP_KEEP_WITHIN_KIND (--keep-within-kind)") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
         let unset = RetentionSettings::default().resolve(|_| None).unwrap();
         assert_eq!(
             unset.pre_restore_keep_within,

@@ -354,6 +354,7 @@ impl Jobs {
                 let event = VerifyEvent::Verify(VerifyTrigger {
                     backup_id: Some(record.id.clone()),
                     requested_by: Some("dump".into()),
+                    jobs: trigger.jobs,
                 });
                 match starter.start(&event).await {
                     Ok(()) => (true, None),
@@ -391,6 +392,10 @@ impl Jobs {
         request.abandon_after = self.settings.abandon_after;
         request.labels = trigger.labels.clone();
         request.requested_by = Some(trigger.requester().to_owned());
+        // The event's `jobs` wins over the database's PGKEEP_JOBS.
+        request.jobs = trigger
+            .jobs
+            .unwrap_or_else(|| self.settings.jobs_for(&trigger.database));
         // The event's selection replaces the database's configured one.
         request.selection = match &trigger.selection {
             Some(selection) => selection.clone(),
@@ -459,6 +464,7 @@ impl Jobs {
                 let event = VerifyEvent::Verify(VerifyTrigger {
                     backup_id: Some(record.id.clone()),
                     requested_by: Some("dump".into()),
+                    jobs: None,
                 });
                 match starter.start(&event).await {
                     Ok(()) => verify_started += 1,
@@ -703,6 +709,9 @@ impl Jobs {
             Err(e) => return Err(self.verify_not_run(&record, e).await),
         };
         let mut request = VerifyRequest::new(scratch, Some(record.id.clone()));
+        request.jobs = trigger
+            .jobs
+            .unwrap_or_else(|| self.settings.jobs_for(&record.database));
         request.actor = trigger
             .requested_by
             .clone()
@@ -774,6 +783,9 @@ impl Jobs {
             request.confirm = trigger.confirm.clone();
             request.dry_run = trigger.dry_run;
             request.no_owner = trigger.no_owner;
+            request.jobs = trigger
+                .jobs
+                .unwrap_or_else(|| self.settings.jobs_for(&record.database));
             request.actor = trigger
                 .requested_by
                 .clone()

@@ -29,3 +29,35 @@ pub async fn list_all(services: &Services, query: &ListQuery) -> Result<Vec<Back
         }
     }
 }
+
+/// The expiry of every stored backup of the given databases (every database when `None`) under
+/// `policy` at `now`: a decision needs all of a database's records (the newest verified, the
+/// restic slots), whatever page is shown. Empty without a usable policy.
+pub async fn expiries(
+    services: &Services,
+    policy: &crate::retention::RetentionPolicy,
+    databases: Option<&[&str]>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<std::collections::BTreeMap<crate::model::BackupId, crate::retention::Expiry>, Error> {
+    if policy.validate().is_err() {
+        return Ok(Default::default());
+    }
+    let records = match databases {
+        None => list_all(services, &ListQuery::default()).await?,
+        Some(names) => {
+            let mut names = names.to_vec();
+            names.sort_unstable();
+            names.dedup();
+            let mut out = Vec::new();
+            for name in names {
+                let query = ListQuery {
+                    database: Some(name.to_owned()),
+                    ..ListQuery::default()
+                };
+                out.extend(list_all(services, &query).await?);
+            }
+            out
+        }
+    };
+    Ok(crate::retention::expiries(policy, &records, now))
+}

@@ -136,6 +136,9 @@ pub struct PruneReport {
     pub reaped: Vec<BackupId>,
     /// Dead runs that had published their backup, settled as completed (not failures).
     pub settled: Vec<BackupId>,
+    /// Restores left `running` by a dead run, marked failed as abandoned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reaped_restores: Vec<BackupId>,
     /// Backups deleted.
     pub deleted: Vec<BackupId>,
     /// Leftover keys removed.
@@ -289,6 +292,16 @@ pub async fn execute(
             None => {}
         }
     }
+    report.reaped_restores = reaper::reap_restores(
+        services,
+        plan.database.as_deref(),
+        plan.now,
+        plan.abandon_after,
+    )
+    .await?
+    .into_iter()
+    .map(|r| r.id)
+    .collect();
 
     let mut repairs_by_id: BTreeMap<&BackupId, Vec<&Repair>> = BTreeMap::new();
     for r in &plan.repairs {

@@ -27,7 +27,9 @@ use chrono::{DateTime, Utc};
 use super::Error;
 use crate::backends::Services;
 use crate::catalog::{CatalogError, ListQuery};
-use crate::model::{BackupId, BackupRecord, BackupStatus, Lease, Manifest};
+use crate::model::{
+    BackupId, BackupRecord, BackupStatus, Lease, Manifest, RestoreRun, RestoreState,
+};
 use crate::retention::Span;
 
 /// How old an unfinished upload that no record explains (no run can own it) must be before
@@ -117,6 +119,57 @@ pub async fn find_abandoned(
         .collect())
 }
 
+/// How many of the newest restore records a reaper pass looks at for `running` ones.
+const RESTORES_LOOKED_AT: usize = 1000;
+
+/// Why the run of `running` restore `run` is dead at `now`, or `None` while it may be alive:
+/// its process is gone (same host), or it showed no sign of life for `limit` (a crashed host
+/// or a killed function; a live restore renews `alive_at` every 30 s, however long it runs).
+pub fn restore_is_dead(run: &RestoreRun, now: DateTime<Utc>, limit: Span) -> Option<String> {
+    if run.state != RestoreState::Running {
+        return None;
+    }
+    if let Some(p) = &run.process {
+        if crate::process::is_gone(p) {
+            return Some(format!("its process (pid {} on this host) is gone", p.pid));
+        }
+    }
+    let seen = run.alive_at.or(run.started_at).unwrap_or(run.requested_at);
+    (seen <= now - limit.as_delta()).then(|| {
+        format!(
+            "no sign of life since {} (longer than {limit})",
+            crate::model::format_time(seen)
+        )
+    })
+}
+
+/// Fails the `running` restores (into `database`, or any) whose run is dead, with an error
+/// that says they were abandoned and why; returns them.
+pub async fn reap_restores(
+    services: &Services,
+    database: Option<&str>,
+    now: DateTime<Utc>,
+    limit: Span,
+) -> Result<Vec<RestoreRun>, Error> {
+    let mut out = Vec::new();
+    for mut run in services.catalog.list_restores(RESTORES_LOOKED_AT).await? {
+        if database.is_some_and(|d| d != run.target_db) {
+            continue;
+        }
+        let Some(why) = restore_is_dead(&run, now, limit) else {
+            continue;
+        };
+        run.fail(
+            format!("abandoned: the restore's run died ({why}); the target may be half-restored or left as it was, check it before use"),
+            now,
+        );
+        services.catalog.put_restore(&run).await?;
+        tracing::warn!(restore = %run.id, target = %run.target_db, why = %why, "a restore whose run died was marked failed");
+        out.push(run);
+    }
+    Ok(out)
+}
+
 /// What a reaper pass did: runs marked failed, and runs settled as completed. Only the first
 /// are failures (alerted as "abandoned"); a settled run did back its database up.
 #[derive(Debug, Clone, Default)]
@@ -125,6 +178,8 @@ pub struct Reaped {
     pub abandoned: Vec<BackupRecord>,
     /// Dead runs that had published their backup, now `completed` from their manifest.
     pub settled: Vec<BackupRecord>,
+    /// Restores left `running` by a dead run, now `failed` ("abandoned: ...").
+    pub restores: Vec<RestoreRun>,
 }
 
 impl Reaped {
@@ -152,7 +207,38 @@ pub async fn reap(
             reaped.add(r);
         }
     }
+    reaped.restores = reap_restores(services, database, now, limit).await?;
     Ok(reaped)
+}
+
+/// [`reap`], then one `backup_failed` alert for each run failed as abandoned (a heartbeat's
+/// `/fail` for a run that was killed and could not say so itself); runs settled as completed
+/// did back their database up and are not alerted. For callers without their own alerting
+/// (the `pgkeep` command; the functions' jobs do the same with their retry bookkeeping).
+/// Errors are logged, never returned: the run that reaps matters more.
+pub async fn reap_and_alert(
+    services: &Services,
+    database: Option<&str>,
+    now: DateTime<Utc>,
+    limit: Span,
+    notifier: &dyn crate::alert::Notifier,
+) -> Reaped {
+    let reaped = match reap(services, database, now, limit).await {
+        Ok(reaped) => reaped,
+        Err(e) => {
+            tracing::error!(database, error = %e, "could not reap abandoned backups; the next run retries");
+            return Reaped::default();
+        }
+    };
+    for record in &reaped.abandoned {
+        if let Err(e) = notifier
+            .notify(&crate::alert::Alert::backup_failed(record, now))
+            .await
+        {
+            tracing::error!(backup = %record.id, error = %e, "could not alert the abandoned backup");
+        }
+    }
+    reaped
 }
 
 /// Settles backup `id` if its run is dead: `completed` from its published object and
@@ -490,5 +576,40 @@ mod tests {
         let reaped = reap(&services, None, dead, limit).await.unwrap();
         assert_eq!(reaped.abandoned.len(), 1);
         assert!(open_uploads(&client, &bucket).await.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_running_restore_is_dead_once_its_signs_of_life_stop() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+        let id = BackupId::generate(now);
+        let mut run = RestoreRun::queued(id.clone(), id, "shop", now - chrono::Duration::hours(2));
+        let limit = DEFAULT_ABANDON_AFTER;
+        assert_eq!(
+            restore_is_dead(&run, now, limit),
+            None,
+            "queued: not a run yet"
+        );
+        run.state = RestoreState::Running;
+        run.started_at = Some(now - chrono::Duration::hours(2));
+        run.alive_at = Some(now - chrono::Duration::minutes(1));
+        // A long restore that keeps renewing is alive, however long it has run.
+        assert_eq!(restore_is_dead(&run, now, limit), None);
+        run.alive_at = Some(now - chrono::Duration::minutes(21));
+        let why = restore_is_dead(&run, now, limit).unwrap();
+        assert!(
+            why.contains("no sign of life since") && why.contains("20m"),
+            "{why}"
+        );
+        // Records from before `alive_at` are judged by their start.
+        run.alive_at = None;
+        assert!(restore_is_dead(&run, now, limit).is_some());
+        run.fail("x".into(), now);
+        assert_eq!(restore_is_dead(&run, now, limit), None, "ended");
     }
 }

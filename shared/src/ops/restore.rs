@@ -184,8 +184,20 @@ pub async fn restore(
     run.state = RestoreState::Running;
     run.started_at = Some(now);
     run.safety_backup_id = request.safety_backup_id.clone();
+    run.process = crate::process::current();
+    run.alive_at = Some(now);
     put_run(services, &run).await;
-    let mut result = restore_untracked(services, request).await;
+    // While it runs, the record shows it is alive, so the reaper can tell a killed restore
+    // (stuck `running` for ever) from a long one.
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let (mut result, ()) = tokio::join!(
+        async {
+            let r = restore_untracked(services, request).await;
+            let _ = done.send(());
+            r
+        },
+        keep_alive(services, &run, finished),
+    );
     if let Ok(report) = &mut result {
         report.restore_id = Some(run.id.clone());
     }
@@ -217,6 +229,25 @@ pub async fn restore(
     }
     put_run(services, &run).await;
     result
+}
+
+/// Renews the running record's `alive_at` every [`RESTORE_ALIVE_EVERY`] until `finished`
+/// (a failed write is logged; the next beat retries). A write is never cut short, so none
+/// can land after the final record and make it `running` again.
+async fn keep_alive(
+    services: &Services,
+    run: &RestoreRun,
+    mut finished: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut beat = run.clone();
+    loop {
+        tokio::select! {
+            _ = &mut finished => return,
+            _ = tokio::time::sleep(crate::model::RESTORE_ALIVE_EVERY) => {}
+        }
+        beat.alive_at = Some(Utc::now());
+        put_run(services, &beat).await;
+    }
 }
 
 /// Writes a restore's record; a failure is logged (the restore itself goes on).

@@ -546,6 +546,64 @@ fn spans_parse_and_print() {
     assert_eq!(serde_json::from_str::<Span>("\"2w\"").unwrap(), span("14d"));
 }
 
+#[test]
+fn per_kind_windows_keep_each_kind_from_now_and_say_when_it_expires() {
+    use BackupKind::*;
+    use BackupStatus::*;
+    let h = History::of(&[
+        ("s1", "2026-11-24 02:00", Completed, Scheduled),
+        ("m1", "2026-11-20 12:00", Completed, Manual),
+        ("s2", "2026-11-10 02:00", Verified, Scheduled),
+        ("s3", "2026-11-01 02:00", Completed, Scheduled),
+        ("m2", "2026-10-01 12:00", Completed, Manual),
+        ("p1", "2026-06-01 12:00", Completed, PreMigration),
+        ("p2", "2025-06-01 12:00", Completed, PreMigration),
+    ]);
+    let p = policy(|p| {
+        p.keep_last = 1;
+        p.keep_within_kind =
+            parse_kind_spans("scheduled=7d,manual=30d,pre_migration=365d").unwrap();
+    });
+    let now = at("2026-11-24 12:00");
+    assert_eq!(h.kept(&p, now), ["s1", "m1", "s2", "p1"]);
+    let decided = h.decide(&p, now);
+    let expiry = |name: &str| {
+        decided
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| d.expiry())
+            .unwrap()
+    };
+    // s1: the newest (keep_last) ends by no date; m1: 30 days after it was taken.
+    assert_eq!(expiry("s1").expires_at, None);
+    assert_eq!(expiry("s1").expiry, "kept while last (1 of 1)");
+    assert_eq!(expiry("m1").expires_at, Some(at("2026-12-20 12:00")));
+    assert_eq!(
+        expiry("m1").expiry,
+        "kept until 2026-12-20T12:00:00.000Z: manual backup younger than 30d"
+    );
+    // s2 is older than 7 days but the newest verified.
+    assert_eq!(expiry("s2").expiry, "kept while newest verified");
+    assert_eq!(expiry("p1").expires_at, Some(at("2027-06-01 12:00")));
+    assert_eq!(expiry("m2").expiry, "due for removal: outside policy");
+    // Without a restic rule the per-kind windows are not a policy; pre_restore is refused.
+    let alone = policy(|p| p.keep_within_kind = parse_kind_spans("manual=30d").unwrap());
+    assert_eq!(alone.validate(), Err(PolicyError::Empty));
+    let mut pre = p.clone();
+    pre.keep_within_kind.insert(PreRestore, Span::days(1));
+    assert_eq!(pre.validate(), Err(PolicyError::PreRestoreKind));
+    assert!(parse_kind_spans("pre_restore=1d").is_err());
+    assert_eq!(
+        parse_kind_spans(r#"{"manual": "30d"}"#).unwrap(),
+        BTreeMap::from([(Manual, Span::days(30))])
+    );
+    assert!(
+        p.to_string()
+            .contains("scheduled within 7d, manual within 30d, pre_migration within 365d"),
+        "{p}"
+    );
+}
+
 // ---- properties over random histories ----
 
 fn arb_status() -> impl Strategy<Value = BackupStatus> {
@@ -598,14 +656,28 @@ fn arb_history() -> impl Strategy<Value = (Vec<BackupRecord>, DateTime<Utc>)> {
         })
 }
 
+/// Per-kind windows for some of the kinds a candidate can have (never pre_restore).
+fn arb_kind_spans() -> impl Strategy<Value = BTreeMap<BackupKind, Span>> {
+    prop::collection::btree_map(
+        prop::sample::select(vec![
+            BackupKind::Scheduled,
+            BackupKind::Manual,
+            BackupKind::PreMigration,
+        ]),
+        (1i64..400 * 86_400).prop_map(|s| Span::from_seconds(s).unwrap()),
+        0..3,
+    )
+}
+
 fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
     (
         prop::array::uniform6(prop_oneof![3 => Just(0u32), 2 => 1u32..6]),
         prop::option::of(1i64..90 * 86_400),
         1i64..60 * 86_400,
         1i64..60 * 86_400,
+        prop_oneof![Just(BTreeMap::new()), arb_kind_spans()],
     )
-        .prop_map(|(n, within, pre, vf)| {
+        .prop_map(|(n, within, pre, vf, kinds)| {
             let mut p = RetentionPolicy {
                 keep_last: n[0],
                 keep_hourly: n[1],
@@ -616,6 +688,7 @@ fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
                 keep_within: within.and_then(Span::from_seconds),
                 pre_restore_keep_within: Span::from_seconds(pre).unwrap(),
                 verification_failed_keep_within: Span::from_seconds(vf).unwrap(),
+                keep_within_kind: kinds,
                 keep_labels: Vec::new(),
             };
             if p.validate().is_err() {
@@ -786,6 +859,77 @@ proptest! {
         for r in newest.values() {
             let d = decisions.iter().find(|d| d.id == r.id).unwrap();
             prop_assert!(d.keeps(), "newest candidate {} removed: {}", r.id, d);
+        }
+    }
+
+    #[test]
+    fn per_kind_windows_only_add_and_never_remove_the_newest_verified(
+        (records, now) in arb_history(),
+        policy in arb_policy(),
+        kinds in arb_kind_spans(),
+    ) {
+        let plain = RetentionPolicy { keep_within_kind: BTreeMap::new(), ..policy.clone() };
+        let with = RetentionPolicy { keep_within_kind: kinds.clone(), ..policy };
+        let before = apply(&plain, &records, now).unwrap();
+        let after = apply(&with, &records, now).unwrap();
+        let protected = newest_verified(&records);
+        prop_assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            prop_assert_eq!(&b.id, &a.id);
+            if b.keeps() {
+                prop_assert!(a.keeps(), "{} kept without per-kind rules, removed with: {}", a.id, a);
+            }
+            if protected.contains(&a.id) {
+                prop_assert!(a.keeps(), "newest verified {} removed: {}", a.id, a);
+            }
+            let record = records.iter().find(|r| r.id == a.id).unwrap();
+            let in_window = kinds.get(&record.kind).is_some_and(|s| {
+                record.created_at > now - s.as_delta()
+                    && record.kind != BackupKind::PreRestore
+                    && matches!(record.status, BackupStatus::Completed | BackupStatus::Verified)
+            });
+            prop_assert_eq!(
+                in_window,
+                a.reasons.iter().any(|r| matches!(r, Reason::KindWithin { .. })),
+                "{}", a
+            );
+            if in_window {
+                prop_assert!(a.keeps(), "{}", a);
+            }
+        }
+    }
+
+    #[test]
+    fn the_expiry_is_the_first_time_the_policy_no_longer_keeps_a_backup(
+        (records, now) in arb_history(),
+        policy in arb_policy(),
+    ) {
+        // "If nothing else changes": no new backup, and none dated after `now`.
+        let newest = records.iter().map(|r| r.created_at).max();
+        let now = newest.map_or(now, |n| now.max(n + TimeDelta::minutes(1)));
+        let decided = |t| -> BTreeMap<BackupId, bool> {
+            apply(&policy, &records, t).unwrap().into_iter().map(|d| (d.id.clone(), d.keeps())).collect()
+        };
+        let far = decided(now + TimeDelta::days(200 * 366));
+        for d in apply(&policy, &records, now).unwrap() {
+            let e = d.expiry();
+            match (d.keeps(), e.expires_at) {
+                (true, Some(t)) => {
+                    prop_assert!(t > now, "{}: {:?}", d, e);
+                    prop_assert!(decided(t - TimeDelta::seconds(1))[&d.id], "{}: {:?}", d, e);
+                    prop_assert!(!decided(t)[&d.id], "{} still kept at its expiry: {:?}", d, e);
+                    prop_assert!(e.expiry.starts_with("kept until"), "{:?}", e);
+                }
+                (true, None) => {
+                    prop_assert!(far[&d.id], "{} said to be kept but removed later: {:?}", d, e);
+                    prop_assert!(e.expiry.starts_with("kept while"), "{:?}", e);
+                }
+                (false, at) => {
+                    prop_assert!(at.is_none_or(|t| t <= now), "{:?}", e);
+                    prop_assert!(!far[&d.id], "{:?}", e);
+                    prop_assert!(e.expiry.starts_with("due for removal"), "{:?}", e);
+                }
+            }
         }
     }
 }
