@@ -96,6 +96,7 @@ locals {
     PGKEEP_KEEP_MONTHLY            = try(tostring(var.retention.keep_monthly), null)
     PGKEEP_KEEP_YEARLY             = try(tostring(var.retention.keep_yearly), null)
     PGKEEP_KEEP_WITHIN             = var.retention.keep_within
+    PGKEEP_KEEP_WITHIN_KIND        = var.retention.keep_within_kind == null ? null : jsonencode(var.retention.keep_within_kind)
     PGKEEP_KEEP_LABELS             = var.retention.keep_labels == null ? null : jsonencode(var.retention.keep_labels)
     PGKEEP_PRE_RESTORE_KEEP_WITHIN = var.retention.pre_restore_keep_within
     # The runner of each database (#16; docs/OPERATIONS.md, Choosing a runner) and what starting

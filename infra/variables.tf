@@ -184,6 +184,9 @@ variable "retention" {
     keep_monthly = optional(number, 12)
     keep_yearly  = optional(number)
     keep_within  = optional(string)
+    # Per kind, how long after it was taken a backup is kept (PGKEEP_KEEP_WITHIN_KIND), on top
+    # of the rules above: { scheduled = "7d", manual = "30d", pre_migration = "365d" }.
+    keep_within_kind = optional(map(string))
     # KEY or KEY=VALUE: also keep every backup carrying one of these labels (PGKEEP_KEEP_LABELS).
     keep_labels = optional(list(string))
     # How long pre_restore safety copies are kept (PGKEEP_PRE_RESTORE_KEEP_WITHIN); prune's
@@ -193,8 +196,15 @@ variable "retention" {
   default = {}
 
   validation {
-    condition     = length([for k, v in var.retention : v if v != null && !contains(["keep_labels", "pre_restore_keep_within"], k)]) > 0
-    error_message = "the retention policy needs at least one keep rule (keep_labels and pre_restore_keep_within only add to the others)."
+    condition     = length([for k, v in var.retention : v if v != null && !contains(["keep_labels", "pre_restore_keep_within", "keep_within_kind"], k)]) > 0
+    error_message = "the retention policy needs at least one keep rule (keep_labels, keep_within_kind and pre_restore_keep_within only add to the others)."
+  }
+  validation {
+    condition = var.retention.keep_within_kind == null || alltrue([
+      for k, v in coalesce(var.retention.keep_within_kind, {}) :
+      contains(["scheduled", "manual", "pre_migration"], k) && can(regex("^([0-9]+[wdhms])+$", v))
+    ])
+    error_message = "keep_within_kind maps a backup kind (scheduled, manual, pre_migration; pre_restore copies have pre_restore_keep_within) to a span such as 7d, 2w or 1d12h."
   }
   validation {
     condition     = var.retention.pre_restore_keep_within == null || can(regex("^([0-9]+[wdhms])+$", var.retention.pre_restore_keep_within))

@@ -40,6 +40,8 @@ retention = {
   keep_yearly  = 3
   keep_within  = "1d"
   keep_labels  = ["release", "pinned=yes"]
+  # Per kind, on top of the rules above (PGKEEP_KEEP_WITHIN_KIND).
+  keep_within_kind = { scheduled = "7d", manual = "30d", pre_migration = "365d" }
   # Safety copies taken before a restore: kept two weeks here instead of prune's 30 days.
   pre_restore_keep_within = "14d"
 }

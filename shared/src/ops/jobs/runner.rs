@@ -252,6 +252,7 @@ impl Jobs {
                 let job = Job::verify(&VerifyEvent::Verify(VerifyTrigger {
                     backup_id: Some(record.id.clone()),
                     requested_by: trigger.requested_by.clone(),
+                    jobs: trigger.jobs,
                 }));
                 let actor = trigger.requested_by.clone();
                 (record, Work::Verify, job, actor)
