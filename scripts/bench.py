@@ -57,6 +57,30 @@ def pgkeep_env(db, repo):
     return env
 
 
+def server_cpu():
+    """CPU seconds the benchmark cluster has used so far: the postmaster, the backends that ended
+    (which the postmaster reaped, so in its children's times) and those still running. GNU time
+    sees only the command and its children, not the server's work for it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pid = (BENCH / "pg" / "data" / "postmaster.pid").read_text().split()[0]
+
+    def fields(p):
+        with open(f"/proc/{p}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    own = fields(pid)
+    total = sum(int(x) for x in own[11:15])  # utime stime cutime cstime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                f = fields(entry)
+            except OSError:
+                continue
+            if f[1] == pid:
+                total += int(f[11]) + int(f[12])
+    return total / tick
+
+
 class Case:
     """One benchmarked command: a shell pipeline (pipelines are what is being compared)."""
 
@@ -69,6 +93,7 @@ class Case:
         if self.prepare:
             self.prepare()
         timing = BENCH / "time.txt"
+        server_before = server_cpu()
         proc = subprocess.run(
             ["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(timing), "bash", "-o", "pipefail", "-c", self.script],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -77,11 +102,13 @@ class Case:
             sys.exit(f"{self.name} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
         wall, user, sys_, rss = timing.read_text().split()[-4:]
         size = self.size(proc.stdout) if self.size else (Path(self.output).stat().st_size if self.output else None)
-        self.runs.append(dict(wall=float(wall), cpu=float(user) + float(sys_), rss_mib=int(rss) / 1024, size=size))
+        server = server_cpu() - server_before
+        self.runs.append(dict(wall=float(wall), cpu=float(user) + float(sys_), rss_mib=int(rss) / 1024, size=size,
+                              server_cpu=server))
         return self.runs[-1]
 
     def median(self, key):
-        values = [r[key] for r in self.runs if r[key] is not None]
+        values = [r[key] for r in self.runs if r.get(key) is not None]
         return statistics.median(values) if values else None
 
 
@@ -321,10 +348,28 @@ def scaling_table(cases):
 
 
 def verify_table(cases):
-    rows = ["| command | wall (s) | CPU (s) | peak RSS (MiB) | wall vs bare |", "|---|---:|---:|---:|---:|"]
+    rows = ["| command | wall (s) | CPU (s) | server CPU (s) | peak RSS (MiB) | wall vs bare |",
+            "|---|---:|---:|---:|---:|---:|"]
     for c in cases:
-        rows.append("| `{}` | {:.2f} | {:.2f} | {:.0f} | {:.2f}× |".format(
-            c.name, c.median("wall"), c.median("cpu"), c.median("rss_mib"), c.median("wall") / cases[0].median("wall")))
+        server = c.median("server_cpu")
+        rows.append("| `{}` | {:.2f} | {:.2f} | {} | {:.0f} | {:.2f}× |".format(
+            c.name, c.median("wall"), c.median("cpu"), f"{server:.2f}" if server is not None else "–",
+            c.median("rss_mib"), c.median("wall") / cases[0].median("wall")))
+    return "\n".join(rows)
+
+
+def cores_table(cases):
+    """The least wall time the CPU work of each command allows on N cores (all of its CPU, the
+    server's included, spread perfectly): a bound, not a measurement."""
+    rows = ["| command | CPU, all (s) | bound on 2 cores | on 4 | on 8 |", "|---|---:|---:|---:|---:|"]
+    bare = cases[0].median("wall")
+    for c in cases:
+        server = c.median("server_cpu")
+        if server is None:
+            continue
+        total = c.median("cpu") + server
+        rows.append("| `{}` | {:.2f} | {} |".format(c.name, total, " | ".join(
+            f"{total / n:.2f} s ({total / n / bare:.2f}×)" for n in (2, 4, 8))))
     return "\n".join(rows)
 
 
@@ -386,7 +431,13 @@ def main():
         verify_table(verify), "",
         "The parallel rows: a backup taken with `--jobs 2` (a schema object and two data parts from one"
         " snapshot), restored with `restore --jobs 2` (pre-data, both data parts at once from their streams,"
-        " post-data with 2 workers) and verified with `verify --jobs 2`.", "",
+        " post-data with 2 workers) and verified with `verify --jobs 2`. The server CPU column is the"
+        " benchmark cluster's own CPU time during the command (COPY, index builds, counting), which the"
+        " CPU column does not see.", "",
+        "The least wall time that CPU work allows on N cores (the command's and the server's CPU"
+        " seconds divided by N; × is against the bare pg_restore's wall time): where the bound on 2"
+        " cores is above 0.75×, the parallel restore target cannot be met on this machine.", "",
+        cores_table(verify), "",
         "## Targets", "", targets(cases, verify, growth), "", NOTES,
         "## Scaling with cores", "",
         "One run each, pinned with `taskset` to 1 core and to both (the server's backends are not pinned,"
