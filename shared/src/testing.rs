@@ -1,6 +1,7 @@
 //! Test doubles with failure injection: decorators over the real backends, so tests exercise
 //! our own code paths and only the failure is simulated; recording stand-ins for notifiers,
-//! metrics and starters (`testing/recording.rs`); helpers for the AWS emulator.
+//! metrics and starters (`testing/recording.rs`); a recording loopback HTTP server for webhook
+//! and heartbeat endpoints (`testing/http.rs`); helpers for the AWS emulator.
 //!
 //! Compiled for this crate's unit tests and, through the `testing` feature, for the tests of
 //! the other crates (a `[dev-dependencies]` entry), never into a release binary.
@@ -21,6 +22,7 @@ use crate::store::{
     ObjectLock, ObjectMeta, ObjectReader, ObjectStore, ObjectUpload, PresignedGet, StoreError,
 };
 
+pub mod http;
 mod recording;
 
 pub use recording::{

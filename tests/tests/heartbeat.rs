@@ -5,65 +5,19 @@
 //! killed the same way, whose record the reaper fails as abandoned instead of leaving it
 //! `running` for ever.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pgkeep::testing::http::{recording_server, Request as Ping};
 use pgkeep_tests::cli::Pgkeep;
 use pgkeep_tests::{unique_name, PgCluster};
 use serde_json::Value;
 
-/// One ping: method, path and body.
-#[derive(Debug, Clone)]
-struct Ping {
-    method: String,
-    path: String,
-    body: String,
-}
-
-/// A loopback server answering 200 to every request, keeping each in arrival order.
+/// A loopback heartbeat server answering 200 to every ping, keeping each in arrival order.
 fn heartbeat_server() -> (String, Arc<Mutex<Vec<Ping>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/ping/c0ffee", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let mut length = 0;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                if let Some((n, v)) = h.split_once(':') {
-                    if n.eq_ignore_ascii_case("content-length") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let mut parts = line.split_whitespace();
-            log.lock().unwrap().push(Ping {
-                method: parts.next().unwrap_or("").to_owned(),
-                path: parts.next().unwrap_or("").to_owned(),
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK"
-            );
-        }
-    });
-    (url, seen)
+    recording_server("/ping/c0ffee")
 }
 
 fn paths(seen: &Mutex<Vec<Ping>>) -> Vec<String> {

@@ -51,50 +51,16 @@ impl Notifier for HeartbeatNotifier {
 mod tests {
     use super::*;
     use crate::alert::{Notifiers, Selected};
+    use crate::testing::http::{recording_server, Request};
     use chrono::Utc;
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
 
-    /// A loopback server answering 200 to everything, recording each request's method and
-    /// path in order.
-    fn server() -> (String, Arc<Mutex<Vec<String>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/ping/abc-123", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let mut length = 0;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((n, v)) = h.split_once(':') {
-                        if n.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                let mut parts = line.split_whitespace();
-                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                log.lock().unwrap().push(format!("{method} {path}"));
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK"
-                );
-            }
-        });
-        (url, seen)
+    /// The requests seen, as `METHOD PATH` in order.
+    fn requests(seen: &Mutex<Vec<Request>>) -> Vec<String> {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
     }
 
     fn alert(kind: AlertKind) -> Alert {
@@ -103,7 +69,7 @@ mod tests {
 
     #[tokio::test]
     async fn start_success_and_fail_pings_arrive_in_order() {
-        let (url, seen) = server();
+        let (url, seen) = recording_server("/ping/abc-123");
         let heartbeat = HeartbeatNotifier::new(WebhookUrl::parse(&url).unwrap()).unwrap();
         heartbeat.started(RunKind::Backup, "shop").await.unwrap();
         heartbeat.notify(&alert(AlertKind::BackupOk)).await.unwrap();
@@ -128,7 +94,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            *seen.lock().unwrap(),
+            requests(&seen),
             [
                 "POST /ping/abc-123/start",
                 "POST /ping/abc-123",
