@@ -114,7 +114,7 @@ fn setup() -> Setup {
 /// Starts `pgkeep backup --json` and waits until its pg_dump is blocked by the lock, the run
 /// is recorded in progress and the heartbeat heard `/start`.
 fn start_blocked_backup(s: &Setup) -> (Child, Value) {
-    let child = s
+    let mut child = s
         .pgkeep
         .command()
         .args(["backup", "--json"])
@@ -124,6 +124,11 @@ fn start_blocked_backup(s: &Setup) -> (Child, Value) {
         .unwrap();
     let mut running = Value::Null;
     wait_for("the run's in_progress record", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            panic!("the backup ended ({status}) before it was blocked: {stderr}");
+        }
         running = s
             .pgkeep
             .list()

@@ -54,6 +54,27 @@ CREATE TABLE IF NOT EXISTS restores (
 PRAGMA user_version = 1;
 ";
 
+/// Switches the file to write-ahead logging. SQLite answers "database is locked" at once,
+/// without waiting on the busy timeout, while another connection is doing the same to a fresh
+/// file, so this waits itself (up to the same 10 s).
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long a statement waits for another process's write to finish.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A catalog in a SQLite database file.
 #[derive(Clone)]
 pub struct SqliteCatalog {
@@ -73,14 +94,19 @@ impl SqliteCatalog {
             std::fs::create_dir_all(dir)
                 .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
+        let mut conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| fail(e.to_string()))?;
+        set_wal(&conn).map_err(|e| fail(e.to_string()))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| fail(e.to_string()))?;
-        let version: i64 = conn
+        // Creating and upgrading the schema is one write transaction taken up front, so two
+        // processes opening a fresh catalog at once (a backup and a `list`) do not both find a
+        // column missing and both add it.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| fail(e.to_string()))?;
+        let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| fail(e.to_string()))?;
         if version > 1 {
@@ -88,10 +114,9 @@ impl SqliteCatalog {
                 "catalog schema version {version} is newer than this pgkeep understands; upgrade pgkeep"
             )));
         }
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| fail(e.to_string()))?;
+        tx.execute_batch(SCHEMA).map_err(|e| fail(e.to_string()))?;
         // The lease's holder process (JSON) came later: a nullable column older versions ignore.
-        let has_process: bool = conn
+        let has_process: bool = tx
             .query_row(
                 "SELECT count(*) FROM pragma_table_info('leases') WHERE name = 'process'",
                 [],
@@ -100,11 +125,11 @@ impl SqliteCatalog {
             .map_err(|e| fail(e.to_string()))?
             > 0;
         if !has_process {
-            conn.execute_batch("ALTER TABLE leases ADD COLUMN process TEXT")
+            tx.execute_batch("ALTER TABLE leases ADD COLUMN process TEXT")
                 .map_err(|e| fail(e.to_string()))?;
         }
         // Who asked for a backup (a copy of the record's `requested_by`) came later still.
-        let has_requested_by: bool = conn
+        let has_requested_by: bool = tx
             .query_row(
                 "SELECT count(*) FROM pragma_table_info('backups') WHERE name = 'requested_by'",
                 [],
@@ -113,12 +138,12 @@ impl SqliteCatalog {
             .map_err(|e| fail(e.to_string()))?
             > 0;
         if !has_requested_by {
-            conn.execute_batch("ALTER TABLE backups ADD COLUMN requested_by TEXT")
+            tx.execute_batch("ALTER TABLE backups ADD COLUMN requested_by TEXT")
                 .map_err(|e| fail(e.to_string()))?;
         }
         // The whole-server run id came later too: a nullable column (filled from the record
         // JSON of rows written before it), and an index for `list --run`.
-        let has_run_id: bool = conn
+        let has_run_id: bool = tx
             .query_row(
                 "SELECT count(*) FROM pragma_table_info('backups') WHERE name = 'run_id'",
                 [],
@@ -127,14 +152,15 @@ impl SqliteCatalog {
             .map_err(|e| fail(e.to_string()))?
             > 0;
         if !has_run_id {
-            conn.execute_batch(
+            tx.execute_batch(
                 "ALTER TABLE backups ADD COLUMN run_id TEXT;
                  UPDATE backups SET run_id = json_extract(record, '$.run_id');",
             )
             .map_err(|e| fail(e.to_string()))?;
         }
-        conn.execute_batch("CREATE INDEX IF NOT EXISTS backups_by_run ON backups (run_id, id)")
+        tx.execute_batch("CREATE INDEX IF NOT EXISTS backups_by_run ON backups (run_id, id)")
             .map_err(|e| fail(e.to_string()))?;
+        tx.commit().map_err(|e| fail(e.to_string()))?;
         Ok(SqliteCatalog {
             path,
             conn: Arc::new(Mutex::new(conn)),
@@ -699,6 +725,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = SqliteCatalog::open(dir.path().join("c/catalog.sqlite3")).unwrap();
         crate::catalog::contract::run(&catalog).await;
+    }
+
+    /// Processes opening a fresh catalog at the same moment (a backup and a `list`, two
+    /// schedules) each get a working catalog: before the schema was set up in one write
+    /// transaction, the later ones found a column missing, added it again and failed.
+    #[test]
+    fn processes_opening_a_fresh_catalog_at_once_all_succeed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("catalog.sqlite3");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        SqliteCatalog::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
+        }
     }
 
     /// A catalog written before runs existed gains the `run_id` column on opening, filled from
