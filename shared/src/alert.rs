@@ -160,13 +160,12 @@ impl Alert {
 
     /// A failed verification of `record`, for `reason`.
     pub fn verification_failed(record: &BackupRecord, reason: &str, at: DateTime<Utc>) -> Self {
-        Alert::new(
-            AlertKind::VerificationFailed,
-            &record.database,
-            Some(record.id.clone()),
-            reason,
-            at,
-        )
+        Alert::about(AlertKind::VerificationFailed, record, reason, at)
+    }
+
+    /// A `kind` notice about `record`'s backup.
+    pub fn about(kind: AlertKind, record: &BackupRecord, reason: &str, at: DateTime<Utc>) -> Self {
+        Alert::new(kind, &record.database, Some(record.id.clone()), reason, at)
     }
 
     /// A stale database: `Some` when its newest good backup is missing or older than the

@@ -240,6 +240,89 @@ fn a_backup_stopped_with_sigterm_sends_its_fail_ping_itself() {
 }
 
 #[test]
+fn a_backup_killed_mid_dump_is_failed_and_alerted_by_prune() {
+    let s = setup();
+    let base = path_of(&s.url);
+    let mut migration = hold_lock(&s.cluster, &s.db, "t");
+    let (mut child, killed) = start_blocked_backup(&s);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    migration.kill().unwrap();
+    migration.wait().unwrap();
+
+    let out = s.pgkeep.run_ok(&["prune", "--keep-last", "5", "--json"]);
+    let pruned: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        pruned["report"]["reaped"],
+        serde_json::json!([killed["id"]]),
+        "{pruned:#}"
+    );
+    assert_eq!(
+        paths(&s.seen),
+        [format!("POST {base}/start"), format!("POST {base}/fail")]
+    );
+    let fail: Value = serde_json::from_str(&s.seen.lock().unwrap()[1].body).unwrap();
+    assert_eq!(fail["backup_id"], killed["id"], "{fail:#}");
+    assert_eq!(fail["kind"], "backup_failed", "{fail:#}");
+    // Settled once: a second prune has nobody left to alert.
+    s.pgkeep.run_ok(&["prune", "--keep-last", "5"]);
+    assert_eq!(paths(&s.seen).len(), 2);
+}
+
+#[test]
+fn a_verification_pings_start_then_success_or_fail() {
+    let s = setup();
+    let base = path_of(&s.url);
+    let good = s.pgkeep.backup_ok(&[]);
+    let (out, record) = s.pgkeep.verify(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(record["id"], good["id"], "the newest unverified backup");
+    let bad = s.pgkeep.backup_ok(&[]);
+    let object = s.pgkeep.object_path(&bad);
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&object, &bytes).unwrap();
+    let (out, _) = s.pgkeep.verify(&[bad["id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+
+    let seen = paths(&s.seen);
+    assert_eq!(
+        seen[2..],
+        [
+            format!("POST {base}/start"),
+            format!("POST {base}"),
+            format!("POST {base}/start"),
+            format!("POST {base}"),
+            format!("POST {base}/start"),
+            format!("POST {base}/fail"),
+        ],
+        "backup, verify, backup, failing verify"
+    );
+    let pings = s.seen.lock().unwrap().clone();
+    let start: Value = serde_json::from_str(&pings[2].body).unwrap();
+    assert_eq!(start["run"], "verification");
+    assert_eq!(start["database"], s.db);
+    let ok: Value = serde_json::from_str(&pings[3].body).unwrap();
+    assert_eq!(ok["kind"], "verification_ok", "{ok:#}");
+    assert_eq!(ok["backup_id"], good["id"]);
+    let fail: Value = serde_json::from_str(&pings[7].body).unwrap();
+    assert_eq!(fail["kind"], "verification_failed", "{fail:#}");
+    assert_eq!(fail["backup_id"], bad["id"]);
+    assert!(
+        fail["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum mismatch"),
+        "{fail:#}"
+    );
+}
+
+#[test]
 fn a_restore_killed_mid_run_is_failed_as_abandoned_by_the_reaper() {
     let s = setup();
     let backup = s.pgkeep.backup_ok(&[]);

@@ -2,6 +2,7 @@
 //! execute it.
 
 use chrono::Utc;
+use pgkeep::alert::{send_logged, Alert, Notifier};
 use pgkeep::backends::{KeyUse, Services};
 use pgkeep::ops;
 use pgkeep::ops::prune::PruneRequest;
@@ -27,7 +28,8 @@ pub async fn run(resolver: &Resolver<'_>, args: &PruneArgs) -> Result<u8, Failur
         ),
     };
     let actor = resolver.actor(&args.actor);
-    prune(&services, &request, args, &actor).await
+    let notifier = resolver.notifier()?;
+    prune(&services, &request, args, &actor, notifier.as_ref()).await
 }
 
 async fn prune(
@@ -35,6 +37,7 @@ async fn prune(
     request: &PruneRequest,
     args: &PruneArgs,
     actor: &str,
+    notifier: &dyn Notifier,
 ) -> Result<u8, Failure> {
     let plan = ops::prune::plan(services, request).await?;
     for m in &plan.missing {
@@ -67,6 +70,13 @@ async fn prune(
                 ),
             )
         })?;
+    // Runs that died (killed, crashed) are failed here: nobody else would alert them or send
+    // their heartbeat's `/fail`.
+    for id in &report.reaped {
+        if let Ok(record) = services.catalog.get(id).await {
+            send_logged(notifier, &Alert::backup_failed(&record, Utc::now())).await;
+        }
+    }
     for s in &report.skipped {
         eprintln!("pgkeep: skipped {}: {}", s.id, s.why);
     }

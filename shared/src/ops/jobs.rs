@@ -644,14 +644,9 @@ impl Jobs {
     /// A notice that a run went well (sent where selected, and to a heartbeat); a delivery
     /// failure is logged, never a failed run.
     async fn good_news(&self, kind: AlertKind, record: &BackupRecord, what: &str) {
-        let alert = Alert::new(
-            kind,
-            &record.database,
-            Some(record.id.clone()),
-            what,
-            Utc::now(),
-        );
-        let _ = self.notify(&alert).await;
+        let _ = self
+            .notify(&Alert::about(kind, record, what, Utc::now()))
+            .await;
     }
 
     /// Sends one alert; a delivery failure is logged here and returned for the caller to fail
