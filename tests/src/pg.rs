@@ -267,6 +267,33 @@ impl PgCluster {
         cmd
     }
 
+    /// A psql session holding ACCESS EXCLUSIVE on `table` (an SQL name, quoted by the
+    /// caller) of `database` in an open transaction, as a migration would: a pg_dump waits
+    /// for it. Killing the returned session releases the lock.
+    pub fn hold_lock(&self, database: &str, table: &str) -> Result<std::process::Child> {
+        use std::io::BufRead;
+        let mut psql = self
+            .command("psql")
+            .args(["-X", "-q", "-At", "-d", database])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting psql")?;
+        let mut sql = psql.stdin.take().expect("piped stdin");
+        writeln!(
+            sql,
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
+        )?;
+        // The transaction lives as long as psql's stdin stays open: leak it on purpose.
+        std::mem::forget(sql);
+        let mut said = String::new();
+        std::io::BufReader::new(psql.stdout.take().expect("piped stdout")).read_line(&mut said)?;
+        if said.trim() != "locked" {
+            bail!("psql did not take the lock on {table}: {said:?}");
+        }
+        Ok(psql)
+    }
+
     /// Run `sql` with `psql -X -v ON_ERROR_STOP=1 -At` (script on stdin, database via
     /// `PGDATABASE`, taken literally) and return stdout. The error includes psql's stderr.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String> {

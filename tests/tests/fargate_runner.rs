@@ -165,27 +165,8 @@ fn the_job_entry_point_backs_up_verifies_and_restores() {
 /// migration holds.
 #[test]
 fn sigterm_mid_backup_ends_the_job_failed_with_nothing_left() {
-    use std::io::{BufRead, Write};
     let Some(stack) = Stack::start() else { return };
-    let mut migration = stack
-        .cluster
-        .command("psql")
-        .args(["-X", "-q", "-At", "-d", &stack.database])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sql = migration.stdin.take().unwrap();
-    writeln!(
-        sql,
-        "BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
-    )
-    .unwrap();
-    let mut said = String::new();
-    std::io::BufReader::new(migration.stdout.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
-    assert_eq!(said.trim(), "locked");
+    let mut migration = stack.cluster.hold_lock(&stack.database, "notes").unwrap();
 
     let job = stack
         .job(&json!({"function": "dump", "event": events::load("dump", "scheduled")}))
@@ -245,7 +226,7 @@ fn sigterm_mid_backup_ends_the_job_failed_with_nothing_left() {
         .block_on(services.catalog.get_lease(&stopped.database))
         .unwrap();
     assert!(lease.is_none(), "the lease is still held: {lease:?}");
-    drop(sql);
+    migration.kill().unwrap();
     migration.wait().unwrap();
 }
 

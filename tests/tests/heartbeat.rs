@@ -5,7 +5,6 @@
 //! killed the same way, whose record the reaper fails as abandoned instead of leaving it
 //! `running` for ever.
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,32 +34,6 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A psql session holding ACCESS EXCLUSIVE on `table` in an open transaction: pg_dump waits
-/// for it. Dropping (killing) the session releases the lock.
-fn hold_lock(cluster: &PgCluster, db: &str, table: &str) -> Child {
-    let mut psql = cluster
-        .command("psql")
-        .args(["-X", "-q", "-At", "-d", db])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sql = psql.stdin.take().unwrap();
-    writeln!(
-        sql,
-        "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
-    )
-    .unwrap();
-    // Keep stdin open (the transaction lives as long as psql does).
-    std::mem::forget(sql);
-    let mut said = String::new();
-    BufReader::new(psql.stdout.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
-    assert_eq!(said.trim(), "locked");
-    psql
 }
 
 /// Whether a backend of `db` is waiting for a lock (pg_dump blocked by the migration).
@@ -156,7 +129,7 @@ fn path_of(url: &str) -> String {
 fn a_backup_killed_mid_dump_gets_its_fail_ping_from_the_next_run() {
     let s = setup();
     let base = path_of(&s.url);
-    let mut migration = hold_lock(&s.cluster, &s.db, "t");
+    let mut migration = s.cluster.hold_lock(&s.db, "t").unwrap();
     let (mut child, killed) = start_blocked_backup(&s);
 
     child.kill().unwrap(); // SIGKILL: no signal path, nothing recorded by the run itself
@@ -204,7 +177,7 @@ fn a_backup_killed_mid_dump_gets_its_fail_ping_from_the_next_run() {
 fn a_backup_stopped_with_sigterm_sends_its_fail_ping_itself() {
     let s = setup();
     let base = path_of(&s.url);
-    let mut migration = hold_lock(&s.cluster, &s.db, "t");
+    let mut migration = s.cluster.hold_lock(&s.db, "t").unwrap();
     let (child, stopped) = start_blocked_backup(&s);
 
     let status = Command::new("kill")
@@ -243,7 +216,7 @@ fn a_backup_stopped_with_sigterm_sends_its_fail_ping_itself() {
 fn a_backup_killed_mid_dump_is_failed_and_alerted_by_prune() {
     let s = setup();
     let base = path_of(&s.url);
-    let mut migration = hold_lock(&s.cluster, &s.db, "t");
+    let mut migration = s.cluster.hold_lock(&s.db, "t").unwrap();
     let (mut child, killed) = start_blocked_backup(&s);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -334,7 +307,7 @@ fn a_restore_killed_mid_run_is_failed_as_abandoned_by_the_reaper() {
     s.cluster
         .psql(&live, "CREATE TABLE busy AS SELECT 1 AS id;")
         .unwrap();
-    let mut migration = hold_lock(&s.cluster, &live, "busy");
+    let mut migration = s.cluster.hold_lock(&live, "busy").unwrap();
     let mut child = s
         .pgkeep
         .command()

@@ -333,27 +333,8 @@ fn a_killed_dump_fails_and_its_retry_backs_up() {
 /// at once. Here pg_dump waits on a lock a migration holds, for longer than the invocation may run.
 #[test]
 fn a_dump_near_its_time_limit_ends_failed_and_its_retry_backs_up() {
-    use std::io::{BufRead, Write};
     let Some(stack) = Stack::start() else { return };
-    let mut migration = stack
-        .cluster
-        .command("psql")
-        .args(["-X", "-q", "-At", "-d", &stack.database])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sql = migration.stdin.take().unwrap();
-    writeln!(
-        sql,
-        "BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
-    )
-    .unwrap();
-    let mut said = String::new();
-    std::io::BufReader::new(migration.stdout.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
-    assert_eq!(said.trim(), "locked");
+    let mut migration = stack.cluster.hold_lock(&stack.database, "notes").unwrap();
 
     let event = events::load("dump", "scheduled");
     let api = FakeRuntimeApi::start(vec![]).unwrap();
@@ -392,7 +373,7 @@ fn a_dump_near_its_time_limit_ends_failed_and_its_retry_backs_up() {
     );
 
     // The migration commits; Lambda retries the event (same container, usual timeout).
-    drop(sql);
+    migration.kill().unwrap();
     migration.wait().unwrap();
     api.set_timeout(Duration::from_secs(300));
     api.push(event);
