@@ -131,6 +131,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A restore asked for earlier has already ended (given up as never started, or run): a
+    /// late or repeated start of it does nothing.
+    #[error("restore {id} has already ended ({why}); nothing was done: ask for a new restore")]
+    RestoreEnded {
+        /// The restore's id.
+        id: String,
+        /// How it ended.
+        why: String,
+    },
     /// The run was ended before it finished (a signal, or the invocation's time limit near).
     #[error("the backup was stopped before it finished: {0}")]
     Stopped(String),
@@ -349,6 +358,7 @@ impl Error {
             Error::Label(_) | Error::Selection(_) => ErrorKind::Config,
             Error::Unusable { .. } | Error::LeaseHeld { .. } => ErrorKind::Conflict,
             Error::Stopped(_) => ErrorKind::Database,
+            Error::RestoreEnded { .. } => ErrorKind::Conflict,
             Error::DeleteRefused { .. } => ErrorKind::Conflict,
             Error::ForgetRefused { .. } => ErrorKind::Conflict,
             Error::UnknownDatabase(_) => ErrorKind::NotFound,

@@ -221,6 +221,43 @@ async fn restores_and_dry_runs_from_the_api() {
     assert_eq!(alerts[0].database, "shop_restored");
     assert!(alerts[0].reason.contains("alice"), "{}", alerts[0].reason);
     assert!(scratch_databases(&cluster).is_empty());
+
+    // A restore asked for through the API whose invocation never came is given up after 7
+    // hours; if the invocation turns up later after all, it restores nothing, records and
+    // alerts nothing more.
+    let services = &f.jobs.services;
+    let asked = chrono::Utc::now() - chrono::Duration::hours(8);
+    let restore_id = BackupId::generate(asked);
+    let backup_id: BackupId = "20261124T020000000Z-0a1b2c3d".parse().unwrap();
+    let queued =
+        pgkeep::model::RestoreRun::queued(restore_id.clone(), backup_id, "shop_late", asked);
+    services.catalog.put_restore(&queued).await.unwrap();
+    let given_up = pgkeep::ops::reaper::reap_restores(
+        services,
+        None,
+        chrono::Utc::now(),
+        pgkeep::ops::reaper::DEFAULT_ABANDON_AFTER,
+    )
+    .await
+    .unwrap();
+    assert_eq!(given_up.len(), 1, "{given_up:?}");
+    let recorded = services.catalog.get_restore(&restore_id).await.unwrap();
+    let why = recorded.error.clone().unwrap();
+    assert!(why.contains("never started within 7h"), "{why}");
+    let mut late = event("restore");
+    late["restore"]["target_db"] = json!("shop_late");
+    late["restore"]["restore_id"] = json!(restore_id.as_str());
+    let err = handle(&f.jobs, late).await.unwrap_err();
+    assert!(err.error_message.contains("has already ended"), "{err:?}");
+    assert!(!cluster
+        .database_names()
+        .unwrap()
+        .contains(&"shop_late".to_owned()));
+    assert_eq!(f.alerts.alerts().len(), 1, "no second alert");
+    assert_eq!(
+        services.catalog.get_restore(&restore_id).await.unwrap(),
+        recorded
+    );
 }
 
 #[tokio::test]

@@ -813,6 +813,13 @@ impl Jobs {
                 let _ = self.notify(&alert).await;
                 Ok(report)
             }
+            // A repeated delivery (Lambda's retry of a failed run, a duplicate) of a restore
+            // that has ended, or one given up as never started: its record already says how
+            // it ended and it was alerted then, so nothing is recorded or alerted again.
+            Err(error @ Error::RestoreEnded { .. }) => Err(JobError::Failed {
+                source: Box::new(error),
+                alert: None,
+            }),
             Err(error) => {
                 // Failed before the restore could record it (the backup or its server
                 // unreachable): its queued record says so.

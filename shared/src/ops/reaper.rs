@@ -122,10 +122,25 @@ pub async fn find_abandoned(
 /// How many of the newest restore records a reaper pass looks at for `running` ones.
 const RESTORES_LOOKED_AT: usize = 1000;
 
-/// Why the run of `running` restore `run` is dead at `now`, or `None` while it may be alive:
-/// its process is gone (same host), or it showed no sign of life for `limit` (a crashed host
-/// or a killed function; a live restore renews `alive_at` every 30 s, however long it runs).
+/// How long a restore asked for through the API may stay `queued` before it is given up: its
+/// function is invoked asynchronously, and Lambda keeps retrying such an invocation for at
+/// most 6 hours (its maximum event age); an hour more is the margin.
+pub const QUEUED_RESTORE_LIMIT: Span = Span::hours(7);
+
+/// Why restore `run` is dead at `now`, or `None` while it may be alive. A `running` one: its
+/// process is gone (same host), or it showed no sign of life for `limit` (a crashed host or a
+/// killed function; a live restore renews `alive_at` every 30 s, however long it runs). A
+/// `queued` one: it never started within [`QUEUED_RESTORE_LIMIT`] (its invocation was lost or
+/// refused), so nobody waits on it any more.
 pub fn restore_is_dead(run: &RestoreRun, now: DateTime<Utc>, limit: Span) -> Option<String> {
+    if run.state == RestoreState::Queued {
+        return (run.requested_at <= now - QUEUED_RESTORE_LIMIT.as_delta()).then(|| {
+            format!(
+                "asked for at {} and never started within {QUEUED_RESTORE_LIMIT}",
+                crate::model::format_time(run.requested_at)
+            )
+        });
+    }
     if run.state != RestoreState::Running {
         return None;
     }
@@ -143,8 +158,8 @@ pub fn restore_is_dead(run: &RestoreRun, now: DateTime<Utc>, limit: Span) -> Opt
     })
 }
 
-/// Fails the `running` restores (into `database`, or any) whose run is dead, with an error
-/// that says they were abandoned and why; returns them.
+/// Fails the `running` restores (into `database`, or any) whose run is dead and the `queued`
+/// ones that never started, with an error that says they were abandoned and why; returns them.
 pub async fn reap_restores(
     services: &Services,
     database: Option<&str>,
@@ -159,10 +174,12 @@ pub async fn reap_restores(
         let Some(why) = restore_is_dead(&run, now, limit) else {
             continue;
         };
-        run.fail(
-            format!("abandoned: the restore's run died ({why}); the target may be half-restored or left as it was, check it before use"),
-            now,
-        );
+        let error = if run.state == RestoreState::Queued {
+            format!("abandoned: {why}; nothing was restored, ask for it again")
+        } else {
+            format!("abandoned: the restore's run died ({why}); the target may be half-restored or left as it was, check it before use")
+        };
+        run.fail(error, now);
         services.catalog.put_restore(&run).await?;
         tracing::warn!(restore = %run.id, target = %run.target_db, why = %why, "a restore whose run died was marked failed");
         out.push(run);
@@ -593,7 +610,14 @@ mod restore_tests {
         assert_eq!(
             restore_is_dead(&run, now, limit),
             None,
-            "queued: not a run yet"
+            "queued: its invocation may still come"
+        );
+        let later = run.requested_at + chrono::Duration::hours(7);
+        let why = restore_is_dead(&run, later, limit).unwrap();
+        assert!(why.contains("never started within 7h"), "{why}");
+        assert_eq!(
+            restore_is_dead(&run, later - chrono::Duration::seconds(1), limit),
+            None
         );
         run.state = RestoreState::Running;
         run.started_at = Some(now - chrono::Duration::hours(2));

@@ -172,6 +172,16 @@ pub async fn restore(
         .clone()
         .unwrap_or_else(|| BackupId::generate(now));
     let mut run = match services.catalog.get_restore(&id).await {
+        // Given up on (never started in time) or already run: a late or repeated invocation
+        // must not restore now, when nobody expects it.
+        Ok(ended) if ended.ended() => {
+            return Err(Error::RestoreEnded {
+                id: id.to_string(),
+                why: ended
+                    .error
+                    .unwrap_or_else(|| format!("{:?}", ended.state).to_lowercase()),
+            })
+        }
         Ok(queued) => queued,
         Err(_) => {
             let mut run = RestoreRun::queued(id, request.id.clone(), &request.target_db, now);
