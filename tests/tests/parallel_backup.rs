@@ -563,7 +563,14 @@ fn cat_of_a_parallel_backup_is_one_archive_pg_restore_reads_piped_and_in_paralle
     cluster.create_database(&parallel).unwrap();
     let restored = cluster
         .command("pg_restore")
-        .args(["--no-owner", "--exit-on-error", "-j", "2", "--dbname", &parallel])
+        .args([
+            "--no-owner",
+            "--exit-on-error",
+            "-j",
+            "2",
+            "--dbname",
+            &parallel,
+        ])
         .arg(&file)
         .output()
         .unwrap();

@@ -6,7 +6,9 @@
 
 use std::pin::Pin;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncSeek, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncSeek, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 
 use super::{Error, IntegrityError};
 use crate::backends::Services;
@@ -54,7 +56,10 @@ fn refuse_parts(record: &BackupRecord) -> Result<(), Error> {
 
 /// Whether backup `id` is a parallel backup (`backup --jobs`) with a stored object: its
 /// record, for [`cat_parts`], or `None` when it is one archive ([`open_archive`]).
-pub async fn parallel_record(services: &Services, id: &BackupId) -> Result<Option<BackupRecord>, Error> {
+pub async fn parallel_record(
+    services: &Services,
+    id: &BackupId,
+) -> Result<Option<BackupRecord>, Error> {
     let record = services.catalog.get(id).await?;
     Ok((!record.parts.is_empty() && record.status.has_object()).then_some(record))
 }
@@ -88,7 +93,9 @@ pub async fn cat_parts<W: AsyncWrite + Unpin>(
     };
 
     let mut schema_stream = open_schema().await?;
-    let schema = read_toc(&mut schema_stream, "the schema part").await.map_err(merge_error)?;
+    let schema = read_toc(&mut schema_stream, "the schema part")
+        .await
+        .map_err(merge_error)?;
     // The schema part holds no data blocks: read it to its end so its checks run.
     let rest = schema_stream
         .fill_buf()

@@ -28,7 +28,9 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncSeek, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncSeek, AsyncSeekExt, AsyncWrite, AsyncWriteExt,
+};
 
 use super::archive_scan::{toc_fields, TocField};
 
@@ -470,12 +472,16 @@ impl Merger {
         let mut next_id = max_id + 1;
         let mut data: Vec<Entry> = Vec::new();
         let mut blocks: Vec<(usize, i64, usize)> = Vec::new();
-        let mut seen: HashSet<(Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)> =
-            HashSet::new();
+        let mut seen: HashSet<(Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)> = HashSet::new();
         for (p, part) in parts.iter().enumerate() {
             let name = format!("data part {}", p + 1);
             if (part.minor, part.int_size, part.off_size, &part.identity)
-                != (schema.minor, schema.int_size, schema.off_size, &schema.identity)
+                != (
+                    schema.minor,
+                    schema.int_size,
+                    schema.off_size,
+                    &schema.identity,
+                )
             {
                 return Err(mismatch(format!(
                     "{name}'s archive header (version, sizes, compression, database or versions) differs from the schema part's"
@@ -502,10 +508,13 @@ impl Merger {
                     }
                     continue;
                 }
-                check_dependencies(e, &by_id).map_err(|why| {
-                    mismatch(format!("{name}'s {}: {why}", e.describe()))
-                })?;
-                let key = (e.desc.clone(), e.strings.get(NAMESPACE).cloned().flatten(), e.tag.clone());
+                check_dependencies(e, &by_id)
+                    .map_err(|why| mismatch(format!("{name}'s {}: {why}", e.describe())))?;
+                let key = (
+                    e.desc.clone(),
+                    e.strings.get(NAMESPACE).cloned().flatten(),
+                    e.tag.clone(),
+                );
                 if !seen.insert(key) {
                     let twin = data.iter().find(|d| d.desc == e.desc && d.same_name(e));
                     let identical = twin.is_some_and(|d| {
@@ -620,7 +629,9 @@ impl Merger {
             let kind = i.byte().await?;
             let id = i.int().await?;
             let Some(block) = self.blocks.get(self.next).filter(|b| b.part == part) else {
-                return Err(i.bad(format!("a data block (dump id {id}) that its TOC does not lead to expect here")));
+                return Err(i.bad(format!(
+                    "a data block (dump id {id}) that its TOC does not lead to expect here"
+                )));
             };
             if block.old_id != id {
                 return Err(i.bad(format!(
@@ -725,7 +736,10 @@ where
                 Err(e) => return Err(i.read_err(e)),
             };
             let n = (buf.len() as u64).min(left) as usize;
-            out.w.write_all(&buf[..n]).await.map_err(MergeError::Write)?;
+            out.w
+                .write_all(&buf[..n])
+                .await
+                .map_err(MergeError::Write)?;
             out.pos += n as u64;
             i.r.consume(n);
             left -= n as u64;
@@ -775,7 +789,10 @@ fn check_dependencies(e: &Entry, schema: &HashMap<i64, &Entry>) -> Result<(), St
             .find(|o| !matches!(o.desc().as_str(), "BLOB METADATA" | "BLOB"))
         {
             None => Ok(()),
-            Some(o) => Err(format!("it depends on {}, not on large objects", o.describe())),
+            Some(o) => Err(format!(
+                "it depends on {}, not on large objects",
+                o.describe()
+            )),
         },
         _ if owners.is_empty() => Ok(()),
         _ => {

@@ -21,7 +21,11 @@ fn entry(id: i64, desc: &str, ns: &str, tag: &str, section: i64, deps: &[i64]) -
         strings: vec![
             s(&format!("-- {desc} {tag}")),
             s(""),
-            if desc == "TABLE DATA" { s("COPY ...") } else { s("") },
+            if desc == "TABLE DATA" {
+                s("COPY ...")
+            } else {
+                s("")
+            },
             s(ns),
             s(""),
             s("heap"),
@@ -30,7 +34,14 @@ fn entry(id: i64, desc: &str, ns: &str, tag: &str, section: i64, deps: &[i64]) -
         ],
         relkind: 0,
         deps: deps.iter().map(|d| d.to_string().into_bytes()).collect(),
-        offset: (if data { K_OFFSET_POS_SET } else { K_OFFSET_NO_DATA }, 0),
+        offset: (
+            if data {
+                K_OFFSET_POS_SET
+            } else {
+                K_OFFSET_NO_DATA
+            },
+            0,
+        ),
     }
 }
 
@@ -240,7 +251,10 @@ async fn a_toc_written_reads_back_the_same_and_blocks_are_rewritten() {
     assert_eq!(block[0], BLK_DATA);
     assert_eq!(&block[1..6], &[0, 10, 0, 0, 0]);
     assert_eq!(&block[11..15], b"1\tx\n");
-    assert_eq!(merger.entries()[5].offset, (K_OFFSET_POS_SET, before as u64));
+    assert_eq!(
+        merger.entries()[5].offset,
+        (K_OFFSET_POS_SET, before as u64)
+    );
     // Part 2's blocks never came.
     assert!(merger.finish().is_err());
 }
