@@ -428,6 +428,9 @@ pub async fn read_toc<R: AsyncBufRead + Unpin>(r: &mut R, part: &str) -> Result<
     })
 }
 
+/// A data entry's identity: desc, namespace, tag.
+type EntryKey = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Where a data block of the merged archive comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Block {
@@ -457,7 +460,7 @@ impl Merger {
     /// Plans the merge of the schema part's TOC and the data parts' TOCs (in part order);
     /// refuses parts that do not fit together exactly.
     pub fn new(schema: Toc, parts: Vec<Toc>) -> Result<Merger, MergeError> {
-        let mismatch = |s: String| MergeError::Mismatch(s);
+        let mismatch = MergeError::Mismatch;
         let by_id: HashMap<i64, &Entry> = schema.entries.iter().map(|e| (e.dump_id, e)).collect();
         if by_id.len() != schema.entries.len() {
             return Err(mismatch("the schema part repeats a dump id".into()));
@@ -472,7 +475,7 @@ impl Merger {
         let mut next_id = max_id + 1;
         let mut data: Vec<Entry> = Vec::new();
         let mut blocks: Vec<(usize, i64, usize)> = Vec::new();
-        let mut seen: HashSet<(Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)> = HashSet::new();
+        let mut seen: HashSet<EntryKey> = HashSet::new();
         for (p, part) in parts.iter().enumerate() {
             let name = format!("data part {}", p + 1);
             if (part.minor, part.int_size, part.off_size, &part.identity)
