@@ -10,6 +10,7 @@ use crate::config::ConfigError;
 use crate::keys::KeyError;
 use crate::labels::LabelError;
 use crate::model::{BackupId, BackupStatus};
+use crate::pipeline::archive_merge::MergeError;
 use crate::pipeline::archive_scan::ArchiveScanError;
 use crate::pipeline::crypt::{crypt_error, CryptError};
 use crate::pipeline::digest::{checksum_mismatch, ChecksumMismatch};
@@ -222,6 +223,9 @@ pub enum Error {
     /// The work was to go to a Fargate task, and the task could not be started.
     #[error("the work could not be handed to a Fargate task: {0}")]
     HandOff(String),
+    /// A parallel backup's parts could not be written as one archive (`pgkeep cat`).
+    #[error(transparent)]
+    Merge(#[from] MergeError),
 }
 
 /// Why a backup may not be deleted. The names (`newest_verified`, `in_progress`,
@@ -375,6 +379,9 @@ impl Error {
             Error::CatalogLost { .. } => ErrorKind::Storage,
             Error::Stranded { .. } => ErrorKind::Database,
             Error::HandOff(_) => ErrorKind::Storage,
+            Error::Merge(MergeError::Unreadable { .. }) => ErrorKind::Integrity,
+            Error::Merge(MergeError::Mismatch(_)) => ErrorKind::Conflict,
+            Error::Merge(_) => ErrorKind::Storage,
         }
     }
 

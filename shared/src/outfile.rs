@@ -169,6 +169,11 @@ impl OutputFile {
         })
     }
 
+    /// Whether the output is a regular file (seekable), not a device or FIFO.
+    pub fn is_regular_file(&self) -> bool {
+        self.temp.is_some()
+    }
+
     /// Where the output goes.
     pub fn writer(&mut self) -> &mut tokio::fs::File {
         &mut self.file

@@ -6,7 +6,8 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::Context as _;
-use pgkeep::backends::{KeyUse, RepoUrl};
+use pgkeep::backends::{KeyUse, RepoUrl, Services};
+use pgkeep::model::BackupRecord;
 use pgkeep::ops;
 use pgkeep::ops::read::ArchiveStream;
 use pgkeep::outfile::{OutputError, OutputFile};
@@ -29,6 +30,9 @@ pub async fn run(resolver: &Resolver<'_>, args: &CatArgs) -> Result<u8, Failure>
         (None, Some(id)) => {
             let id = parse_id(id)?;
             let services = resolver.open(KeyUse::Read).await?;
+            if let Some(record) = ops::read::parallel_record(&services, &id).await? {
+                return cat_parts(&services, &record, args.output.as_deref()).await;
+            }
             ops::read::open_archive(&services, &id).await?.1
         }
         (None, None) => return Err(usage("give a backup ID or --manifest")),
@@ -91,6 +95,40 @@ async fn cat(mut archive: ArchiveStream, output: Option<&Path>) -> Result<u8, Fa
             out.commit().await.map_err(output_failure)?;
         }
     }
+    Ok(0)
+}
+
+/// A parallel backup's parts as one archive (`ops::read::cat_parts`); into a regular file with
+/// the data offsets written afterwards, so `pg_restore -j` works on it.
+async fn cat_parts(
+    services: &Services,
+    record: &BackupRecord,
+    output: Option<&Path>,
+) -> Result<u8, Failure> {
+    let Some(path) = output else {
+        let mut stdout = tokio::io::stdout();
+        ops::read::cat_parts(services, record, &mut stdout).await?;
+        stdout.flush().await.context("flushing stdout")?;
+        return Ok(0);
+    };
+    let mut out = OutputFile::create(path).await.map_err(output_failure)?;
+    let written = tokio::select! {
+        r = ops::read::cat_parts(services, record, out.writer()) => Ok(r),
+        signal = pgkeep::signals::received() => Err(signal.exit_code()),
+    };
+    let merger = match written {
+        // Dropping `out` removes the unfinished temporary file.
+        Err(code) => {
+            drop(out);
+            eprintln!("pgkeep: interrupted; {} was not written", path.display());
+            return Ok(code);
+        }
+        Ok(r) => r?,
+    };
+    if out.is_regular_file() {
+        ops::read::write_offsets(&merger, out.writer()).await?;
+    }
+    out.commit().await.map_err(output_failure)?;
     Ok(0)
 }
 

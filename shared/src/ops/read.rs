@@ -6,12 +6,15 @@
 
 use std::pin::Pin;
 
-use tokio::io::AsyncRead;
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncSeek, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 
 use super::{Error, IntegrityError};
 use crate::backends::Services;
 use crate::keys::{KeyContext, KeyProvider};
 use crate::model::{BackupId, BackupRecord, Manifest, MANIFEST_VERSION};
+use crate::pipeline::archive_merge::{read_toc, MergeError, Merger};
 use crate::pipeline::archive_reader;
 use crate::pipeline::crypt::{Header, HeaderFields};
 use crate::pipeline::digest::DigestReader;
@@ -49,6 +52,102 @@ fn refuse_parts(record: &BackupRecord) -> Result<(), Error> {
             record.id
         ),
     })
+}
+
+/// Whether backup `id` is a parallel backup (`backup --jobs`) with a stored object: its
+/// record, for [`cat_parts`], or `None` when it is one archive ([`open_archive`]).
+pub async fn parallel_record(
+    services: &Services,
+    id: &BackupId,
+) -> Result<Option<BackupRecord>, Error> {
+    let record = services.catalog.get(id).await?;
+    Ok((!record.parts.is_empty() && record.status.has_object()).then_some(record))
+}
+
+/// Buffer for reading a part: the TOC is read item by item, the data chunk by chunk.
+const PART_BUFFER: usize = 256 * 1024;
+
+/// Writes parallel backup `record`'s schema and data parts as one custom-format archive
+/// stock pg_restore reads (`pipeline::archive_merge`), data offsets not set (a pipe). Each
+/// part is read to its end, so its final chunk and SHA-256 are checked; the data parts are
+/// read one after another (their TOCs once first, to plan the merge). Returns the merger, so
+/// a file can then take the real offsets ([`write_offsets`]).
+pub async fn cat_parts<W: AsyncWrite + Unpin>(
+    services: &Services,
+    record: &BackupRecord,
+    out: &mut W,
+) -> Result<Merger, Error> {
+    let open_schema = || async {
+        let (_, stream) = open_object(
+            services.store.as_ref(),
+            services.keys.as_ref(),
+            &record.object_key,
+            record,
+        )
+        .await?;
+        Ok::<_, Error>(BufReader::with_capacity(PART_BUFFER, stream))
+    };
+    let open_part = |i: usize| async move {
+        let (_, stream) = self::open_part(services, &record.for_part(&record.parts[i])).await?;
+        Ok::<_, Error>(BufReader::with_capacity(PART_BUFFER, stream))
+    };
+
+    let mut schema_stream = open_schema().await?;
+    let schema = read_toc(&mut schema_stream, "the schema part")
+        .await
+        .map_err(merge_error)?;
+    // The schema part holds no data blocks: read it to its end so its checks run.
+    let rest = schema_stream
+        .fill_buf()
+        .await
+        .map_err(|e| Error::from_read("reading the schema part", e))?;
+    if !rest.is_empty() {
+        return Err(MergeError::Mismatch("the schema part holds data blocks".into()).into());
+    }
+    drop(schema_stream);
+    let mut tocs = Vec::with_capacity(record.parts.len());
+    for i in 0..record.parts.len() {
+        let mut stream = open_part(i).await?;
+        tocs.push(
+            read_toc(&mut stream, &format!("data part {}", i + 1))
+                .await
+                .map_err(merge_error)?,
+        );
+    }
+    let mut merger = Merger::new(schema, tocs)?;
+
+    let mut out = BufWriter::with_capacity(PART_BUFFER, out);
+    merger.write_toc(&mut out).await.map_err(merge_error)?;
+    for i in 0..record.parts.len() {
+        let mut stream = open_part(i).await?;
+        merger
+            .copy_part(i, &mut stream, &mut out)
+            .await
+            .map_err(merge_error)?;
+    }
+    merger.finish()?;
+    out.flush()
+        .await
+        .map_err(|e| Error::from_read("writing the archive", e))?;
+    Ok(merger)
+}
+
+/// After [`cat_parts`] into a file: rewrites its TOC with each data block's real offset, so
+/// `pg_restore -j` can seek to the blocks as in a pg_dump file.
+pub async fn write_offsets<W: AsyncWrite + AsyncSeek + Unpin>(
+    merger: &Merger,
+    file: &mut W,
+) -> Result<(), Error> {
+    merger.rewrite_toc(file).await.map_err(merge_error)
+}
+
+/// A merge failure as the operation's error: a part's read error keeps its own class
+/// (integrity, storage).
+fn merge_error(e: MergeError) -> Error {
+    match e {
+        MergeError::Read { source, .. } => Error::from_read("reading a part of the backup", source),
+        other => Error::Merge(other),
+    }
 }
 
 /// [`open_archive`], also returning the object header's fields (for comparing them with the

@@ -42,10 +42,12 @@ use std::collections::{HashMap, HashSet};
 
 use crate::model::TableName;
 use data::Block;
-use toc::{toc_fields, DataEntry, EntryBuilder, EntryKind, TocField};
+use toc::{DataEntry, EntryBuilder, EntryKind};
 
 mod data;
 mod toc;
+
+pub(crate) use toc::{toc_fields, TocField};
 
 /// Archive versions are compared as (major, minor); these bound what this parser follows.
 const MIN_MINOR: u8 = 12;

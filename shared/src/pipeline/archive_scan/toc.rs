@@ -10,7 +10,7 @@ use crate::model::TableName;
 
 /// TOC entry fields in archive order; which are present depends on the version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum TocField {
+pub(crate) enum TocField {
     DumpId,
     HadDumper,
     TableOid,
@@ -32,7 +32,7 @@ pub(super) enum TocField {
 }
 
 /// ReadToc's field list for archive version 1.`minor` (1.12 to 1.16).
-pub(super) fn toc_fields(minor: u8) -> Vec<TocField> {
+pub(crate) fn toc_fields(minor: u8) -> Vec<TocField> {
     use TocField::*;
     let mut fields = vec![
         DumpId, HadDumper, TableOid, Oid, Tag, Desc, Section, Defn, DropStmt, CopyStmt, Namespace,
