@@ -8,6 +8,9 @@ BENCH_PUBLISH, BENCH_PHASE, BENCH_S3_* and PGKEEP_TEST_AWS_ENDPOINT (the emulato
 (pgBackRest's directory, empty to skip it), PGKEEP_BIN, PGKEEP_PG_BIN,
 PGKEEP_PG_HOST/PORT/USER/PASSWORD.
 
+`BENCH_PHASE=backup` (`scripts/bench --only backup`) runs only the backup rows and their scaling
+with cores, and writes BENCH_DIR/BACKUP.md.
+
 Two phases, because pgBackRest copies the whole cluster: `main` runs while only the default
 dataset is loaded and saves its results; scripts/bench then loads the growth datasets and runs
 `growth`, which times the floor and pgkeep at each scale and writes the report.
@@ -15,6 +18,7 @@ dataset is loaded and saves its results; scripts/bench then loads the growth dat
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -68,30 +72,63 @@ def server_cpu():
         with open(f"/proc/{p}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()
 
-    own = fields(pid)
-    total = sum(int(x) for x in own[11:15])  # utime stime cutime cstime
+    # A backend that has exited but is not yet reaped (a zombie) shows no CPU of its own and is
+    # not yet in the postmaster's children's times: wait (up to 5 s) until none is left.
+    deadline = time.monotonic() + 5
+    while True:
+        own = fields(pid)
+        total = sum(int(x) for x in own[11:15])  # utime stime cutime cstime
+        zombies = 0
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    f = fields(entry)
+                except OSError:
+                    continue
+                if f[1] == pid:
+                    total += int(f[11]) + int(f[12])
+                    zombies += f[0] == "Z"
+        if not zombies or time.monotonic() > deadline:
+            return total / tick
+        time.sleep(0.01)
+
+
+def pin_server(cpus):
+    """Pins the benchmark cluster (the postmaster and its processes; the backends it forks later
+    inherit it) to `cpus`, a taskset list such as "0" or "0,1"."""
+    pid = (BENCH / "pg" / "data" / "postmaster.pid").read_text().split()[0]
+    pids = [pid]
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                f = fields(entry)
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == pid:
+                        pids.append(entry)
             except OSError:
                 continue
-            if f[1] == pid:
-                total += int(f[11]) + int(f[12])
-    return total / tick
+    for p in pids:
+        # A process that ended meanwhile is no error.
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, p], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def all_cpus():
+    return f"0-{os.cpu_count() - 1}"
 
 
 class Case:
-    """One benchmarked command: a shell pipeline (pipelines are what is being compared)."""
+    """One benchmarked command: a shell pipeline (pipelines are what is being compared). With
+    `pin`, the command runs under `taskset -c PIN` and the server is pinned to the same CPUs."""
 
-    def __init__(self, name, script, output=None, env=None, prepare=None, size=None):
-        self.name, self.script, self.output = name, script, output
-        self.env, self.prepare, self.size = env or ENV, prepare, size
+    def __init__(self, name, script, output=None, env=None, prepare=None, size=None, pin=None):
+        self.name, self.output = name, output
+        self.script = f"taskset -c {pin} bash -o pipefail -c {shlex.quote(script)}" if pin else script
+        self.env, self.prepare, self.size, self.pin = env or ENV, prepare, size, pin
         self.runs = []
 
     def run(self):
         if self.prepare:
             self.prepare()
+        pin_server(self.pin or all_cpus())
         timing = BENCH / "time.txt"
         server_before = server_cpu()
         proc = subprocess.run(
@@ -209,20 +246,53 @@ def verify_cases(db):
 
 
 def scaling_cases(db):
-    """The parallel cases and their single-stream references pinned to 1 core and to 2 (taskset):
-    how the wall time scales with cores, for the targets 2 cores cannot meet."""
+    """The parallel cases and their single-stream references pinned to 1 core and to 2 (taskset,
+    the server included): how the wall time scales with cores, for the targets 2 cores cannot
+    meet."""
     repo = BENCH / f"repo-scaling-{db}"
     env = pgkeep_env(db, repo)
     out = []
     for cpus in ("0", "0,1"):
-        pin = f"taskset -c {cpus}"
         n = len(cpus.split(","))
         out += [
-            Case(f"{n} core: pg_dump -Fc -Z0 > /dev/null (floor)", f"{pin} pg_dump -Fc -Z0 -d {db} > /dev/null"),
-            Case(f"{n} core: pgkeep backup", f"{pin} {PGKEEP} backup --json", env=env, prepare=fresh_repo(repo), size=stored_size),
-            Case(f"{n} core: pgkeep backup --jobs 2", f"{pin} {PGKEEP} backup --json --jobs 2", env=env, prepare=fresh_repo(repo), size=stored_size),
+            Case(f"{n} core: pg_dump -Fc -Z0 > /dev/null (floor)", f"pg_dump -Fc -Z0 -d {db} > /dev/null", pin=cpus),
+            Case(f"{n} core: pgkeep backup", f"{PGKEEP} backup --json", env=env, prepare=fresh_repo(repo), size=stored_size, pin=cpus),
+            Case(f"{n} core: pgkeep backup --jobs 2", f"{PGKEEP} backup --json --jobs 2", env=env, prepare=fresh_repo(repo), size=stored_size, pin=cpus),
         ]
     return out
+
+
+def backup_cases(db):
+    """The rows `--only backup` runs: the floor, a single-stream backup and `--jobs 2` (the same
+    commands as in `cases_for`; no S3, so no emulator is needed)."""
+    repo = BENCH / f"repo-{db}"
+    env = pgkeep_env(db, repo)
+    return [
+        Case("pg_dump -Fc -Z0 > /dev/null (floor)", f"pg_dump -Fc -Z0 -d {db} > /dev/null"),
+        Case("pgkeep backup (zstd, local)", f"{PGKEEP} backup --json", env=env, prepare=fresh_repo(repo), size=stored_size),
+        Case("pgkeep backup --jobs 2 (zstd, local)", f"{PGKEEP} backup --json --jobs 2", env=env, prepare=fresh_repo(repo), size=stored_size),
+    ]
+
+
+def backup_report(cases, scaling):
+    """Wall and CPU of the backup rows, and the least wall time all their CPU (the command's,
+    its pg_dump children's and the server's) allows on N cores, against the floor's wall time."""
+    floor = cases[0].median("wall")
+    rows = ["| command | wall (s) | CPU (s) | server CPU (s) | CPU, all (s) | wall vs floor | bound on 2 cores | on 4 | on 8 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in cases + scaling:
+        total = c.median("cpu") + c.median("server_cpu")
+        rows.append("| `{}` | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f}× | {} |".format(
+            c.name, c.median("wall"), c.median("cpu"), c.median("server_cpu"), total, c.median("wall") / floor,
+            " | ".join(f"{total / n:.2f} s ({total / n / floor:.2f}×)" for n in (2, 4, 8))))
+    return "\n".join([
+        "# Backup rows", "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; medians of {ROUNDS} rounds, commands alternated;"
+        f" load average at the end {os.getloadavg()[0]:.2f} (other work on the machine).", "",
+        "CPU is the command and its children (pg_dump); server CPU is the cluster's during the command. The"
+        " pinned rows run the command and the server on 1 core, then on 2 (`taskset`). A bound is the CPU,"
+        " all of it, divided by N cores: the least wall time N cores allow (× the unpinned floor's wall).", "",
+        "\n".join(rows), ""])
 
 
 def measure(cases, rounds):
@@ -387,6 +457,20 @@ def load(path):
 
 
 def main():
+    if PHASE == "backup":
+        print(f"dataset: {db_size('bench') / 1e9:.2f} GB at scale {SCALE}; {ROUNDS} rounds, backup rows only")
+        cases = backup_cases("bench")
+        try:
+            measure(cases, ROUNDS)
+            print("scaling with cores")
+            scaling = scaling_cases("bench")
+            measure(scaling, ROUNDS)
+        finally:
+            pin_server(all_cpus())
+        text = backup_report(cases, scaling)
+        (BENCH / "BACKUP.md").write_text(text)
+        print(text)
+        return
     if PHASE == "main":
         print(f"dataset: {db_size('bench') / 1e9:.2f} GB at scale {SCALE}; {ROUNDS} rounds")
         cases = cases_for("bench")
@@ -398,7 +482,10 @@ def main():
         save(BENCH / "verify.json", verify)
         print("scaling with cores")
         scaling = scaling_cases("bench")
-        measure(scaling, 1)
+        try:
+            measure(scaling, 1)
+        finally:
+            pin_server(all_cpus())
         save(BENCH / "scaling.json", scaling)
         return
     size = db_size("bench")
@@ -440,8 +527,8 @@ def main():
         cores_table(verify), "",
         "## Targets", "", targets(cases, verify, growth), "", NOTES,
         "## Scaling with cores", "",
-        "One run each, pinned with `taskset` to 1 core and to both (the server's backends are not pinned,"
-        " and their CPU is not in the CPU column: it counts the command and its children, pg_dump included).", "",
+        "One run each, pinned with `taskset` to 1 core and to both, the server included (its CPU is not in"
+        " the CPU column: that counts the command and its children, pg_dump included).", "",
         scaling_table(scaling), "",
     ]
     if growth:

@@ -17,8 +17,10 @@ use crate::model::Compression;
 /// zstd level 3 (zstd's own default): most of the ratio of higher levels at several times the
 /// speed, which is what keeps a backup as fast as pg_dump itself.
 const ZSTD_LEVEL: i32 = 3;
-/// Bytes of input per zstd worker job.
-const ZSTD_JOB_SIZE: u32 = 1 << 20;
+/// Bytes of input per zstd worker job. A job sees only a part of the previous one (its overlap),
+/// so small jobs cost ratio: with 1 MiB jobs a backup was 0.2% larger than `pg_dump -Fc`, with
+/// 2 MiB 0.1% smaller (pgbench scale 50 + docs), for about 3 MiB more per stream.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 /// gzip level 6, the gzip tool's default.
 const GZIP_LEVEL: i32 = 6;
 
