@@ -381,15 +381,16 @@ fn on_s3_a_failing_stream_leaves_no_open_upload_of_any_part() {
     let cluster = PgCluster::start().unwrap();
     let db = unique_name("par_s3");
     cluster.create_database(&db).unwrap();
-    // Three tables of random bytes (about 8 MiB each after compression), so each data stream
-    // has a multipart upload with parts in flight.
+    // Three tables of random bytes (about 16 MiB each after compression), so each data stream
+    // has a multipart upload with parts in flight even while its zstd worker still holds the
+    // output of its last jobs (a few MiB) when pg_dump stalls.
     let mut sql = String::new();
     for t in ["noise_a", "noise_b", "noise_c"] {
         sql.push_str(&format!(
             "CREATE TABLE public.{t} AS SELECT g AS id,
                (SELECT decode(string_agg(md5(random()::text || i::text || g::text), ''), 'hex')
                 FROM generate_series(1, 64) i) AS payload
-             FROM generate_series(1, 8000) g;"
+             FROM generate_series(1, 16000) g;"
         ));
     }
     cluster.psql(&db, &sql).unwrap();

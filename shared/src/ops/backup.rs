@@ -94,16 +94,16 @@ pub struct BackupRequest {
 /// two minutes.
 pub const DEFAULT_LEASE_TTL: chrono::Duration = chrono::Duration::minutes(2);
 
-/// zstd worker threads of a single-stream backup: one. zstd's own streaming mode (no worker,
-/// what each `--jobs` stream uses) compresses a ring buffer whose wrapped window takes
-/// libzstd's slower external-dictionary path (45% of the CPU samples of a `--jobs 2` backup,
-/// 4.85 CPU-s per GB against 3.0 with a worker) and gives a larger output; one worker
-/// compresses contiguous jobs on its own thread, beside the stream's scanning, encryption and
-/// hashing. More workers only add CPU (each job reloads its overlap) and memory.
+/// zstd worker threads of each backup stream: one. zstd's own streaming mode (no worker)
+/// compresses a ring buffer whose wrapped window takes libzstd's slower external-dictionary
+/// path (45% of the CPU samples of a `--jobs 2` backup) and gives a larger output (0.75% for
+/// `--jobs 2`); one worker compresses contiguous jobs on its own thread, beside the stream's
+/// scanning, encryption and hashing. More workers per stream only add CPU (each job reloads its
+/// overlap) and memory; more cores are used by `--jobs N`, one worker per stream.
 pub const DEFAULT_ZSTD_WORKERS: u32 = 1;
 
 impl BackupRequest {
-    /// A request with the defaults: zstd, 1 MiB chunks, one zstd worker (see
+    /// A request with the defaults: zstd, 1 MiB chunks, one zstd worker per stream (see
     /// [`DEFAULT_ZSTD_WORKERS`]).
     pub fn new(target: PgTarget, kind: BackupKind) -> Self {
         BackupRequest {

@@ -230,11 +230,12 @@ pub(super) async fn dump(
         key: key.clone(),
         fields,
         chunk_size: request.chunk_size,
-        // The streams are the parallelism: each compresses on its own task, which also keeps
-        // memory at one zstd window per stream (docs/OPERATIONS.md, "Memory").
+        // The streams are the parallelism: each compresses with the request's workers (one by
+        // default, see `DEFAULT_ZSTD_WORKERS`), so memory grows by one compressor per stream
+        // (docs/OPERATIONS.md, "Memory").
         options: StreamOptions {
             compression: request.compression,
-            zstd_workers: 0,
+            zstd_workers: request.zstd_workers,
         },
         progress,
     };
