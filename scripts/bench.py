@@ -262,6 +262,10 @@ def scaling_cases(db):
     return out
 
 
+# The unpinned backup rows the scaling section compares (names as in `cases_for`).
+BACKUP_ROWS = ("pg_dump -Fc -Z0 > /dev/null (floor)", "pgkeep backup (zstd, local)", "pgkeep backup --jobs 2 (zstd, local)")
+
+
 def backup_cases(db):
     """The rows `--only backup` runs: the floor, a single-stream backup and `--jobs 2` (the same
     commands as in `cases_for`; no S3, so no emulator is needed)."""
@@ -274,9 +278,10 @@ def backup_cases(db):
     ]
 
 
-def backup_report(cases, scaling):
+def backup_cpu_table(cases, scaling):
     """Wall and CPU of the backup rows, and the least wall time all their CPU (the command's,
-    its pg_dump children's and the server's) allows on N cores, against the floor's wall time."""
+    its pg_dump children's and the server's) allows on N cores, against the floor's wall time
+    (`cases[0]`)."""
     floor = cases[0].median("wall")
     rows = ["| command | wall (s) | CPU (s) | server CPU (s) | CPU, all (s) | wall vs floor | bound on 2 cores | on 4 | on 8 |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -285,14 +290,21 @@ def backup_report(cases, scaling):
         rows.append("| `{}` | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f}× | {} |".format(
             c.name, c.median("wall"), c.median("cpu"), c.median("server_cpu"), total, c.median("wall") / floor,
             " | ".join(f"{total / n:.2f} s ({total / n / floor:.2f}×)" for n in (2, 4, 8))))
+    return "\n".join(rows)
+
+
+BACKUP_CPU_NOTE = (
+    "CPU is the command and its children (pg_dump); server CPU is the cluster's during the command. The"
+    " pinned rows run the command and the server on 1 core, then on 2 (`taskset`). A bound is the CPU,"
+    " all of it, divided by N cores: the least wall time N cores allow (× the unpinned floor's wall).")
+
+
+def backup_report(cases, scaling):
     return "\n".join([
         "# Backup rows", "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; medians of {ROUNDS} rounds, commands alternated;"
         f" load average at the end {os.getloadavg()[0]:.2f} (other work on the machine).", "",
-        "CPU is the command and its children (pg_dump); server CPU is the cluster's during the command. The"
-        " pinned rows run the command and the server on 1 core, then on 2 (`taskset`). A bound is the CPU,"
-        " all of it, divided by N cores: the least wall time N cores allow (× the unpinned floor's wall).", "",
-        "\n".join(rows), ""])
+        BACKUP_CPU_NOTE, "", backup_cpu_table(cases, scaling), ""])
 
 
 def measure(cases, rounds):
@@ -409,14 +421,6 @@ NOTES = """## Reading these numbers
 """
 
 
-def scaling_table(cases):
-    rows = ["| command | wall (s) | CPU (s) | peak RSS (MiB) |", "|---|---:|---:|---:|"]
-    for c in cases:
-        rows.append("| `{}` | {:.2f} | {:.2f} | {:.0f} |".format(
-            c.name, c.median("wall"), c.median("cpu"), c.median("rss_mib")))
-    return "\n".join(rows)
-
-
 def verify_table(cases):
     rows = ["| command | wall (s) | CPU (s) | server CPU (s) | peak RSS (MiB) | wall vs bare |",
             "|---|---:|---:|---:|---:|---:|"]
@@ -483,7 +487,7 @@ def main():
         print("scaling with cores")
         scaling = scaling_cases("bench")
         try:
-            measure(scaling, 1)
+            measure(scaling, ROUNDS)
         finally:
             pin_server(all_cpus())
         save(BENCH / "scaling.json", scaling)
@@ -527,9 +531,9 @@ def main():
         cores_table(verify), "",
         "## Targets", "", targets(cases, verify, growth), "", NOTES,
         "## Scaling with cores", "",
-        "One run each, pinned with `taskset` to 1 core and to both, the server included (its CPU is not in"
-        " the CPU column: that counts the command and its children, pg_dump included).", "",
-        scaling_table(scaling), "",
+        "The backup rows again with the CPU seconds behind them, then pinned to 1 core and to both"
+        f" (medians of {ROUNDS} rounds). " + BACKUP_CPU_NOTE, "",
+        backup_cpu_table([by_name(cases, p) for p in BACKUP_ROWS], scaling), "",
     ]
     if growth:
         report += ["## Growth with size", "", "| scale | database (GB) | floor wall (s) | pgkeep wall (s) | pgkeep peak RSS (MiB) |", "|---:|---:|---:|---:|---:|"]

@@ -94,7 +94,9 @@ pub enum Command {
     /// Lock (object_locked).
     Delete(DeleteArgs),
     /// Write the original pg_dump archive (decrypted, decompressed, authenticated) to stdout
-    /// or a file, e.g. `pgkeep cat ID | pg_restore -d newdb`.
+    /// or a file, e.g. `pgkeep cat ID | pg_restore -d newdb`. A parallel backup (backup
+    /// --jobs) comes out as one archive merged from its parts: piped, pg_restore reads it in
+    /// order; with -o FILE its data offsets are filled in, so `pg_restore -j N FILE` works.
     Cat(CatArgs),
     /// Prove a backup: restore it into a scratch database, compare every table's row count
     /// with the manifest and the objects with the archive, drop the scratch database, and
@@ -400,8 +402,8 @@ pub struct CatArgs {
     #[arg(required_unless_present = "manifest")]
     pub id: Option<String>,
     /// Read straight from a manifest, with no catalog: a file or s3://bucket/key ending in
-    /// .manifest.json; the object is the <id>.pgkeep beside it. Needs only the key (and
-    /// --old-key-file for older keys).
+    /// .manifest.json; the object is the <id>.pgkeep beside it (and a parallel backup's parts
+    /// the <id>.data-<n>.pgkeep). Needs only the key (and --old-key-file for older keys).
     #[arg(long, value_name = "PATH|S3-URL", conflicts_with = "id")]
     pub manifest: Option<String>,
     /// Write to this file instead of stdout (it appears only when complete and intact).

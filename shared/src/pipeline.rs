@@ -17,6 +17,7 @@ use crate::keys::DataKey;
 use crate::model::{ArchiveInfo, Compression, TableEntry};
 use crate::store::{ObjectUpload, StoreError};
 
+pub(crate) mod archive_format;
 pub mod archive_merge;
 pub mod archive_scan;
 pub mod archive_tap;

@@ -583,4 +583,36 @@ fn cat_of_a_parallel_backup_is_one_archive_pg_restore_reads_piped_and_in_paralle
     let file_bytes = std::fs::read(&file).unwrap();
     assert_eq!(piped_bytes.len(), file_bytes.len());
     assert_ne!(piped_bytes, file_bytes);
+
+    // With no catalog, from a copy of the manifest, the schema object and the parts: the same
+    // archive (a lost catalog's by-hand path); a missing part is refused, nothing written.
+    let object = pgkeep.object_path(&record);
+    let manifest = object.with_extension("manifest.json");
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    let parts: Vec<std::path::PathBuf> = (1..=3)
+        .map(|n| object.with_extension(format!("data-{n}.pgkeep")))
+        .collect();
+    for file in [&object, &manifest].into_iter().chain(&parts) {
+        std::fs::copy(file, copy.join(file.file_name().unwrap())).unwrap();
+    }
+    let catalog = pgkeep.repo.join("catalog.sqlite3");
+    std::fs::rename(&catalog, dir.path().join("catalog.kept")).unwrap();
+    let copied_manifest = copy.join(manifest.file_name().unwrap());
+    let out = pgkeep.run(&["cat", "--manifest", copied_manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == piped_bytes, "cat --manifest differs from cat ID");
+    assert!(!catalog.exists(), "cat --manifest opened a catalog");
+    std::fs::remove_file(copy.join(parts[1].file_name().unwrap())).unwrap();
+    let missing = copy.join("missing.dump");
+    let out = pgkeep.run(&[
+        "cat",
+        "--manifest",
+        copied_manifest.to_str().unwrap(),
+        "-o",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("data-2.pgkeep"), "{}", stderr(&out));
+    assert!(!missing.exists());
 }

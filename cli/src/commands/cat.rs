@@ -4,9 +4,11 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use pgkeep::backends::{KeyUse, RepoUrl, Services};
+use pgkeep::backends::{KeyUse, RepoUrl};
+use pgkeep::keys::KeyProvider;
 use pgkeep::model::BackupRecord;
 use pgkeep::ops;
 use pgkeep::ops::read::ArchiveStream;
@@ -25,24 +27,38 @@ pub async fn run(resolver: &Resolver<'_>, args: &CatArgs) -> Result<u8, Failure>
             "refusing to write a binary archive to a terminal: pipe it (pgkeep cat ID | pg_restore ...) or use -o FILE",
         ));
     }
+    let output = args.output.as_deref();
     let archive = match (&args.manifest, &args.id) {
-        (Some(manifest), _) => from_manifest(resolver, manifest).await?,
+        (Some(manifest), _) => {
+            let (store, keys) = beside_manifest(resolver, manifest).await?;
+            let name = manifest.rsplit('/').next().unwrap_or(manifest);
+            let manifest = ops::read::read_manifest(store.as_ref(), name).await?;
+            if !manifest.backup.parts.is_empty() {
+                let (store, keys) = (store.as_ref(), keys.as_ref());
+                return cat_parts(store, keys, &manifest.backup, output).await;
+            }
+            ops::read::open_from_manifest(store.as_ref(), keys.as_ref(), &manifest).await?
+        }
         (None, Some(id)) => {
             let id = parse_id(id)?;
             let services = resolver.open(KeyUse::Read).await?;
             if let Some(record) = ops::read::parallel_record(&services, &id).await? {
-                return cat_parts(&services, &record, args.output.as_deref()).await;
+                let (store, keys) = (services.store.as_ref(), services.keys.as_ref());
+                return cat_parts(store, keys, &record, output).await;
             }
             ops::read::open_archive(&services, &id).await?.1
         }
         (None, None) => return Err(usage("give a backup ID or --manifest")),
     };
-    cat(archive, args.output.as_deref()).await
+    cat(archive, output).await
 }
 
-/// The archive of the backup whose manifest is at `location` (a path or s3://bucket/key),
-/// opened with the configured key alone: no repository setting, no catalog.
-async fn from_manifest(resolver: &Resolver<'_>, location: &str) -> Result<ArchiveStream, Failure> {
+/// The store holding the manifest at `location` (a path or s3://bucket/key), rooted at the
+/// manifest's folder, and the configured key alone: no repository setting, no catalog.
+async fn beside_manifest(
+    resolver: &Resolver<'_>,
+    location: &str,
+) -> Result<(Box<dyn ObjectStore>, Arc<dyn KeyProvider>), Failure> {
     let config = resolver.backend_config()?;
     let s3 = location.starts_with("s3://");
     let aws = if s3 || config.uses_aws() {
@@ -53,7 +69,7 @@ async fn from_manifest(resolver: &Resolver<'_>, location: &str) -> Result<Archiv
     let keys = config
         .open_keys(KeyUse::Read, aws.as_ref())
         .map_err(ops::Error::from)?;
-    let (dir, name) = location.rsplit_once('/').unwrap_or((".", location));
+    let (dir, _) = location.rsplit_once('/').unwrap_or((".", location));
     let store: Box<dyn ObjectStore> = match (s3, aws.as_ref()) {
         (true, Some(aws)) => match RepoUrl::parse(dir).map_err(ops::Error::from)? {
             RepoUrl::S3 { bucket, prefix } => Box::new(config.s3_store(aws, &bucket, &prefix)),
@@ -61,9 +77,7 @@ async fn from_manifest(resolver: &Resolver<'_>, location: &str) -> Result<Archiv
         },
         _ => Box::new(FsStore::new(if dir.is_empty() { "/" } else { dir })),
     };
-    let (_manifest, archive) =
-        ops::read::open_from_manifest(store.as_ref(), keys.as_ref(), name).await?;
-    Ok(archive)
+    Ok((store, keys))
 }
 
 async fn cat(mut archive: ArchiveStream, output: Option<&Path>) -> Result<u8, Failure> {
@@ -101,19 +115,20 @@ async fn cat(mut archive: ArchiveStream, output: Option<&Path>) -> Result<u8, Fa
 /// A parallel backup's parts as one archive (`ops::read::cat_parts`); into a regular file with
 /// the data offsets written afterwards, so `pg_restore -j` works on it.
 async fn cat_parts(
-    services: &Services,
+    store: &dyn ObjectStore,
+    keys: &dyn KeyProvider,
     record: &BackupRecord,
     output: Option<&Path>,
 ) -> Result<u8, Failure> {
     let Some(path) = output else {
         let mut stdout = tokio::io::stdout();
-        ops::read::cat_parts(services, record, &mut stdout).await?;
+        ops::read::cat_parts(store, keys, record, &mut stdout).await?;
         stdout.flush().await.context("flushing stdout")?;
         return Ok(0);
     };
     let mut out = OutputFile::create(path).await.map_err(output_failure)?;
     let written = tokio::select! {
-        r = ops::read::cat_parts(services, record, out.writer()) => Ok(r),
+        r = ops::read::cat_parts(store, keys, record, out.writer()) => Ok(r),
         signal = pgkeep::signals::received() => Err(signal.exit_code()),
     };
     let merger = match written {

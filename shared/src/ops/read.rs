@@ -13,7 +13,7 @@ use tokio::io::{
 use super::{Error, IntegrityError};
 use crate::backends::Services;
 use crate::keys::{KeyContext, KeyProvider};
-use crate::model::{BackupId, BackupRecord, Manifest, MANIFEST_VERSION};
+use crate::model::{part_key, BackupId, BackupRecord, Manifest, MANIFEST_VERSION};
 use crate::pipeline::archive_merge::{read_toc, MergeError, Merger};
 use crate::pipeline::archive_reader;
 use crate::pipeline::crypt::{Header, HeaderFields};
@@ -73,22 +73,18 @@ const PART_BUFFER: usize = 256 * 1024;
 /// read one after another (their TOCs once first, to plan the merge). Returns the merger, so
 /// a file can then take the real offsets ([`write_offsets`]).
 pub async fn cat_parts<W: AsyncWrite + Unpin>(
-    services: &Services,
+    store: &dyn ObjectStore,
+    keys: &dyn KeyProvider,
     record: &BackupRecord,
     out: &mut W,
 ) -> Result<Merger, Error> {
     let open_schema = || async {
-        let (_, stream) = open_object(
-            services.store.as_ref(),
-            services.keys.as_ref(),
-            &record.object_key,
-            record,
-        )
-        .await?;
+        let (_, stream) = open_object(store, keys, &record.object_key, record).await?;
         Ok::<_, Error>(BufReader::with_capacity(PART_BUFFER, stream))
     };
     let open_part = |i: usize| async move {
-        let (_, stream) = self::open_part(services, &record.for_part(&record.parts[i])).await?;
+        let part = record.for_part(&record.parts[i]);
+        let (_, stream) = open_object(store, keys, &part.object_key, &part).await?;
         Ok::<_, Error>(BufReader::with_capacity(PART_BUFFER, stream))
     };
 
@@ -235,14 +231,11 @@ async fn open_object(
     Ok((fields, Box::pin(stream)))
 }
 
-/// Reads a backup with no catalog, from its manifest `manifest_key` in `store`: the object is
-/// the file beside it (`<id>.manifest.json` → `<id>.pgkeep`, docs/FORMAT.md), checked against
-/// the manifest's id, database and SHA-256 as [`open_archive`] checks it against a record.
-pub async fn open_from_manifest(
-    store: &dyn ObjectStore,
-    keys: &dyn KeyProvider,
-    manifest_key: &str,
-) -> Result<(Manifest, ArchiveStream), Error> {
+/// Reads a backup's manifest `manifest_key` in `store`, with no catalog, and points its
+/// record at the objects beside it (`<id>.manifest.json` → `<id>.pgkeep` and, for a parallel
+/// backup, `<id>.data-<n>.pgkeep`; docs/FORMAT.md), so they are checked against the
+/// manifest's id, database and SHA-256s as [`open_archive`] checks them against a record.
+pub async fn read_manifest(store: &dyn ObjectStore, manifest_key: &str) -> Result<Manifest, Error> {
     let unreadable = |message: String| {
         Error::Integrity(IntegrityError::BadManifest {
             key: manifest_key.to_owned(),
@@ -255,7 +248,7 @@ pub async fn open_from_manifest(
         ));
     };
     let bytes = store.get(manifest_key).await?;
-    let manifest: Manifest =
+    let mut manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
     if manifest.manifest_version != MANIFEST_VERSION {
         return Err(unreadable(format!(
@@ -263,17 +256,40 @@ pub async fn open_from_manifest(
             manifest.manifest_version
         )));
     }
-    refuse_parts(&manifest.backup)?;
+    let file_name = |key: &str| key.rsplit('/').next().unwrap_or("").to_owned();
     let object_key = format!("{stem}.pgkeep");
-    let named = manifest.backup.object_key.rsplit('/').next().unwrap_or("");
-    if object_key.rsplit('/').next() != Some(named) {
+    if file_name(&manifest.backup.object_key) != file_name(&object_key) {
         return Err(unreadable(format!(
             "it names the object {:?}, not {object_key:?} beside it",
             manifest.backup.object_key
         )));
     }
-    let (_, stream) = open_object(store, keys, &object_key, &manifest.backup).await?;
-    Ok((manifest, stream))
+    for (i, part) in manifest.backup.parts.iter_mut().enumerate() {
+        let beside = part_key(&object_key, i + 1);
+        if file_name(&part.object_key) != file_name(&beside) {
+            return Err(unreadable(format!(
+                "it names data part {} {:?}, not {beside:?} beside it",
+                i + 1,
+                part.object_key
+            )));
+        }
+        part.object_key = beside;
+    }
+    manifest.backup.object_key = object_key;
+    Ok(manifest)
+}
+
+/// The archive of a single-stream backup read from its manifest ([`read_manifest`]); a
+/// parallel backup's parts are read with [`cat_parts`].
+pub async fn open_from_manifest(
+    store: &dyn ObjectStore,
+    keys: &dyn KeyProvider,
+    manifest: &Manifest,
+) -> Result<ArchiveStream, Error> {
+    let record = &manifest.backup;
+    refuse_parts(record)?;
+    let (_, stream) = open_object(store, keys, &record.object_key, record).await?;
+    Ok(stream)
 }
 
 #[cfg(test)]

@@ -32,21 +32,15 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncSeek, AsyncSeekExt, AsyncWrite, AsyncWriteExt,
 };
 
-use super::archive_scan::{toc_fields, TocField};
+use super::archive_format::{
+    decode_int, decode_le, encode_int, encode_le, toc_fields, TocField, BLK_BLOBS, BLK_DATA,
+    FORMAT_CUSTOM, K_OFFSET_NO_DATA, K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET, MAGIC, MAX_MINOR,
+    SECTION_DATA, SECTION_POST_DATA,
+};
 
-const MAGIC: &[u8; 5] = b"PGDMP";
-/// Archive versions 1.14 (pg_dump 13) to 1.16 (pg_dump 17, 18).
+/// Oldest archive version merged: 1.14, what pg_dump 13 (the oldest pgkeep backs up with)
+/// writes; the parts of a parallel backup are never older.
 const MIN_MINOR: u8 = 14;
-const MAX_MINOR: u8 = 16;
-const FORMAT_CUSTOM: u8 = 1;
-const BLK_DATA: u8 = 1;
-const BLK_BLOBS: u8 = 3;
-const K_OFFSET_POS_NOT_SET: u8 = 1;
-const K_OFFSET_POS_SET: u8 = 2;
-const K_OFFSET_NO_DATA: u8 = 3;
-/// `teSection` in pg_backup.h.
-const SECTION_DATA: i64 = 3;
-const SECTION_POST_DATA: i64 = 4;
 /// Longest TOC string accepted (definitions of huge functions or views are far shorter).
 const MAX_STRING: i64 = 1 << 30;
 
@@ -229,23 +223,7 @@ impl<R: AsyncBufRead + Unpin> In<'_, R> {
 
     async fn int(&mut self) -> Result<i64, MergeError> {
         let b = self.bytes(1 + self.int_size).await?;
-        let mut magnitude: u64 = 0;
-        for (i, &byte) in b[1..].iter().enumerate() {
-            if i >= 8 {
-                if byte != 0 {
-                    return Err(self.bad("an integer is out of range"));
-                }
-                continue;
-            }
-            magnitude |= u64::from(byte) << (8 * i);
-        }
-        let magnitude =
-            i64::try_from(magnitude).map_err(|_| self.bad("an integer is out of range"))?;
-        match b[0] {
-            0 => Ok(magnitude),
-            1 => Ok(-magnitude),
-            s => Err(self.bad(format!("invalid integer sign byte {s}"))),
-        }
+        decode_int(&b).map_err(|e| self.bad(e.to_string()))
     }
 
     async fn string(&mut self) -> Result<Option<Vec<u8>>, MergeError> {
@@ -276,14 +254,7 @@ impl<W: AsyncWrite + Unpin> Out<'_, W> {
     }
 
     async fn int(&mut self, v: i64) -> Result<(), MergeError> {
-        let mut b = vec![0u8; 1 + self.int_size];
-        b[0] = u8::from(v < 0);
-        let mut m = v.unsigned_abs();
-        for byte in b[1..].iter_mut() {
-            *byte = (m & 0xff) as u8;
-            m >>= 8;
-        }
-        self.bytes(&b).await
+        self.bytes(&encode_int(v, self.int_size)).await
     }
 
     async fn string(&mut self, s: &Option<Vec<u8>>) -> Result<(), MergeError> {
@@ -315,14 +286,8 @@ impl<W: AsyncWrite + Unpin> Out<'_, W> {
                     self.string(&None).await?;
                 }
                 TocField::Offset => {
-                    let mut b = vec![0u8; 1 + self.off_size];
-                    b[0] = e.offset.0;
-                    let mut o = e.offset.1;
-                    for byte in b[1..].iter_mut() {
-                        *byte = (o & 0xff) as u8;
-                        o >>= 8;
-                    }
-                    self.bytes(&b).await?;
+                    self.bytes(&[e.offset.0]).await?;
+                    self.bytes(&encode_le(e.offset.1, self.off_size)).await?;
                 }
                 _ => {
                     let s = strings.next().cloned().unwrap_or(None);
@@ -404,11 +369,7 @@ pub async fn read_toc<R: AsyncBufRead + Unpin>(r: &mut R, part: &str) -> Result<
                     if !(K_OFFSET_POS_NOT_SET..=K_OFFSET_NO_DATA).contains(&b[0]) {
                         return Err(i.bad(format!("unexpected data offset flag {}", b[0])));
                     }
-                    let mut o = 0u64;
-                    for (k, &byte) in b[1..].iter().enumerate() {
-                        o |= u64::from(byte) << (8 * k);
-                    }
-                    e.offset = (b[0], o);
+                    e.offset = (b[0], decode_le(&b[1..]));
                 }
                 _ => e.strings.push(i.string().await?),
             }

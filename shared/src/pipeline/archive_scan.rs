@@ -47,18 +47,12 @@ use toc::{DataEntry, EntryBuilder, EntryKind};
 mod data;
 mod toc;
 
-pub(crate) use toc::{toc_fields, TocField};
+use super::archive_format::{
+    decode_int, toc_fields, TocField, BLK_BLOBS, BLK_DATA, FORMAT_CUSTOM, MAGIC, MAX_MINOR,
+};
 
-/// Archive versions are compared as (major, minor); these bound what this parser follows.
+/// Oldest archive version the scanner follows (1.12).
 const MIN_MINOR: u8 = 12;
-const MAX_MINOR: u8 = 16;
-const MAGIC: &[u8; 5] = b"PGDMP";
-/// `archCustom` in pg_backup.h.
-const FORMAT_CUSTOM: u8 = 1;
-const BLK_DATA: u8 = 1;
-const BLK_BLOBS: u8 = 3;
-const K_OFFSET_POS_NOT_SET: u8 = 1;
-const K_OFFSET_NO_DATA: u8 = 3;
 /// Longest header or TOC string kept in memory (names; real ones are far shorter).
 const MAX_KEPT_STRING: i64 = 1 << 20;
 /// Largest fixed-size item: the offset state byte plus up to 31 offset bytes.
@@ -645,18 +639,9 @@ impl ArchiveScanner {
         let Some(b) = self.read_fixed(input, n) else {
             return Ok(None);
         };
-        let magnitude = b[1..n]
-            .iter()
-            .rev()
-            .fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte));
-        let Ok(magnitude) = i64::try_from(magnitude) else {
-            return Err(self.malformed("integer out of range".to_string()));
-        };
-        match b[0] {
-            0 => Ok(Some(magnitude)),
-            1 => Ok(Some(-magnitude)),
-            sign => Err(self.malformed(format!("invalid integer sign byte {sign}"))),
-        }
+        decode_int(&b[..n])
+            .map(Some)
+            .map_err(|e| self.malformed(e.to_string()))
     }
 
     /// ReadStr: an int length (-1 = NULL), then the bytes, kept only when `keep`.

@@ -2,7 +2,8 @@
 //! counted row by row as it streams past.
 
 use super::toc::EntryKind;
-use super::{ArchiveScanError, ArchiveScanner, State, BLK_BLOBS, TAIL};
+use super::{ArchiveScanError, ArchiveScanner, State, TAIL};
+use crate::pipeline::archive_format::BLK_BLOBS;
 
 #[derive(Debug, Clone)]
 pub(super) struct Block {

@@ -1,5 +1,6 @@
 use super::data::RowCounter;
 use super::*;
+use crate::pipeline::archive_format::{K_OFFSET_NO_DATA, K_OFFSET_POS_NOT_SET};
 use proptest::prelude::*;
 
 const SAMPLE: &[u8] = include_bytes!("../../../tests/fixtures/archive/sample-pg15.dump");

@@ -2,51 +2,9 @@
 //! the scanner (a table's data to count, large objects, a table defined without data, a schema
 //! object to list).
 
-use super::{
-    ArchiveObject, ArchiveScanError, ArchiveScanner, State, Str, K_OFFSET_NO_DATA,
-    K_OFFSET_POS_NOT_SET, OBJECT_KINDS,
-};
+use super::{ArchiveObject, ArchiveScanError, ArchiveScanner, State, Str, OBJECT_KINDS};
+use crate::pipeline::archive_format::{TocField, K_OFFSET_NO_DATA, K_OFFSET_POS_NOT_SET};
 use crate::model::TableName;
-
-/// TOC entry fields in archive order; which are present depends on the version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TocField {
-    DumpId,
-    HadDumper,
-    TableOid,
-    Oid,
-    Tag,
-    Desc,
-    Section,
-    Defn,
-    DropStmt,
-    CopyStmt,
-    Namespace,
-    Tablespace,
-    TableAm,
-    RelKind,
-    Owner,
-    WithOids,
-    Deps,
-    Offset,
-}
-
-/// ReadToc's field list for archive version 1.`minor` (1.12 to 1.16).
-pub(crate) fn toc_fields(minor: u8) -> Vec<TocField> {
-    use TocField::*;
-    let mut fields = vec![
-        DumpId, HadDumper, TableOid, Oid, Tag, Desc, Section, Defn, DropStmt, CopyStmt, Namespace,
-        Tablespace,
-    ];
-    if minor >= 14 {
-        fields.push(TableAm);
-    }
-    if minor >= 16 {
-        fields.push(RelKind);
-    }
-    fields.extend([Owner, WithOids, Deps, Offset]);
-    fields
-}
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct EntryBuilder {
