@@ -601,7 +601,10 @@ fn cat_of_a_parallel_backup_is_one_archive_pg_restore_reads_piped_and_in_paralle
     let copied_manifest = copy.join(manifest.file_name().unwrap());
     let out = pgkeep.run(&["cat", "--manifest", copied_manifest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(out.stdout == piped_bytes, "cat --manifest differs from cat ID");
+    assert!(
+        out.stdout == piped_bytes,
+        "cat --manifest differs from cat ID"
+    );
     assert!(!catalog.exists(), "cat --manifest opened a catalog");
     std::fs::remove_file(copy.join(parts[1].file_name().unwrap())).unwrap();
     let missing = copy.join("missing.dump");

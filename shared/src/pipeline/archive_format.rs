@@ -133,7 +133,10 @@ mod tests {
             }
         }
         assert_eq!(decode_int(&[2, 1, 0, 0, 0]), Err(IntError::Sign(2)));
-        assert_eq!(decode_int(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), Err(IntError::OutOfRange));
+        assert_eq!(
+            decode_int(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Err(IntError::OutOfRange)
+        );
         assert_eq!(decode_le(&encode_le(0x0102_0304_0506, 8)), 0x0102_0304_0506);
         assert_eq!(encode_le(0x0102, 3), vec![2, 1, 0]);
     }

@@ -3,8 +3,8 @@
 //! object to list).
 
 use super::{ArchiveObject, ArchiveScanError, ArchiveScanner, State, Str, OBJECT_KINDS};
-use crate::pipeline::archive_format::{TocField, K_OFFSET_NO_DATA, K_OFFSET_POS_NOT_SET};
 use crate::model::TableName;
+use crate::pipeline::archive_format::{TocField, K_OFFSET_NO_DATA, K_OFFSET_POS_NOT_SET};
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct EntryBuilder {
