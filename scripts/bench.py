@@ -196,15 +196,16 @@ def cases_for(db):
     out = BENCH / "out"
     out.mkdir(exist_ok=True)
     repo = BENCH / f"repo-{db}"
+    floor, single, parallel = backup_cases(db)
     return [
-        Case("pg_dump -Fc -Z0 > /dev/null (floor)", f"pg_dump -Fc -Z0 -d {db} > /dev/null"),
+        floor,
         Case("pg_dump -Fc -f FILE", f"pg_dump -Fc -d {db} -f {out}/fc.dump", output=f"{out}/fc.dump"),
         Case("pg_dump -Fc | gzip > FILE", f"pg_dump -Fc -d {db} | gzip > {out}/fc.dump.gz", output=f"{out}/fc.dump.gz"),
         Case("pg_dump -Fp | gzip -9 > FILE", f"pg_dump -Fp -d {db} | gzip -9 > {out}/plain.sql.gz", output=f"{out}/plain.sql.gz"),
-        Case("pgkeep backup (zstd, local)", f"{PGKEEP} backup --json", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
+        single,
         Case("pgkeep backup (gzip, local)", f"{PGKEEP} backup --json --compression gzip", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
         Case("pgkeep backup (zstd, S3 emulator)", f"{PGKEEP} backup --json", env=s3_env(db, repo), size=stored_size),
-        Case("pgkeep backup --jobs 2 (zstd, local)", f"{PGKEEP} backup --json --jobs 2", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
+        parallel,
     ] + ([Case("pgBackRest full backup (zst, 2 processes)", pgbackrest("backup --type=full"),
                prepare=fresh_pgbackrest_repo, size=pgbackrest_size)] if PGBR and PHASE == "main" else [])
 
@@ -262,13 +263,9 @@ def scaling_cases(db):
     return out
 
 
-# The unpinned backup rows the scaling section compares (names as in `cases_for`).
-BACKUP_ROWS = ("pg_dump -Fc -Z0 > /dev/null (floor)", "pgkeep backup (zstd, local)", "pgkeep backup --jobs 2 (zstd, local)")
-
-
 def backup_cases(db):
-    """The rows `--only backup` runs: the floor, a single-stream backup and `--jobs 2` (the same
-    commands as in `cases_for`; no S3, so no emulator is needed)."""
+    """The floor, a single-stream backup and `--jobs 2`: rows of `cases_for`, and all that
+    `--only backup` runs (no S3, so no emulator is needed)."""
     repo = BENCH / f"repo-{db}"
     env = pgkeep_env(db, repo)
     return [
@@ -533,7 +530,7 @@ def main():
         "## Scaling with cores", "",
         "The backup rows again with the CPU seconds behind them, then pinned to 1 core and to both"
         f" (medians of {ROUNDS} rounds). " + BACKUP_CPU_NOTE, "",
-        backup_cpu_table([by_name(cases, p) for p in BACKUP_ROWS], scaling), "",
+        backup_cpu_table([by_name(cases, c.name) for c in backup_cases("bench")], scaling), "",
     ]
     if growth:
         report += ["## Growth with size", "", "| scale | database (GB) | floor wall (s) | pgkeep wall (s) | pgkeep peak RSS (MiB) |", "|---:|---:|---:|---:|---:|"]

@@ -30,8 +30,7 @@ pub async fn run(resolver: &Resolver<'_>, args: &CatArgs) -> Result<u8, Failure>
     let output = args.output.as_deref();
     let archive = match (&args.manifest, &args.id) {
         (Some(manifest), _) => {
-            let (store, keys) = beside_manifest(resolver, manifest).await?;
-            let name = manifest.rsplit('/').next().unwrap_or(manifest);
+            let (store, keys, name) = beside_manifest(resolver, manifest).await?;
             let manifest = ops::read::read_manifest(store.as_ref(), name).await?;
             if !manifest.backup.parts.is_empty() {
                 let (store, keys) = (store.as_ref(), keys.as_ref());
@@ -54,11 +53,12 @@ pub async fn run(resolver: &Resolver<'_>, args: &CatArgs) -> Result<u8, Failure>
 }
 
 /// The store holding the manifest at `location` (a path or s3://bucket/key), rooted at the
-/// manifest's folder, and the configured key alone: no repository setting, no catalog.
-async fn beside_manifest(
+/// manifest's folder, the configured key alone (no repository setting, no catalog), and the
+/// manifest's name in that store.
+async fn beside_manifest<'a>(
     resolver: &Resolver<'_>,
-    location: &str,
-) -> Result<(Box<dyn ObjectStore>, Arc<dyn KeyProvider>), Failure> {
+    location: &'a str,
+) -> Result<(Box<dyn ObjectStore>, Arc<dyn KeyProvider>, &'a str), Failure> {
     let config = resolver.backend_config()?;
     let s3 = location.starts_with("s3://");
     let aws = if s3 || config.uses_aws() {
@@ -69,7 +69,7 @@ async fn beside_manifest(
     let keys = config
         .open_keys(KeyUse::Read, aws.as_ref())
         .map_err(ops::Error::from)?;
-    let (dir, _) = location.rsplit_once('/').unwrap_or((".", location));
+    let (dir, name) = location.rsplit_once('/').unwrap_or((".", location));
     let store: Box<dyn ObjectStore> = match (s3, aws.as_ref()) {
         (true, Some(aws)) => match RepoUrl::parse(dir).map_err(ops::Error::from)? {
             RepoUrl::S3 { bucket, prefix } => Box::new(config.s3_store(aws, &bucket, &prefix)),
@@ -77,7 +77,7 @@ async fn beside_manifest(
         },
         _ => Box::new(FsStore::new(if dir.is_empty() { "/" } else { dir })),
     };
-    Ok((store, keys))
+    Ok((store, keys, name))
 }
 
 async fn cat(mut archive: ArchiveStream, output: Option<&Path>) -> Result<u8, Failure> {
