@@ -449,6 +449,122 @@ fn on_s3_a_failing_stream_leaves_no_open_upload_of_any_part() {
     assert!(objects.is_empty(), "{objects:?}");
 }
 
+/// A directory with a `pg_restore` that runs the real one, logging each run's arguments and
+/// exit status to `runs.log` beside it; the data restores after the first wait for the file
+/// `release` there, and an early post-data step (one without `--jobs`) fails while the file
+/// `fail-early` exists.
+fn holding_pg_restore(dir: &Path, cluster: &PgCluster) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("holding-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let d = bin.display();
+    let text = format!(
+        r#"#!/bin/sh
+REAL='{real}'
+case "$*" in
+*--section=data*)
+    mkdir '{d}/first' 2>/dev/null || while [ ! -e '{d}/release' ]; do sleep 0.02; done ;;
+*--section=post-data*--jobs*|*--jobs*--section=post-data*) ;;
+*--section=post-data*)
+    if [ -e '{d}/fail-early' ]; then echo 'pg_restore: error: injected' >&2; exit 1; fi ;;
+esac
+"$REAL" "$@"
+status=$?
+echo "$status $*" >> '{d}/runs.log'
+exit $status
+"#,
+        real = cluster.bin_dir().join("pg_restore").display(),
+    );
+    let path = bin.join("pg_restore");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// A part's indexes and keys are built as soon as its tables are in, while another part still
+/// loads; a failure of that step fails the restore and leaves no database and no staged file.
+#[test]
+fn indexes_of_a_loaded_part_are_built_while_another_part_still_loads() {
+    let cluster = PgCluster::start().unwrap();
+    let db = source(&cluster);
+    let expected = counts_by_name(&cluster, &db).unwrap();
+    let source_print = fingerprint(&cluster, &db);
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let record = pgkeep.backup_ok(&["--jobs", "2"]);
+    let id = record["id"].as_str().unwrap();
+    let bin = holding_pg_restore(pgkeep.dir.path(), &cluster);
+    let pg_bin = std::env::join_paths([bin.as_path(), cluster.bin_dir()]).unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let restore = |target: &str| {
+        pgkeep
+            .command()
+            .env("PGKEEP_PG_BIN", &pg_bin)
+            .args(["restore", "--json", id, "--target-db", target, "--jobs", "2"])
+            .arg("--staging-dir")
+            .arg(staging.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let log = bin.join("runs.log");
+    let early_runs = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("--section=post-data") && !l.contains("--jobs"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let indexes = |target: &str| {
+        scalar(
+            &cluster,
+            target,
+            "SELECT count(*) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+        )
+    };
+
+    // One part is held back before its pg_restore starts; the other's indexes and keys are
+    // built meanwhile, by a step of their own.
+    let target = unique_name("early");
+    let child = restore(&target);
+    wait_for("the early post-data step", || !early_runs().is_empty());
+    assert!(early_runs()[0].starts_with("0 "), "{:?}", early_runs());
+    assert!(early_runs()[0].contains("--use-list"), "{:?}", early_runs());
+    // The restore loads into a database of its own, renamed to the target at the end.
+    let loading = scalar(
+        &cluster,
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datname LIKE 'pgkeep\\_restore\\_%'",
+    );
+    let built: u64 = indexes(&loading).parse().unwrap();
+    assert!(built > 0, "no index in {loading} while the other part is held");
+    std::fs::write(bin.join("release"), b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts_by_name(&cluster, &target).unwrap(), expected);
+    assert_eq!(fingerprint(&cluster, &target), source_print);
+    let all: u64 = indexes(&target).parse().unwrap();
+    assert!(all > built, "{all} indexes in all, {built} early");
+    assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0);
+
+    // The early step fails: the restore fails naming it, while the held part still waits.
+    std::fs::remove_file(bin.join("release")).unwrap();
+    std::fs::remove_dir(bin.join("first")).unwrap();
+    std::fs::write(bin.join("fail-early"), b"").unwrap();
+    let target = unique_name("early_fails");
+    let out = restore(&target).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("injected"), "{}", stderr(&out));
+    let databases = scalar(
+        &cluster,
+        "postgres",
+        "SELECT string_agg(datname, ',') FROM pg_database",
+    );
+    assert!(!databases.contains(&target), "{databases}");
+    assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0);
+}
+
 /// `PGKEEP_JOBS` (database → streams) is `backup`'s default when `--jobs` is not given, and
 /// `verify`'s for a backup of that database; the flag wins; a bad value is refused naming it.
 #[test]

@@ -37,7 +37,7 @@ use crate::backends::Services;
 use crate::model::{
     bounded_listing, AuditEntry, BackupId, BackupKind, BackupRecord, RestoreRun, RestoreState,
 };
-use crate::pipeline::archive_scan::ArchiveSummary;
+use crate::pipeline::archive_scan::{ArchiveSummary, TocEntry};
 use crate::pipeline::pg_restore::{tolerates_transaction_timeout, PgRestore, RestoreOptions};
 use crate::pipeline::Progress;
 use crate::postgres::{locate_tool, locate_tool_with_major, PgTarget};
@@ -602,7 +602,16 @@ async fn execute(
 
     // 3. Into a new database of our own; dropped again if anything fails.
     let fresh = plan.admin.create(RESTORE_PREFIX, None).await?;
-    let summary = match run_pg_restore(services, request, &plan, &fresh, staged.as_ref()).await {
+    let summary = match run_pg_restore(
+        services,
+        request,
+        &plan,
+        &fresh,
+        staged.as_ref(),
+        &summary.toc,
+    )
+    .await
+    {
         Ok(Some(data)) => parts::combine(summary, data),
         Ok(None) => summary,
         Err(e) => {
@@ -667,6 +676,7 @@ async fn run_pg_restore(
     plan: &Plan,
     fresh: &OwnedDatabase,
     staged: Option<&StagedArchive>,
+    toc: &[TocEntry],
 ) -> Result<Option<Vec<ArchiveSummary>>, Error> {
     let options = RestoreOptions {
         jobs: request.jobs.max(1),
@@ -684,6 +694,7 @@ async fn run_pg_restore(
             &target,
             options,
             &schema.path,
+            toc,
             request.progress.clone(),
         )
         .await

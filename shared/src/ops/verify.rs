@@ -353,6 +353,7 @@ async fn restore_in_parts(
         target,
         options,
         &staged.path,
+        &schema.toc,
         request.progress.clone(),
     )
     .await

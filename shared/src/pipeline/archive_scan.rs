@@ -102,6 +102,8 @@ pub struct ArchiveScanner {
     objects: Vec<ArchiveObject>,
     /// Ordinary tables the TOC defines (TABLE entries), in TOC order.
     defined_tables: Vec<TableName>,
+    /// Every TOC entry, when collecting objects.
+    toc: Vec<TocEntry>,
 }
 
 /// What the archive says about itself and its tables, for the backup manifest.
@@ -125,6 +127,26 @@ pub struct ArchiveSummary {
     /// The schema objects the TOC declares, in TOC order (of the kinds in [`OBJECT_KINDS`]);
     /// empty unless the scanner was [collecting them](ArchiveScanner::collecting_objects).
     pub objects: Vec<ArchiveObject>,
+    /// Every TOC entry with its dependencies, in TOC order (a restore plans its steps with
+    /// them); empty unless the scanner was collecting objects.
+    pub toc: Vec<TocEntry>,
+}
+
+/// One TOC entry as pg_restore orders it: what it is, its section and what it depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TocEntry {
+    /// The entry's dump ID (what a `pg_restore --use-list` line names).
+    pub dump_id: i64,
+    /// Its kind ("desc"), e.g. `TABLE`, `INDEX`, `FK CONSTRAINT`.
+    pub kind: String,
+    /// pg_dump's section: 1 none, 2 pre-data, 3 data, 4 post-data.
+    pub section: i64,
+    /// Schema (namespace) name, unquoted; empty when the entry has none.
+    pub schema: String,
+    /// The TOC tag (a table's name for TABLE and TABLE DATA).
+    pub name: String,
+    /// Dump IDs of the entries it depends on.
+    pub deps: Vec<i64>,
 }
 
 /// TOC entry kinds ("desc") listed in [`ArchiveSummary::objects`]: what a verification
@@ -309,11 +331,13 @@ impl ArchiveScanner {
             collect_objects: false,
             objects: Vec::new(),
             defined_tables: Vec::new(),
+            toc: Vec::new(),
         }
     }
 
     /// Also lists the TOC's schema objects ([`ArchiveSummary::objects`]), so a restore can be
-    /// compared with what the archive declares. Costs memory in proportion to the TOC only.
+    /// compared with what the archive declares, and keeps every entry with its dependencies
+    /// ([`ArchiveSummary::toc`]). Costs memory in proportion to the TOC only.
     pub fn collecting_objects(mut self) -> Self {
         self.collect_objects = true;
         self
@@ -383,6 +407,7 @@ impl ArchiveScanner {
             schema_only_tables,
             large_objects: self.large_objects,
             objects: self.objects,
+            toc: self.toc,
         })
     }
 

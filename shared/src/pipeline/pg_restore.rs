@@ -65,6 +65,18 @@ impl PgRestore {
         options: RestoreOptions,
         file: Option<&Path>,
     ) -> Result<(PgRestore, Option<ChildStdin>), DumpError> {
+        Self::restore_entries(program, target, options, file, None)
+    }
+
+    /// [`PgRestore::restore`] of only the entries `list` names (`--use-list`, a file of
+    /// `dump_id;` lines), in its order (dependencies first when `jobs > 1`).
+    pub fn restore_entries(
+        program: &Path,
+        target: &PgTarget,
+        options: RestoreOptions,
+        file: Option<&Path>,
+        list: Option<&Path>,
+    ) -> Result<(PgRestore, Option<ChildStdin>), DumpError> {
         let mut cmd = Command::new(program);
         target.apply_env(&mut cmd).map_err(|e| DumpError::Spawn {
             program: "pg_restore".into(),
@@ -87,6 +99,9 @@ impl PgRestore {
         }
         if let Some(section) = options.section {
             cmd.arg(format!("--section={section}"));
+        }
+        if let Some(list) = list {
+            cmd.arg("--use-list").arg(list);
         }
         match file {
             Some(path) => {

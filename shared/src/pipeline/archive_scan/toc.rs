@@ -2,7 +2,7 @@
 //! the scanner (a table's data to count, large objects, a table defined without data, a schema
 //! object to list).
 
-use super::{ArchiveObject, ArchiveScanError, ArchiveScanner, State, Str, OBJECT_KINDS};
+use super::{ArchiveObject, ArchiveScanError, ArchiveScanner, State, Str, TocEntry, OBJECT_KINDS};
 use crate::model::TableName;
 use crate::pipeline::archive_format::{TocField, K_OFFSET_NO_DATA, K_OFFSET_POS_NOT_SET};
 
@@ -20,6 +20,9 @@ pub(super) struct EntryBuilder {
     has_table_am: bool,
     /// relkind (archives from 1.16), e.g. `b'r'`.
     relkind: Option<i64>,
+    section: i64,
+    /// Dependency dump IDs, kept only when collecting objects.
+    deps: Vec<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,16 +77,33 @@ impl ArchiveScanner {
                     TocField::DumpId => self.entry.dump_id = value,
                     TocField::HadDumper => self.entry.had_dumper = value != 0,
                     TocField::RelKind => self.entry.relkind = Some(value),
+                    TocField::Section => self.entry.section = value,
                     _ => {}
                 }
             }
             TocField::Deps => {
                 // Dependency IDs as strings, until a NULL one.
-                let Some(s) = self.read_str(input, false)? else {
+                let Some(s) = self.read_str(input, self.collect_objects)? else {
                     return Ok(false);
                 };
-                if !matches!(s, Str::Null) {
-                    return Ok(true);
+                match s {
+                    Str::Null => {}
+                    Str::Skipped(_) => return Ok(true),
+                    Str::Kept(v) => {
+                        let id = std::str::from_utf8(&v)
+                            .ok()
+                            .and_then(|t| t.parse::<i64>().ok())
+                            .filter(|id| *id > 0)
+                            .ok_or_else(|| {
+                                self.malformed(format!(
+                                    "TOC entry {} has an invalid dependency {:?}",
+                                    self.entry.dump_id,
+                                    String::from_utf8_lossy(&v)
+                                ))
+                            })?;
+                        self.entry.deps.push(id);
+                        return Ok(true);
+                    }
                 }
             }
             TocField::Offset => {
@@ -121,14 +141,23 @@ impl ArchiveScanner {
         let entry = std::mem::take(&mut self.entry);
         self.toc_index += 1;
         if self.collect_objects {
-            let kind = String::from_utf8_lossy(&entry.desc);
-            if OBJECT_KINDS.contains(&kind.as_ref()) {
+            let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+            let kind = text(&entry.desc);
+            if OBJECT_KINDS.contains(&kind.as_str()) {
                 self.objects.push(ArchiveObject {
-                    kind: kind.into_owned(),
-                    schema: String::from_utf8_lossy(&entry.namespace).into_owned(),
-                    name: String::from_utf8_lossy(&entry.tag).into_owned(),
+                    kind: kind.clone(),
+                    schema: text(&entry.namespace),
+                    name: text(&entry.tag),
                 });
             }
+            self.toc.push(TocEntry {
+                dump_id: entry.dump_id,
+                kind,
+                section: entry.section,
+                schema: text(&entry.namespace),
+                name: text(&entry.tag),
+                deps: entry.deps.clone(),
+            });
         }
         if entry.desc == b"TABLE" && self.is_ordinary_table(&entry) {
             self.defined_tables.push(TableName {
