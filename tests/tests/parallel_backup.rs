@@ -410,14 +410,16 @@ fn on_s3_a_failing_stream_leaves_no_open_upload_of_any_part() {
             go.display()
         ),
     );
-    let child = pgkeep
-        .command()
-        .env("PGKEEP_PG_BIN", &bin)
-        .args(["backup", "--json", "--jobs", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Running(Some(
+        pgkeep
+            .command()
+            .env("PGKEEP_PG_BIN", &bin)
+            .args(["backup", "--json", "--jobs", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let prefix = moto.s3_key("");
     let ours = |keys: Vec<String>| -> Vec<String> {
         keys.into_iter()
@@ -429,7 +431,7 @@ fn on_s3_a_failing_stream_leaves_no_open_upload_of_any_part() {
     });
     let in_flight = ours(moto.open_uploads());
     std::fs::write(&go, b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.finish();
     assert!(!out.status.success(), "{}", stderr(&out));
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["status"], "failed", "{record:#}");
@@ -463,7 +465,8 @@ fn holding_pg_restore(dir: &Path, cluster: &PgCluster) -> PathBuf {
 REAL='{real}'
 case "$*" in
 *--section=data*)
-    mkdir '{d}/first' 2>/dev/null || while [ ! -e '{d}/release' ]; do sleep 0.02; done ;;
+    mkdir '{d}/first' 2>/dev/null ||
+        while [ -d '{d}' ] && [ ! -e '{d}/release' ]; do sleep 0.02; done ;;
 *--section=post-data*--jobs*|*--jobs*--section=post-data*) ;;
 *--section=post-data*)
     if [ -e '{d}/fail-early' ]; then echo 'pg_restore: error: injected' >&2; exit 1; fi ;;
@@ -481,6 +484,24 @@ exit $status
     bin
 }
 
+/// A running pgkeep, killed if the test fails before waiting for it.
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    fn finish(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A part's indexes and keys are built as soon as its tables are in, while another part still
 /// loads; a failure of that step fails the restore and leaves no database and no staged file.
 #[test]
@@ -496,16 +517,25 @@ fn indexes_of_a_loaded_part_are_built_while_another_part_still_loads() {
     let pg_bin = std::env::join_paths([bin.as_path(), cluster.bin_dir()]).unwrap();
     let staging = tempfile::tempdir().unwrap();
     let restore = |target: &str| {
-        pgkeep
+        let child = pgkeep
             .command()
             .env("PGKEEP_PG_BIN", &pg_bin)
-            .args(["restore", "--json", id, "--target-db", target, "--jobs", "2"])
+            .args([
+                "restore",
+                "--json",
+                id,
+                "--target-db",
+                target,
+                "--jobs",
+                "2",
+            ])
             .arg("--staging-dir")
             .arg(staging.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        Running(Some(child))
     };
     let log = bin.join("runs.log");
     let early_runs = || -> Vec<String> {
@@ -538,9 +568,12 @@ fn indexes_of_a_loaded_part_are_built_while_another_part_still_loads() {
         "SELECT datname FROM pg_database WHERE datname LIKE 'pgkeep\\_restore\\_%'",
     );
     let built: u64 = indexes(&loading).parse().unwrap();
-    assert!(built > 0, "no index in {loading} while the other part is held");
+    assert!(
+        built > 0,
+        "no index in {loading} while the other part is held"
+    );
     std::fs::write(bin.join("release"), b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.finish();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(counts_by_name(&cluster, &target).unwrap(), expected);
     assert_eq!(fingerprint(&cluster, &target), source_print);
@@ -553,7 +586,7 @@ fn indexes_of_a_loaded_part_are_built_while_another_part_still_loads() {
     std::fs::remove_dir(bin.join("first")).unwrap();
     std::fs::write(bin.join("fail-early"), b"").unwrap();
     let target = unique_name("early_fails");
-    let out = restore(&target).wait_with_output().unwrap();
+    let out = restore(&target).finish();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("injected"), "{}", stderr(&out));
     let databases = scalar(

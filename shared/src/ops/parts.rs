@@ -100,8 +100,8 @@ pub(crate) async fn check_parts(
 
 /// Restores the backup into `target`: pre-data from `schema` (the staged schema object, whose
 /// TOC is `toc`), the data parts concurrently from their streams, each part's indexes and keys
-/// as soon as its tables are in (one such pg_restore at a time, beside the parts still
-/// loading; see [`post_data`]), then the rest of post-data with `jobs` workers. Returns the
+/// as soon as its tables are in (beside the parts still loading; see [`post_data`]), then the
+/// rest of post-data with `jobs` workers. Returns the
 /// data parts' summaries in part order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn restore_parts(
@@ -160,8 +160,17 @@ pub(crate) async fn restore_parts(
     let mut queued: Vec<i64> = Vec::new();
     let mut out: Vec<Option<ArchiveSummary>> = vec![None; record.parts.len()];
     let mut failure: Option<PartsFailure> = None;
+    let slots = options.jobs.max(1) as usize;
     loop {
-        if failure.is_none() && early.is_empty() && !parts.is_empty() && !queued.is_empty() {
+        // One such step runs beside the loading parts, more once parts have finished, up to
+        // `jobs` pg_restores in all; with nothing left loading, a last batch waits for the
+        // final step (which runs it with `jobs` workers).
+        let start = if parts.is_empty() {
+            !early.is_empty() && early.len() < slots
+        } else {
+            early.is_empty() || parts.len() + early.len() < slots
+        };
+        if failure.is_none() && start && !queued.is_empty() {
             let ids = std::mem::take(&mut queued);
             tracing::debug!(
                 entries = ids.len(),

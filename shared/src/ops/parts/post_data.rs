@@ -172,6 +172,17 @@ mod tests {
     }
 
     #[test]
+    fn a_dependency_outside_the_archive_does_not_hold_an_entry_back() {
+        let mut toc = toc();
+        toc.push(entry(28, "INDEX", 4, "c_idx", &[3, 999]));
+        let (ab, c) = (tables(&["a", "b"]), tables(&["c"]));
+        let mut plan = PostDataPlan::new(&toc, &[&ab, &c]);
+        assert_eq!(plan.part_loaded(1), vec![22, 28]);
+        plan.unclaim(&[28]);
+        assert!(plan.rest().contains(&28) && !plan.rest().contains(&22));
+    }
+
+    #[test]
     fn nothing_goes_early_when_nothing_is_loaded_and_the_list_has_every_line() {
         let (ab, c) = (tables(&["a", "b"]), tables(&["c"]));
         let plan = PostDataPlan::new(&toc(), &[&ab, &c]);

@@ -112,6 +112,39 @@ fn objects_are_listed_only_when_asked_for_and_named_as_pg_dump_named_them() {
 }
 
 #[test]
+fn the_toc_is_kept_with_sections_and_dependencies_when_collecting() {
+    assert!(scan(SAMPLE).unwrap().toc.is_empty());
+    for sample in [SAMPLE, SAMPLE_18] {
+        let mut scanner = ArchiveScanner::new().collecting_objects();
+        for chunk in sample.chunks(5) {
+            scanner.feed(chunk).unwrap();
+        }
+        let toc = scanner.finish().unwrap().toc;
+        let find = |kind: &str, schema: &str, name: &str| {
+            toc.iter()
+                .find(|e| e.kind == kind && e.schema == schema && e.name == name)
+                .unwrap_or_else(|| panic!("{kind} {schema} {name} in {toc:#?}"))
+        };
+        let table = find("TABLE", "app", "MixedCase");
+        let data = find("TABLE DATA", "app", "MixedCase");
+        let key = find("CONSTRAINT", "app", "MixedCase MixedCase_pkey");
+        assert_eq!((table.section, data.section, key.section), (2, 3, 4));
+        assert!(data.deps.contains(&table.dump_id), "{data:?}");
+        assert!(key.deps.contains(&table.dump_id), "{key:?}");
+        // IDs are unique; a dependency may name an entry the archive left out (pg_restore
+        // ignores those, and so does a restore's plan).
+        let ids: HashSet<i64> = toc.iter().map(|e| e.dump_id).collect();
+        assert_eq!(ids.len(), toc.len());
+        let deps: usize = toc.iter().map(|e| e.deps.len()).sum();
+        assert!(
+            deps >= toc.len() / 2,
+            "{deps} dependencies in {} entries",
+            toc.len()
+        );
+    }
+}
+
+#[test]
 fn sample_header_fields() {
     let summary = scan(SAMPLE).unwrap();
     let want = expected();
