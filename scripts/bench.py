@@ -527,7 +527,8 @@ def main():
         verify_table(verify), "",
         "The parallel rows: a backup taken with `--jobs 2` (a schema object and two data parts from one"
         " snapshot), restored with `restore --jobs 2` (pre-data, both data parts at once from their streams,"
-        " post-data with 2 workers) and verified with `verify --jobs 2`. The server CPU column is the"
+        " each part's indexes and keys as soon as it is in, the rest of post-data with 2 workers) and"
+        " verified with `verify --jobs 2`. The server CPU column is the"
         " benchmark cluster's own CPU time during the command (COPY, index builds, counting), which the"
         " CPU column does not see.", "",
         "The least wall time that CPU work allows on N cores (the command's and the server's CPU"
