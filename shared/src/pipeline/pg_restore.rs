@@ -152,6 +152,10 @@ impl PgRestore {
             source,
         })?;
         let input = child.stdin.take();
+        if let Some(input) = &input {
+            // pg_restore reads 4 KiB at a time: a wide pipe saves it and the feeder wake-ups.
+            super::pg_dump::widen_pipe(input);
+        }
         let stderr = collect_stderr(
             &program,
             child.stderr.take().expect("stderr is piped"),
