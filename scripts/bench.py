@@ -121,6 +121,7 @@ class Case:
 
     def __init__(self, name, script, output=None, env=None, prepare=None, size=None, pin=None):
         self.name, self.output = name, output
+        self.plain_script = script
         self.script = f"taskset -c {pin} bash -o pipefail -c {shlex.quote(script)}" if pin else script
         self.env, self.prepare, self.size, self.pin = env or ENV, prepare, size, pin
         self.runs = []
@@ -230,6 +231,7 @@ def verify_cases(db):
                                          text=True, check=True).stdout)["id"]
     single, parallel = take(), take("--jobs", "2")
     archive = BENCH / "out" / "verify.dump"
+    archive.parent.mkdir(exist_ok=True)
     with open(archive, "wb") as f:
         subprocess.run([PGKEEP, "cat", single], env=env, stdout=f, check=True)
     (BENCH / "count.sql").write_text(COUNT_SQL)
@@ -244,6 +246,36 @@ def verify_cases(db):
         Case("pgkeep restore --jobs 2 (backup --jobs 2) + count", f"{restore} --jobs 2 {parallel} > /dev/null && " + count, env=env),
         Case("pgkeep verify --jobs 2 (backup --jobs 2)", f"{PGKEEP} verify --json --jobs 2 {parallel} > /dev/null", env=env),
     ]
+
+
+def restore_scaling_cases(verify):
+    """The bare pg_restore and both parallel restore rows pinned to 1 core and to 2 (taskset, the
+    server included): what a second core buys each of them."""
+    picked = [verify[0], by_name(verify, "pgkeep restore --jobs 2"), by_name(verify, "pgkeep verify --jobs 2")]
+    return [Case(f"{len(cpus.split(','))} core: {c.name}", c.plain_script, env=c.env, pin=cpus)
+            for cpus in ("0", "0,1") for c in picked]
+
+
+def restore_scaling_table(verify, pinned):
+    """Wall time on 1 core and on 2 for each pinned restore row, and the 2-core wall against the
+    unpinned bare pg_restore (the target's measure)."""
+    bare = verify[0].median("wall")
+    rows = ["| command | wall on 1 core (s) | wall on 2 cores (s) | 2 cores ÷ 1 | CPU, all, on 2 cores (s) | 2 cores vs bare |",
+            "|---|---:|---:|---:|---:|---:|"]
+    half = len(pinned) // 2
+    for one, two in zip(pinned[:half], pinned[half:]):
+        total = two.median("cpu") + two.median("server_cpu")
+        rows.append("| `{}` | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f}× |".format(
+            two.name.split(": ", 1)[1], one.median("wall"), two.median("wall"),
+            two.median("wall") / one.median("wall"), total, two.median("wall") / bare))
+    return "\n".join(rows)
+
+
+RESTORE_SCALING_NOTE = (
+    "The same restores pinned to 1 core and then to 2 (`taskset`, the server included), medians"
+    " of the same rounds. A bare pg_restore runs one COPY or index build at a time, so a second"
+    " core gives it only what pg_restore and the server's background work take off that backend;"
+    " `2 cores ÷ 1` is how much of the second core each command turns into wall time.")
 
 
 def scaling_cases(db):
@@ -476,7 +508,13 @@ def main():
         print(f"dataset: {db_size('bench') / 1e9:.2f} GB at scale {SCALE}; {ROUNDS} rounds, restore rows only")
         verify = verify_cases("bench")
         measure(verify, ROUNDS)
-        text = "\n\n".join([verify_table(verify), cores_table(verify)]) + "\n"
+        pinned = restore_scaling_cases(verify)
+        try:
+            measure(pinned, ROUNDS)
+        finally:
+            pin_server(all_cpus())
+        text = "\n\n".join([verify_table(verify), cores_table(verify), RESTORE_SCALING_NOTE,
+                             restore_scaling_table(verify, pinned)]) + "\n"
         (BENCH / "RESTORE.md").write_text(text)
         print(text)
         return
@@ -491,15 +529,19 @@ def main():
         save(BENCH / "verify.json", verify)
         print("scaling with cores")
         scaling = scaling_cases("bench")
+        pinned = restore_scaling_cases(verify)
         try:
             measure(scaling, ROUNDS)
+            measure(pinned, ROUNDS)
         finally:
             pin_server(all_cpus())
         save(BENCH / "scaling.json", scaling)
+        save(BENCH / "restore-scaling.json", pinned)
         return
     size = db_size("bench")
     cases, verify = load(BENCH / "main.json"), load(BENCH / "verify.json")
     scaling = load(BENCH / "scaling.json")
+    pinned = load(BENCH / "restore-scaling.json")
     growth = []
     for s in sorted(GROWTH):
         db = "bench" if s == SCALE else f"bench_s{s}"
@@ -535,6 +577,8 @@ def main():
         " seconds divided by N; × is against the bare pg_restore's wall time): where the bound on 2"
         " cores is above 0.75×, the parallel restore target cannot be met on this machine.", "",
         cores_table(verify), "",
+        RESTORE_SCALING_NOTE, "",
+        restore_scaling_table(verify, pinned), "",
         "## Targets", "", targets(cases, verify, growth), "", NOTES,
         "## Scaling with cores", "",
         "The backup rows again with the CPU seconds behind them, then pinned to 1 core and to both"
