@@ -111,6 +111,16 @@ def pin_server(cpus):
         subprocess.run(["taskset", "-a", "-p", "-c", cpus, p], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def settle():
+    """Writes out what the previous command left dirty (the server's buffers, then the kernel's
+    page cache) before the next one is timed: with fsync off, a restore's 1.4 GB or a 1 GB
+    archive file would otherwise be written back to disk during whichever command runs next
+    (measured: a bare pg_restore took 20.2 s right after `pgkeep cat` wrote its archive, 13.0 s
+    and 13.6 s in the other rounds)."""
+    subprocess.run([f"{PGBIN}/psql", "-XAtqc", "CHECKPOINT", "-d", "postgres"], env=ENV, check=True)
+    subprocess.run(["sync"], check=True)
+
+
 def all_cpus():
     return f"0-{os.cpu_count() - 1}"
 
@@ -129,6 +139,7 @@ class Case:
     def run(self):
         if self.prepare:
             self.prepare()
+        settle()
         pin_server(self.pin or all_cpus())
         timing = BENCH / "time.txt"
         server_before = server_cpu()
@@ -556,7 +567,8 @@ def main():
         "# Benchmarks", "",
         f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; warm cache, one throwaway cluster.",
         f"Dataset: pgbench scale {SCALE} plus a `docs` table of {30000 * SCALE:,} rows of text and JSON "
-        f"(scripts/sql/bench_docs.sql), {size / 1e9:.2f} GB on disk. Medians of {ROUNDS} rounds, commands alternated."
+        f"(scripts/sql/bench_docs.sql), {size / 1e9:.2f} GB on disk. Medians of {ROUNDS} rounds, commands alternated;"
+        f" before each command a CHECKPOINT and `sync` (not timed) write out what the previous one left dirty."
         f" Every pgkeep backup is compressed, encrypted (AES-256-GCM) and hashed (SHA-256); the S3 case"
         f" uploads to moto (the AWS emulator, on the same 2 CPUs) with a DynamoDB catalog and a KMS key there.{pgbr_note}",
         "", "Reproduce: `scripts/bench" + (f" --growth {','.join(map(str, GROWTH))}" if GROWTH else "")
