@@ -262,9 +262,15 @@ def verify_cases(db):
 def restore_scaling_cases(verify):
     """The bare pg_restore and both parallel restore rows pinned to 1 core and to 2 (taskset, the
     server included): what a second core buys each of them."""
-    picked = [verify[0], by_name(verify, "pgkeep restore --jobs 2"), by_name(verify, "pgkeep verify --jobs 2")]
-    return [Case(f"{len(cpus.split(','))} core: {c.name}", c.plain_script, env=c.env, pin=cpus)
-            for cpus in ("0", "0,1") for c in picked]
+    return pinned_copies([verify[0], by_name(verify, "pgkeep restore --jobs 2"), by_name(verify, "pgkeep verify --jobs 2")])
+
+
+def pinned_copies(cases):
+    """Each case again pinned to 1 core, then each pinned to 2 ("1 core: NAME", "2 core: NAME");
+    the tables pair the two halves in this order."""
+    return [Case(f"{len(cpus.split(','))} core: {c.name}", c.plain_script, output=c.output, env=c.env,
+                 prepare=c.prepare, size=c.size, pin=cpus)
+            for cpus in ("0", "0,1") for c in cases]
 
 
 def restore_scaling_table(verify, pinned):
@@ -295,15 +301,11 @@ def scaling_cases(db):
     meet."""
     repo = BENCH / f"repo-scaling-{db}"
     env = pgkeep_env(db, repo)
-    out = []
-    for cpus in ("0", "0,1"):
-        n = len(cpus.split(","))
-        out += [
-            Case(f"{n} core: pg_dump -Fc -Z0 > /dev/null (floor)", f"pg_dump -Fc -Z0 -d {db} > /dev/null", pin=cpus),
-            Case(f"{n} core: pgkeep backup", f"{PGKEEP} backup --json", env=env, prepare=fresh_repo(repo), size=stored_size, pin=cpus),
-            Case(f"{n} core: pgkeep backup --jobs 2", f"{PGKEEP} backup --json --jobs 2", env=env, prepare=fresh_repo(repo), size=stored_size, pin=cpus),
-        ]
-    return out
+    return pinned_copies([
+        Case("pg_dump -Fc -Z0 > /dev/null (floor)", f"pg_dump -Fc -Z0 -d {db} > /dev/null"),
+        Case("pgkeep backup", f"{PGKEEP} backup --json", env=env, prepare=fresh_repo(repo), size=stored_size),
+        Case("pgkeep backup --jobs 2", f"{PGKEEP} backup --json --jobs 2", env=env, prepare=fresh_repo(repo), size=stored_size),
+    ])
 
 
 def backup_cases(db):

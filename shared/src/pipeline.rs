@@ -34,6 +34,16 @@ use crypt::{DecryptReader, EncryptWriter, Header};
 use digest::DigestWriter;
 use pg_dump::{DumpError, PgDump};
 
+/// Asks for a 1 MiB pipe instead of Linux's 64 KiB default, for the pipes between the pipeline
+/// and pg_dump or pg_restore: fewer wake-ups and larger reads while they run on different cores
+/// (about 1 of 4.7 CPU seconds off a `verify --jobs 2`). Best effort: the kernel may refuse.
+pub(crate) fn widen_pipe(end: &impl std::os::fd::AsFd) {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::pipe::fcntl_setpipe_size(end, 1 << 20);
+    #[cfg(not(target_os = "linux"))]
+    let _ = end;
+}
+
 /// How far a running backup has got, readable from another task (progress bars, logs).
 #[derive(Debug, Default)]
 pub struct Progress {

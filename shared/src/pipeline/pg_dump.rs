@@ -155,7 +155,7 @@ impl PgDump {
             source,
         })?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        widen_pipe(&stdout);
+        super::widen_pipe(&stdout);
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr = collect_stderr(&program, stderr, None);
         Ok((
@@ -185,16 +185,6 @@ impl PgDump {
             })
         }
     }
-}
-
-/// Asks for a 1 MiB pipe instead of Linux's 64 KiB default: fewer wake-ups and larger reads
-/// while pg_dump (or pg_restore) and the pipeline run on different cores; on a restore it
-/// took ~0.5 of ~4.7 CPU seconds off `verify --jobs 2`. Best effort: the kernel may refuse.
-pub(crate) fn widen_pipe(end: &impl std::os::fd::AsFd) {
-    #[cfg(target_os = "linux")]
-    let _ = rustix::pipe::fcntl_setpipe_size(end, 1 << 20);
-    #[cfg(not(target_os = "linux"))]
-    let _ = end;
 }
 
 #[cfg(test)]

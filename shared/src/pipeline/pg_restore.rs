@@ -154,7 +154,7 @@ impl PgRestore {
         let input = child.stdin.take();
         if let Some(input) = &input {
             // pg_restore reads 4 KiB at a time: a wide pipe saves it and the feeder wake-ups.
-            super::pg_dump::widen_pipe(input);
+            super::widen_pipe(input);
         }
         let stderr = collect_stderr(
             &program,
