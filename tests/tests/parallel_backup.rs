@@ -59,6 +59,14 @@ fn source(cluster: &PgCluster) -> String {
     db
 }
 
+/// A new database (named from `prefix`) made by `sql`.
+fn tables_db(cluster: &PgCluster, prefix: &str, sql: &str) -> String {
+    let db = unique_name(prefix);
+    cluster.create_database(&db).unwrap();
+    cluster.psql(&db, sql).unwrap();
+    db
+}
+
 fn scalar(cluster: &PgCluster, db: &str, sql: &str) -> String {
     cluster.psql(db, sql).unwrap().trim().to_owned()
 }
@@ -317,21 +325,31 @@ fn parts_come_from_one_snapshot_while_pgbench_writes() {
     assert!(sums.iter().all(|s| *s == sums[0]), "{sums:?}");
 }
 
-/// A directory with a `pg_dump` that runs the real one, except for the data streams that name
-/// tables (`--table=`), which run `script` with `$REAL` the real pg_dump.
-fn failing_data_stream(dir: &Path, cluster: &PgCluster, script: &str) -> PathBuf {
+/// A directory with a `pg_dump` that runs `script` (a shell `case` body over `$*`, with `$REAL`
+/// the real pg_dump and `$MARK` a file in `dir`) before the real one.
+fn wrapped_pg_dump(dir: &Path, cluster: &PgCluster, script: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let bin = dir.join("failing-bin");
+    let bin = dir.join("wrapped-bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let real = cluster.bin_dir().join("pg_dump");
     let text = format!(
-        "#!/bin/sh\nREAL='{}'\ncase \"$*\" in *--table=*) ;; *) exec \"$REAL\" \"$@\";; esac\n{script}\n",
-        real.display()
+        "#!/bin/sh\nREAL='{}'\nMARK='{}'\n{script}\n",
+        cluster.bin_dir().join("pg_dump").display(),
+        dir.join("mark").display()
     );
     let path = bin.join("pg_dump");
     std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
+}
+
+/// A directory with a `pg_dump` that runs the real one, except for the data streams that name
+/// tables (`--table=`), which run `script` with `$REAL` the real pg_dump.
+fn failing_data_stream(dir: &Path, cluster: &PgCluster, script: &str) -> PathBuf {
+    wrapped_pg_dump(
+        dir,
+        cluster,
+        &format!("case \"$*\" in *--table=*) ;; *) exec \"$REAL\" \"$@\";; esac\n{script}"),
+    )
 }
 
 #[test]
@@ -598,20 +616,116 @@ fn indexes_of_a_loaded_part_are_built_while_another_part_still_loads() {
     assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0);
 }
 
+/// A whole-database backup starts its data streams with the schema stream, not after it; a
+/// table dealt to a stream that pg_dump's schema then lacks sends the data round again from
+/// the schema's own table list, so the backup stays exact.
+#[test]
+fn whole_database_streams_start_with_the_schema_and_pg_dump_still_decides_the_tables() {
+    let cluster = PgCluster::start().unwrap();
+    let db = tables_db(
+        &cluster,
+        "early",
+        "CREATE TABLE big AS SELECT g AS id FROM generate_series(1, 20000) g;
+         CREATE TABLE mid AS SELECT g AS id FROM generate_series(1, 10000) g;
+         CREATE TABLE hidden AS SELECT g AS id FROM generate_series(1, 5000) g;",
+    );
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    let dir = tempfile::tempdir().unwrap();
+
+    // The schema stream ends only once a stream naming tables has started (within 60 s).
+    let bin = wrapped_pg_dump(
+        dir.path(),
+        &cluster,
+        r#"case "$*" in
+  *--table=*) : > "$MARK" ;;
+  *--section=pre-data*)
+    i=0
+    while [ ! -e "$MARK" ]; do
+      i=$((i + 1)); [ $i -le 1200 ] || { echo "no data stream started before the schema ended" >&2; exit 1; }
+      sleep 0.05
+    done ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    let out = pgkeep
+        .command()
+        .env("PGKEEP_PG_BIN", &bin)
+        .args(["backup", "--json", "--jobs", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["parts"].as_array().unwrap().len(), 3, "{first:#}");
+    assert_eq!(
+        record_counts(&first),
+        counts_by_name(&cluster, &db).unwrap()
+    );
+
+    // pg_dump (here, a wrapper excluding a table from the streams that do not name tables)
+    // leaves out a table the catalog listed: the data is dumped again without it.
+    std::fs::remove_dir_all(&bin).unwrap();
+    let bin = wrapped_pg_dump(
+        dir.path(),
+        &cluster,
+        r#"case "$*" in
+  *--table=*) exec "$REAL" "$@" ;;
+  *) exec "$REAL" "$@" --exclude-table=public.hidden ;;
+esac"#,
+    );
+    let out = pgkeep
+        .command()
+        .env("PGKEEP_PG_BIN", &bin)
+        .args(["backup", "--json", "--jobs", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dumping the data again"),
+        "{}",
+        stderr(&out)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut expected = counts_by_name(&cluster, &db).unwrap();
+    expected.retain(|name, _| !name.contains("hidden"));
+    assert_eq!(record_counts(&record), expected);
+    let named: Vec<&str> = record["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["tables"].as_array().unwrap())
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(!named.iter().any(|t| t.contains("hidden")), "{named:?}");
+    let (out, verified) = pgkeep.verify(&[record["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(verified["status"], "verified", "{verified:#}");
+    // Only the two backups' objects remain: nothing of the round that was dumped again.
+    let ids = [
+        first["id"].as_str().unwrap(),
+        record["id"].as_str().unwrap(),
+    ];
+    let stray: Vec<PathBuf> = pgkeep
+        .stored_files()
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with('.') || !ids.iter().any(|id| name.contains(id))
+        })
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
 /// `PGKEEP_JOBS` (database → streams) is `backup`'s default when `--jobs` is not given, and
 /// `verify`'s for a backup of that database; the flag wins; a bad value is refused naming it.
 #[test]
 fn pgkeep_jobs_sets_the_default_streams_per_database() {
     let cluster = PgCluster::start().unwrap();
-    let db = unique_name("jobsenv");
-    cluster.create_database(&db).unwrap();
-    cluster
-        .psql(
-            &db,
-            "CREATE TABLE a AS SELECT g AS id FROM generate_series(1, 5000) g;
-             CREATE TABLE b AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g;",
-        )
-        .unwrap();
+    let db = tables_db(
+        &cluster,
+        "jobsenv",
+        "CREATE TABLE a AS SELECT g AS id FROM generate_series(1, 5000) g;
+         CREATE TABLE b AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g;",
+    );
     let setting = serde_json::json!({ db.clone(): 2 }).to_string();
     let pgkeep = Pgkeep::new()
         .database_url(cluster.url(&db))

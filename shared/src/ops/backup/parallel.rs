@@ -7,14 +7,19 @@
 //! `--snapshot`, so all streams see the same database and the row counts read from each
 //! stream add up to exactly one consistent dump.
 //!
-//! The schema stream (`--section=pre-data --section=post-data`, with the backup's selection)
-//! runs first: its table of contents is pg_dump's own answer to "which tables does the
-//! selection hold", so pgkeep never interprets a pattern. Its tables are then dealt largest
-//! first to the lightest of N data streams. Data stream 1 is `--section=data` with the
-//! selection, minus (`--exclude-table-data`) the tables of the other streams: it carries the
-//! sequences' values and the large objects, exactly once. Streams 2..N name their tables with
-//! `--table` patterns that match exactly one name (both parts double-quoted, quotes doubled,
-//! so no character of a hostile name acts as a pattern character) and `--strict-names`.
+//! The schema stream is `--section=pre-data --section=post-data` with the backup's selection.
+//! The tables are dealt largest first to the lightest of N data streams. Data stream 1 is
+//! `--section=data` with the selection, minus (`--exclude-table-data`) the tables of the other
+//! streams: it carries the sequences' values, the large objects and any table the others do
+//! not name, exactly once. Streams 2..N name their tables with `--table` patterns that match
+//! exactly one name (both parts double-quoted, quotes doubled, so no character of a hostile
+//! name acts as a pattern character) and `--strict-names`.
+//!
+//! Which tables to deal: for the whole database (no schema or table pattern), the ordinary
+//! tables the coordinator listed, so every stream starts at once. pg_dump still judges: a dealt
+//! table missing from the schema stream's table of contents sends the data streams round again
+//! with that list. A selection by name is interpreted by pg_dump alone, so there the schema
+//! stream runs first and its table of contents is the list.
 //!
 //! Nothing is published until every stream succeeded: each stream ends with its upload still
 //! open ([`stream_archive`]); the first failure stops the others (their pg_dump killed, their
@@ -42,8 +47,15 @@ pub const MAX_JOBS: u32 = 32;
 
 /// Tables the coordinator locks, with their sizes (for dealing them out): every ordinary and
 /// partitioned table outside the system schemas that the role may read (pg_dump could not dump
-/// any other).
-const TABLES: &str = "SELECT n.nspname, c.relname, pg_catalog.pg_table_size(c.oid)::int8 \
+/// any other). The last column says whether a dump of the whole database holds the table's
+/// rows for certain: an ordinary table that neither is nor lies in a schema that is part of an
+/// extension (pg_dump leaves those to the extension, or dumps their configuration rows only).
+const TABLES: &str = "SELECT n.nspname, c.relname, pg_catalog.pg_table_size(c.oid)::int8, \
+       c.relkind = 'r' AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+         WHERE d.deptype = 'e' \
+           AND ((d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid) \
+             OR (d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass \
+                 AND d.objid = n.oid))) \
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' \
        AND n.nspname NOT LIKE 'pg\\_%' \
@@ -97,6 +109,8 @@ struct Coordinator {
     client: tokio_postgres::Client,
     snapshot: String,
     sizes: BTreeMap<(String, String), u64>,
+    /// The tables whose rows a dump of the whole database holds for certain (see [`TABLES`]).
+    ordinary: Vec<TableName>,
     large_object_bytes: u64,
 }
 
@@ -112,12 +126,19 @@ impl Coordinator {
             .map_err(q)?;
         let rows = client.query(TABLES, &[]).await.map_err(q)?;
         let mut sizes = BTreeMap::new();
+        let mut ordinary = Vec::new();
         let mut names = Vec::with_capacity(rows.len());
         for row in rows {
             let schema: String = row.get(0);
             let table: String = row.get(1);
             let bytes: i64 = row.get(2);
             names.push(exact_name(&schema, &table));
+            if row.get::<_, bool>(3) {
+                ordinary.push(TableName {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                });
+            }
             sizes.insert((schema, table), bytes.max(0) as u64);
         }
         for batch in names.chunks(1000) {
@@ -138,8 +159,25 @@ impl Coordinator {
             client,
             snapshot,
             sizes,
+            ordinary,
             large_object_bytes: large_object_bytes.max(0) as u64,
         })
+    }
+
+    /// A table's size when the coordinator locked it (0 for one it did not list).
+    fn size_of(&self, t: &TableName) -> u64 {
+        self.sizes
+            .get(&(t.schema.clone(), t.table.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The tables whose rows a dump of the whole database holds for certain, with their sizes.
+    fn ordinary_tables(&self) -> Vec<(TableName, u64)> {
+        self.ordinary
+            .iter()
+            .map(|t| (t.clone(), self.size_of(t)))
+            .collect()
     }
 
     async fn close(self) {
@@ -252,48 +290,100 @@ async fn dump_streams(
     jobs: usize,
 ) -> Result<ArchiveInfo, Error> {
     let snapshot = format!("--snapshot={}", coordinator.snapshot);
-    let selection_args = request.selection.pg_dump_args();
-
-    // 1. The schema, whose table of contents says which tables the selection holds.
-    let mut args = vec![
+    let selection = &request.selection;
+    let mut schema_args = vec![
         snapshot.clone(),
         "--section=pre-data".to_owned(),
         "--section=post-data".to_owned(),
     ];
-    args.extend(selection_args.iter().cloned());
-    let (_, never) = watch::channel(false);
-    let (schema_upload, schema) = env.stream(&record.object_key, &args, never).await?;
-
-    // 2. The data streams, concurrently.
-    let tables: Vec<(TableName, u64)> = schema
-        .archive
-        .schema_only_tables
-        .iter()
-        .map(|t| {
-            let bytes = coordinator
-                .sizes
-                .get(&(t.schema.clone(), t.table.clone()))
-                .copied()
-                .unwrap_or(0);
-            (t.clone(), bytes)
-        })
-        .collect();
+    schema_args.extend(selection.pg_dump_args());
+    let schema_job = (record.object_key.clone(), schema_args);
     // pg_dump includes large objects unless the selection names schemas or tables.
-    let with_large_objects =
-        request.selection.include_schemas.is_empty() && request.selection.include_tables.is_empty();
-    let first_bytes = if with_large_objects {
+    let first_bytes = if selection.include_schemas.is_empty() && selection.include_tables.is_empty()
+    {
         coordinator.large_object_bytes
     } else {
         0
     };
-    let shares = deal(&tables, jobs, first_bytes);
-    let stream_args: Vec<Vec<String>> = shares
+    let plan = |tables: &[(TableName, u64)]| {
+        let shares = deal(tables, jobs, first_bytes);
+        let jobs = data_jobs(&snapshot, request, record, &shares);
+        (shares, jobs)
+    };
+
+    let (schema, early) = if selects_by_name(request) {
+        // The tables are known only from the schema stream's table of contents: it first.
+        let schema = run_streams(env, vec![schema_job]).await?.remove(0);
+        (schema, None)
+    } else {
+        // The whole database: the catalog says which tables hold data, so the data streams
+        // start with the schema stream instead of after it (its pg_dump start-up and catalog
+        // reads were on the critical path).
+        let (shares, data) = plan(&coordinator.ordinary_tables());
+        tracing::info!(backup = %record.id, streams = shares.len(), "dumping the schema and the data in parallel");
+        let mut streamed =
+            run_streams(env, std::iter::once(schema_job).chain(data).collect()).await?;
+        let schema = streamed.remove(0);
+        (schema, Some((shares, streamed)))
+    };
+    let in_schema: BTreeSet<&TableName> = schema.2.archive.schema_only_tables.iter().collect();
+    if let Some((shares, parts)) = early {
+        // pg_dump stays the judge of what the dump holds: a table the catalog query dealt to
+        // a named stream must have its definition in the schema. If one does not (a rule of
+        // pg_dump's the query missed), the data is dumped again from the schema's own list.
+        match shares[1..]
+            .iter()
+            .flat_map(|s| &s.tables)
+            .find(|t| !in_schema.contains(t))
+        {
+            None => return publish(env, record, schema, parts).await,
+            Some(t) => {
+                tracing::warn!(backup = %record.id, table = %qualified_name(&t.schema, &t.table), "a table the catalog listed is not in pg_dump's schema; dumping the data again from the schema's table list");
+                discard(parts).await;
+            }
+        }
+    }
+
+    let tables: Vec<(TableName, u64)> = in_schema
+        .into_iter()
+        .map(|t| (t.clone(), coordinator.size_of(t)))
+        .collect();
+    let (shares, data) = plan(&tables);
+    tracing::info!(backup = %record.id, streams = shares.len(), tables = tables.len(), "dumping the data in parallel");
+    match run_streams(env, data).await {
+        Ok(parts) => publish(env, record, schema, parts).await,
+        Err(e) => {
+            discard(vec![schema]).await;
+            Err(e)
+        }
+    }
+}
+
+/// Whether the selection names schemas or tables, whose patterns only pg_dump interprets.
+fn selects_by_name(request: &BackupRequest) -> bool {
+    let s = &request.selection;
+    !(s.include_schemas.is_empty()
+        && s.exclude_schemas.is_empty()
+        && s.include_tables.is_empty()
+        && s.exclude_tables.is_empty())
+}
+
+/// The data streams' `(object key, pg_dump arguments)`, one per share. The first is
+/// `--section=data` with the selection minus the other shares' tables; the others name their
+/// tables exactly.
+fn data_jobs(
+    snapshot: &str,
+    request: &BackupRequest,
+    record: &BackupRecord,
+    shares: &[Share],
+) -> Vec<(String, Vec<String>)> {
+    shares
         .iter()
         .enumerate()
         .map(|(i, share)| {
-            let mut args = vec![snapshot.clone(), "--section=data".to_owned()];
+            let mut args = vec![snapshot.to_owned(), "--section=data".to_owned()];
             if i == 0 {
-                args.extend(selection_args.iter().cloned());
+                args.extend(request.selection.pg_dump_args());
                 for other in &shares[1..] {
                     args.extend(other.tables.iter().map(|t| {
                         format!("--exclude-table-data={}", exact_name(&t.schema, &t.table))
@@ -315,17 +405,26 @@ async fn dump_streams(
                         .map(|p| format!("--exclude-table-data={p}")),
                 );
             }
-            args
+            (crate::model::part_key(&record.object_key, i + 1), args)
         })
-        .collect();
-    tracing::info!(backup = %record.id, streams = shares.len(), tables = tables.len(), "dumping the data in parallel");
+        .collect()
+}
 
+/// A stream that ended whole: its object key, its upload still open, what it stored.
+type Streamed = (String, Box<dyn ObjectUpload>, StoredObject);
+
+/// Runs every `(object key, pg_dump arguments)` stream concurrently and returns them whole,
+/// in order, with their uploads open. The first failure stops the others; then every upload
+/// is aborted and the error of the stream that failed first (not of one it stopped) returned.
+async fn run_streams(
+    env: &StreamEnv,
+    jobs: Vec<(String, Vec<String>)>,
+) -> Result<Vec<Streamed>, Error> {
     let (stop, cancel) = watch::channel(false);
     let stop = Arc::new(stop);
     let mut tasks = Vec::new();
-    for (i, args) in stream_args.into_iter().enumerate() {
+    for (key, args) in jobs {
         let env = env.clone();
-        let key = crate::model::part_key(&record.object_key, i + 1);
         let cancel = cancel.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
@@ -340,12 +439,9 @@ async fn dump_streams(
     let mut failure: Option<Error> = None;
     for task in tasks {
         match task.await {
-            Ok((key, Ok(stored))) => done.push((key, stored)),
+            Ok((key, Ok((upload, stored)))) => done.push((key, upload, stored)),
             Ok((_, Err(e))) => {
-                let stopped = e
-                    .to_string()
-                    .contains("another stream of the backup failed");
-                if failure.is_none() || (!stopped && is_stop(failure.as_ref())) {
+                if failure.is_none() || (!is_stop(Some(&e)) && is_stop(failure.as_ref())) {
                     failure = Some(e);
                 }
             }
@@ -360,18 +456,30 @@ async fn dump_streams(
             }
         }
     }
-    if let Some(e) = failure {
-        discard(schema_upload, done).await;
-        return Err(e);
+    match failure {
+        None => Ok(done),
+        Some(e) => {
+            discard(done).await;
+            Err(e)
+        }
     }
+}
 
-    // 3. All whole: publish them together.
+/// Commits the schema object and the parts together (a commit that fails removes those
+/// already committed) and fills the record.
+async fn publish(
+    env: &StreamEnv,
+    record: &mut BackupRecord,
+    schema: Streamed,
+    parts: Vec<Streamed>,
+) -> Result<ArchiveInfo, Error> {
+    let (schema_key, schema_upload, schema) = schema;
     let mut committed: Vec<String> = Vec::new();
-    let mut pending = vec![(record.object_key.clone(), schema_upload)];
-    let mut parts = Vec::new();
-    for (key, (upload, stored)) in done {
+    let mut stored = Vec::new();
+    let mut pending = vec![(schema_key, schema_upload)];
+    for (key, upload, part) in parts {
         pending.push((key.clone(), upload));
-        parts.push((key, stored));
+        stored.push((key, part));
     }
     let mut pending = pending.into_iter();
     while let Some((key, upload)) = pending.next() {
@@ -388,8 +496,7 @@ async fn dump_streams(
         }
         committed.push(key);
     }
-
-    Ok(fill_record(record, &schema, &parts))
+    Ok(fill_record(record, &schema, &stored))
 }
 
 fn is_stop(e: Option<&Error>) -> bool {
@@ -399,13 +506,9 @@ fn is_stop(e: Option<&Error>) -> bool {
     })
 }
 
-/// A data stream that ended whole: its key, its upload still open, what it stored.
-type Streamed = (String, (Box<dyn ObjectUpload>, StoredObject));
-
-/// Aborts every upload still open after a failure.
-async fn discard(schema: Box<dyn ObjectUpload>, done: Vec<Streamed>) {
-    let uploads = std::iter::once(schema).chain(done.into_iter().map(|(_, (upload, _))| upload));
-    for upload in uploads {
+/// Aborts the uploads of streams that ended whole, after a failure elsewhere.
+async fn discard(streamed: Vec<Streamed>) {
+    for (_, upload, _) in streamed {
         if let Err(e) = upload.abort().await {
             tracing::error!(error = %e, "could not discard a part of the failed backup");
         }
