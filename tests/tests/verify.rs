@@ -558,3 +558,106 @@ fn a_globals_backup_verifies_without_touching_the_scratch_servers_roles() {
     assert_eq!(roles(), before, "the scratch server's roles changed");
     assert_eq!(working_databases(&scratch), Vec::<String>::new());
 }
+
+/// The control and script files of a test extension whose script makes configuration tables
+/// (with a primary key, a serial, a unique constraint, an index), written once into the
+/// server's extension directory as PostGIS's `spatial_ref_sys` would be installed.
+fn install_config_table_extension(cluster: &PgCluster) -> &'static str {
+    use std::io::Write;
+    const NAME: &str = "pgkeep_test_config";
+    let files = [
+        (
+            format!("{NAME}.control"),
+            "default_version = '1.0'\nrelocatable = false\nschema = pgkeep_test_config\n",
+        ),
+        (
+            format!("{NAME}--1.0.sql"),
+            "CREATE TABLE pgkeep_test_config.settings (k text PRIMARY KEY, v text);
+SELECT pg_catalog.pg_extension_config_dump('pgkeep_test_config.settings', '');
+CREATE TABLE pgkeep_test_config.serials (id serial PRIMARY KEY, v text UNIQUE);
+SELECT pg_catalog.pg_extension_config_dump('pgkeep_test_config.serials', '');
+CREATE TABLE pgkeep_test_config.cache (id int);
+CREATE INDEX cache_id ON pgkeep_test_config.cache (id);
+",
+        ),
+    ];
+    let share = cluster
+        .psql(
+            "postgres",
+            "SELECT setting FROM pg_catalog.pg_config WHERE name = 'SHAREDIR'",
+        )
+        .unwrap();
+    let dir = std::path::Path::new(share.trim()).join("extension");
+    for (name, text) in files {
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => file.write_all(text.as_bytes()).unwrap(),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                assert!(meta.is_file(), "{} is not a plain file", path.display());
+                assert_eq!(
+                    std::fs::read_to_string(&path).unwrap(),
+                    text,
+                    "{}",
+                    path.display()
+                );
+            }
+            Err(e) => panic!(
+                "cannot install the test extension into {} ({e}): the tests need to write there",
+                dir.display()
+            ),
+        }
+    }
+    NAME
+}
+
+/// An extension whose script makes tables (configuration tables with keys, as PostGIS's
+/// `spatial_ref_sys`): their rows are in the backup, and verify does not count the keys and
+/// indexes CREATE EXTENSION makes as objects missing from the archive (it failed on them),
+/// single stream or `--jobs`.
+#[test]
+fn a_database_with_an_extensions_configuration_tables_verifies() {
+    let cluster = PgCluster::start().unwrap();
+    let extension = install_config_table_extension(&cluster);
+    let db = unique_name("extconfig");
+    cluster.create_database(&db).unwrap();
+    cluster
+        .psql(
+            &db,
+            &format!(
+                "CREATE EXTENSION {extension};
+                 INSERT INTO pgkeep_test_config.settings SELECT 'k' || g, 'v' FROM generate_series(1, 50) g;
+                 INSERT INTO pgkeep_test_config.serials (v) SELECT md5(g::text) FROM generate_series(1, 7) g;
+                 INSERT INTO pgkeep_test_config.cache SELECT generate_series(1, 30);
+                 CREATE INDEX settings_v ON pgkeep_test_config.settings (v);
+                 CREATE TABLE pgkeep_test_config.mine AS SELECT generate_series(1, 400) AS id;
+                 CREATE TABLE public.big AS SELECT generate_series(1, 20000) AS id;"
+            ),
+        )
+        .unwrap();
+    let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
+    for jobs in ["1", "3"] {
+        let backup = pgkeep.backup_ok(&["--jobs", jobs]);
+        let counts = record_counts(&backup);
+        assert_eq!(counts["pgkeep_test_config.settings"], 50, "{backup:#}");
+        assert_eq!(counts["pgkeep_test_config.serials"], 7, "{backup:#}");
+        assert_eq!(counts["pgkeep_test_config.mine"], 400, "{backup:#}");
+        let id = backup["id"].as_str().unwrap();
+        let (out, record) = pgkeep.verify(&[id]);
+        assert!(out.status.success(), "--jobs {jobs}: {}", stderr(&out));
+        assert_eq!(record["status"], "verified", "{record:#}");
+
+        let copy = unique_name("extconfig_copy");
+        let (out, _) = pgkeep.restore(&[id, "--target-db", &copy, "--jobs", "2"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let restored = counts_by_name(&cluster, &copy).unwrap();
+        assert_eq!(restored["pgkeep_test_config.settings"], 50);
+        assert_eq!(restored["pgkeep_test_config.serials"], 7);
+        assert_eq!(restored["pgkeep_test_config.mine"], 400);
+    }
+    assert!(working_databases(&cluster).is_empty());
+}

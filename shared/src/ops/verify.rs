@@ -537,8 +537,9 @@ fn summarise(items: &[String], shown: usize) -> String {
 /// Objects of the restored database, named as pg_dump names them in its TOC (kind, schema,
 /// tag): relations by name, constraints that own an index as `table constraint`, functions as
 /// `name(argtype, ...)` with types formatted under an empty search_path, as pg_dump does.
-/// Objects belonging to an extension, and everything initdb created, are left out: pg_dump
-/// declares neither.
+/// Objects belonging to an extension, the constraints and indexes of an extension's tables
+/// (which CREATE EXTENSION makes, like a configuration table's primary key, without making
+/// them members), and everything initdb created, are left out: pg_dump declares none of them.
 const RESTORED_OBJECTS_SQL: &str = r"
 SELECT o.kind, coalesce(n.nspname::text, ''), o.name
 FROM (
@@ -547,14 +548,16 @@ FROM (
              WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
              WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'INDEX' END AS kind,
            c.relnamespace AS nsp, c.relname::text AS name,
-           'pg_catalog.pg_class'::pg_catalog.regclass AS classid, c.oid AS objid
+           'pg_catalog.pg_class'::pg_catalog.regclass AS classid, c.oid AS objid,
+           coalesce((SELECT i.indrelid FROM pg_catalog.pg_index i WHERE i.indexrelid = c.oid),
+                    0) AS tableid
     FROM pg_catalog.pg_class c
     WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm', 'f', 'i', 'I')
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
                       WHERE k.conindid = c.oid AND k.contype IN ('p', 'u', 'x'))
     UNION ALL
     SELECT 'CONSTRAINT', t.relnamespace, t.relname::text || ' ' || k.conname::text,
-           'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid
+           'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid, k.conrelid
     FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class t ON t.oid = k.conrelid
     WHERE k.contype IN ('p', 'u', 'x')
     UNION ALL
@@ -562,12 +565,12 @@ FROM (
            p.proname::text || '(' || coalesce((
                SELECT pg_catalog.string_agg(pg_catalog.format_type(a.t, NULL), ', ' ORDER BY a.i)
                FROM pg_catalog.unnest(p.proargtypes) WITH ORDINALITY AS a(t, i)), '') || ')',
-           'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid
+           'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, 0
     FROM pg_catalog.pg_proc p
     WHERE p.prokind <> 'a'
     UNION ALL
     SELECT 'EXTENSION', NULL, e.extname::text,
-           'pg_catalog.pg_extension'::pg_catalog.regclass, e.oid
+           'pg_catalog.pg_extension'::pg_catalog.regclass, e.oid, 0
     FROM pg_catalog.pg_extension e
 ) o
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = o.nsp
@@ -575,7 +578,10 @@ WHERE o.objid >= 16384
   AND coalesce(n.nspname::text, '') NOT LIKE 'pg\_%'
   AND coalesce(n.nspname::text, '') <> 'information_schema'
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                  WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype = 'e')
+                  WHERE d.deptype = 'e'
+                    AND ((d.classid = o.classid AND d.objid = o.objid)
+                      OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                          AND d.objid = o.tableid)))
 ";
 
 /// Ordinary tables of the restored database (extension members included: pg_dump dumps the
