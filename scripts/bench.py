@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +122,51 @@ def settle():
     subprocess.run(["sync"], check=True)
 
 
+_PROBE_TEXT = None
+
+
+def probe():
+    """Seconds a fixed job takes on one core (zlib level 6 of 8 MiB of deterministic words, the
+    fastest of three), run before every timed command: this shared host's speed for
+    compression-like work drifts (the same backup took 6.0 and 9.6 CPU-seconds on one day),
+    and the spread of these times says how far the run's ratios can be trusted."""
+    global _PROBE_TEXT
+    if _PROBE_TEXT is None:
+        import random
+        rng = random.Random(0)
+        words = [("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10))))
+                 for _ in range(5000)]
+        text = bytearray()
+        while len(text) < 8 << 20:
+            text += (" ".join(rng.choice(words) for _ in range(64)) + f" {rng.randint(0, 10**6)}\n").encode()
+        _PROBE_TEXT = bytes(text[:8 << 20])
+    best = None
+    for _ in range(3):  # the fastest of three: a blip is not the host's speed
+        start = time.perf_counter()
+        zlib.compress(_PROBE_TEXT, 6)
+        took = time.perf_counter() - start
+        best = took if best is None else min(best, took)
+    return best
+
+
+def host_note(groups):
+    """The probe's spread over every command of `groups` (lists of cases), for the reader to
+    judge the run by."""
+    times = [r["probe"] for cases in groups for c in cases for r in c.runs if r.get("probe")]
+    if not times:
+        return ""
+    fast, slow = min(times), max(times)
+    # The 90th percentile against the 10th: one slow command is not a slow host.
+    low, high = ((fast, slow) if len(times) < 10 else
+                 (statistics.quantiles(times, n=10)[0], statistics.quantiles(times, n=10)[-1]))
+    spread = high / low - 1
+    note = (f"Host check: a fixed job (zlib level 6 of 8 MiB, one core, fastest of 3) before each command took"
+            f" {fast:.2f}–{slow:.2f} s (median {statistics.median(times):.2f} s); its 90th percentile is"
+            f" {spread:.0%} above its 10th (10–25% on this host at its calmest; more means the host's"
+            f" speed drifted during the run and the ratios between rows with it).")
+    return note
+
+
 def all_cpus():
     return f"0-{os.cpu_count() - 1}"
 
@@ -140,6 +186,7 @@ class Case:
         if self.prepare:
             self.prepare()
         settle()
+        host = probe()
         pin_server(self.pin or all_cpus())
         timing = BENCH / "time.txt"
         server_before = server_cpu()
@@ -153,7 +200,7 @@ class Case:
         size = self.size(proc.stdout) if self.size else (Path(self.output).stat().st_size if self.output else None)
         server = server_cpu() - server_before
         self.runs.append(dict(wall=float(wall), cpu=float(user) + float(sys_), rss_mib=int(rss) / 1024, size=size,
-                              server_cpu=server))
+                              server_cpu=server, probe=host))
         return self.runs[-1]
 
     def median(self, key):
@@ -346,6 +393,7 @@ def backup_report(cases, scaling):
         "# Backup rows", "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; medians of {ROUNDS} rounds, commands alternated;"
         f" load average at the end {os.getloadavg()[0]:.2f} (other work on the machine).", "",
+        host_note([cases, scaling]), "",
         BACKUP_CPU_NOTE, "", backup_cpu_table(cases, scaling), ""])
 
 
@@ -354,7 +402,8 @@ def measure(cases, rounds):
         order = cases if r % 2 == 0 else list(reversed(cases))
         for case in order:
             res = case.run()
-            print(f"  round {r + 1}: {case.name:<40} {res['wall']:7.2f} s  cpu {res['cpu']:6.2f} s  rss {res['rss_mib']:6.1f} MiB", flush=True)
+            print(f"  round {r + 1}: {case.name:<40} {res['wall']:7.2f} s  cpu {res['cpu']:6.2f} s  rss {res['rss_mib']:6.1f} MiB"
+                  f"  host check {res['probe']:.3f} s", flush=True)
 
 
 def db_size(db):
@@ -528,6 +577,7 @@ def main():
             pin_server(all_cpus())
         text = "\n\n".join([verify_table(verify), cores_table(verify), RESTORE_SCALING_NOTE,
                              restore_scaling_table(verify, pinned)]) + "\n"
+        text = host_note([verify, pinned]) + "\n\n" + text
         (BENCH / "RESTORE.md").write_text(text)
         print(text)
         return
@@ -573,7 +623,7 @@ def main():
         f" before each command a CHECKPOINT and `sync` (not timed) write out what the previous one left dirty."
         f" Every pgkeep backup is compressed, encrypted (AES-256-GCM) and hashed (SHA-256); the S3 case"
         f" uploads to moto (the AWS emulator, on the same 2 CPUs) with a DynamoDB catalog and a KMS key there.{pgbr_note}",
-        "", "Reproduce: `scripts/bench" + (f" --growth {','.join(map(str, GROWTH))}" if GROWTH else "")
+        "", host_note([cases, verify, scaling, pinned]), "", "Reproduce: `scripts/bench" + (f" --growth {','.join(map(str, GROWTH))}" if GROWTH else "")
         + "` (options: `--scale N`, `--rounds N`, `--growth 10,50,100`, `--no-pgbackrest`).", "",
         table(cases, cases[1]), "", "![chart](benchmarks.png)", "",
         "## Verification", "",
