@@ -18,6 +18,7 @@ dataset is loaded and saves its results; scripts/bench then loads the growth dat
 import json
 import os
 import platform
+import random
 import shlex
 import statistics
 import subprocess
@@ -132,7 +133,6 @@ def probe():
     and the spread of these times says how far the run's ratios can be trusted."""
     global _PROBE_TEXT
     if _PROBE_TEXT is None:
-        import random
         rng = random.Random(0)
         words = [("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10))))
                  for _ in range(5000)]
@@ -157,8 +157,8 @@ def host_note(groups):
         return ""
     fast, slow = min(times), max(times)
     # The 90th percentile against the 10th: one slow command is not a slow host.
-    low, high = ((fast, slow) if len(times) < 10 else
-                 (statistics.quantiles(times, n=10)[0], statistics.quantiles(times, n=10)[-1]))
+    deciles = statistics.quantiles(times, n=10) if len(times) >= 10 else [fast, slow]
+    low, high = deciles[0], deciles[-1]
     spread = high / low - 1
     note = (f"Host check: a fixed job (zlib level 6 of 8 MiB, one core, fastest of 3) before each command took"
             f" {fast:.2f}–{slow:.2f} s (median {statistics.median(times):.2f} s); its 90th percentile is"

@@ -325,8 +325,8 @@ fn parts_come_from_one_snapshot_while_pgbench_writes() {
     assert!(sums.iter().all(|s| *s == sums[0]), "{sums:?}");
 }
 
-/// A directory with a `pg_dump` that runs `script` (a shell `case` body over `$*`, with `$REAL`
-/// the real pg_dump and `$MARK` a file in `dir`) before the real one.
+/// A directory with a `pg_dump` that is the shell `script`, with `$REAL` the real pg_dump (which
+/// the script runs or not) and `$MARK` a file in `dir` it may use to signal another run.
 fn wrapped_pg_dump(dir: &Path, cluster: &PgCluster, script: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let bin = dir.join("wrapped-bin");

@@ -108,7 +108,7 @@ pub fn deal(tables: &[(TableName, u64)], jobs: usize, first_bytes: u64) -> Vec<S
 struct Coordinator {
     client: tokio_postgres::Client,
     snapshot: String,
-    sizes: BTreeMap<(String, String), u64>,
+    sizes: BTreeMap<TableName, u64>,
     /// The tables whose rows a dump of the whole database holds for certain (see [`TABLES`]).
     ordinary: Vec<TableName>,
     large_object_bytes: u64,
@@ -133,13 +133,11 @@ impl Coordinator {
             let table: String = row.get(1);
             let bytes: i64 = row.get(2);
             names.push(exact_name(&schema, &table));
+            let name = TableName { schema, table };
             if row.get::<_, bool>(3) {
-                ordinary.push(TableName {
-                    schema: schema.clone(),
-                    table: table.clone(),
-                });
+                ordinary.push(name.clone());
             }
-            sizes.insert((schema, table), bytes.max(0) as u64);
+            sizes.insert(name, bytes.max(0) as u64);
         }
         for batch in names.chunks(1000) {
             let lock = format!("LOCK TABLE {} IN ACCESS SHARE MODE", batch.join(", "));
@@ -166,10 +164,7 @@ impl Coordinator {
 
     /// A table's size when the coordinator locked it (0 for one it did not list).
     fn size_of(&self, t: &TableName) -> u64 {
-        self.sizes
-            .get(&(t.schema.clone(), t.table.clone()))
-            .copied()
-            .unwrap_or(0)
+        self.sizes.get(t).copied().unwrap_or(0)
     }
 
     /// The tables whose rows a dump of the whole database holds for certain, with their sizes.
