@@ -202,15 +202,20 @@ impl StreamEnv {
         object_key: &str,
         args: &[String],
         cancel: watch::Receiver<bool>,
-    ) -> Result<(Box<dyn ObjectUpload>, StoredObject), Error> {
+    ) -> Result<(Box<dyn ObjectUpload>, StoredObject), StreamFailure> {
         let header = Header::new(self.fields.clone(), self.chunk_size)
-            .map_err(|e| Error::Integrity(e.into()))?;
-        let upload = self.services.store.create(object_key).await?;
+            .map_err(|e| StreamFailure::own(Error::Integrity(e.into())))?;
+        let upload = self
+            .services
+            .store
+            .create(object_key)
+            .await
+            .map_err(|e| StreamFailure::own(e.into()))?;
         let (dump, stdout) = match PgDump::spawn(&self.pg_dump, &self.target, args) {
             Ok(started) => started,
             Err(e) => {
                 let _ = upload.abort().await;
-                return Err(e.into());
+                return Err(StreamFailure::own(e.into()));
             }
         };
         let cancelled = async move {
@@ -231,14 +236,33 @@ impl StreamEnv {
         )
         .await;
         streamed.map_err(|e| match e {
-            PipelineError::Cancelled => Error::Io {
-                context: "writing the backup",
-                source: std::io::Error::other(format!(
-                    "{object_key}: stopped because another stream of the backup failed"
-                )),
+            PipelineError::Cancelled => StreamFailure {
+                error: Error::Io {
+                    context: "writing the backup",
+                    source: std::io::Error::other(format!(
+                        "{object_key}: stopped because another stream of the backup failed"
+                    )),
+                },
+                stopped: true,
             },
-            other => other.into(),
+            other => StreamFailure::own(other.into()),
         })
+    }
+}
+
+/// Why a stream ended without its object: a failure of its own, or stopped by another's
+/// (whose error, not this one, is the backup's).
+struct StreamFailure {
+    error: Error,
+    stopped: bool,
+}
+
+impl StreamFailure {
+    fn own(error: Error) -> Self {
+        StreamFailure {
+            error,
+            stopped: false,
+        }
     }
 }
 
@@ -431,31 +455,31 @@ async fn run_streams(
         }));
     }
     let mut done = Vec::new();
-    let mut failure: Option<Error> = None;
+    let mut failure: Option<StreamFailure> = None;
     for task in tasks {
         match task.await {
             Ok((key, Ok((upload, stored)))) => done.push((key, upload, stored)),
             Ok((_, Err(e))) => {
-                if failure.is_none() || (!is_stop(Some(&e)) && is_stop(failure.as_ref())) {
+                if failure.as_ref().is_none_or(|f| f.stopped && !e.stopped) {
                     failure = Some(e);
                 }
             }
             Err(join) => {
                 let _ = stop.send(true);
-                if failure.is_none() {
-                    failure = Some(Error::Io {
+                if failure.as_ref().is_none_or(|f| f.stopped) {
+                    failure = Some(StreamFailure::own(Error::Io {
                         context: "writing the backup",
                         source: std::io::Error::other(format!("a dump stream panicked: {join}")),
-                    });
+                    }));
                 }
             }
         }
     }
     match failure {
         None => Ok(done),
-        Some(e) => {
+        Some(f) => {
             discard(done).await;
-            Err(e)
+            Err(f.error)
         }
     }
 }
@@ -492,13 +516,6 @@ async fn publish(
         committed.push(key);
     }
     Ok(fill_record(record, &schema, &stored))
-}
-
-fn is_stop(e: Option<&Error>) -> bool {
-    e.is_some_and(|e| {
-        e.to_string()
-            .contains("another stream of the backup failed")
-    })
 }
 
 /// Aborts the uploads of streams that ended whole, after a failure elsewhere.
