@@ -24,8 +24,9 @@ import statistics
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
+
+import zstandard
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(os.environ["BENCH_DIR"])
@@ -124,26 +125,30 @@ def settle():
 
 
 _PROBE_TEXT = None
+PROBE_BYTES = 32 << 20
 
 
 def probe():
-    """Seconds a fixed job takes on one core (zlib level 6 of 8 MiB of deterministic words, the
-    fastest of three), run before every timed command: this shared host's speed for
-    compression-like work drifts (the same backup took 6.0 and 9.6 CPU-seconds on one day),
-    and the spread of these times says how far the run's ratios can be trusted."""
+    """Seconds a fixed job takes on one core (zstd level 3, pgkeep's codec and level, of 32 MiB
+    of deterministic words; the fastest of three), run before every timed command. This shared
+    host's speed for compression drifts (the same backup took 6.0 and 9.6 CPU-seconds on one
+    day) while pg_dump's barely moves, so these times say how far the run's ratios can be
+    trusted. zstd, not zlib: on a contended afternoon zlib of the same text slowed 17% while
+    pgkeep's CPU rose 48%; zstd's tables share the caches the way pgkeep's compressor does."""
     global _PROBE_TEXT
     if _PROBE_TEXT is None:
         rng = random.Random(0)
         words = [("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10))))
                  for _ in range(5000)]
         text = bytearray()
-        while len(text) < 8 << 20:
+        while len(text) < PROBE_BYTES:
             text += (" ".join(rng.choice(words) for _ in range(64)) + f" {rng.randint(0, 10**6)}\n").encode()
-        _PROBE_TEXT = bytes(text[:8 << 20])
+        _PROBE_TEXT = bytes(text[:PROBE_BYTES])
+    compressor = zstandard.ZstdCompressor(level=3)
     best = None
     for _ in range(3):  # the fastest of three: a blip is not the host's speed
         start = time.perf_counter()
-        zlib.compress(_PROBE_TEXT, 6)
+        compressor.compress(_PROBE_TEXT)
         took = time.perf_counter() - start
         best = took if best is None else min(best, took)
     return best
@@ -160,10 +165,10 @@ def host_note(groups):
     deciles = statistics.quantiles(times, n=10) if len(times) >= 10 else [fast, slow]
     low, high = deciles[0], deciles[-1]
     spread = high / low - 1
-    note = (f"Host check: a fixed job (zlib level 6 of 8 MiB, one core, fastest of 3) before each command took"
+    note = (f"Host check: a fixed job (zstd level 3 of 32 MiB of words, one core, fastest of 3) before each command took"
             f" {fast:.2f}–{slow:.2f} s (median {statistics.median(times):.2f} s); its 90th percentile is"
-            f" {spread:.0%} above its 10th (10–25% on this host at its calmest; more means the host's"
-            f" speed drifted during the run and the ratios between rows with it).")
+            f" {spread:.0%} above its 10th (the more, the more the host's speed drifted during the run;"
+            f" pgkeep's rows, whose CPU is mostly zstd, drift with it, pg_dump's hardly).")
     return note
 
 
