@@ -2,7 +2,8 @@
 """The measuring half of scripts/bench (which prepares the cluster and the dataset).
 
 Runs each command under GNU time, alternating the commands round by round so drift on the
-machine hits all of them alike, and reports medians and ratios. Inputs come from the
+machine hits all of them alike, and reports medians and ratios (a ratio of two commands measured
+in the same rounds is the median of their per-round ratios, see `vs`). Inputs come from the
 environment scripts/bench sets: BENCH_DIR, BENCH_SCALE, BENCH_ROUNDS, BENCH_GROWTH,
 BENCH_PUBLISH, BENCH_PHASE, BENCH_S3_* and PGKEEP_TEST_AWS_ENDPOINT (the emulator), BENCH_PGBR
 (pgBackRest's directory, empty to skip it), PGKEEP_BIN, PGKEEP_PG_BIN,
@@ -13,7 +14,9 @@ with cores, and writes BENCH_DIR/BACKUP.md.
 
 Two phases, because pgBackRest copies the whole cluster: `main` runs while only the default
 dataset is loaded and saves its results; scripts/bench then loads the growth datasets and runs
-`growth`, which times the floor and pgkeep at each scale and writes the report.
+`growth`, which times the floor and pgkeep at each scale and writes the report. `report`
+(`scripts/bench --report`) writes the report again from the last run's saved results, with no
+cluster: for a change to the report, not to what is measured.
 """
 import json
 import os
@@ -34,18 +37,19 @@ SCALE = int(os.environ["BENCH_SCALE"])
 ROUNDS = int(os.environ["BENCH_ROUNDS"])
 GROWTH = [int(s) for s in os.environ.get("BENCH_GROWTH", "").split(",") if s]
 PUBLISH = os.environ.get("BENCH_PUBLISH") == "yes"
-PGBIN = os.environ["PGKEEP_PG_BIN"]
-PGKEEP = os.environ["PGKEEP_BIN"]
+# Unset in the `report` phase, which runs nothing.
+PGBIN = os.environ.get("PGKEEP_PG_BIN", "")
+PGKEEP = os.environ.get("PGKEEP_BIN", "")
 PHASE = os.environ.get("BENCH_PHASE", "main")
 PGBR = os.environ.get("BENCH_PGBR", "")
 
 # Connection for every client through libpq's environment: the password never reaches argv.
 ENV = dict(os.environ)
 ENV.update(
-    PGHOST=os.environ["PGKEEP_PG_HOST"],
-    PGPORT=os.environ["PGKEEP_PG_PORT"],
-    PGUSER=os.environ["PGKEEP_PG_USER"],
-    PGPASSWORD=os.environ["PGKEEP_PG_PASSWORD"],
+    PGHOST=os.environ.get("PGKEEP_PG_HOST", ""),
+    PGPORT=os.environ.get("PGKEEP_PG_PORT", ""),
+    PGUSER=os.environ.get("PGKEEP_PG_USER", ""),
+    PGPASSWORD=os.environ.get("PGKEEP_PG_PASSWORD", ""),
     PATH=f"{PGBIN}:{os.environ['PATH']}",
 )
 
@@ -186,6 +190,7 @@ class Case:
         self.script = f"taskset -c {pin} bash -o pipefail -c {shlex.quote(script)}" if pin else script
         self.env, self.prepare, self.size, self.pin = env or ENV, prepare, size, pin
         self.runs = []
+        self.batch = None  # the cases measured together, round by round (see `vs`)
 
     def run(self):
         if self.prepare:
@@ -211,6 +216,31 @@ class Case:
     def median(self, key):
         values = [r[key] for r in self.runs if r.get(key) is not None]
         return statistics.median(values) if values else None
+
+
+def all_cpu(run):
+    """The CPU seconds of a run, the server's included."""
+    return run["cpu"] + run["server_cpu"]
+
+
+def vs(case, base, of=lambda run: run["wall"]):
+    """`of` a run of `case` (its wall time unless told) as a multiple of `base`'s wall time.
+    Measured in the same rounds, the median of the per-round ratios: a round runs its commands
+    back to back, so a host that slows down between rounds (this shared one does, by up to 60%)
+    slows both sides of each ratio, where a ratio of medians can take one side's fast round and
+    the other's slow one. Otherwise (a pinned row against an unpinned one), the ratio of the
+    medians."""
+    if case.batch is not None and case.batch == base.batch and len(case.runs) == len(base.runs):
+        return statistics.median(of(a) / b["wall"] for a, b in zip(case.runs, base.runs))
+    return statistics.median(of(r) for r in case.runs) / base.median("wall")
+
+
+def bounds(case, base):
+    """The least wall time all of `case`'s CPU allows on 2, 4 and 8 cores, in seconds and × the
+    wall time of `base`, as table cells."""
+    total = statistics.median(all_cpu(r) for r in case.runs)
+    return " | ".join(f"{total / n:.2f} s ({vs(case, base, lambda r, n=n: all_cpu(r) / n):.2f}×)"
+                      for n in (2, 4, 8))
 
 
 def s3_env(db, repo):
@@ -333,10 +363,10 @@ def restore_scaling_table(verify, pinned):
             "|---|---:|---:|---:|---:|---:|"]
     half = len(pinned) // 2
     for one, two in zip(pinned[:half], pinned[half:]):
-        total = two.median("cpu") + two.median("server_cpu")
+        total = statistics.median(all_cpu(r) for r in two.runs)
         rows.append("| `{}` | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f}× |".format(
             two.name.split(": ", 1)[1], one.median("wall"), two.median("wall"),
-            two.median("wall") / one.median("wall"), total, two.median("wall") / bare))
+            vs(two, one), total, vs(two, verify[0])))
     return "\n".join(rows)
 
 
@@ -376,21 +406,38 @@ def backup_cpu_table(cases, scaling):
     """Wall and CPU of the backup rows, and the least wall time all their CPU (the command's,
     its pg_dump children's and the server's) allows on N cores, against the floor's wall time
     (`cases[0]`)."""
-    floor = cases[0].median("wall")
     rows = ["| command | wall (s) | CPU (s) | server CPU (s) | CPU, all (s) | wall vs floor | bound on 2 cores | on 4 | on 8 |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cases + scaling:
-        total = c.median("cpu") + c.median("server_cpu")
+        total = statistics.median(all_cpu(r) for r in c.runs)
         rows.append("| `{}` | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f}× | {} |".format(
-            c.name, c.median("wall"), c.median("cpu"), c.median("server_cpu"), total, c.median("wall") / floor,
-            " | ".join(f"{total / n:.2f} s ({total / n / floor:.2f}×)" for n in (2, 4, 8))))
+            c.name, c.median("wall"), c.median("cpu"), c.median("server_cpu"), total, vs(c, cases[0]),
+            bounds(c, cases[0])))
     return "\n".join(rows)
 
 
 BACKUP_CPU_NOTE = (
     "CPU is the command and its children (pg_dump); server CPU is the cluster's during the command. The"
     " pinned rows run the command and the server on 1 core, then on 2 (`taskset`). A bound is the CPU,"
-    " all of it, divided by N cores: the least wall time N cores allow (× the unpinned floor's wall).")
+    " all of it, divided by N cores: the least wall time N cores allow (× the unpinned floor's wall:"
+    " round by round for the unpinned rows, medians for the pinned ones).")
+
+
+def jobs_work_note(cases, scaling):
+    """What the `backup --jobs 2` target (0.9× the floor) asks of 2 cores, in CPU seconds: its
+    work measured on one core (where none of it goes to handing data between cores) halved is
+    the least it can take on two."""
+    floor, one = cases[0], by_name(scaling, "1 core: pgkeep backup --jobs 2")
+    if one is None:
+        return ""
+    work = statistics.median(all_cpu(r) for r in one.runs)
+    floor_wall = floor.median("wall")
+    return (f"`backup --jobs 2` pinned to one core is {work:.2f} CPU-seconds of work, the server's included"
+            f" (one core spends none on handing data between cores). Two cores can at best halve it:"
+            f" {work / 2:.2f} s, {work / 2 / floor_wall:.2f}× the floor's {floor_wall:.2f} s. 0.9× the floor"
+            f" needs the work at {2 * 0.9 * floor_wall:.2f} CPU-seconds or less"
+            + (", so on this run's 2 cores the target cannot be met." if work / 2 > 0.9 * floor_wall else ".")
+            + " The floor is one server backend and gains nothing from a second core (its pinned rows).")
 
 
 def backup_report(cases, scaling):
@@ -399,10 +446,13 @@ def backup_report(cases, scaling):
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; medians of {ROUNDS} rounds, commands alternated;"
         f" load average at the end {os.getloadavg()[0]:.2f} (other work on the machine).", "",
         host_note([cases, scaling]), "",
-        BACKUP_CPU_NOTE, "", backup_cpu_table(cases, scaling), ""])
+        BACKUP_CPU_NOTE, "", backup_cpu_table(cases, scaling), "", jobs_work_note(cases, scaling), ""])
 
 
 def measure(cases, rounds):
+    batch = object()
+    for case in cases:
+        case.batch = batch
     for r in range(rounds):
         order = cases if r % 2 == 0 else list(reversed(cases))
         for case in order:
@@ -432,7 +482,7 @@ def table(cases, baseline):
         rows.append("| {} | {:.2f} | {:.2f} | {:.0f} | {} | {:.2f}× | {} |".format(
             "`" + c.name.replace("|", "\\|") + "`", c.median("wall"), c.median("cpu"), c.median("rss_mib"),
             f"{size / 1e6:.1f}" if size else "–",
-            c.median("wall") / baseline.median("wall"),
+            vs(c, baseline),
             f"{size / baseline.median('size'):.2f}×" if size else "–"))
     return "\n".join(rows)
 
@@ -449,22 +499,22 @@ def targets(cases, verify, growth):
     bare, pv = verify[0], verify[1]
     rj, vj = by_name(verify, "pgkeep restore --jobs 2"), by_name(verify, "pgkeep verify --jobs 2")
     checks = [
-        ("pgkeep (zstd) wall ≤ 1.1× floor", pk.median("wall") / floor.median("wall"), 1.1),
-        ("pgkeep (zstd) wall ≤ 0.5× pg_dump -Fc -f", pk.median("wall") / fc.median("wall"), 0.5),
+        ("pgkeep (zstd) wall ≤ 1.1× floor", vs(pk, floor), 1.1),
+        ("pgkeep (zstd) wall ≤ 0.5× pg_dump -Fc -f", vs(pk, fc), 0.5),
         ("pgkeep (zstd) size ≤ 1.0× pg_dump -Fc -f", pk.median("size") / fc.median("size"), 1.0),
-        ("pgkeep ≥ 2× faster than pg_dump -Fc | gzip", gz.median("wall") / pk.median("wall"), 2.0),
-        ("pgkeep ≥ 5× faster than pg_dump -Fp | gzip -9", plain.median("wall") / pk.median("wall"), 5.0),
+        ("pgkeep ≥ 2× faster than pg_dump -Fc | gzip", vs(gz, pk), 2.0),
+        ("pgkeep ≥ 5× faster than pg_dump -Fp | gzip -9", vs(plain, pk), 5.0),
         ("pgkeep peak RSS ≤ 64 MiB", pk.median("rss_mib"), 64),
-        ("pgkeep verify ≤ 1.2× bare pg_restore + count", pv.median("wall") / bare.median("wall"), 1.2),
-        ("pgkeep to the S3 emulator ≤ 1.2× local repository", s3.median("wall") / pk.median("wall"), 1.2),
+        ("pgkeep verify ≤ 1.2× bare pg_restore + count", vs(pv, bare), 1.2),
+        ("pgkeep to the S3 emulator ≤ 1.2× local repository", vs(s3, pk), 1.2),
         ("pgkeep to the S3 emulator peak RSS ≤ 64 MiB", s3.median("rss_mib"), 64),
-        ("pgkeep backup --jobs 2 wall ≤ 0.9× floor", pj.median("wall") / floor.median("wall"), 0.9),
+        ("pgkeep backup --jobs 2 wall ≤ 0.9× floor", vs(pj, floor), 0.9),
         ("pgkeep backup --jobs 2 peak RSS ≤ 64 MiB", pj.median("rss_mib"), 64),
-        ("pgkeep restore --jobs 2 ≤ 0.75× bare pg_restore + count", rj.median("wall") / bare.median("wall"), 0.75),
-        ("pgkeep verify --jobs 2 ≤ 0.75× bare pg_restore + count", vj.median("wall") / bare.median("wall"), 0.75),
+        ("pgkeep restore --jobs 2 ≤ 0.75× bare pg_restore + count", vs(rj, bare), 0.75),
+        ("pgkeep verify --jobs 2 ≤ 0.75× bare pg_restore + count", vs(vj, bare), 0.75),
     ]
     if pgbr:
-        checks.append(("pgkeep ≤ 1.0× pgBackRest full backup", pk.median("wall") / pgbr.median("wall"), 1.0))
+        checks.append(("pgkeep ≤ 1.0× pgBackRest full backup", vs(pk, pgbr), 1.0))
     if len(growth) >= 2:
         rss = [g[2][1].median("rss_mib") for g in growth]
         checks.append(("pgkeep peak RSS, largest ÷ smallest scale ≤ 1.1", rss[-1] / rss[0], 1.1))
@@ -524,7 +574,7 @@ def verify_table(cases):
         server = c.median("server_cpu")
         rows.append("| `{}` | {:.2f} | {:.2f} | {} | {:.0f} | {:.2f}× |".format(
             c.name, c.median("wall"), c.median("cpu"), f"{server:.2f}" if server is not None else "–",
-            c.median("rss_mib"), c.median("wall") / cases[0].median("wall")))
+            c.median("rss_mib"), vs(c, cases[0])))
     return "\n".join(rows)
 
 
@@ -532,14 +582,11 @@ def cores_table(cases):
     """The least wall time the CPU work of each command allows on N cores (all of its CPU, the
     server's included, spread perfectly): a bound, not a measurement."""
     rows = ["| command | CPU, all (s) | bound on 2 cores | on 4 | on 8 |", "|---|---:|---:|---:|---:|"]
-    bare = cases[0].median("wall")
     for c in cases:
-        server = c.median("server_cpu")
-        if server is None:
+        if c.median("server_cpu") is None:
             continue
-        total = c.median("cpu") + server
-        rows.append("| `{}` | {:.2f} | {} |".format(c.name, total, " | ".join(
-            f"{total / n:.2f} s ({total / n / bare:.2f}×)" for n in (2, 4, 8))))
+        rows.append("| `{}` | {:.2f} | {} |".format(
+            c.name, statistics.median(all_cpu(r) for r in c.runs), bounds(c, cases[0])))
     return "\n".join(rows)
 
 
@@ -548,15 +595,18 @@ def save(path, cases):
 
 
 def load(path):
+    """Cases saved by `save`; those of one file were measured together (one batch)."""
     cases = []
     for item in json.loads(path.read_text()):
         case = Case(item["name"], "")
         case.runs = item["runs"]
+        case.batch = path.name
         cases.append(case)
     return cases
 
 
 def main():
+    global SCALE, ROUNDS, PUBLISH
     if PHASE == "backup":
         print(f"dataset: {db_size('bench') / 1e9:.2f} GB at scale {SCALE}; {ROUNDS} rounds, backup rows only")
         cases = backup_cases("bench")
@@ -587,6 +637,9 @@ def main():
         print(text)
         return
     if PHASE == "main":
+        (BENCH / "meta.json").write_text(json.dumps(dict(
+            size=db_size("bench"), machine=machine(), measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            scale=SCALE, rounds=ROUNDS, publish=PUBLISH)))
         print(f"dataset: {db_size('bench') / 1e9:.2f} GB at scale {SCALE}; {ROUNDS} rounds")
         cases = cases_for("bench")
         measure(cases, ROUNDS)
@@ -606,7 +659,10 @@ def main():
         save(BENCH / "scaling.json", scaling)
         save(BENCH / "restore-scaling.json", pinned)
         return
-    size = db_size("bench")
+    meta = json.loads((BENCH / "meta.json").read_text())
+    size = meta["size"]
+    if PHASE == "report":  # the saved run's settings, not this command line's
+        SCALE, ROUNDS, PUBLISH = meta["scale"], meta["rounds"], meta["publish"]
     cases, verify = load(BENCH / "main.json"), load(BENCH / "verify.json")
     scaling = load(BENCH / "scaling.json")
     pinned = load(BENCH / "restore-scaling.json")
@@ -622,9 +678,12 @@ def main():
 
     report = [
         "# Benchmarks", "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; warm cache, one throwaway cluster.",
+        f"Measured {meta['measured']} on {meta['machine']}; warm cache, one throwaway cluster.",
         f"Dataset: pgbench scale {SCALE} plus a `docs` table of {30000 * SCALE:,} rows of text and JSON "
-        f"(scripts/sql/bench_docs.sql), {size / 1e9:.2f} GB on disk. Medians of {ROUNDS} rounds, commands alternated;"
+        f"(scripts/sql/bench_docs.sql), {size / 1e9:.2f} GB on disk. Medians of {ROUNDS} rounds, commands alternated"
+        f" (each round runs them all, in reverse order every other round); a × between two commands of one"
+        f" table measured in the same rounds is the median of their per-round ratios, so the host's drift between"
+        f" rounds cancels;"
         f" before each command a CHECKPOINT and `sync` (not timed) write out what the previous one left dirty."
         f" Every pgkeep backup is compressed, encrypted (AES-256-GCM) and hashed (SHA-256); the S3 case"
         f" uploads to moto (the AWS emulator, on the same 2 CPUs) with a DynamoDB catalog and a KMS key there.{pgbr_note}",
@@ -653,6 +712,7 @@ def main():
         "The backup rows again with the CPU seconds behind them, then pinned to 1 core and to both"
         f" (medians of {ROUNDS} rounds). " + BACKUP_CPU_NOTE, "",
         backup_cpu_table([by_name(cases, c.name) for c in backup_cases("bench")], scaling), "",
+        jobs_work_note(cases, scaling), "",
     ]
     if growth:
         report += ["## Growth with size", "", "| scale | database (GB) | floor wall (s) | pgkeep wall (s) | pgkeep peak RSS (MiB) |", "|---:|---:|---:|---:|---:|"]
