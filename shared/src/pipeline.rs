@@ -1,8 +1,8 @@
 //! The streaming backup pipeline: pg_dump's archive flows through small adapters to storage.
 //!
-//! Backup: `pg_dump stdout → ArchiveTap (row counts) → CompressWriter → EncryptWriter →
-//! DigestWriter (SHA-256, size) → ObjectUpload`; the object is committed only after pg_dump
-//! exited 0 and the archive scanned complete. Reading reverses it: `ObjectReader →
+//! Backup: `pg_dump stdout → PipeBatches → ArchiveTap (row counts) → CompressWriter →
+//! EncryptWriter → DigestWriter (SHA-256, size) → ObjectUpload`; the object is committed only
+//! after pg_dump exited 0 and the archive scanned complete. Reading reverses it: `ObjectReader →
 //! DigestReader → header → DecryptReader → DecompressReader → the pg_dump archive`.
 //! Memory stays bounded: each stage holds at most a chunk or two.
 
@@ -26,6 +26,7 @@ pub mod crypt;
 pub mod digest;
 pub mod pg_dump;
 pub mod pg_restore;
+pub mod pipe_batches;
 
 use archive_scan::{ArchiveScanError, ArchiveSummary};
 use archive_tap::ArchiveTap;
@@ -33,6 +34,7 @@ use compress::{CompressWriter, DecompressReader};
 use crypt::{DecryptReader, EncryptWriter, Header};
 use digest::DigestWriter;
 use pg_dump::{DumpError, PgDump};
+use pipe_batches::PipeBatches;
 
 /// Asks for a 1 MiB pipe instead of Linux's 64 KiB default, for the pipes between the pipeline
 /// and pg_dump or pg_restore: fewer wake-ups and larger reads while they run on different cores
@@ -189,6 +191,15 @@ pub async fn stream_archive(
     progress: Arc<Progress>,
     cancel: impl std::future::Future<Output = ()>,
 ) -> Result<(Box<dyn ObjectUpload>, StoredObject), PipelineError> {
+    let stdout = match stdout.into_owned_fd().and_then(PipeBatches::spawn) {
+        Ok(batches) => batches,
+        Err(e) => {
+            if let Err(abort) = upload.abort().await {
+                tracing::error!(error = %abort, "could not discard the partial backup object");
+            }
+            return Err(PipelineError::Io(e));
+        }
+    };
     let mut tap = ArchiveTap::new(stdout, progress.clone());
     let sealed = EncryptWriter::new(DigestWriter::new(upload), header, key);
     let mut compressed = CompressWriter::new(sealed, options.compression, options.zstd_workers);
