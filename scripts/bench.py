@@ -163,10 +163,15 @@ def probe():
 MAX_DRIFT = 0.30
 
 
+def probe_times(groups):
+    """The host check of every command of `groups` (lists of cases)."""
+    return [r["probe"] for cases in groups for c in cases for r in c.runs if r.get("probe")]
+
+
 def drift(groups):
     """How far the probe's 90th percentile sits above its 10th over every command of `groups`
     (one slow command is not a slow host); None without probes."""
-    times = [r["probe"] for cases in groups for c in cases for r in c.runs if r.get("probe")]
+    times = probe_times(groups)
     if not times:
         return None
     deciles = statistics.quantiles(times, n=10) if len(times) >= 10 else [min(times), max(times)]
@@ -176,7 +181,7 @@ def drift(groups):
 def host_note(groups):
     """The probe's spread over every command of `groups` (lists of cases), for the reader to
     judge the run by."""
-    times = [r["probe"] for cases in groups for c in cases for r in c.runs if r.get("probe")]
+    times = probe_times(groups)
     if not times:
         return ""
     note = (f"Host check: a fixed job (zstd level 3 of 32 MiB of words, one core, fastest of 3) before each command took"
@@ -436,8 +441,8 @@ BACKUP_CPU_NOTE = (
 
 def jobs_work_note(cases, scaling):
     """What the `backup --jobs 2` target (0.9× the floor) asks of 2 cores, in CPU seconds: its
-    work measured on one core (where none of it goes to handing data between cores) halved is
-    the least it can take on two."""
+    work measured on one core (where none of it goes to handing data between cores, so usually
+    the least) halved is about the least it can take on two."""
     floor, one = cases[0], by_name(scaling, "1 core: pgkeep backup --jobs 2")
     if one is None:
         return ""

@@ -194,9 +194,7 @@ pub async fn stream_archive(
     let stdout = match stdout.into_owned_fd().and_then(PipeBatches::spawn) {
         Ok(batches) => batches,
         Err(e) => {
-            if let Err(abort) = upload.abort().await {
-                tracing::error!(error = %abort, "could not discard the partial backup object");
-            }
+            discard(upload).await;
             return Err(PipelineError::Io(e));
         }
     };
@@ -231,9 +229,7 @@ pub async fn stream_archive(
             },
         )),
         Err(e) => {
-            if let Err(abort) = upload.abort().await {
-                tracing::error!(error = %abort, "could not discard the partial backup object");
-            }
+            discard(upload).await;
             Err(e)
         }
     }
@@ -264,9 +260,7 @@ pub async fn store_bytes(
             Ok((sha256, size))
         }
         Err(e) => {
-            if let Err(abort) = upload.abort().await {
-                tracing::error!(error = %abort, "could not discard the partial backup object");
-            }
+            discard(upload).await;
             Err(e)
         }
     }
@@ -276,6 +270,14 @@ pub async fn store_bytes(
 /// the compressor end its block (and zstd's workers finish their jobs) whenever pg_dump is
 /// momentarily slower than we are, which costs both ratio and parallelism. (tokio's `copy`
 /// flushes whenever the reader would block.) The final flush comes with `shutdown()`.
+/// Aborts an upload the pipeline cannot finish; a failure to do so is logged, not returned
+/// (the caller's error is the one that matters, and the reaper removes what remains).
+async fn discard(upload: Box<dyn ObjectUpload>) {
+    if let Err(abort) = upload.abort().await {
+        tracing::error!(error = %abort, "could not discard the partial backup object");
+    }
+}
+
 async fn pump<R, W>(from: &mut R, to: &mut W) -> io::Result<u64>
 where
     R: AsyncRead + Unpin,

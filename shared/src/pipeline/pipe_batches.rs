@@ -3,8 +3,8 @@
 //! pg_dump writes its archive 4 KiB at a time (stdio's buffer for a pipe), and the server
 //! feeding it is usually slower than the pipeline reading it. Read through the runtime, every
 //! one of those writes woke the I/O driver and then the pipeline's task: about 200,000 context
-//! switches and about 0.9 CPU-seconds per 1.4 GB backup, on machines where pgkeep shares two cores
-//! with the server. Here a plain thread reads the pipe; when a read finds it nearly empty (the
+//! switches and about 0.9 CPU-seconds per 1.4 GB backup, on machines where pgkeep shares two
+//! cores with the server. Here a plain thread reads the pipe; when a read finds it nearly empty (the
 //! producer is the slower side) the thread waits the time a 1 GB/s producer would take to fill
 //! it, so the pipe gathers many writes per wake-up without ever holding pg_dump back.
 
