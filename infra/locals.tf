@@ -103,6 +103,7 @@ locals {
     # a Fargate task needs; the ECS ones are unset when every database runs on Lambda.
     PGKEEP_RUNNERS                  = jsonencode({ for n, d in var.databases : n => d.runner })
     PGKEEP_JOBS                     = jsonencode({ for n, d in var.databases : n => d.jobs })
+    PGKEEP_COMPRESSION              = var.compression
     PGKEEP_FARGATE_AUTO_AFTER       = var.fargate_auto_after
     PGKEEP_FARGATE_AUTO_SIZE_MIB    = try(tostring(var.fargate_auto_size_mib), null)
     PGKEEP_FARGATE_CLUSTER          = local.cluster_arn

@@ -238,6 +238,17 @@ variable "download_url_ttl" {
   }
 }
 
+variable "compression" {
+  description = "Compression and level of the backups the dump function takes (PGKEEP_COMPRESSION): zstd (level 3), zstd:1 to zstd:9, gzip (level 6), gzip:1 to gzip:9; null for zstd level 3. A lower level takes less CPU (a shorter invocation) for a larger object (docs/OPERATIONS.md, Compression level)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.compression == null || can(regex("^(zstd|gzip)(:[1-9])?$", var.compression))
+    error_message = "compression is zstd, zstd:1 to zstd:9, gzip or gzip:1 to gzip:9."
+  }
+}
+
 variable "abandon_after" {
   description = "An in-progress backup older than this is abandoned by the reaper (PGKEEP_ABANDON_AFTER); keep it above the dump function's 15-minute timeout."
   type        = string

@@ -306,7 +306,7 @@ def cases_for(db):
     out = BENCH / "out"
     out.mkdir(exist_ok=True)
     repo = BENCH / f"repo-{db}"
-    floor, single, parallel = backup_cases(db)
+    floor, single, parallel, parallel_fast = backup_cases(db)
     return [
         floor,
         Case("pg_dump -Fc -f FILE", f"pg_dump -Fc -d {db} -f {out}/fc.dump", output=f"{out}/fc.dump"),
@@ -316,6 +316,7 @@ def cases_for(db):
         Case("pgkeep backup (gzip, local)", f"{PGKEEP} backup --json --compression gzip", env=pgkeep_env(db, repo), prepare=fresh_repo(repo), size=stored_size),
         Case("pgkeep backup (zstd, S3 emulator)", f"{PGKEEP} backup --json", env=s3_env(db, repo), size=stored_size),
         parallel,
+        parallel_fast,
     ] + ([Case("pgBackRest full backup (zst, 2 processes)", pgbackrest("backup --type=full"),
                prepare=fresh_pgbackrest_repo, size=pgbackrest_size)] if PGBR and PHASE == "main" else [])
 
@@ -407,14 +408,17 @@ def scaling_cases(db):
 
 
 def backup_cases(db):
-    """The floor, a single-stream backup and `--jobs 2`: rows of `cases_for`, and all that
-    `--only backup` runs (no S3, so no emulator is needed)."""
+    """The floor, a single-stream backup and `--jobs 2`, also at zstd level 1 (what the CPU a
+    level saves buys): rows of `cases_for`, and all that `--only backup` runs (no S3, so no
+    emulator is needed)."""
     repo = BENCH / f"repo-{db}"
     env = pgkeep_env(db, repo)
     return [
         Case("pg_dump -Fc -Z0 > /dev/null (floor)", f"pg_dump -Fc -Z0 -d {db} > /dev/null"),
         Case("pgkeep backup (zstd, local)", f"{PGKEEP} backup --json", env=env, prepare=fresh_repo(repo), size=stored_size),
         Case("pgkeep backup --jobs 2 (zstd, local)", f"{PGKEEP} backup --json --jobs 2", env=env, prepare=fresh_repo(repo), size=stored_size),
+        Case("pgkeep backup --jobs 2 --compression zstd:1 (local)", f"{PGKEEP} backup --json --jobs 2 --compression zstd:1",
+             env=env, prepare=fresh_repo(repo), size=stored_size),
     ]
 
 
@@ -728,7 +732,7 @@ def main():
         "## Scaling with cores", "",
         "The backup rows again with the CPU seconds behind them, then pinned to 1 core and to both"
         f" (medians of {ROUNDS} rounds). " + BACKUP_CPU_NOTE, "",
-        backup_cpu_table([by_name(cases, c.name) for c in backup_cases("bench")], scaling), "",
+        backup_cpu_table([c for c in (by_name(cases, b.name) for b in backup_cases("bench")) if c], scaling), "",
         jobs_work_note(cases, scaling), "",
     ]
     if growth:

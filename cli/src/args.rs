@@ -11,7 +11,7 @@ use pgkeep::config::{
     RetentionSettings,
 };
 use pgkeep::labels::LabelSelector;
-use pgkeep::model::{BackupKind, BackupStatus, Compression};
+use pgkeep::model::{BackupKind, BackupStatus, CompressionChoice};
 use pgkeep::retention::Span;
 
 #[derive(Parser, Debug)]
@@ -221,9 +221,17 @@ pub struct KeyIdArgs {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// Compression inside the encryption.
-    #[arg(long, default_value = "zstd", value_parser = parse_compression)]
-    pub compression: Compression,
+    /// Compression inside the encryption, with an optional level as in pg_dump's --compress:
+    /// zstd (level 3), zstd:1 to zstd:9, gzip (level 6), gzip:1 to gzip:9. A lower level
+    /// takes less CPU for a larger backup (docs/OPERATIONS.md, "Compression level").
+    #[arg(
+        long,
+        env = "PGKEEP_COMPRESSION",
+        default_value = "zstd",
+        value_parser = parse_compression,
+        value_name = "ALGORITHM[:LEVEL]"
+    )]
+    pub compression: CompressionChoice,
     /// Why the backup is taken: manual, scheduled or pre-migration.
     #[arg(long, default_value = "manual", value_parser = parse_kind)]
     pub kind: BackupKind,
@@ -503,7 +511,7 @@ fn parse_span(s: &str) -> Result<Span, String> {
     s.parse()
         .map_err(|e: pgkeep::retention::SpanError| e.to_string())
 }
-fn parse_compression(s: &str) -> Result<Compression, String> {
+fn parse_compression(s: &str) -> Result<CompressionChoice, String> {
     s.parse()
 }
 /// A kind by its stored name, or with dashes (`pre-migration`).

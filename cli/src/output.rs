@@ -154,7 +154,10 @@ pub fn print_record(r: &BackupRecord, expiry: Option<&pgkeep::retention::Expiry>
             .map(|b| format!("{} ({b} bytes)", human_bytes(b))))
     );
     println!("sha256:          {}", opt(r.sha256.clone()));
-    println!("compression:     {}", r.compression);
+    match r.compression_level {
+        Some(level) => println!("compression:     {} level {level}", r.compression),
+        None => println!("compression:     {}", r.compression),
+    }
     println!("key:             {}", opt(r.key_id.clone()));
     println!("server version:  {}", opt(r.server_version.clone()));
     println!("object:          {}", r.object_key);

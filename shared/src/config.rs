@@ -30,6 +30,7 @@
 //! | `PGKEEP_KEEP_WITHIN_KIND` | prune (and the expiry shown by the status API): keep each kind this long after it was taken (`scheduled=7d,manual=30d,pre_migration=365d`), on top of the rules above |
 //! | `PGKEEP_PRE_RESTORE_KEEP_WITHIN` | prune: keep `pre_restore` safety copies this long (`30d`) |
 //! | `PGKEEP_KEEP_LABELS` | prune: keep every backup carrying one of these labels, `KEY` or `KEY=VALUE`, comma-separated or a JSON array of strings (as the CLI's `--keep-label`) |
+//! | `PGKEEP_COMPRESSION` | dump (and `pgkeep backup` without `--compression`): compression and level of the backups it takes, `zstd` (level 3, the default), `zstd:1`…`zstd:9`, `gzip`, `gzip:1`…`gzip:9` |
 //! | `PGKEEP_JOBS` | dump, verify (and `pgkeep backup`/`verify`/`restore` without `--jobs`): JSON object database → parallel dump streams (`{"shop": 4}`; default 1); an event's `jobs` wins |
 //! | `PGKEEP_ABANDON_AFTER` | dump, prune: in-progress runs older than this are abandoned (`20m`) |
 //! | `PGKEEP_RUNNERS`, `PGKEEP_FARGATE_*` | dump, verify: which databases' work goes to a Fargate task, see [`RunnerSettings`] |
@@ -46,6 +47,7 @@ use crate::alert::webhook::WebhookUrl;
 use crate::backends::BackendConfig;
 use crate::catalog::CatalogError;
 use crate::keys::KeyError;
+use crate::model::CompressionChoice;
 use crate::ops::download::{DEFAULT_DOWNLOAD_TTL, MAX_DOWNLOAD_TTL};
 use crate::ops::health::HealthPolicy;
 use crate::postgres::auth::DatabaseAuth;
@@ -200,6 +202,8 @@ pub struct LambdaSettings {
     pub scratch_secret_arn: Option<String>,
     /// Where alerts go besides the log.
     pub alerts: AlertSettings,
+    /// Compression and level of the backups the dump function takes (`PGKEEP_COMPRESSION`).
+    pub compression: CompressionChoice,
     /// Parallel dump streams per database (`PGKEEP_JOBS`) for its backups, verifications and
     /// restores; a database not named: 1. An event's `jobs` wins.
     pub jobs: BTreeMap<String, u32>,
@@ -292,6 +296,20 @@ fn download_ttl(get: &impl Fn(&str) -> Option<String>) -> Result<Span, ConfigErr
         )),
         Some(ttl) => Ok(ttl),
     }
+}
+
+/// The compression variable, read by the functions and the `pgkeep` command alike.
+pub const COMPRESSION: &str = "PGKEEP_COMPRESSION";
+
+/// `PGKEEP_COMPRESSION`: `zstd`, `zstd:1`, `gzip:9` (as `pgkeep backup --compression`); unset
+/// or empty: zstd at its default level.
+pub fn compression(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<CompressionChoice, ConfigError> {
+    given_owned(&get(COMPRESSION))
+        .map(|text| text.parse().map_err(|e| invalid(COMPRESSION, e)))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 /// The parallel-jobs variable, read by the functions and the `pgkeep` command alike.
@@ -402,6 +420,7 @@ impl LambdaSettings {
         let runners =
             RunnerSettings::from_lookup(get, &databases.keys().cloned().collect::<Vec<_>>())?;
         let jobs = jobs(&get, Some(&databases))?;
+        let compression = compression(&get)?;
         let webhook_url = get("PGKEEP_ALERT_WEBHOOK_URL")
             .map(|url| WebhookUrl::parse(&url).map_err(|e| invalid("PGKEEP_ALERT_WEBHOOK_URL", e)))
             .transpose()?;
@@ -434,6 +453,7 @@ impl LambdaSettings {
             download_ttl: download_ttl(&get)?,
             runners,
             jobs,
+            compression,
         })
     }
 
@@ -815,5 +835,30 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_compression_setting_is_checked_at_cold_start() {
+        let with = |value: &str| {
+            let vars = [
+                ("PGKEEP_REPO", "/var/pgkeep/repo".to_owned()),
+                ("PGKEEP_KEY", "kms://alias/pgkeep".to_owned()),
+                (
+                    "PGKEEP_DATABASES",
+                    r#"{"shop": {"url": "postgresql://b@h/shop"}}"#.to_owned(),
+                ),
+                ("PGKEEP_COMPRESSION", value.to_owned()),
+            ];
+            LambdaSettings::from_lookup(move |k| {
+                vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+            })
+        };
+        assert_eq!(with("").unwrap().compression, CompressionChoice::default());
+        assert_eq!(with("zstd:1").unwrap().compression.level(), 1);
+        let err = with("zstd:22").unwrap_err().to_string();
+        assert!(
+            err.contains("PGKEEP_COMPRESSION") && err.contains("1-9"),
+            "{err}"
+        );
     }
 }

@@ -224,6 +224,94 @@ pub enum Compression {
 
 names!(Compression { Zstd => "zstd", Gzip => "gzip" });
 
+impl Compression {
+    /// The level used when none is chosen: zstd's own default (most of the ratio of the higher
+    /// levels at several times their speed) and the gzip tool's.
+    pub const fn default_level(self) -> i32 {
+        match self {
+            Compression::Zstd => 3,
+            Compression::Gzip => 6,
+        }
+    }
+
+    /// The levels accepted. zstd stops at 9: pgkeep compresses in 2 MiB jobs on a worker
+    /// thread, and each job first reloads the end of the one before (up to the whole window);
+    /// at the slow levels above that the reloading is most of the work (level 19 reloads its
+    /// whole 8 MiB window per 2 MiB job), and a backup stopped with Ctrl-C took 30 s to end
+    /// while its queued jobs finished.
+    pub const fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Compression::Zstd => 1..=9,
+            Compression::Gzip => 1..=9,
+        }
+    }
+}
+
+/// A compression and its level as `--compression` names them, in pg_dump's `--compress`
+/// syntax: `zstd`, `zstd:1`, `gzip:9`. Only the algorithm is needed to read a backup back; the
+/// level trades a backup's CPU time against its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompressionChoice {
+    /// The algorithm.
+    pub algorithm: Compression,
+    /// The level; the algorithm's default when `None`.
+    pub level: Option<i32>,
+}
+
+impl CompressionChoice {
+    /// The level compressed at.
+    pub fn level(self) -> i32 {
+        self.level.unwrap_or(self.algorithm.default_level())
+    }
+}
+
+impl From<Compression> for CompressionChoice {
+    fn from(algorithm: Compression) -> Self {
+        CompressionChoice {
+            algorithm,
+            level: None,
+        }
+    }
+}
+
+impl FromStr for CompressionChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, level) = match s.split_once(':') {
+            Some((name, level)) => (name, Some(level)),
+            None => (s, None),
+        };
+        let algorithm: Compression = name.parse()?;
+        let levels = algorithm.levels();
+        let level = level
+            .map(|text| {
+                text.parse::<i32>()
+                    .ok()
+                    .filter(|n| levels.contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "{algorithm} level {text:?} is not one of {}-{} (default {}), as in `{algorithm}:{}`",
+                            levels.start(),
+                            levels.end(),
+                            algorithm.default_level(),
+                            levels.start(),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(CompressionChoice { algorithm, level })
+    }
+}
+
+impl fmt::Display for CompressionChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.level {
+            Some(level) => write!(f, "{}:{level}", self.algorithm),
+            None => write!(f, "{}", self.algorithm),
+        }
+    }
+}
+
 /// Everything pgkeep knows about one backup; the catalog stores it and the manifest embeds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupRecord {
@@ -247,6 +335,10 @@ pub struct BackupRecord {
     pub sha256: Option<String>,
     /// Compression inside the encryption.
     pub compression: Compression,
+    /// The level it compressed at (absent in backups taken before pgkeep recorded it, which
+    /// used the algorithm's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i32>,
     /// Identifies the master key that wrapped this backup's data key.
     pub key_id: Option<String>,
     /// The server's version string (`SHOW server_version`).
@@ -405,6 +497,7 @@ impl BackupRecord {
             size_bytes: None,
             sha256: None,
             compression,
+            compression_level: None,
             key_id: None,
             server_version: None,
             row_counts: BTreeMap::new(),

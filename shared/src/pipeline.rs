@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::ChildStdout;
 
 use crate::keys::DataKey;
-use crate::model::{ArchiveInfo, Compression, TableEntry};
+use crate::model::{ArchiveInfo, Compression, CompressionChoice, TableEntry};
 use crate::store::{ObjectUpload, StoreError};
 
 pub(crate) mod archive_format;
@@ -107,8 +107,8 @@ impl From<io::Error> for PipelineError {
 /// Tuning for the backup stream.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamOptions {
-    /// Compression of the archive.
-    pub compression: Compression,
+    /// Compression of the archive, and its level.
+    pub compression: CompressionChoice,
     /// zstd worker threads (0 = compress on the pipeline's own thread).
     pub zstd_workers: u32,
 }
@@ -355,7 +355,7 @@ mod tests {
         let upload = store.create(KEY).await.unwrap();
         let key = DataKey::new([7u8; 32]);
         let options = StreamOptions {
-            compression: Compression::Zstd,
+            compression: Compression::Zstd.into(),
             zstd_workers: 1,
         };
         store_archive(

@@ -36,6 +36,7 @@ const PGKEEP_SETTINGS: &[&str] = &[
     "PGKEEP_S3_PART_SIZE_MIB",
     "PGKEEP_S3_SSE_KMS_KEY_ID",
     "PGKEEP_ACTOR",
+    "PGKEEP_COMPRESSION",
 ];
 
 impl Pgkeep {

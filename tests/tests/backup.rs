@@ -32,9 +32,30 @@ fn round_trip_through_cat_and_pg_restore_for_both_compressions() {
     assert_eq!(expected["public.empty_table"], 0);
 
     let pgkeep = Pgkeep::new().database_url(cluster.url(&db));
-    for compression in ["zstd", "gzip"] {
-        let record = pgkeep.backup_ok(&["--compression", compression]);
+    // `backup --json`, with PGKEEP_COMPRESSION set to `setting` when given.
+    let backup = |setting: Option<&str>, args: &[&str]| {
+        let mut cmd = pgkeep.command();
+        cmd.args(["backup", "--json"]).args(args);
+        if let Some(setting) = setting {
+            cmd.env("PGKEEP_COMPRESSION", setting);
+        }
+        cmd.output().unwrap()
+    };
+    // The flag with and without a level, and the setting the functions read too.
+    for (setting, args, compression, level) in [
+        (None, &["--compression", "zstd"][..], "zstd", 3),
+        (None, &["--compression", "gzip:1"][..], "gzip", 1),
+        (Some("zstd:1"), &[][..], "zstd", 1),
+    ] {
+        let out = backup(setting, args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(record["compression"], compression);
+        assert_eq!(record["compression_level"], level, "{args:?} {setting:?}");
         assert_eq!(record["database"], db.as_str());
         assert_eq!(
             record_counts(&record),
@@ -75,8 +96,20 @@ fn round_trip_through_cat_and_pg_restore_for_both_compressions() {
         );
     }
     let listed = pgkeep.list();
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|r| r["status"] == "completed"));
+
+    // A level the algorithm does not have is refused before anything starts, naming the range.
+    for (setting, args) in [
+        (None, &["--compression", "zstd:10"][..]),
+        (Some("gzip:0"), &[][..]),
+    ] {
+        let out = backup(setting, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("is not one of 1-"), "{stderr}");
+    }
+    assert_eq!(pgkeep.list().len(), 3, "a refused backup left a record");
 }
 
 #[test]

@@ -196,3 +196,46 @@ fn verifications_serialize_readably_and_old_records_still_read() {
     assert!(!r.verification.as_ref().unwrap().tables[0].matches());
     assert_eq!(serde_json::from_value::<BackupRecord>(v).unwrap(), r);
 }
+
+#[test]
+fn compression_names_a_level_as_pg_dump_does() {
+    let zstd1: CompressionChoice = "zstd:1".parse().unwrap();
+    assert_eq!((zstd1.algorithm, zstd1.level()), (Compression::Zstd, 1));
+    let gzip: CompressionChoice = "gzip".parse().unwrap();
+    assert_eq!(
+        (gzip.algorithm, gzip.level, gzip.level()),
+        (Compression::Gzip, None, 6)
+    );
+    assert_eq!(CompressionChoice::default().level(), 3);
+    for text in ["zstd", "zstd:9", "gzip:9"] {
+        assert_eq!(text.parse::<CompressionChoice>().unwrap().to_string(), text);
+    }
+    for (bad, says) in [
+        ("zstd:0", "1-9 (default 3)"),
+        ("zstd:19", "1-9"),
+        ("gzip:10", "1-9 (default 6)"),
+        ("zstd:", "is not one of"),
+        ("zstd:fast", "\"fast\""),
+        ("lz4:1", "expected one of: zstd, gzip"),
+    ] {
+        let err = bad.parse::<CompressionChoice>().unwrap_err();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn records_without_a_compression_level_still_read() {
+    let mut record = BackupRecord::start(
+        BackupId::generate(Utc::now()),
+        "shop",
+        BackupKind::Manual,
+        Compression::Zstd,
+    );
+    let old = serde_json::to_value(&record).unwrap();
+    assert!(old.get("compression_level").is_none(), "{old}");
+    let read: BackupRecord = serde_json::from_value(old).unwrap();
+    assert_eq!(read.compression_level, None);
+    record.compression_level = Some(1);
+    let new = serde_json::to_string(&record).unwrap();
+    assert_eq!(serde_json::from_str::<BackupRecord>(&new).unwrap(), record);
+}

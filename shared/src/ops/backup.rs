@@ -27,8 +27,8 @@ use crate::backends::Services;
 use crate::keys::{KeyContext, NewDataKey};
 use crate::labels::Labels;
 use crate::model::{
-    format_time, qualified_name, BackupId, BackupKind, BackupRecord, BackupStatus, Compression,
-    EncryptionInfo, Lease, Manifest,
+    format_time, qualified_name, BackupId, BackupKind, BackupRecord, BackupStatus,
+    CompressionChoice, EncryptionInfo, Lease, Manifest,
 };
 use crate::pipeline::crypt::{Header, HeaderFields, DEFAULT_CHUNK_SIZE, FORMAT_VERSION};
 use crate::pipeline::pg_dump::PgDump;
@@ -47,8 +47,8 @@ pub struct BackupRequest {
     pub target: PgTarget,
     /// Why the backup is taken.
     pub kind: BackupKind,
-    /// Compression inside the encryption.
-    pub compression: Compression,
+    /// Compression inside the encryption, and its level.
+    pub compression: CompressionChoice,
     /// A pre-allocated id (so a caller can refer to the run before it ends), or a fresh one.
     pub id: Option<BackupId>,
     /// Directory of the PostgreSQL client binaries (`PGKEEP_PG_BIN`); searched when `None`.
@@ -109,7 +109,7 @@ impl BackupRequest {
         BackupRequest {
             target,
             kind,
-            compression: Compression::Zstd,
+            compression: CompressionChoice::default(),
             id: None,
             pg_bin: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -319,7 +319,8 @@ async fn backup_leased(
     {
         tracing::error!(database = %database, error = %e, "could not reap abandoned backups");
     }
-    let mut record = BackupRecord::start(id, database, request.kind, request.compression);
+    let mut record = BackupRecord::start(id, database, request.kind, request.compression.algorithm);
+    record.compression_level = Some(request.compression.level());
     record.labels = request.labels.as_map().clone();
     record.selection = request.selection.clone();
     record.retry_of = request.retry_of.clone();

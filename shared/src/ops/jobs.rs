@@ -390,6 +390,7 @@ impl Jobs {
         request.retry_of = retry_of;
         request.database_name = Some(trigger.database.clone());
         request.abandon_after = self.settings.abandon_after;
+        request.compression = self.settings.compression;
         request.labels = trigger.labels.clone();
         request.requested_by = Some(trigger.requester().to_owned());
         // The event's `jobs` wins over the database's PGKEEP_JOBS.
@@ -445,6 +446,7 @@ impl Jobs {
         request.connection = Some(trigger.database.clone());
         request.labels = trigger.labels.clone();
         request.abandon_after = self.settings.abandon_after;
+        request.compression = self.settings.compression;
         let run = super::server::backup_all(&self.services, &request, Arc::default()).await?;
         let now = Utc::now();
         let mut verify_started = 0;

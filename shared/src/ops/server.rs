@@ -24,7 +24,7 @@ use crate::catalog::ListQuery;
 use crate::globals::{self, DatabaseGlobals, DatabaseGrant};
 use crate::labels::Labels;
 use crate::model::{
-    BackupId, BackupKind, BackupRecord, BackupStatus, Compression, GlobalsInfo, RoleInfo,
+    BackupId, BackupKind, BackupRecord, BackupStatus, CompressionChoice, GlobalsInfo, RoleInfo,
     GLOBALS_NAME,
 };
 use crate::pipeline::crypt::Header;
@@ -47,8 +47,8 @@ pub struct RunRequest {
     pub exclude: Vec<String>,
     /// Why the backups are taken.
     pub kind: BackupKind,
-    /// Compression inside the encryption.
-    pub compression: Compression,
+    /// Compression inside the encryption, and its level.
+    pub compression: CompressionChoice,
     /// Directory of the PostgreSQL client binaries; searched when `None`.
     pub pg_bin: Option<std::path::PathBuf>,
     /// Labels put on every backup of the run.
@@ -72,7 +72,7 @@ impl RunRequest {
             include: Vec::new(),
             exclude: Vec::new(),
             kind,
-            compression: Compression::Zstd,
+            compression: CompressionChoice::default(),
             pg_bin: None,
             labels: Labels::none(),
             lease_ttl: super::backup::DEFAULT_LEASE_TTL,

@@ -12,17 +12,12 @@ use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
 use async_compression::Level;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::model::Compression;
+use crate::model::{Compression, CompressionChoice};
 
-/// zstd level 3 (zstd's own default): most of the ratio of higher levels at several times the
-/// speed, which is what keeps a backup as fast as pg_dump itself.
-const ZSTD_LEVEL: i32 = 3;
 /// Bytes of input per zstd worker job. A job sees only a part of the previous one (its overlap),
 /// so small jobs cost ratio: with 1 MiB jobs a backup was 0.2% larger than `pg_dump -Fc`, with
 /// 2 MiB 0.1% smaller (pgbench scale 50 + docs), for about 3 MiB more per stream.
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
-/// gzip level 6, the gzip tool's default.
-const GZIP_LEVEL: i32 = 6;
 
 /// Compresses what is written to it into `W`; the end of the stream is written on shutdown.
 pub enum CompressWriter<W: AsyncWrite> {
@@ -33,9 +28,12 @@ pub enum CompressWriter<W: AsyncWrite> {
 }
 
 impl<W: AsyncWrite + Unpin> CompressWriter<W> {
-    /// A compressor of the given kind; zstd uses `workers` background threads (0 = inline).
-    pub fn new(inner: W, compression: Compression, workers: u32) -> Self {
-        match compression {
+    /// A compressor of the given kind and level (the algorithm's default level when it names
+    /// none, see [`Compression::default_level`]); zstd uses `workers` background threads
+    /// (0 = inline).
+    pub fn new(inner: W, compression: CompressionChoice, workers: u32) -> Self {
+        let level = Level::Precise(compression.level());
+        match compression.algorithm {
             Compression::Zstd => {
                 use async_compression::zstd::CParameter;
                 // Small jobs keep the workers' buffers (and so peak memory) small while leaving
@@ -46,13 +44,11 @@ impl<W: AsyncWrite + Unpin> CompressWriter<W> {
                 ];
                 CompressWriter::Zstd(ZstdEncoder::with_quality_and_params(
                     inner,
-                    Level::Precise(ZSTD_LEVEL),
+                    level,
                     if workers > 0 { &params[..] } else { &[] },
                 ))
             }
-            Compression::Gzip => {
-                CompressWriter::Gzip(GzipEncoder::with_quality(inner, Level::Precise(GZIP_LEVEL)))
-            }
+            Compression::Gzip => CompressWriter::Gzip(GzipEncoder::with_quality(inner, level)),
         }
     }
 
@@ -160,7 +156,7 @@ mod tests {
 
     async fn round_trip(
         data: &[u8],
-        compression: Compression,
+        compression: CompressionChoice,
         workers: u32,
         step: usize,
     ) -> Vec<u8> {
@@ -170,7 +166,7 @@ mod tests {
         }
         w.shutdown().await.unwrap();
         let packed = w.into_inner();
-        let mut r = DecompressReader::new(BufReader::new(&packed[..]), compression);
+        let mut r = DecompressReader::new(BufReader::new(&packed[..]), compression.algorithm);
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();
         out
@@ -179,8 +175,9 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
-        fn both_codecs_round_trip(data in proptest::collection::vec(any::<u8>(), 0..20_000), step in 1usize..5000, gzip: bool, workers in 0u32..3) {
-            let compression = if gzip { Compression::Gzip } else { Compression::Zstd };
+        fn both_codecs_round_trip(data in proptest::collection::vec(any::<u8>(), 0..20_000), step in 1usize..5000, gzip: bool, workers in 0u32..3, level in proptest::option::of(1i32..=9)) {
+            let algorithm = if gzip { Compression::Gzip } else { Compression::Zstd };
+            let compression = CompressionChoice { algorithm, level };
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let out = rt.block_on(round_trip(&data, compression, workers, step));
             prop_assert_eq!(out, data);
@@ -194,7 +191,7 @@ mod tests {
             (Compression::Zstd, &[0x28, 0xb5, 0x2f, 0xfd][..]),
             (Compression::Gzip, &[0x1f, 0x8b][..]),
         ] {
-            let mut w = CompressWriter::new(Vec::new(), c, 0);
+            let mut w = CompressWriter::new(Vec::new(), c.into(), 0);
             w.write_all(text.as_bytes()).await.unwrap();
             w.shutdown().await.unwrap();
             let packed = w.into_inner();
@@ -207,10 +204,33 @@ mod tests {
         }
     }
 
+    /// The chosen level reaches the codec: on text, each algorithm's highest level packs
+    /// tighter than its lowest.
+    #[tokio::test]
+    async fn the_level_is_the_one_chosen() {
+        let text: String = (0..40_000u32)
+            .map(|i| format!("{i}\t{}\n", (i * 7919) % 10_007))
+            .collect();
+        for algorithm in [Compression::Zstd, Compression::Gzip] {
+            let mut sizes = Vec::new();
+            for level in [*algorithm.levels().start(), *algorithm.levels().end()] {
+                let choice = CompressionChoice {
+                    algorithm,
+                    level: Some(level),
+                };
+                let mut w = CompressWriter::new(Vec::new(), choice, 1);
+                w.write_all(text.as_bytes()).await.unwrap();
+                w.shutdown().await.unwrap();
+                sizes.push(w.into_inner().len());
+            }
+            assert!(sizes[1] < sizes[0], "{algorithm}: {sizes:?}");
+        }
+    }
+
     #[tokio::test]
     async fn data_after_the_compressed_stream_is_an_error() {
         for c in [Compression::Zstd, Compression::Gzip] {
-            let mut w = CompressWriter::new(Vec::new(), c, 0);
+            let mut w = CompressWriter::new(Vec::new(), c.into(), 0);
             w.write_all(b"archive").await.unwrap();
             w.shutdown().await.unwrap();
             let mut packed = w.into_inner();
@@ -223,7 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_damaged_stream_is_an_error() {
-        let mut w = CompressWriter::new(Vec::new(), Compression::Gzip, 0);
+        let mut w = CompressWriter::new(Vec::new(), Compression::Gzip.into(), 0);
         w.write_all(&[7u8; 10_000]).await.unwrap();
         w.shutdown().await.unwrap();
         let mut packed = w.into_inner();
