@@ -83,6 +83,8 @@ impl Stack {
             ("PGKEEP_DUMP_FUNCTION", DUMP_FUNCTION.into()),
             ("PGKEEP_VERIFY_FUNCTION", VERIFY_FUNCTION.into()),
             ("PGKEEP_ABANDON_AFTER", "2h".into()),
+            // A level other than the default, to see the functions' setting reach the backup.
+            ("PGKEEP_COMPRESSION", "zstd:1".into()),
             ("PGKEEP_KEEP_DAILY", "7".into()),
             ("PGKEEP_AWS_ENDPOINT", self.forwarder.endpoint()),
         ])
@@ -175,6 +177,7 @@ fn an_api_backup_is_dumped_and_verified_by_the_real_functions() {
     let record = stack.record(&id);
     assert_eq!(record.status, BackupStatus::Verified, "{record:?}");
     assert_eq!(record.row_counts["public.pgbench_accounts"], 100_000);
+    assert_eq!(record.compression_level, Some(1), "PGKEEP_COMPRESSION");
     let invoked: Vec<String> = stack
         .forwarder
         .invocations()
