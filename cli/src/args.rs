@@ -511,8 +511,12 @@ fn parse_span(s: &str) -> Result<Span, String> {
     s.parse()
         .map_err(|e: pgkeep::retention::SpanError| e.to_string())
 }
+/// Empty (an empty `PGKEEP_COMPRESSION`) is unset, as in the functions: the default.
 fn parse_compression(s: &str) -> Result<CompressionChoice, String> {
-    s.parse()
+    match s.trim() {
+        "" => Ok(CompressionChoice::default()),
+        s => s.parse(),
+    }
 }
 /// A kind by its stored name, or with dashes (`pre-migration`).
 fn parse_kind(s: &str) -> Result<BackupKind, String> {

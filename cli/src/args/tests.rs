@@ -14,6 +14,7 @@ use std::process::Command as Process;
 
 use clap::{CommandFactory, FromArgMatches};
 use pgkeep::config::{LambdaSettings, RetentionSettings};
+use pgkeep::model::CompressionChoice;
 
 use super::{Cli, Command};
 use crate::resolve::{env, Resolver};
@@ -111,6 +112,7 @@ const SHARED: &[(&str, &str)] = &[
     ("PGKEEP_KEEP_WITHIN_KIND", "scheduled=7d, manual=30d"),
     ("PGKEEP_HEARTBEAT_URL", "https://hc-ping.com/abc-123"),
     ("PGKEEP_JOBS", r#"{"shop": 4}"#),
+    ("PGKEEP_COMPRESSION", "zstd:1"),
 ];
 
 /// What every case starts from: what the functions require.
@@ -136,9 +138,9 @@ fn view(
     max_age: impl std::fmt::Debug,
     abandon_after: impl std::fmt::Debug,
     heartbeat: impl std::fmt::Debug,
-    shop_jobs: u32,
+    (shop_jobs, compression): (u32, CompressionChoice),
 ) -> String {
-    format!("{backends:?} | {auth:?} | {retention:?} | {max_age:?} | {abandon_after:?} | {heartbeat:?} | {shop_jobs}")
+    format!("{backends:?} | {auth:?} | {retention:?} | {max_age:?} | {abandon_after:?} | {heartbeat:?} | {shop_jobs} | {compression}")
 }
 
 fn lambda_view(vars: &BTreeMap<String, String>) -> String {
@@ -150,7 +152,7 @@ fn lambda_view(vars: &BTreeMap<String, String>) -> String {
             s.health.max_age,
             s.abandon_after,
             s.alerts.heartbeat_url,
-            s.jobs.get("shop").copied().unwrap_or(1),
+            (s.jobs.get("shop").copied().unwrap_or(1), s.compression),
         ),
         Err(e) => format!("error: {e}"),
     }
@@ -167,6 +169,10 @@ fn cli_view() -> Result<String, String> {
     };
     let (prune, prune_matches) = parse("prune")?;
     let (status, _) = parse("status")?;
+    let (backup, _) = parse("backup")?;
+    let Command::Backup(backup_args) = &backup.command else {
+        unreachable!()
+    };
     let resolver = Resolver::new(&prune, &prune_matches).map_err(|f| f.message)?;
     let backends = resolver.backend_config().map_err(|f| f.message)?;
     let auth = resolver.database().map_err(|f| f.message)?.auth;
@@ -189,7 +195,10 @@ fn cli_view() -> Result<String, String> {
         health.max_age,
         resolver.abandon_after,
         heartbeat,
-        pgkeep::config::jobs_or_setting(None, &env, "shop").map_err(|e| e.to_string())?,
+        (
+            pgkeep::config::jobs_or_setting(None, &env, "shop").map_err(|e| e.to_string())?,
+            backup_args.compression,
+        ),
     ))
 }
 
