@@ -57,6 +57,7 @@ alert_sns_events       = "backup_failed,verification_failed,restore_failed,stale
 alert_webhook_events   = "all"
 alert_webhook_format   = "teams"
 heartbeat_url          = "https://hc-ping.example.com/00000000-0000-4000-8000-000000000000"
+compression            = "zstd:1"
 object_lock            = { mode = "GOVERNANCE", days = 35 }
 restore_principal_arns = ["arn:aws:iam::123456789012:root"]
 artifacts_dir          = "@ARTIFACTS@"

@@ -40,6 +40,7 @@ module "pgkeep" {
   alert_webhook_events   = var.alert_webhook_events
   alert_webhook_format   = var.alert_webhook_format
   heartbeat_url          = var.heartbeat_url
+  compression            = var.compression
   object_lock            = var.object_lock
   log_retention_days     = var.log_retention_days
   architecture           = var.architecture

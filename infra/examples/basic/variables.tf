@@ -115,6 +115,12 @@ variable "alert_webhook_format" {
   default     = null
 }
 
+variable "compression" {
+  description = "Compression and level of the backups: zstd (level 3), zstd:1 to zstd:9, gzip, gzip:1 to gzip:9."
+  type        = string
+  default     = null
+}
+
 variable "heartbeat_url" {
   description = "Dead man's switch pinged on start, success and failure (healthchecks.io convention)."
   type        = string
