@@ -804,22 +804,27 @@ mod tests {
         }
     }
 
+    /// The functions' settings for two databases, shop and crm, with `name` set to `value`.
+    fn settings_with(name: &str, value: &str) -> Result<LambdaSettings, ConfigError> {
+        let vars = [
+            ("PGKEEP_REPO", "/var/pgkeep/repo"),
+            ("PGKEEP_KEY", "kms://alias/pgkeep"),
+            (
+                "PGKEEP_DATABASES",
+                r#"{"shop": {"url": "postgresql://b@h/shop"}, "crm": {"url": "postgresql://b@h/crm"}}"#,
+            ),
+            (name, value),
+        ];
+        LambdaSettings::from_lookup(move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
     #[test]
     fn jobs_per_database_are_checked() {
-        let base = |jobs: &str| {
-            let vars = [
-                ("PGKEEP_REPO", "/var/pgkeep/repo".to_owned()),
-                ("PGKEEP_KEY", "kms://alias/pgkeep".to_owned()),
-                (
-                    "PGKEEP_DATABASES",
-                    r#"{"shop": {"url": "postgresql://b@h/shop"}, "crm": {"url": "postgresql://b@h/crm"}}"#.to_owned(),
-                ),
-                ("PGKEEP_JOBS", jobs.to_owned()),
-            ];
-            LambdaSettings::from_lookup(move |k| {
-                vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-            })
-        };
+        let base = |jobs: &str| settings_with("PGKEEP_JOBS", jobs);
         let s = base(r#"{"shop": 4}"#).unwrap();
         assert_eq!((s.jobs_for("shop"), s.jobs_for("crm")), (4, 1));
         assert_eq!(base("").unwrap().jobs_for("shop"), 1);
@@ -839,20 +844,7 @@ mod tests {
 
     #[test]
     fn the_compression_setting_is_checked_at_cold_start() {
-        let with = |value: &str| {
-            let vars = [
-                ("PGKEEP_REPO", "/var/pgkeep/repo".to_owned()),
-                ("PGKEEP_KEY", "kms://alias/pgkeep".to_owned()),
-                (
-                    "PGKEEP_DATABASES",
-                    r#"{"shop": {"url": "postgresql://b@h/shop"}}"#.to_owned(),
-                ),
-                ("PGKEEP_COMPRESSION", value.to_owned()),
-            ];
-            LambdaSettings::from_lookup(move |k| {
-                vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-            })
-        };
+        let with = |value: &str| settings_with("PGKEEP_COMPRESSION", value);
         assert_eq!(with("").unwrap().compression, CompressionChoice::default());
         assert_eq!(with("zstd:1").unwrap().compression.level(), 1);
         let err = with("zstd:22").unwrap_err().to_string();
